@@ -1,0 +1,1 @@
+"""The simulated Vast marketplace: the same REST API, served in process or on loopback."""
