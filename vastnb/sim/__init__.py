@@ -1,1 +1,37 @@
-"""The simulated Vast marketplace: the same REST API, served in process or on loopback."""
+"""The simulated Vast marketplace: the same REST API, served in process or on loopback.
+
+``Simulator(home)`` is the market with its API: ``transport()`` gives an httpx
+transport for in-process use, ``serve()`` a server on loopback. State lives under
+``home/sim/`` so that instances outlive the kernel, as real ones do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .market import Market, SimConfig, SimError
+from .routes import SimAPI
+from .server import SimServer
+from .transport import SimTransport
+
+__all__ = ["Simulator", "Market", "SimConfig", "SimError", "SimAPI", "SimServer", "SimTransport"]
+
+
+class Simulator:
+    """A simulated market and the API in front of it."""
+
+    def __init__(self, home: Path | None, config: SimConfig | None = None, *, rate_limit_scale: float = 0.0) -> None:
+        self.market = Market(home, config)
+        self.api = SimAPI(self.market, rate_limit_scale=rate_limit_scale)
+
+    def transport(self) -> SimTransport:
+        """An httpx transport that answers from this simulator, in process."""
+        return SimTransport(self.api)
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0, **kwargs: object) -> SimServer:
+        """A server for this simulator on loopback (not started)."""
+        return SimServer(self.api, host, port, **kwargs)  # type: ignore[arg-type]
+
+    def advance(self, seconds: float) -> None:
+        """Move the simulated clock forward."""
+        self.market.advance(seconds)

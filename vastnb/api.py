@@ -1,0 +1,285 @@
+"""The Vast REST API over httpx: one method per endpoint vastnb uses.
+
+The transport is injectable (httpx style), so the same code talks to console.vast.ai,
+to the simulator in process (``httpx.MockTransport``) or to the simulator on loopback.
+Every failure becomes a :class:`~vastnb.errors.VastError`; the key is sent only in the
+``Authorization`` header and scrubbed from every message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import httpx
+
+from . import __version__
+from .config import vast_url
+from .errors import APIConnectionError, RateLimitError, VastError
+from .records import Charge, CreatedInstance, Instance, Offer, SSHKey, User
+from .api_errors import error_for
+from .retry import RETRY_STATUSES, RetryPolicy, parse_threshold
+from .secret import Secret, redact
+
+__all__ = ["VastAPI"]
+
+log = logging.getLogger("vastnb.api")
+
+V1_PAGE_LIMIT = 25  # the v1 list's maximum page size
+CHARGES_PAGE_LIMIT = 500
+
+
+class _BearerAuth(httpx.Auth):
+    """Adds ``Authorization: Bearer`` at send time, so the key sits in no header dict."""
+
+    def __init__(self, key: Secret) -> None:
+        self._key = key
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        request.headers["Authorization"] = f"Bearer {self._key.reveal()}"
+        yield request
+
+
+class VastAPI:
+    """A client for the Vast REST API.
+
+    ``transport`` replaces the network (tests pass the simulator's); ``retry`` bounds
+    how long a call keeps trying; ``sleep`` is what waits between attempts.
+    """
+
+    def __init__(
+        self,
+        api_key: Secret | None,
+        *,
+        base_url: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._key = api_key
+        self.base_url = vast_url(base_url)
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._rng = random.Random()
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            transport=transport,
+            timeout=timeout,
+            auth=_BearerAuth(api_key) if api_key else None,
+            headers={"User-Agent": f"vastnb/{__version__}", "Accept": "application/json"},
+        )
+
+    def __repr__(self) -> str:
+        return f"VastAPI(base_url={self.base_url!r}, api_key={'set' if self._key else 'none'})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> VastAPI:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- offers -------------------------------------------------------------------------
+
+    def search_offers(self, query: Mapping[str, Any]) -> list[Offer]:
+        """``POST /bundles/`` with a query body; offers in the server's order."""
+        body = self._call("POST", "/bundles/", json=dict(query))
+        return [Offer.from_api(o) for o in body.get("offers") or []]
+
+    # -- instances ----------------------------------------------------------------------
+
+    def create_instance(
+        self,
+        offer_id: int,
+        *,
+        image: str,
+        disk_gb: float,
+        label: str,
+        price: float | None = None,
+        env: Mapping[str, str] | None = None,
+        onstart: str | None = None,
+        runtype: str = "ssh_direct",
+        extra: Mapping[str, Any] | None = None,
+    ) -> CreatedInstance:
+        """Rent offer ``offer_id``. A ``price`` makes it interruptible at that bid.
+
+        Never retried once the request may have reached Vast: a second create could
+        rent a second machine. If Vast created an instance despite an error, the
+        :class:`~vastnb.errors.InstanceCreateError` carries its id.
+        """
+        payload: dict[str, Any] = {
+            "client_id": "me",
+            "image": image,
+            "disk": disk_gb,
+            "label": label,
+            "runtype": runtype,
+            "env": dict(env or {}),
+        }
+        if onstart:
+            payload["onstart"] = onstart
+        if price is not None:
+            payload["price"] = round(price, 6)
+        payload.update(extra or {})
+        body = self._call("PUT", f"/asks/{int(offer_id)}/", json=payload, idempotent=False)
+        return CreatedInstance(id=int(body["new_contract"]), instance_api_key=body.get("instance_api_key"))
+
+    def show_instance(self, instance_id: int) -> Instance | None:
+        """One instance, or None when it does not exist (any more)."""
+        body = self._call("GET", f"/instances/{int(instance_id)}/", params={"owner": "me"})
+        data = body.get("instances")
+        return Instance.from_api(data) if data else None
+
+    def list_instances(self, select_filters: Mapping[str, Any] | None = None) -> list[Instance]:
+        """All of the account's instances, through every page of ``GET /api/v1/instances/``."""
+        params: dict[str, Any] = {
+            "limit": V1_PAGE_LIMIT,
+            "order_by": json.dumps([{"col": "id", "dir": "asc"}]),
+        }
+        if select_filters:
+            params["select_filters"] = json.dumps(dict(select_filters))
+        return [Instance.from_api(i) for i in self._pages("/api/v1/instances/", params, "instances")]
+
+    def start_instance(self, instance_id: int) -> None:
+        self._call("PUT", f"/instances/{int(instance_id)}/", json={"state": "running"})
+
+    def stop_instance(self, instance_id: int) -> None:
+        self._call("PUT", f"/instances/{int(instance_id)}/", json={"state": "stopped"})
+
+    def label_instance(self, instance_id: int, label: str) -> None:
+        self._call("PUT", f"/instances/{int(instance_id)}/", json={"label": label})
+
+    def destroy_instance(self, instance_id: int) -> bool:
+        """Destroy; billing stops. False when it was already gone (that counts as done)."""
+        try:
+            self._call("DELETE", f"/instances/{int(instance_id)}/", json={})
+        except VastError as exc:
+            if getattr(exc, "code", None) == "no_such_instance" or getattr(exc, "status", None) == 404:
+                return False
+            raise
+        return True
+
+    def change_bid(self, instance_id: int, price: float) -> None:
+        """Set an interruptible instance's bid, in $/hour."""
+        self._call("PUT", f"/instances/bid_price/{int(instance_id)}/", json={"client_id": "me", "price": price})
+
+    def attach_ssh_key(self, instance_id: int, public_key: str) -> None:
+        """Authorize ``public_key`` on a running instance (account keys reach new ones only)."""
+        self._call("POST", f"/instances/{int(instance_id)}/ssh/", json={"ssh_key": public_key.strip()})
+
+    # -- account ------------------------------------------------------------------------
+
+    def ssh_keys(self) -> list[SSHKey]:
+        """The account's SSH keys, which Vast installs on instances created after them."""
+        body = self._call("GET", "/ssh/")
+        keys = body if isinstance(body, list) else body.get("keys") or body.get("ssh_keys") or []
+        return [SSHKey.from_api(k) for k in keys if not (isinstance(k, Mapping) and k.get("deleted_at"))]
+
+    def add_ssh_key(self, public_key: str) -> SSHKey:
+        body = self._call("POST", "/ssh/", json={"ssh_key": public_key.strip()})
+        record = body.get("key") if isinstance(body.get("key"), Mapping) else body
+        return SSHKey.from_api({"id": record.get("id"), "key": record.get("ssh_key") or public_key.strip()})
+
+    def current_user(self) -> User:
+        """The account: balance and credit. The ``api_key`` the API echoes is dropped."""
+        return User.from_api(self._call("GET", "/users/current/"))
+
+    def charges(self, start: float, end: float) -> list[Charge]:
+        """Per-instance charges between two epoch times, through every page."""
+        params = {
+            "select_filters": json.dumps({"day": {"gte": start, "lte": end}, "type": {"in": ["instance"]}}),
+            "format": "table",
+            "latest_first": "true",
+            "limit": CHARGES_PAGE_LIMIT,
+        }
+        return [Charge.from_api(c) for c in self._pages("/charges/", params, "results")]
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _pages(self, path: str, params: dict[str, Any], key: str) -> Iterator[Mapping[str, Any]]:
+        token: str | None = None
+        while True:
+            page_params = dict(params, **({"after_token": token} if token else {}))
+            body = self._call("GET", path, params=page_params)
+            yield from body.get(key) or []
+            token = body.get("next_token")
+            if not token:
+                return
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        idempotent: bool = True,
+    ) -> Any:
+        """Send with retries; the decoded JSON body, or a VastError."""
+        url = path if path.startswith("/api/v") else "/api/v0" + path
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._http.request(method, url, json=json, params=params)
+            except httpx.TransportError as exc:
+                # A request that never connected cannot have rented anything; one that
+                # timed out mid-way might have, so only idempotent calls retry those.
+                safe = idempotent or isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+                wait = self.retry.delay(attempt, rng=self._rng)
+                if safe and self.retry.allows(attempt, time.monotonic() - started, wait):
+                    log.info("%s %s: %s; retrying in %.1f s", method, path, type(exc).__name__, wait)
+                    self._sleep(wait)
+                    continue
+                raise self._connection_error(method, path, exc, attempt) from None
+            log.debug("%s %s -> %s (attempt %d)", method, path, response.status_code, attempt)
+            if response.status_code in RETRY_STATUSES and (idempotent or response.status_code == 429):
+                wait = self.retry.delay(attempt, floor=parse_threshold(response.text) or 0.0, rng=self._rng)
+                if self.retry.allows(attempt, time.monotonic() - started, wait):
+                    log.info("%s %s: HTTP %s; retrying in %.1f s", method, path, response.status_code, wait)
+                    self._sleep(wait)
+                    continue
+            return self._decode(method, path, response, attempt, time.monotonic() - started)
+
+    def _decode(self, method: str, path: str, response: httpx.Response, attempts: int, elapsed: float) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        ok = response.is_success and not (isinstance(body, Mapping) and body.get("success") is False)
+        if ok and body is not None:
+            return body
+        if ok:
+            raise self._scrub(
+                VastError(f"{method} {path} returned HTTP {response.status_code} without a JSON body; "
+                          "the Vast API may be down, or VAST_URL points at something else.")
+            )
+        error = error_for(method, path, response.status_code, body, response.text)
+        if isinstance(error, RateLimitError):
+            error.args = (f"{error} (gave up after {attempts} attempts over {elapsed:.0f} s)",)
+        raise self._scrub(error)
+
+    def _connection_error(self, method: str, path: str, exc: httpx.TransportError, attempts: int) -> APIConnectionError:
+        kind = "timed out" if isinstance(exc, httpx.TimeoutException) else f"failed ({type(exc).__name__})"
+        hint = (
+            "Nothing was retried because the request may have reached Vast: check `vastnb ps` for a new "
+            "instance before trying again."
+            if method == "PUT" and path.startswith("/asks/")
+            else "Check your network, or VAST_URL, and try again."
+        )
+        return self._scrub(
+            APIConnectionError(
+                f"{method} {path} to {self.base_url} {kind} after {attempts} attempt(s). {hint}", endpoint=path
+            )
+        )
+
+    def _scrub(self, error: VastError) -> Any:
+        error.args = tuple(redact(str(a), self._key) for a in error.args)
+        return error

@@ -1,0 +1,111 @@
+"""Budgets: what a team, or one of its projects, may spend; loaded strictly from ``budgets.yaml``.
+
+The file is found like ``gpu_profiles.yaml`` (see :func:`vastnb.profiles.find_profile_file`)
+and checked as strictly: a budget that is silently misread is a budget that is not enforced.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .profiles import find_profile_file
+from .yamlspec import Field, at_least, check_mapping, compose_file, fail, line_of, sequence_items
+
+__all__ = ["BUDGETS_FILE", "DEFAULT_ALERT_THRESHOLDS", "Budget", "load_budgets"]
+
+BUDGETS_FILE = "budgets.yaml"
+#: Alert at half the monthly limit, at 80%, and when it is reached.
+DEFAULT_ALERT_THRESHOLDS: tuple[float, ...] = (0.5, 0.8, 1.0)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A monthly spending limit for a team, or for one project when ``project`` is set.
+
+    ``alert_thresholds`` are fractions of ``monthly_limit_usd``, strictly ascending.
+    """
+
+    team: str
+    monthly_limit_usd: float
+    project: str | None = None
+    per_job_limit_usd: float | None = None
+    alert_thresholds: tuple[float, ...] = DEFAULT_ALERT_THRESHOLDS
+    source: str = ""  # the file it was loaded from
+    line: int = 0  # where its entry starts in that file
+
+    @property
+    def scope(self) -> str:
+        """``team`` or ``team/project``, for messages and tables."""
+        return self.team if self.project is None else f"{self.team}/{self.project}"
+
+    def as_row(self) -> dict[str, Any]:
+        """The budget as one row of a pandas DataFrame."""
+        return {
+            "team": self.team,
+            "project": self.project,
+            "monthly_limit_usd": self.monthly_limit_usd,
+            "per_job_limit_usd": self.per_job_limit_usd,
+            "alert_thresholds": self.alert_thresholds,
+        }
+
+
+def _check_name(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _check_fraction(value: float) -> str | None:
+    return None if 0 < value <= 1 else f"must hold fractions above 0 and at most 1, not {value:g}"
+
+
+def _check_ascending(values: tuple[float, ...]) -> str | None:
+    for before, after in zip(values, values[1:]):
+        if after <= before:
+            return f"must be strictly ascending, but {after:g} follows {before:g}"
+    return None
+
+
+_ROOT = (
+    Field("budgets", "node", required=True, expect="a list of budget entries", example="[]"),
+)
+_FIELDS = (
+    Field("team", "str", required=True, check=_check_name, example="ml-research"),
+    Field("project", "str", check=_check_name, example="llm-finetune"),
+    Field("monthly_limit_usd", "number", required=True, check=at_least(0, inclusive=False),
+          expect="a monthly limit in US dollars, above 0", example="1000"),
+    Field("per_job_limit_usd", "number", check=at_least(0, inclusive=False),
+          expect="a per-job limit in US dollars, above 0", example="100"),
+    Field("alert_thresholds", "list[number]", default=DEFAULT_ALERT_THRESHOLDS, check=_check_ascending,
+          item_check=_check_fraction, expect="a list of fractions of the monthly limit", example="[0.5, 0.8, 1.0]"),
+)
+
+
+def load_budgets(path: str | os.PathLike[str] | None = None) -> list[Budget]:
+    """Load and check every budget in ``budgets.yaml``, in file order.
+
+    Raises :class:`~vastnb.errors.ProfileError` at the first problem, naming the file,
+    line and key. ``budgets: []`` is a valid file with no budgets.
+    """
+    file = find_profile_file(BUDGETS_FILE, path)
+    source = str(file)
+    root = check_mapping(compose_file(file), _ROOT, source, what="the budgets file")
+    node = root.values["budgets"]
+    example = "- {team: ml-research, monthly_limit_usd: 1000}"
+    budgets: list[Budget] = []
+    first_seen: dict[tuple[str, str | None], int] = {}
+    for number, item in enumerate(sequence_items(node, source, "budgets", example), start=1):
+        checked = check_mapping(item, _FIELDS, source, what=f"budget entry {number}")
+        got = checked.values
+        monthly, per_job = got["monthly_limit_usd"], got["per_job_limit_usd"]
+        if per_job is not None and per_job > monthly:
+            fail(f"per_job_limit_usd {per_job:g} is above monthly_limit_usd {monthly:g}; lower it to at most "
+                 f"{monthly:g}", source, checked.line_of("per_job_limit_usd"), "per_job_limit_usd")
+        scope = (got["team"], got["project"])
+        if scope in first_seen:
+            named = f"team {scope[0]!r}" + (f", project {scope[1]!r}" if scope[1] is not None else " (no project)")
+            fail(f"duplicate budget for {named} (first at line {first_seen[scope]}); merge the two entries",
+                 source, checked.line, "team")
+        first_seen[scope] = checked.line
+        budgets.append(Budget(source=source, line=line_of(item), **got))
+    return budgets

@@ -1,0 +1,112 @@
+"""The ``vastnb`` command line: the same calls as the Python API, printed for a terminal.
+
+    vastnb profiles
+    vastnb offers training-standard --limit 5 [--json]
+    vastnb offers "gpu_name=RTX_4090 num_gpus>=1 dph<0.5"
+    vastnb sim serve --host 127.0.0.1 --port 8123
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import pandas as pd
+
+from . import __version__
+from .client import Client
+from .config import vastnb_home
+from .errors import VastError
+
+__all__ = ["main"]
+
+
+def _print_frame(frame: pd.DataFrame, *, as_json: bool, simulated: bool) -> None:
+    if as_json:
+        records = json.loads(frame.reset_index().to_json(orient="records"))
+        print(json.dumps({"simulated": simulated, "rows": records}, indent=2))
+        return
+    if simulated:
+        print("SIMULATED marketplace (no Vast API key found): prices are illustrative, nothing is billed.\n")
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 60):
+        print(frame.to_string() if not frame.empty else "(none)")
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    with Client(profiles=args.profiles) as client:
+        _print_frame(client.profiles(), as_json=args.json, simulated=False)
+    return 0
+
+
+def _offers(args: argparse.Namespace) -> int:
+    with Client(profiles=args.profiles) as client:
+        frame = client.offers(" ".join(args.spec), limit=args.limit, order=args.order)
+        _print_frame(frame, as_json=args.json, simulated=client.simulated)
+    return 0
+
+
+def _sim_serve(args: argparse.Namespace) -> int:
+    from .sim import SimConfig, Simulator
+
+    sim = Simulator(vastnb_home(), SimConfig(seed=args.seed), rate_limit_scale=args.rate_limits)
+    server = sim.serve(args.host, args.port, verbose=args.verbose)
+    print(f"Simulated Vast API on {server.url} (state in {vastnb_home() / 'sim'})")
+    print("Point a Vast client at it with:")
+    print(f"  export VAST_URL={server.url}")
+    # The simulator's own key, not a real one: it opens nothing but this loopback server.
+    print(f"  export VAST_API_KEY={sim.market.api_key}")
+    print("Ctrl-C stops it.", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vastnb", description="Rent Vast.ai GPUs for training, from a notebook or here.")
+    parser.add_argument("--version", action="version", version=f"vastnb {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    profiles = commands.add_parser("profiles", help="list the GPU profiles")
+    profiles.add_argument("--profiles", metavar="PATH", help="profile file or folder (default: the search order)")
+    profiles.add_argument("--json", action="store_true", help="print JSON")
+    profiles.set_defaults(run=_profiles)
+
+    offers = commands.add_parser("offers", help="offers for a profile, or for a Vast CLI query, cheapest first")
+    offers.add_argument("spec", nargs="+", help="a profile name, or a query like 'gpu_name=RTX_4090 dph<0.5'")
+    offers.add_argument("--limit", type=int, default=20, help="show at most this many (default 20)")
+    offers.add_argument("-o", "--order", help="sort a query's results, CLI style: 'dph_total,reliability-'")
+    offers.add_argument("--profiles", metavar="PATH", help="profile file or folder")
+    offers.add_argument("--json", action="store_true", help="print JSON")
+    offers.set_defaults(run=_offers)
+
+    sim = commands.add_parser("sim", help="the simulated marketplace")
+    sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="COMMAND")
+    serve = sim_commands.add_parser("serve", help="serve the simulated Vast API over HTTP on loopback")
+    serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default) or ::1")
+    serve.add_argument("--port", type=int, default=8123)
+    serve.add_argument("--seed", type=int, default=0, help="catalogue seed for a new market (default 0)")
+    serve.add_argument("--rate-limits", type=float, default=1.0, metavar="SCALE",
+                       help="Vast's per-endpoint rate limits times SCALE; 0 turns them off (default 1)")  # fmt: skip
+    serve.add_argument("--verbose", action="store_true", help="log every request")
+    serve.set_defaults(run=_sim_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except VastError as exc:
+        print(f"vastnb: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # bad --host and the like
+        print(f"vastnb: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""GPU profiles: what each kind of job may rent, loaded strictly from ``gpu_profiles.yaml``.
+
+A profile that loads is a profile that can be trusted with money: any unknown key, wrong
+type or impossible value is refused with the file, line and fix, never guessed around.
+The file is looked for in this order: the ``path`` argument > ``VASTNB_PROFILES`` >
+``./profiles/`` > the user config folder > the defaults shipped in the wheel.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.resources
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import user_config_dir
+from .errors import ProfileError
+from .gpus import resolve_gpu, suggest_gpu
+import yaml
+
+from .yamlspec import Field, at_least, check_mapping, compose_file, describe, fail, line_of, mapping_items
+
+__all__ = ["PROFILES_FILE", "DEFAULT_IMAGE", "Profile", "find_profile_file", "load_profiles", "get_profile"]
+
+PROFILES_FILE = "gpu_profiles.yaml"
+DEFAULT_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")  # one word, so `%vast launch NAME` can parse it
+_BID = re.compile(r"min(?:\+(\d+(?:\.\d+)?)%)?\Z")
+_COUNTRY = re.compile(r"[A-Z]{2}\Z")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One GPU profile. Prices are $/h for the whole instance, as Vast's ``dph_total``."""
+
+    name: str
+    gpu: str | tuple[str, ...]  # as written in the file
+    gpu_names: tuple[str, ...]  # the Vast model names it stands for, deduplicated, in order
+    num_gpus: int
+    max_price_per_hour: float
+    min_reliability: float
+    max_duration_hours: float
+    description: str = ""
+    min_gpu_ram_gb: float | None = None
+    disk_gb: float = 20.0
+    image: str = DEFAULT_IMAGE
+    interruptible: bool = False
+    bid: str | float | None = None  # "min", "min+N%" or a fixed $/h; None unless interruptible
+    min_cuda: float | None = None
+    countries: tuple[str, ...] = ()
+    verified_only: bool = True
+    direct_ssh: bool = False
+    source: str = ""  # the file it was loaded from
+
+    def bid_price(self, min_bid: float) -> float:
+        """The bid to send for an offer whose minimum bid is ``min_bid`` ($/h).
+
+        A fixed bid is returned as is, even below ``min_bid``: the offer search must skip
+        such offers, because Vast creates (and bills) an instance for a bid that is too low.
+        """
+        if not self.interruptible or self.bid is None:
+            raise ProfileError(f"profile {self.name!r} is not interruptible, so it has no bid", path=self.source)
+        if not (isinstance(min_bid, (int, float)) and min_bid > 0):
+            raise ValueError(f"min_bid must be a price in $/h above 0, not {min_bid!r}")
+        if isinstance(self.bid, float):
+            return self.bid
+        match = _BID.match(self.bid)
+        assert match is not None, "bids are validated at load time"
+        percent = float(match.group(1) or 0)
+        # Rounded so that "min+10%" of 0.10 is 0.11, not 0.11000000000000001.
+        return round(min_bid * (1 + percent / 100), 6)
+
+    def as_row(self) -> dict[str, Any]:
+        """The profile as one row of a pandas DataFrame (the columns people compare)."""
+        return {
+            "name": self.name,
+            "gpu": self.gpu if isinstance(self.gpu, str) else ", ".join(self.gpu),
+            "num_gpus": self.num_gpus,
+            "max_price_per_hour": self.max_price_per_hour,
+            "min_reliability": self.min_reliability,
+            "max_duration_hours": self.max_duration_hours,
+            "interruptible": self.interruptible,
+            "disk_gb": self.disk_gb,
+            "description": self.description,
+        }
+
+
+def _check_gpu(name: str) -> str | None:
+    if resolve_gpu(name):
+        return None
+    close = suggest_gpu(name)
+    hint = f"did you mean {close.replace(' ', '_')} (or '{close}')? " if close else ""
+    return (f"names an unknown GPU {name!r}; {hint}Write a Vast model name with underscores (RTX_4090) or "
+            "as Vast spells it, quoted ('RTX 4090'); a family such as A100 or H100 matches every variant")
+
+
+def _check_reliability(value: float) -> str | None:
+    if 0 <= value <= 1:
+        return None
+    percent = f" (for {value:g}% write {value / 100:g})" if 10 <= value <= 100 else ""
+    return f"must be a fraction between 0 and 1, not {value:g}{percent}"
+
+
+def _check_bid(value: str | float) -> str | None:
+    if isinstance(value, float):
+        return None if value > 0 else f"must be more than 0 when it is a fixed $/h, not {value:g}"
+    if _BID.match(value):
+        return None
+    return f"must be min, min+N% (e.g. \"min+10%\") or a fixed $/h such as 0.20, not {value!r}"
+
+
+def _check_country(code: str) -> str | None:
+    return None if _COUNTRY.match(code) else f"must hold 2-letter uppercase country codes such as US, not {code!r}"
+
+
+def _check_image(value: str) -> str | None:
+    if value and not any(c.isspace() for c in value):
+        return None
+    return f"must be a Docker image reference without spaces, not {value!r}"
+
+
+_FIELDS = (
+    Field("gpu", "str|list[str]", required=True, item_check=_check_gpu,
+          expect="a GPU name or family, or a list of them", example="RTX_4090"),
+    Field("num_gpus", "int", required=True, check=at_least(1), expect="a whole number of GPUs, at least 1",
+          example="1"),
+    Field("max_price_per_hour", "number", required=True, check=at_least(0, inclusive=False),
+          expect="a price in $/h for the whole instance, disk included", example="0.50"),
+    Field("min_reliability", "number", required=True, check=_check_reliability,
+          expect="a fraction between 0 and 1", example="0.95"),
+    Field("max_duration_hours", "number", required=True, check=at_least(0, inclusive=False),
+          expect="a number of hours above 0", example="24"),
+    Field("description", "str", default="", example="Quick experiments on one cheap GPU"),
+    Field("min_gpu_ram_gb", "number", check=at_least(0, inclusive=False), example="24"),
+    Field("disk_gb", "number", default=20.0, check=at_least(8), expect="a disk size in GB, at least 8 (Vast's minimum)",
+          example="20"),
+    Field("image", "str", default=DEFAULT_IMAGE, check=_check_image, example=DEFAULT_IMAGE),
+    Field("interruptible", "bool", default=False, example="true"),
+    Field("bid", "str|number", check=_check_bid, expect="min, min+N% or a fixed $/h", example="min"),
+    Field("min_cuda", "number", check=at_least(0, inclusive=False), example="12.1"),
+    Field("countries", "list[str]", default=(), item_check=_check_country, example="[US, CA, 'NO']"),
+    Field("verified_only", "bool", default=True, example="true"),
+    Field("direct_ssh", "bool", default=False, example="false"),
+)
+
+
+def _explicit(given: Path, filename: str, origin: str) -> Path:
+    """A path the user named: use it, or refuse; never fall back to another file silently."""
+    if given.is_dir():
+        given = given / filename
+    if not given.is_file():
+        raise ProfileError(f"{given} does not exist (from {origin}); point it at {filename} or the folder "
+                           f"holding it", path=str(given))
+    return given
+
+
+def find_profile_file(filename: str, path: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``filename`` (``gpu_profiles.yaml`` or ``budgets.yaml``) is read from.
+
+    ``path`` (a file, or a folder holding ``filename``) > ``VASTNB_PROFILES`` (the same) >
+    ``./profiles/`` > :func:`~vastnb.config.user_config_dir` > the defaults in the wheel.
+    A ``path`` or ``VASTNB_PROFILES`` that does not exist is an error.
+    """
+    if path is not None:
+        return _explicit(Path(path).expanduser(), filename, "the path argument")
+    env = os.environ.get("VASTNB_PROFILES")
+    if env:
+        return _explicit(Path(env).expanduser(), filename, "VASTNB_PROFILES")
+    for folder in (Path.cwd() / "profiles", user_config_dir()):
+        if (folder / filename).is_file():
+            return folder / filename
+    default = Path(str(importlib.resources.files("vastnb_profiles") / filename))
+    if not default.is_file():
+        raise ProfileError(f"the default {filename} is missing from the installed package; reinstall vastnb",
+                           path=str(default))
+    return default
+
+
+def _dedupe(names: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(names))
+
+
+def load_profiles(path: str | os.PathLike[str] | None = None) -> dict[str, Profile]:
+    """Load and check every profile in ``gpu_profiles.yaml``, found by :func:`find_profile_file`.
+
+    Raises :class:`~vastnb.errors.ProfileError` at the first problem, naming the file,
+    line and key, and saying what to write instead.
+    """
+    file = find_profile_file(PROFILES_FILE, path)
+    source = str(file)
+    root = compose_file(file)
+    if not isinstance(root, yaml.MappingNode):
+        fail(f"the top level must map profile names to profiles (`dev-test:` then indented keys), not "
+             f"{describe(root)}", source, line_of(root))
+    profiles: dict[str, Profile] = {}
+    for name, key_node, node in mapping_items(root, source, "the top level"):
+        line = line_of(key_node)
+        if not _NAME.match(name):
+            fail(f"profile name {name!r} must be one word of letters, digits, '-', '_' or '.', e.g. dev-test",
+                 source, line, name)
+        values = check_mapping(node, _FIELDS, source, what=f"profile {name!r}", line=line, parent=name)
+        got = values.values
+        if got["bid"] is not None and not got["interruptible"]:
+            fail("bid is only used by interruptible rentals; add `interruptible: true` or remove bid", source,
+                 values.line_of("bid"), "bid")
+        if got["interruptible"] and got["bid"] is None:
+            got["bid"] = "min"
+        if isinstance(got["bid"], float) and got["bid"] > got["max_price_per_hour"]:
+            fail(f"bid {got['bid']:g} is above max_price_per_hour {got['max_price_per_hour']:g}, which must cover "
+                 "the bid plus disk; lower the bid or raise the maximum", source, values.line_of("bid"), "bid")
+        gpus = [got["gpu"]] if isinstance(got["gpu"], str) else list(got["gpu"])
+        resolved = [model for gpu in gpus for model in resolve_gpu(gpu) or ()]
+        profiles[name] = Profile(name=name, gpu_names=_dedupe(resolved), source=source, **got)
+    if not profiles:
+        fail("the file defines no profiles; add one, e.g. `dev-test:` with gpu, num_gpus, max_price_per_hour, "
+             "min_reliability and max_duration_hours", source, 1)
+    return profiles
+
+
+def get_profile(name: str, profiles: Mapping[str, Profile]) -> Profile:
+    """The profile called exactly ``name``; an unknown name lists the known ones."""
+    if name in profiles:
+        return profiles[name]
+    known = list(profiles)
+    # A swapped '-'/'_' is the likeliest slip, so check it before fuzzy matching.
+    swapped = [k for k in known if k.replace("_", "-").lower() == name.replace("_", "-").lower()]
+    close = swapped or difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    source = next(iter(profiles.values())).source if profiles else None
+    listed = ", ".join(known) if known else "none"
+    raise ProfileError(f"unknown profile {name!r}; {hint}Known profiles: {listed}", path=source, key=name)

@@ -1,0 +1,267 @@
+"""The simulated Vast REST API: requests in, Vast-shaped responses out.
+
+:class:`SimAPI` is transport-neutral. :mod:`vastnb.sim.transport` hands it httpx
+requests in process; :mod:`vastnb.sim.server` serves it over HTTP on loopback. Routes,
+bodies, status codes and quirks follow ``shared/vast-api.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .gate import Faults, RateLimiter, identity_of
+from .market import Market, SimError
+from .listing import filter_records, page_token, parse_page_token
+
+__all__ = ["SimAPI", "SimRequest", "SimResponse"]
+
+V1_MAX_LIMIT = 25
+CHARGES_MAX_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class SimRequest:
+    method: str
+    path: str
+    query: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    body: bytes = b""
+
+    def json(self) -> Any:
+        if not self.body.strip():
+            return {}
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise SimError(400, "invalid_request", "the request body is not valid JSON") from None
+
+
+@dataclass(frozen=True)
+class SimResponse:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    timeout: bool = False  # the transport must act as if no answer ever came
+
+    @classmethod
+    def of(cls, status: int, data: Any) -> SimResponse:
+        return cls(status, json.dumps(data).encode())
+
+
+Handler = Callable[["SimAPI", SimRequest, re.Match[str]], Any]
+_ROUTES: list[tuple[str, re.Pattern[str], str | None, bool, Handler]] = []
+
+
+def route(method: str, pattern: str, *, limit: str | None = None, auth: bool = True) -> Callable[[Handler], Handler]:
+    """Register a handler for ``method`` on a path regex (trailing slash optional)."""
+
+    def register(handler: Handler) -> Handler:
+        _ROUTES.append((method, re.compile(f"^{pattern}/?$"), limit, auth, handler))
+        return handler
+
+    return register
+
+
+class SimAPI:
+    """The simulated API over a :class:`Market`.
+
+    ``rate_limit_scale`` scales Vast's per-endpoint minimum intervals (0 turns limits
+    off, 1 is Vast's own); ``faults`` is where tests inject failures.
+    """
+
+    def __init__(self, market: Market, *, rate_limit_scale: float = 0.0) -> None:
+        self.market = market
+        self.limiter = RateLimiter(rate_limit_scale)
+        self.faults = Faults()
+
+    def handle(self, request: SimRequest) -> SimResponse:
+        try:
+            return self._handle(request)
+        except SimError as exc:
+            return SimResponse.of(exc.status, {"success": False, "error": exc.code, "msg": exc.msg, **exc.extra})
+
+    def _handle(self, request: SimRequest) -> SimResponse:
+        path = request.path
+        for method, pattern, limit, needs_auth, handler in _ROUTES:
+            match = pattern.match(path)
+            if not match or method != request.method:
+                continue
+            key = identity_of(request.headers, request.query)
+            if needs_auth:
+                if key is None:
+                    return SimResponse.of(403, {"success": False, "error": "not_authorized", "msg": "This action requires login."})
+                if key != self.market.api_key:
+                    return SimResponse.of(401, {"success": False, "error": "auth_error", "msg": "Invalid user key"})
+            fault = self.faults.take(request.method, path)
+            if fault and fault.kind == "timeout":
+                return SimResponse(504, b"", timeout=True)
+            if fault and fault.kind == "status":
+                if fault.status == 429:
+                    return SimResponse(429, (fault.body or "API requests too frequent").encode(), "text/plain")
+                return SimResponse(fault.status, (fault.body or f"<html>{fault.status} Bad Gateway</html>").encode(), "text/html")
+            if fault and fault.kind == "race" and (ask := re.search(r"/asks/(\d+)", path)):
+                self.market.take_offer(int(ask.group(1)))
+            threshold = self.limiter.check(key or "anonymous", limit) if limit else None
+            if threshold is not None:
+                return SimResponse(429, f"API requests too frequent endpoint threshold={threshold}".encode(), "text/plain")
+            result = handler(self, request, match)
+            return result if isinstance(result, SimResponse) else SimResponse.of(200, result)
+        if any(pattern.match(path) for _, pattern, *_ in _ROUTES):
+            return SimResponse.of(405, {"success": False, "error": "method_not_allowed", "msg": f"{request.method} is not allowed on {path}"})
+        return SimResponse.of(404, {"success": False, "error": "not_found", "msg": f"no such endpoint: {path}"})
+
+
+# -- offers -----------------------------------------------------------------------------------
+
+
+@route("POST", "/api/v0/bundles", limit="search", auth=False)
+def _search(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
+    body = request.json()
+    if not isinstance(body, Mapping):
+        raise SimError(400, "invalid_args", "the search body must be a JSON object of field: {op: value}")
+    return {"offers": api.market.search(body)}
+
+
+@route("GET", "/api/v0/bundles", limit="search", auth=False)
+def _search_legacy(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
+    try:
+        body = json.loads(request.query.get("q") or "{}")
+    except ValueError:
+        raise SimError(400, "invalid_args", "q must be a JSON object") from None
+    return {"offers": api.market.search(body)}
+
+
+@route("PUT", r"/api/v0/asks/(\d+)", limit="create")
+def _create(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
+    return api.market.create(int(match.group(1)), request.json())
+
+
+# -- instances --------------------------------------------------------------------------------
+
+
+@route("GET", r"/api/v0/instances/(\d+)", limit="show")
+def _show(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
+    # A singular object under a plural key, or null: Vast's shape.
+    return {"instances": api.market.show(int(match.group(1)))}
+
+
+@route("GET", "/api/v0/instances")
+def _list_v0(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
+    instances = api.market.instances()
+    return {"instances_found": len(instances), "instances": instances}
+
+
+@route("GET", "/api/v1/instances", limit="list")
+def _list_v1(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
+    filters = _json_param(request, "select_filters", {})
+    order = _json_param(request, "order_by", [{"col": "id", "dir": "asc"}])
+    limit = int(request.query.get("limit") or 25)
+    limit = 5 if limit <= 0 else min(limit, V1_MAX_LIMIT)
+    instances = filter_records(api.market.instances(), filters, order)
+    start = parse_page_token(request.query.get("after_token"))
+    page = instances[start : start + limit]
+    more = start + limit < len(instances)
+    labels: dict[str, int] = {}
+    for inst in instances:
+        labels[str(inst.get("label"))] = labels.get(str(inst.get("label")), 0) + 1
+    return {
+        "success": True,
+        "instances_found": len(page),
+        "total_instances": len(instances),
+        "label_counts": labels,
+        "next_token": page_token(start + limit) if more else None,
+        "instances": page,
+    }
+
+
+@route("PUT", r"/api/v0/instances/(\d+)", limit="manage")
+def _manage(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
+    body, instance_id = request.json(), int(match.group(1))
+    if "state" in body:
+        api.market.set_state(instance_id, str(body["state"]))
+    if "label" in body:
+        api.market.set_label(instance_id, str(body["label"]))
+    if "state" not in body and "label" not in body:
+        raise SimError(400, "invalid_args", "send {'state': 'running'|'stopped'} or {'label': ...}")
+    return {"success": True}
+
+
+@route("DELETE", r"/api/v0/instances/(\d+)", limit="destroy")
+def _destroy(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
+    api.market.destroy(int(match.group(1)))
+    return {"success": True}
+
+
+@route("PUT", r"/api/v0/instances/bid_price/(\d+)", limit="bid")
+def _bid(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
+    price = request.json().get("price")
+    if price is None:
+        raise SimError(400, "invalid_args", "price is required")
+    api.market.change_bid(int(match.group(1)), float(price))
+    return {"success": True}
+
+
+@route("POST", r"/api/v0/instances/(\d+)/ssh", limit="ssh_add")
+def _attach_ssh(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
+    api.market.attach_ssh_key(int(match.group(1)), str(request.json().get("ssh_key") or ""))
+    return {"success": True, "msg": "SSH key attached; it may take a few seconds to reach the instance."}
+
+
+@route("GET", r"/api/v0/instances/(\d+)/ssh")
+def _instance_keys(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
+    # Quirk: a JSON string inside the JSON body.
+    return {"success": True, "ssh_keys": json.dumps(api.market.instance_ssh_keys(int(match.group(1))))}
+
+
+# -- account ----------------------------------------------------------------------------------
+
+
+@route("GET", "/api/v0/ssh")
+def _account_keys(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
+    return api.market.account_ssh_keys()
+
+
+@route("POST", "/api/v0/ssh", limit="ssh_add")
+def _add_account_key(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
+    return {"success": True, "key": api.market.add_account_ssh_key(str(request.json().get("ssh_key") or ""))}
+
+
+@route("GET", "/api/v0/users/current")
+def _user(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
+    return api.market.user()
+
+
+@route("GET", "/api/v0/charges", limit="charges")
+def _charges(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
+    filters = _json_param(request, "select_filters", {})
+    day = filters.get("day") if isinstance(filters, Mapping) else None
+    if not isinstance(day, Mapping) or "gte" not in day or "lte" not in day:
+        raise SimError(400, "invalid_args", 'select_filters must hold "day": {"gte": start, "lte": end}')
+    limit = min(int(request.query.get("limit") or 100), CHARGES_MAX_LIMIT)
+    results = api.market.charges(float(day["gte"]), float(day["lte"]))
+    if request.query.get("latest_first", "").lower() == "true":
+        results.reverse()
+    start = parse_page_token(request.query.get("after_token"))
+    page = results[start : start + limit]
+    more = start + limit < len(results)
+    return {
+        "success": True,
+        "count": len(page),
+        "total": round(sum(r["amount"] for r in results), 6),
+        "next_token": page_token(start + limit) if more else None,
+        "results": page,
+    }
+
+
+def _json_param(request: SimRequest, name: str, default: Any) -> Any:
+    raw = request.query.get(name)
+    if not raw:
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise SimError(400, "invalid_args", f"{name} must be JSON") from None
