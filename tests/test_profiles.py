@@ -135,6 +135,7 @@ def test_bid_price_math(tmp_path: Path) -> None:
     assert bidder(tmp_path, "min+2.5%").bid_price(0.20) == 0.205
     assert bidder(tmp_path, "0.12").bid_price(0.10) == 0.12
     assert bidder(tmp_path, "0.12").bid_price(0.20) == 0.12  # the offer search must skip this offer
+    assert bidder(tmp_path, "min+0%").bid_price(0.1234564) == 0.1234564  # rounding never goes below min
 
 
 def test_interruptible_defaults_to_the_minimum_bid(tmp_path: Path) -> None:
@@ -161,11 +162,13 @@ REFUSALS = [
     ("duplicate profile", GOOD + GOOD, 7, "dev-test", ["duplicate key dev-test", "first at line 1"]),
     ("string for int", edit("num_gpus: 1", "num_gpus: four"), 3, "num_gpus",
      ["num_gpus must be a whole number", "not the text 'four'", "`num_gpus: 1`"]),
-    ("quoted number", edit("num_gpus: 1", "num_gpus: '2'"), 3, "num_gpus", ["remove the quotes: `num_gpus: 2`"]),
+    ("quoted number", edit("num_gpus: 1", "num_gpus: '2'"), 3, "num_gpus",
+     ["remove the quotes: `num_gpus: 2`"]),
     ("bool for int", edit("num_gpus: 1", "num_gpus: true"), 3, "num_gpus", ["not the boolean true"]),
     ("bool for number", edit("0.25", "yes"), 4, "max_price_per_hour",
      ["max_price_per_hour must be a price in $/h", "not the boolean yes", "`max_price_per_hour: 0.50`"]),
-    ("float for int", edit("num_gpus: 1", "num_gpus: 1.5"), 3, "num_gpus", ["whole number", "not the number 1.5"]),
+    ("float for int", edit("num_gpus: 1", "num_gpus: 1.5"), 3, "num_gpus",
+     ["whole number", "not the number 1.5"]),
     ("zero GPUs", edit("num_gpus: 1", "num_gpus: 0"), 3, "num_gpus", ["must be at least 1, not 0"]),
     ("zero price", edit("0.25", "0"), 4, "max_price_per_hour", ["must be more than 0, not 0"]),
     ("negative price", edit("0.25", "-0.5"), 4, "max_price_per_hour",
@@ -185,8 +188,10 @@ REFUSALS = [
     ("empty GPU list", edit("gpu: RTX_4090", "gpu: []"), 2, "gpu", ["empty list"]),
     ("missing key", GOOD.replace("  max_duration_hours: 2\n", ""), 1, "max_duration_hours",
      ["profile 'dev-test' is missing the required key max_duration_hours", "`max_duration_hours: 24`"]),
-    ("null value", edit("num_gpus: 1", "num_gpus:"), 3, "num_gpus", ["num_gpus has no value", "`num_gpus: 1`"]),
-    ("bid without interruptible", GOOD + "  bid: min\n", 7, "bid", ["add `interruptible: true` or remove bid"]),
+    ("null value", edit("num_gpus: 1", "num_gpus:"), 3, "num_gpus",
+     ["num_gpus has no value", "`num_gpus: 1`"]),
+    ("bid without interruptible", GOOD + "  bid: min\n", 7, "bid",
+     ["add `interruptible: true` or remove bid"]),
     ("malformed bid", GOOD + "  interruptible: true\n  bid: min+ten%\n", 8, "bid",
      ["'min+ten%'", "min+N%", "`bid: min`"]),
     ("negative bid", GOOD + "  interruptible: true\n  bid: -0.1\n", 8, "bid", ["more than 0"]),
@@ -194,19 +199,25 @@ REFUSALS = [
      ["above max_price_per_hour 0.25"]),
     ("interruptible as text", GOOD + "  interruptible: 'yes'\n", 7, "interruptible",
      ["true or false, not the text 'yes'"]),
-    ("disk below Vast's minimum", GOOD + "  disk_gb: 4\n", 7, "disk_gb", ["at least 8, not 4", "`disk_gb: 20`"]),
+    ("disk below Vast's minimum", GOOD + "  disk_gb: 4\n", 7, "disk_gb",
+     ["at least 8, not 4", "`disk_gb: 20`"]),
     ("lowercase country", GOOD + "  countries: [US, us]\n", 7, "countries", ["2-letter uppercase", "'us'"]),
     ("Norway unquoted", GOOD + "  countries:\n    - SE\n    - NO\n", 9, "countries",
      ["yes/no/on/off", "put it in quotes: 'NO'"]),
     ("number for text", GOOD + "  description: 42\n", 7, "description", ["put it in quotes: '42'"]),
     ("image with spaces", GOOD + "  image: pytorch latest\n", 7, "image", ["without spaces"]),
-    ("profile not a mapping", "dev-test: RTX_4090\n", 1, "dev-test", ["profile 'dev-test' must be a mapping"]),
-    ("profile name with a space", GOOD.replace("dev-test:", "dev test:"), 1, "dev test", ["one word", "dev-test"]),
-    ("merge key", GOOD.replace("dev-test:", "dev-test: &b") + "copy:\n  <<: *b\n", 8, "<<", ["merge keys (<<)"]),
+    ("profile not a mapping", "dev-test: RTX_4090\n", 1, "dev-test",
+     ["profile 'dev-test' must be a mapping"]),
+    ("profile name with a space", GOOD.replace("dev-test:", "dev test:"), 1, "dev test",
+     ["one word", "dev-test"]),
+    ("merge key", GOOD.replace("dev-test:", "dev-test: &b") + "copy:\n  <<: *b\n", 8, "<<",
+     ["merge keys (<<)"]),
 ]
 
 
-@pytest.mark.parametrize(("text", "line", "key", "fragments"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+@pytest.mark.parametrize(
+    ("text", "line", "key", "fragments"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
+)
 def test_refusals_name_file_line_key_and_fix(tmp_path: Path, text: str, line: int, key: str,
                                             fragments: list[str]) -> None:
     file = write(tmp_path, text)
@@ -222,13 +233,16 @@ def test_refusals_name_file_line_key_and_fix(tmp_path: Path, text: str, line: in
 
 FILE_REFUSALS = [
     # (id, file text, line, fragments): problems with the file as a whole, so no key
-    ("bad indentation", "dev-test:\n  gpu: RTX_4090\n   num_gpus: 1\n", 3, ["invalid YAML", "mapping values"]),
-    ("unclosed list", "dev-test:\n  gpu: [RTX_4090\n  num_gpus: 1\n", 3, ["flow sequence, which starts at line 2"]),
+    ("bad indentation", "dev-test:\n  gpu: RTX_4090\n   num_gpus: 1\n", 3,
+     ["invalid YAML", "mapping values"]),
+    ("unclosed list", "dev-test:\n  gpu: [RTX_4090\n  num_gpus: 1\n", 3,
+     ["flow sequence, which starts at line 2"]),
     ("tab indentation", "dev-test:\n  gpu: RTX_4090\n\tnum_gpus: 1\n", 3, ["never tabs"]),
     ("two documents", "a: 1\n---\nb: 2\n", 2, ["single document", "remove the '---' line"]),
     ("empty file", "", 1, ["empty"]),
     ("only comments", "# nothing yet\n", 1, ["empty"]),
-    ("top level is a list", "- dev-test\n- training\n", 1, ["the top level must map profile names to profiles", "not a list"]),
+    ("top level is a list", "- dev-test\n- training\n", 1,
+     ["the top level must map profile names to profiles", "not a list"]),
     ("top level is text", "dev-test\n", 1, ["not the text 'dev-test'"]),
     ("no profiles", "{}\n", 1, ["defines no profiles"]),
     ("number as a profile name", GOOD + "42:\n  gpu: A100\n", 7, ["must be text", "'42'"]),

@@ -1,5 +1,55 @@
-"""vastnb: train on rented Vast.ai GPUs from a notebook."""
+"""vastnb: train on rented Vast.ai GPUs from a notebook.
+
+    import vastnb
+    vast = vastnb.Client()            # "vast" with an API key, else the simulated market
+    vast.offers("training-standard")  # DataFrame, cheapest first
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from .api import VastAPI
+from .budgets import Budget, load_budgets
+from .client import Client
+from .errors import (
+    APIConnectionError,
+    APIError,
+    AuthError,
+    ConfigError,
+    InstanceCreateError,
+    NoOffersError,
+    NotFoundError,
+    OfferUnavailableError,
+    ProfileError,
+    RateLimitError,
+    VastError,
+)
+from .profiles import Profile, load_profiles
+from .records import ActualStatus, Instance, Offer
+from .retry import RetryPolicy
+
+__all__ = [
+    "__version__",
+    "Client",
+    "VastAPI",
+    "RetryPolicy",
+    "Profile",
+    "load_profiles",
+    "Budget",
+    "load_budgets",
+    "Offer",
+    "Instance",
+    "ActualStatus",
+    "VastError",
+    "ConfigError",
+    "ProfileError",
+    "APIError",
+    "AuthError",
+    "NotFoundError",
+    "OfferUnavailableError",
+    "RateLimitError",
+    "APIConnectionError",
+    "InstanceCreateError",
+    "NoOffersError",
+]

@@ -6,6 +6,7 @@ and checked as strictly: a budget that is silently misread is a budget that is n
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +61,7 @@ def _check_fraction(value: float) -> str | None:
 
 
 def _check_ascending(values: tuple[float, ...]) -> str | None:
-    for before, after in zip(values, values[1:]):
+    for before, after in itertools.pairwise(values):
         if after <= before:
             return f"must be strictly ascending, but {after:g} follows {before:g}"
     return None
@@ -77,7 +78,8 @@ _FIELDS = (
     Field("per_job_limit_usd", "number", check=at_least(0, inclusive=False),
           expect="a per-job limit in US dollars, above 0", example="100"),
     Field("alert_thresholds", "list[number]", default=DEFAULT_ALERT_THRESHOLDS, check=_check_ascending,
-          item_check=_check_fraction, expect="a list of fractions of the monthly limit", example="[0.5, 0.8, 1.0]"),
+          item_check=_check_fraction, expect="a list of fractions of the monthly limit",
+          example="[0.5, 0.8, 1.0]"),
 )
 
 
@@ -98,12 +100,14 @@ def load_budgets(path: str | os.PathLike[str] | None = None) -> list[Budget]:
         checked = check_mapping(item, _FIELDS, source, what=f"budget entry {number}")
         got = checked.values
         monthly, per_job = got["monthly_limit_usd"], got["per_job_limit_usd"]
-        if per_job is not None and per_job > monthly:
+        if per_job is not None and per_job > monthly:  # a limit that can never bind is a typo
             fail(f"per_job_limit_usd {per_job:g} is above monthly_limit_usd {monthly:g}; lower it to at most "
                  f"{monthly:g}", source, checked.line_of("per_job_limit_usd"), "per_job_limit_usd")
+        # Two entries for one scope would leave it unclear which limit is enforced.
         scope = (got["team"], got["project"])
         if scope in first_seen:
-            named = f"team {scope[0]!r}" + (f", project {scope[1]!r}" if scope[1] is not None else " (no project)")
+            project = f", project {scope[1]!r}" if scope[1] is not None else " (no project)"
+            named = f"team {scope[0]!r}{project}"
             fail(f"duplicate budget for {named} (first at line {first_seen[scope]}); merge the two entries",
                  source, checked.line, "team")
         first_seen[scope] = checked.line

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .config import user_config_dir
 from .errors import ProfileError
 from .gpus import resolve_gpu, suggest_gpu
-import yaml
-
 from .yamlspec import Field, at_least, check_mapping, compose_file, describe, fail, line_of, mapping_items
 
 __all__ = ["PROFILES_FILE", "DEFAULT_IMAGE", "Profile", "find_profile_file", "load_profiles", "get_profile"]
@@ -64,16 +64,19 @@ class Profile:
         such offers, because Vast creates (and bills) an instance for a bid that is too low.
         """
         if not self.interruptible or self.bid is None:
-            raise ProfileError(f"profile {self.name!r} is not interruptible, so it has no bid", path=self.source)
-        if not (isinstance(min_bid, (int, float)) and min_bid > 0):
+            raise ProfileError(f"profile {self.name!r} is not interruptible, so it has no bid",
+                               path=self.source, key="bid")
+        if isinstance(min_bid, bool) or not (isinstance(min_bid, (int, float)) and min_bid > 0):
             raise ValueError(f"min_bid must be a price in $/h above 0, not {min_bid!r}")
         if isinstance(self.bid, float):
             return self.bid
         match = _BID.match(self.bid)
         assert match is not None, "bids are validated at load time"
-        percent = float(match.group(1) or 0)
-        # Rounded so that "min+10%" of 0.10 is 0.11, not 0.11000000000000001.
-        return round(min_bid * (1 + percent / 100), 6)
+        if match.group(1) is None:
+            return float(min_bid)
+        # Rounded so that "min+10%" of 0.10 is 0.11, not 0.11000000000000001, but never
+        # below min_bid: Vast would still create (and bill) a stopped instance.
+        return max(round(min_bid * (1 + float(match.group(1)) / 100), 6), float(min_bid))
 
     def as_row(self) -> dict[str, Any]:
         """The profile as one row of a pandas DataFrame (the columns people compare)."""
@@ -115,7 +118,7 @@ def _check_bid(value: str | float) -> str | None:
 
 
 def _check_country(code: str) -> str | None:
-    return None if _COUNTRY.match(code) else f"must hold 2-letter uppercase country codes such as US, not {code!r}"
+    return None if _COUNTRY.match(code) else f"must hold 2-letter uppercase country codes (US), not {code!r}"
 
 
 def _check_image(value: str) -> str | None:
@@ -137,8 +140,8 @@ _FIELDS = (
           expect="a number of hours above 0", example="24"),
     Field("description", "str", default="", example="Quick experiments on one cheap GPU"),
     Field("min_gpu_ram_gb", "number", check=at_least(0, inclusive=False), example="24"),
-    Field("disk_gb", "number", default=20.0, check=at_least(8), expect="a disk size in GB, at least 8 (Vast's minimum)",
-          example="20"),
+    Field("disk_gb", "number", default=20.0, check=at_least(8),
+          expect="a disk size in GB, at least 8 (Vast's minimum)", example="20"),
     Field("image", "str", default=DEFAULT_IMAGE, check=_check_image, example=DEFAULT_IMAGE),
     Field("interruptible", "bool", default=False, example="true"),
     Field("bid", "str|number", check=_check_bid, expect="min, min+N% or a fixed $/h", example="min"),
@@ -171,6 +174,7 @@ def find_profile_file(filename: str, path: str | os.PathLike[str] | None = None)
     env = os.environ.get("VASTNB_PROFILES")
     if env:
         return _explicit(Path(env).expanduser(), filename, "VASTNB_PROFILES")
+    # Implicit places are only candidates: a folder without the file is passed over.
     for folder in (Path.cwd() / "profiles", user_config_dir()):
         if (folder / filename).is_file():
             return folder / filename
@@ -208,17 +212,19 @@ def load_profiles(path: str | os.PathLike[str] | None = None) -> dict[str, Profi
         if got["bid"] is not None and not got["interruptible"]:
             fail("bid is only used by interruptible rentals; add `interruptible: true` or remove bid", source,
                  values.line_of("bid"), "bid")
+        # Interruptible rentals always send a bid (design 6): default to the offer's minimum.
         if got["interruptible"] and got["bid"] is None:
             got["bid"] = "min"
         if isinstance(got["bid"], float) and got["bid"] > got["max_price_per_hour"]:
-            fail(f"bid {got['bid']:g} is above max_price_per_hour {got['max_price_per_hour']:g}, which must cover "
-                 "the bid plus disk; lower the bid or raise the maximum", source, values.line_of("bid"), "bid")
+            fail(f"bid {got['bid']:g} is above max_price_per_hour {got['max_price_per_hour']:g}, which must "
+                 "cover the bid plus disk; lower the bid or raise the maximum", source, values.line_of("bid"),
+                 "bid")
         gpus = [got["gpu"]] if isinstance(got["gpu"], str) else list(got["gpu"])
         resolved = [model for gpu in gpus for model in resolve_gpu(gpu) or ()]
         profiles[name] = Profile(name=name, gpu_names=_dedupe(resolved), source=source, **got)
     if not profiles:
-        fail("the file defines no profiles; add one, e.g. `dev-test:` with gpu, num_gpus, max_price_per_hour, "
-             "min_reliability and max_duration_hours", source, 1)
+        fail("the file defines no profiles; add one, e.g. `dev-test:` with gpu, num_gpus, "
+             "max_price_per_hour, min_reliability and max_duration_hours", source, 1)
     return profiles
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,7 +129,8 @@ class Offer:
             disk_space=_float(data.get("disk_space")),
             inet_down=_float(data.get("inet_down")),
             is_bid=bool(data.get("is_bid", False)),
-            raw=dict(data),
+            # A read-only view, not a copy: parsing 10,000 offers must stay cheap.
+            raw=types.MappingProxyType(data) if isinstance(data, dict) else dict(data),
         )
 
     def price(self, *, disk_gb: float, bid: float | None = None) -> float:

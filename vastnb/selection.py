@@ -53,9 +53,9 @@ def _price(profile: Profile, offer: Offer) -> tuple[float, float | None]:
 
 def constraints(profile: Profile) -> list[Constraint]:
     """Everything ``profile`` requires of an offer, each with a name for the report."""
-    gpus = ", ".join(profile.gpu_names)
+    models = {g.casefold() for g in profile.gpu_names}
     checks = [
-        Constraint(f"GPU model {gpus}", lambda o, p: o.gpu_name.casefold() in {g.casefold() for g in profile.gpu_names}),
+        Constraint(f"GPU model {', '.join(profile.gpu_names)}", lambda o, p: o.gpu_name.casefold() in models),
         Constraint(f"{profile.num_gpus} GPU(s)", lambda o, p: o.num_gpus == profile.num_gpus),
         Constraint(f"price <= ${profile.max_price_per_hour:.2f}/h", lambda o, p: p <= profile.max_price_per_hour),
         Constraint(f"reliability >= {profile.min_reliability:g}", lambda o, p: o.reliability >= profile.min_reliability),

@@ -27,7 +27,8 @@ __all__ = [
 ]
 
 #: The value types a field may declare. "node" hands back the raw node, for nesting.
-Kind = Literal["str", "int", "number", "bool", "list[str]", "list[number]", "str|list[str]", "str|number", "node"]
+Kind = Literal["str", "int", "number", "bool", "list[str]", "list[number]", "str|list[str]", "str|number",
+               "node"]
 #: A check gets the converted value and returns None, or a phrase such as "must be more than 0".
 Check = Callable[[Any], "str | None"]
 
@@ -37,8 +38,6 @@ _EXPECT: dict[str, str] = {
     "list[str]": "a list of text values", "list[number]": "a list of numbers",
     "str|list[str]": "text or a list of text values", "str|number": "text or a number", "node": "a value",
 }
-# YAML 1.1 reads these unquoted words as booleans: "NO" (Norway) is the classic trap.
-_BOOL_WORDS = {"y", "yes", "n", "no", "on", "off", "true", "false"}
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ def compose_file(path: Path) -> yaml.Node:
     except UnicodeDecodeError:
         fail("the file is not UTF-8 text; save it as UTF-8 YAML", source, None)
     except OSError as exc:
-        fail(f"cannot read the file ({exc.strerror or exc}); check that it exists and is readable", source, None)
+        fail(f"cannot read the file ({exc.strerror or exc}); check that it is readable", source, None)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -109,16 +108,14 @@ def compose_file(path: Path) -> yaml.Node:
         fail(f"invalid YAML: the character {char!r} is not allowed; remove it", source,
              text[: exc.position].count("\n") + 1)
     if node is None:
-        fail("the file is empty (or holds only comments); see the shipped example for what to write", source, 1)
+        fail("the file is empty (or holds only comments); see the shipped example", source, 1)
     return node
 
 
 def describe(node: yaml.Node) -> str:
     """A value as the user wrote it, for 'not ...' in messages."""
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping of keys"
+    if isinstance(node, yaml.CollectionNode):
+        return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping of keys"
     tag = node.tag.removeprefix(_TAG)
     if tag == "null":
         return "an empty value (null)"
@@ -126,13 +123,12 @@ def describe(node: yaml.Node) -> str:
     return f"the {dict(str='text', bool='boolean', int='number', float='number').get(tag, tag)} {shown}"
 
 
-def mapping_items(node: yaml.Node, source: str, what: str, parent: str | None = None) -> list[tuple[str, Any, Any]]:
-    """The (key, key node, value node) triples of a mapping; refuse non-text and duplicate keys.
-
-    ``parent`` is the key that holds this mapping, if any, for the error when it is not one.
-    """
+def mapping_items(
+    node: yaml.Node, source: str, what: str, parent: str | None = None
+) -> list[tuple[str, Any, Any]]:
+    """The (key, key node, value node) triples of a mapping; refuse non-text and duplicate keys."""
     if not isinstance(node, yaml.MappingNode):
-        fail(f"{what} must be a mapping of keys to values, not {describe(node)}", source, line_of(node), parent)
+        fail(f"{what} must be a mapping of keys, not {describe(node)}", source, line_of(node), parent)
     seen: dict[str, int] = {}
     items: list[tuple[str, Any, Any]] = []
     for key_node, value_node in node.value:
@@ -145,7 +141,7 @@ def mapping_items(node: yaml.Node, source: str, what: str, parent: str | None = 
             fail(f"keys in {what} must be text, not {describe(key_node)}; quote it: '{shown}'", source, line)
         key = key_node.value
         if key in seen:
-            fail(f"duplicate key {key} in {what} (first at line {seen[key]}); keep only one", source, line, key)
+            fail(f"duplicate key {key} in {what} (first at line {seen[key]}); keep one", source, line, key)
         seen[key] = line
         items.append((key, key_node, value_node))
     return items
@@ -162,9 +158,9 @@ def sequence_items(node: yaml.Node, source: str, key: str, example: str) -> list
 def _scalar(node: yaml.Node, field: Field, source: str, key: str, want: str) -> Any:
     """Convert one scalar node to ``want`` ("str", "int", "number", "bool") or fail."""
     tag = node.tag.removeprefix(_TAG) if isinstance(node, yaml.ScalarNode) else ""
-    ok = {"str": ("str",), "int": ("int",), "number": ("int", "float"), "bool": ("bool",)}[want]
+    ok = {"str": ("str",), "int": ("int",), "number": ("int", "float"), "bool": ("bool",)}[want]  # never bool
     if tag in ok:
-        value = SafeConstructor().construct_object(node)
+        value = SafeConstructor().construct_object(node)  # YAML's own rules: 0x10, 1_000, .5
         if want == "number":
             value = float(value)
             if not math.isfinite(value):
@@ -172,7 +168,8 @@ def _scalar(node: yaml.Node, field: Field, source: str, key: str, want: str) -> 
         return value
     fix = f"; write e.g. `{key}: {field.example}`" if field.example else ""
     if want == "str" and tag in ("bool", "int", "float"):
-        why = " (YAML reads unquoted yes/no/on/off as booleans)" if node.value.lower() in _BOOL_WORDS else ""
+        # YAML 1.1 reads unquoted yes/no/on/off as booleans: "NO" (Norway) is the classic trap.
+        why = " (YAML reads unquoted yes/no/on/off as booleans)" if tag == "bool" else ""
         fix = f"{why}; put it in quotes: '{node.value}'"
     elif want in ("int", "number") and tag == "str" and node.value.lstrip("+-").replace(".", "", 1).isdigit():
         fix = f"; remove the quotes: `{key}: {node.value}`"
@@ -191,8 +188,8 @@ def _convert(node: yaml.Node, field: Field, source: str, key: str) -> Any:
         return _scalar(node, field, source, key, "str" if is_text else "number")
     single = kind == "str|list[str]" and not isinstance(node, yaml.SequenceNode)
     if not (single or isinstance(node, yaml.SequenceNode)):
-        fail(f"{key} must be {field.wanted}, not {describe(node)}; write e.g. `{key}: {field.example}`", source,
-             line_of(node), key)
+        fix = f"; write e.g. `{key}: {field.example}`"
+        fail(f"{key} must be {field.wanted}, not {describe(node)}{fix}", source, line_of(node), key)
     items = [node] if single else list(node.value)
     if not items:
         fail(f"{key} is an empty list; list at least one value or remove the key", source, line_of(node), key)
@@ -206,13 +203,13 @@ def _convert(node: yaml.Node, field: Field, source: str, key: str) -> Any:
     return values[0] if single else tuple(values)
 
 
-def check_mapping(node: yaml.Node, fields: Iterable[Field], source: str, *, what: str, line: int | None = None,
-                  parent: str | None = None) -> Checked:
+def check_mapping(node: yaml.Node, fields: Iterable[Field], source: str, *, what: str,
+                  line: int | None = None, parent: str | None = None) -> Checked:
     """Check a mapping node against ``fields`` and return its values, defaults filled in.
 
     ``what`` names the mapping in messages ("profile 'dev-test'"); ``line`` is where a
     missing key is reported (by default, where the mapping starts); ``parent`` is the key
-    holding the mapping, if any.
+    holding the mapping, named in the error when it is not a mapping.
     """
     spec = {f.name: f for f in fields}
     values: dict[str, Any] = {}
@@ -224,6 +221,7 @@ def check_mapping(node: yaml.Node, fields: Iterable[Field], source: str, *, what
             hint = f"did you mean {close[0]}? Allowed keys" if close else "allowed keys"
             fail(f"unknown key {key} in {what}; {hint}: {', '.join(spec)}", source, line_of(key_node), key)
         lines[key] = line_of(key_node)
+        # An empty value is a mistake, unless "nothing" is what the field means (default None).
         if value_node.tag == _TAG + "null" and (field.required or field.default is not None):
             fail(f"{key} has no value; write e.g. `{key}: {field.example}`", source, lines[key], key)
         value = None if value_node.tag == _TAG + "null" else _convert(value_node, field, source, key)
@@ -243,7 +241,6 @@ def check_mapping(node: yaml.Node, fields: Iterable[Field], source: str, *, what
 
 def at_least(low: float, *, inclusive: bool = True) -> Check:
     """A check that a number is >= ``low`` (or > ``low`` when not inclusive)."""
-
     def check(value: float) -> str | None:
         ok = value >= low if inclusive else value > low
         return None if ok else f"must be {'at least' if inclusive else 'more than'} {low:g}, not {value:g}"

@@ -113,7 +113,9 @@ _NETS = ("192.0.2", "198.51.100", "203.0.113")  # RFC 5737 documentation ranges 
 # position: (gpu, gpus, $/GPU low, high, reliability low, high, min_bid low, high or None).
 _ANCHORS: dict[int, tuple[str, int, float, float, float, float, tuple[float, float] | None]] = {
     3: ("RTX 4090", 1, 0.200, 0.235, 0.905, 0.960, None),         # cheap, reliable enough
+    5: ("A100 PCIE", 4, 0.800, 1.300, 0.982, 0.996, None),
     7: ("RTX 4090", 1, 0.210, 0.240, 0.955, 0.985, (0.085, 0.11)),  # cheap and bid-friendly
+    9: ("A100 PCIE", 1, 0.750, 1.100, 0.930, 0.975, None),       # decoy: reliability < 0.98
     11: ("H100 SXM", 8, 0.950, 0.975, 0.991, 0.997, None),        # cheap reliable H100 host
     15: ("RTX 4090", 1, 0.260, 0.300, 0.960, 0.990, (0.105, 0.13)),  # bid-friendly only
     19: ("A100 SXM4", 8, 1.000, 1.400, 0.985, 0.995, None),
@@ -233,7 +235,8 @@ def generate_offers(seed: int = 0, count: int = 600) -> list[dict[str, Any]]:
             "duration": float(rng.randint(2 * 86_400, 240 * 86_400)),
         }
         disk_total = rng.choice((1000, 2000, 4000) if n < 4 else (4000, 8000, 16000))
-        slices = [s for s in sizes if s < n and rng.random() < p_slice] + [n]
+        # The whole machine first: a catalogue cut at ``count`` loses slices, never the whole.
+        slices = [n] + [s for s in reversed(sizes) if s < n and rng.random() < p_slice]
         for s in slices:
             offer_id += rng.randint(1, 40)
             frac = s / n

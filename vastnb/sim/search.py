@@ -42,18 +42,10 @@ _BOOL_FIELDS = frozenset({"verified", "rentable", "rented", "external", "static_
 _STRING_FIELDS = frozenset({"gpu_name", "gpu_arch", "cpu_name", "cpu_arch", "verification",
                             "geolocation", "mobo_name", "ubuntu_version", "os_version",
                             "disk_name", "public_ipaddr", "hostname", "resource_type"})
-# Filter fields the official CLI knows (vastai/api/query.py offers_fields), plus our derived ones.
-_KNOWN_FIELDS = frozenset({
-    "bw_nvlink", "compute_cap", "cpu_arch", "cpu_cores", "cpu_cores_effective", "cpu_ghz",
-    "cpu_ram", "cuda_max_good", "datacenter", "direct_port_count", "driver_version", "disk_bw",
-    "disk_space", "dlperf", "dlperf_per_dphtotal", "dph_total", "duration", "external",
-    "flops_per_dphtotal", "gpu_arch", "gpu_display_active", "gpu_frac", "gpu_mem_bw", "gpu_name",
-    "gpu_ram", "gpu_total_ram", "gpu_max_power", "gpu_max_temp", "has_avx", "host_id", "id",
-    "inet_down", "inet_down_cost", "inet_up", "inet_up_cost", "machine_id", "min_bid",
-    "mobo_name", "num_gpus", "pci_gen", "pcie_bw", "reliability", "reliability2", "rentable",
-    "rented", "storage_cost", "static_ip", "total_flops", "ubuntu_version", "verification",
-    "verified", "vms_enabled", "geolocation", "cluster_id", "discounted_dph_total",
-    "storage_total_cost"})
+# Fields whose value the search computes rather than reads (see _getter).
+_DERIVED = frozenset({"dph_total", "discounted_dph_total", "storage_total_cost",
+                      "dlperf_per_dphtotal", "flops_per_dphtotal", "is_bid", "datacenter",
+                      "reliability", "reliability2", "driver_version"})
 
 
 class SearchError(ValueError):
@@ -65,25 +57,14 @@ def search_offers(offers: Iterable[Mapping[str, Any]], body: Mapping[str, Any]) 
     if not isinstance(body, Mapping):
         raise SearchError(f"search body must be a JSON object, not {type(body).__name__}")
     bid = _search_type(body.get("type"))
-    storage = _number("allocated_storage", body.get("allocated_storage", DEFAULT_STORAGE_GB))
-    if storage is None or storage < 0:
+    storage = body.get("allocated_storage")
+    storage = DEFAULT_STORAGE_GB if storage is None else _number("allocated_storage", storage)
+    if storage is None or not math.isfinite(storage) or storage < 0:
         raise SearchError("allocated_storage must be a number of GB >= 0")
     limit = _limit(body.get("limit"))
     rows = list(offers)
-    known = _KNOWN_FIELDS.union(rows[0] if rows else ())
-    predicates: list[_Predicate] = []
-    for field, ops in body.items():
-        if field in _CONTROL_KEYS or not isinstance(ops, Mapping):
-            continue
-        bad = [op for op in ops if op not in _OPS]
-        if bad:
-            raise SearchError(f"{field}: unknown operator {bad[0]!r}; use one of {', '.join(_OPS)}")
-        if field not in known:
-            continue  # the real server tolerates fields it does not know
-        kind = _kind(field, rows[0] if rows else {})
-        getter = _getter(field, bid=bid, storage=storage)
-        predicates.extend(_predicate(field, kind, getter, op, value) for op, value in ops.items())
-    for predicate in predicates:  # narrowing one predicate at a time beats all() per offer
+    for predicate in _compile(body, rows[0] if rows else {}, bid=bid, storage=storage):
+        # Narrowing one predicate at a time costs one call per surviving offer, not all().
         rows = [row for row in rows if predicate(row)]
     # Stable sorts applied last key first give a multi-key order.
     for field, descending in reversed(_order(body.get("order"))):
@@ -94,6 +75,52 @@ def search_offers(offers: Iterable[Mapping[str, Any]], body: Mapping[str, Any]) 
         apply_pricing(copy, disk_gb=storage, bid=bid)
         results.append(copy)
     return results
+
+
+def _compile(body: Mapping[str, Any], sample: Mapping[str, Any], *, bid: bool,
+             storage: float) -> list[_Predicate]:
+    """The body's filters as predicates, the likely most selective first (AND commutes)."""
+    known = _DERIVED.union(sample)  # any field the offers carry, plus computed ones
+    exact: dict[str, Any] = {}
+    ranked: list[tuple[int, _Predicate]] = []
+    for field, ops in body.items():
+        if field in _CONTROL_KEYS or not isinstance(ops, Mapping):
+            continue
+        bad = [op for op in ops if op not in _OPS]
+        if bad:
+            raise SearchError(f"{field}: unknown operator {bad[0]!r}; use one of {', '.join(_OPS)}")
+        kind = _kind(field, sample)
+        if field not in known or kind is None:
+            continue  # the real server tolerates fields it does not know
+        getter = _getter(field, bid=bid, storage=storage)
+        for op, value in ops.items():
+            if op == "eq" and kind in ("bool", "number") and field not in _DERIVED:
+                target = _bool(field, value) if kind == "bool" else _number(field, value)
+                if target is not None:
+                    exact[field] = target  # fused below into one tuple comparison
+                    continue
+            # Text matches (gpu_name, geolocation) usually cut the most, so they run first.
+            rank = 0 if kind == "str" and op in ("eq", "in") else 2
+            ranked.append((rank, _predicate(field, kind, getter, op, value)))
+    if exact:
+        ranked.append((1, _exact(exact)))
+    return [predicate for _, predicate in sorted(ranked, key=lambda pair: pair[0])]
+
+
+def _exact(exact: Mapping[str, Any]) -> _Predicate:
+    """All plain ``eq`` filters in one test: itemgetter pulls the fields in C."""
+    keys, targets = tuple(exact), tuple(exact.values())
+    if len(keys) == 1:
+        return lambda o: o.get(keys[0]) == targets[0]
+    pick = operator.itemgetter(*keys)
+
+    def match(offer: Mapping[str, Any]) -> bool:
+        try:
+            return bool(pick(offer) == targets)
+        except KeyError:  # a missing field is null, and null equals no target
+            return False
+
+    return match
 
 
 def _search_type(value: Any) -> bool:
@@ -132,14 +159,18 @@ def _order(value: Any) -> list[tuple[str, bool]]:
     return keys
 
 
-def _kind(field: str, sample: Mapping[str, Any]) -> str:
+def _kind(field: str, sample: Mapping[str, Any]) -> str | None:
+    """How values of ``field`` compare: bool, version, str or number (None: not at all)."""
     if field in _BOOL_FIELDS:
         return "bool"
     if field == "driver_version":
         return "version"
-    if field in _STRING_FIELDS or isinstance(sample.get(field), str):
+    value = sample.get(field)
+    if field in _STRING_FIELDS or isinstance(value, str):
         return "str"
-    return "bool" if isinstance(sample.get(field), bool) else "number"
+    if isinstance(value, (list, tuple, Mapping)):
+        return None  # nested values (pricing blocks) are not filterable
+    return "bool" if isinstance(value, bool) else "number"
 
 
 def _getter(field: str, *, bid: bool, storage: float) -> _Getter:
@@ -168,8 +199,7 @@ def _getter(field: str, *, bid: bool, storage: float) -> _Getter:
         "reliability2": lambda o: o.get("reliability2", o.get("reliability")),
         "driver_version": lambda o: o.get("driver_vers") or _version(o.get("driver_version")),
     }
-    # methodcaller runs in C: a plain field costs no Python call per offer.
-    return derived.get(field) or operator.methodcaller("get", field)
+    return derived.get(field) or (lambda o: o.get(field))
 
 
 def _sorted(rows: list[Mapping[str, Any]], get: _Getter, descending: bool) -> list[Any]:
@@ -187,6 +217,8 @@ def _predicate(field: str, kind: str, get: _Getter, op: str, value: Any) -> _Pre
     items = value if isinstance(value, (list, tuple)) else [value]
     if not many and isinstance(value, (list, tuple, Mapping)):
         raise SearchError(f"{field}: {op} needs a single value, not {value!r}")
+    if any(isinstance(v, (list, tuple, Mapping)) for v in items):
+        raise SearchError(f"{field}: {op} needs a list of plain values, not {value!r}")
     if field == "geolocation":
         get, items = _geo(get, items)
     elif kind == "str":
