@@ -173,3 +173,19 @@ def test_a_folder_without_budgets_is_an_error(isolated: Path, monkeypatch: pytes
     expected = r"only-profiles/budgets.yaml does not exist \(from VASTNB_PROFILES\)"
     with pytest.raises(ProfileError, match=expected):
         load_budgets()
+
+
+def test_vastnb_profiles_naming_a_profiles_file_finds_budgets_beside_it_or_the_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vastnb.profiles import find_profile_file
+
+    profiles = tmp_path / "team" / "my_profiles.yaml"
+    profiles.parent.mkdir()
+    profiles.write_text("")
+    monkeypatch.setenv("VASTNB_PROFILES", str(profiles))
+    monkeypatch.chdir(tmp_path)
+    assert find_profile_file("gpu_profiles.yaml") == profiles
+    assert find_profile_file("budgets.yaml").parent.name == "profiles"  # the shipped default
+    (profiles.parent / "budgets.yaml").write_text("budgets: []\n")
+    assert find_profile_file("budgets.yaml") == profiles.parent / "budgets.yaml"

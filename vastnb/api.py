@@ -19,7 +19,7 @@ import httpx
 
 from . import __version__
 from .config import vast_url
-from .errors import APIConnectionError, RateLimitError, VastError
+from .errors import APIConnectionError, APIError, InstanceCreateError, NotFoundError, RateLimitError, VastError
 from .records import Charge, CreatedInstance, Instance, Offer, SSHKey, User
 from .api_errors import error_for
 from .retry import RETRY_STATUSES, RetryPolicy, parse_threshold
@@ -128,7 +128,15 @@ class VastAPI:
             payload["price"] = round(price, 6)
         payload.update(extra or {})
         body = self._call("PUT", f"/asks/{int(offer_id)}/", json=payload, idempotent=False)
-        return CreatedInstance(id=int(body["new_contract"]), instance_api_key=body.get("instance_api_key"))
+        try:
+            instance_id = int(body["new_contract"])
+        except (KeyError, TypeError, ValueError):
+            raise InstanceCreateError(
+                f"PUT /asks/{int(offer_id)}/ succeeded but named no new instance (no new_contract in "
+                "the answer). Vast may still have created one: check `vastnb ps` before trying again.",
+                endpoint=f"/asks/{int(offer_id)}/",
+            ) from None
+        return CreatedInstance(id=instance_id, instance_api_key=body.get("instance_api_key"))
 
     def show_instance(self, instance_id: int) -> Instance | None:
         """One instance, or None when it does not exist (any more)."""
@@ -156,11 +164,16 @@ class VastAPI:
         self._call("PUT", f"/instances/{int(instance_id)}/", json={"label": label})
 
     def destroy_instance(self, instance_id: int) -> bool:
-        """Destroy; billing stops. False when it was already gone (that counts as done)."""
+        """Destroy; billing stops. False when it was already gone (that counts as done).
+
+        Only Vast's own ``no_such_instance`` means gone: a 404 can also be a bad key
+        ("Invalid user key") or a wrong ``VAST_URL``, and taking either for "destroyed"
+        would leave the instance billing.
+        """
         try:
             self._call("DELETE", f"/instances/{int(instance_id)}/", json={})
-        except VastError as exc:
-            if getattr(exc, "code", None) == "no_such_instance" or getattr(exc, "status", None) == 404:
+        except NotFoundError as exc:
+            if exc.code == "no_such_instance":
                 return False
             raise
         return True
@@ -224,6 +237,7 @@ class VastAPI:
         """Send with retries; the decoded JSON body, or a VastError."""
         url = path if path.startswith("/api/v") else "/api/v0" + path
         started = time.monotonic()
+        slept = 0.0  # waits asked of self._sleep, which may return early (or, in tests, at once)
         attempt = 0
         while True:
             attempt += 1
@@ -234,19 +248,21 @@ class VastAPI:
                 # timed out mid-way might have, so only idempotent calls retry those.
                 safe = idempotent or isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
                 wait = self.retry.delay(attempt, rng=self._rng)
-                if safe and self.retry.allows(attempt, time.monotonic() - started, wait):
+                if safe and self.retry.allows(attempt, max(time.monotonic() - started, slept), wait):
                     log.info("%s %s: %s; retrying in %.1f s", method, path, type(exc).__name__, wait)
                     self._sleep(wait)
+                    slept += wait
                     continue
                 raise self._connection_error(method, path, exc, attempt) from None
             log.debug("%s %s -> %s (attempt %d)", method, path, response.status_code, attempt)
             if response.status_code in RETRY_STATUSES and (idempotent or response.status_code == 429):
                 wait = self.retry.delay(attempt, floor=parse_threshold(response.text) or 0.0, rng=self._rng)
-                if self.retry.allows(attempt, time.monotonic() - started, wait):
+                if self.retry.allows(attempt, max(time.monotonic() - started, slept), wait):
                     log.info("%s %s: HTTP %s; retrying in %.1f s", method, path, response.status_code, wait)
                     self._sleep(wait)
+                    slept += wait
                     continue
-            return self._decode(method, path, response, attempt, time.monotonic() - started)
+            return self._decode(method, path, response, attempt, max(time.monotonic() - started, slept))
 
     def _decode(self, method: str, path: str, response: httpx.Response, attempts: int, elapsed: float) -> Any:
         try:
@@ -261,7 +277,15 @@ class VastAPI:
                 VastError(f"{method} {path} returned HTTP {response.status_code} without a JSON body; "
                           "the Vast API may be down, or VAST_URL points at something else.")
             )
-        error = error_for(method, path, response.status_code, body, response.text)
+        # Build the error from a redacted copy of the answer, rebinding ``body``: a server
+        # that echoes the key must not leave it in this frame, where a traceback shown
+        # with its locals (capture_locals, IPython's verbose mode) would print it.
+        text = redact(response.text, self._key)
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        error = error_for(method, path, response.status_code, body, text)
         if isinstance(error, RateLimitError):
             error.args = (f"{error} (gave up after {attempts} attempts over {elapsed:.0f} s)",)
         raise self._scrub(error)
@@ -282,4 +306,6 @@ class VastAPI:
 
     def _scrub(self, error: VastError) -> Any:
         error.args = tuple(redact(str(a), self._key) for a in error.args)
+        if isinstance(error, APIError) and error.code:
+            error.code = redact(error.code, self._key)
         return error

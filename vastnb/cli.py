@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="COMMAND")
     serve = sim_commands.add_parser("serve", help="serve the simulated Vast API over HTTP on loopback")
     serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default) or ::1")
-    serve.add_argument("--port", type=int, default=8123)
+    serve.add_argument("--port", type=int, default=8123, help="0 picks a free port (default 8123)")
     serve.add_argument("--seed", type=int, default=0, help="catalogue seed for a new market (default 0)")
     serve.add_argument("--rate-limits", type=float, default=1.0, metavar="SCALE",
                        help="Vast's per-endpoint rate limits times SCALE; 0 turns them off (default 1)")  # fmt: skip

@@ -152,8 +152,15 @@ _FIELDS = (
 )
 
 
-def _explicit(given: Path, filename: str, origin: str) -> Path:
-    """A path the user named: use it, or refuse; never fall back to another file silently."""
+def _explicit(given: Path, filename: str, origin: str) -> Path | None:
+    """A path the user named: use it, or refuse; never fall back to another file silently.
+
+    A file path names the profiles file; the budgets file is looked for beside it, and
+    None (keep searching) when it is not there.
+    """
+    if given.is_file() and given.name != filename and filename != PROFILES_FILE:
+        sibling = given.parent / filename
+        return sibling if sibling.is_file() else None
     if given.is_dir():
         given = given / filename
     if not given.is_file():
@@ -169,11 +176,13 @@ def find_profile_file(filename: str, path: str | os.PathLike[str] | None = None)
     ``./profiles/`` > :func:`~vastnb.config.user_config_dir` > the defaults in the wheel.
     A ``path`` or ``VASTNB_PROFILES`` that does not exist is an error.
     """
-    if path is not None:
-        return _explicit(Path(path).expanduser(), filename, "the path argument")
     env = os.environ.get("VASTNB_PROFILES")
-    if env:
-        return _explicit(Path(env).expanduser(), filename, "VASTNB_PROFILES")
+    for given, origin in ((path, "the path argument"), (env, "VASTNB_PROFILES")):
+        if given:
+            found = _explicit(Path(given).expanduser(), filename, origin)
+            if found is not None:
+                return found
+            break
     # Implicit places are only candidates: a folder without the file is passed over.
     for folder in (Path.cwd() / "profiles", user_config_dir()):
         if (folder / filename).is_file():

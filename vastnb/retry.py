@@ -46,8 +46,9 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         backoff = min(self.max_delay, self.base_delay * self.factor ** (attempt - 1))
         spread = (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
-        # The server's minimum interval is a floor that jitter must not undercut.
-        return max(floor, backoff * spread)
+        # Jitter spreads waits below the cap but never past it; the server's minimum
+        # interval is a floor that neither jitter nor the cap may undercut.
+        return max(floor, min(self.max_delay, backoff * spread))
 
     def allows(self, attempt: int, elapsed: float, wait: float) -> bool:
         """Whether another attempt may follow attempt ``attempt`` after ``wait`` seconds."""

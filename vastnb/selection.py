@@ -37,6 +37,7 @@ class Constraint:
 
     name: str
     test: Callable[[Offer, float], bool]
+    hardware: bool = False  # what the job needs to run at all (GPU model, count)
 
 
 def _price(profile: Profile, offer: Offer) -> tuple[float, float | None]:
@@ -55,8 +56,8 @@ def constraints(profile: Profile) -> list[Constraint]:
     """Everything ``profile`` requires of an offer, each with a name for the report."""
     models = {g.casefold() for g in profile.gpu_names}
     checks = [
-        Constraint(f"GPU model {', '.join(profile.gpu_names)}", lambda o, p: o.gpu_name.casefold() in models),
-        Constraint(f"{profile.num_gpus} GPU(s)", lambda o, p: o.num_gpus == profile.num_gpus),
+        Constraint(f"GPU model {', '.join(profile.gpu_names)}", lambda o, p: o.gpu_name.casefold() in models, True),
+        Constraint(f"{profile.num_gpus} GPU(s)", lambda o, p: o.num_gpus == profile.num_gpus, True),
         Constraint(f"price <= ${profile.max_price_per_hour:.2f}/h", lambda o, p: p <= profile.max_price_per_hour),
         Constraint(f"reliability >= {profile.min_reliability:g}", lambda o, p: o.reliability >= profile.min_reliability),
         Constraint(f"disk >= {profile.disk_gb:g} GB free", lambda o, p: o.disk_space >= profile.disk_gb),
@@ -149,7 +150,7 @@ class NoMatchReport:
             f"<= ${p.max_price_per_hour:.2f}/h, reliability >= {p.min_reliability:g}) "
             f"among {self.seen} rentable offers:"
         ]
-        lines += [f"  {name:<36} removes {count}" for name, count in self.removed if count]
+        lines += [f"  {name:<36} rules out {count}" for name, count in self.removed if count]
         if self.near_miss is not None:
             o = self.near_miss.offer
             lines.append(
@@ -165,18 +166,22 @@ def explain(profile: Profile, offers: Sequence[Offer]) -> NoMatchReport:
     """Why none of ``offers`` satisfies ``profile``."""
     checks = constraints(profile)
     removed = dict.fromkeys((c.name for c in checks), 0)
-    best: tuple[Candidate, str] | None = None
+    # The best near-miss fails one constraint only; one with the right hardware (failing
+    # on price or reliability, say) beats a cheaper one with the wrong GPU count.
+    best: tuple[tuple[bool, float], Candidate, str] | None = None
     for offer in offers:
         price, bid = _price(profile, offer)
-        failed = [c.name for c in checks if not c.test(offer, price)]
-        for name in failed:
-            removed[name] += 1
-        if len(failed) == 1 and price < float("inf") and (best is None or price < best[0].price):
-            best = (Candidate(offer, round(price, 6), bid), failed[0])
+        failed = [c for c in checks if not c.test(offer, price)]
+        for check in failed:
+            removed[check.name] += 1
+        if len(failed) == 1 and price < float("inf"):
+            key = (failed[0].hardware, price)
+            if best is None or key < best[0]:
+                best = (key, Candidate(offer, round(price, 6), bid), failed[0].name)
     return NoMatchReport(
         profile=profile,
         seen=len(offers),
         removed=tuple(removed.items()),
-        near_miss=best[0] if best else None,
-        near_miss_fails=best[1] if best else None,
+        near_miss=best[1] if best else None,
+        near_miss_fails=best[2] if best else None,
     )

@@ -195,7 +195,8 @@ def test_reference_profiles_are_satisfiable_but_not_trivially(seed: int, count: 
     assert len(distributed) >= 2
     assert len(batch) >= 3
     # Not trivial: most candidates of the right model and size fail each profile.
-    rtx_single = [o for o in cat if _market(o) and o["gpu_name"] == "RTX 4090" and o["num_gpus"] == 1]
+    rtx_single = [o for o in cat
+                  if _market(o) and o["gpu_name"] == "RTX 4090" and o["num_gpus"] == 1]
     assert len(dev) <= 0.5 * len(rtx_single)
     h100_x4 = [o for o in cat if _market(o) and o["gpu_name"] == "H100 SXM" and o["num_gpus"] == 4]
     assert len(h100_x4) > len(distributed)

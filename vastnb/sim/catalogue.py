@@ -109,7 +109,7 @@ _COUNTRIES = tuple(_PLACES)
 _NETS = ("192.0.2", "198.51.100", "203.0.113")  # RFC 5737 documentation ranges only
 
 # Planted machines at fixed early positions keep the reference profiles satisfiable for every
-# seed and any count >= 100, and the decoys make them non-trivial: each fails by one criterion.
+# seed and any count >= 200, and the decoys make them non-trivial: each fails by one criterion.
 # position: (gpu, gpus, $/GPU low, high, reliability low, high, min_bid low, high or None).
 _ANCHORS: dict[int, tuple[str, int, float, float, float, float, tuple[float, float] | None]] = {
     3: ("RTX 4090", 1, 0.200, 0.235, 0.905, 0.960, None),         # cheap, reliable enough
@@ -138,7 +138,7 @@ def _reliability(rng: random.Random, datacenter: bool) -> float:
     # Most hosts sit just under 0.999; a tail of flaky hosts falls well below 0.90.
     if rng.random() < (0.06 if datacenter else 0.14):
         return round(rng.uniform(0.55, 0.90), 4)
-    return round(0.999 - 0.099 * rng.random() ** (2.5 if datacenter else 1.6), 4)
+    return round(0.999 - 0.099 * float(rng.random() ** (2.5 if datacenter else 1.6)), 4)
 
 
 class _Hosts:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .market import SimError
+from .errors import SimError, number
 from .routes import SimAPI, SimRequest, route
 
 __all__: list[str] = []
@@ -18,7 +18,7 @@ __all__: list[str] = []
 
 @route("POST", "/_sim/advance")
 def _advance(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
-    seconds = float(request.json().get("seconds", 0))
+    seconds = number(request.object().get("seconds", 0), "seconds")
     if seconds < 0:
         raise SimError(400, "invalid_args", "the clock only moves forward")
     api.market.advance(seconds)
@@ -27,15 +27,17 @@ def _advance(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
 
 @route("POST", r"/_sim/preempt/(\d+)")
 def _preempt(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
-    body = request.json()
-    api.market.preempt(int(match.group(1)), resume_after=body.get("resume_after", 60.0))
+    resume_after = request.object().get("resume_after", 60.0)
+    if resume_after is not None:
+        resume_after = number(resume_after, "resume_after")
+    api.market.preempt(int(match.group(1)), resume_after=resume_after)
     return {"success": True}
 
 
 @route("POST", r"/_sim/status/(\d+)")
 def _status(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
     try:
-        api.market.set_status(int(match.group(1)), str(request.json().get("status")))
+        api.market.set_status(int(match.group(1)), str(request.object().get("status")))
     except ValueError as exc:
         raise SimError(400, "invalid_args", str(exc)) from None
     return {"success": True}
@@ -49,7 +51,12 @@ def _take(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
 
 @route("POST", "/_sim/faults")
 def _fault(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
-    body = dict(request.json())
+    body = dict(request.object())
+    times, status = body.get("times", 1), body.get("status", 503)
+    if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+        raise SimError(400, "invalid_args", f"bad fault: times must be a whole number >= 1, got {times!r}")
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        raise SimError(400, "invalid_args", f"bad fault: status must be an HTTP status code, got {status!r}")
     try:
         api.faults.inject(str(body.pop("kind", "")), **body)
     except (TypeError, ValueError, re.error) as exc:

@@ -30,7 +30,8 @@ _FROM_OFFER = (
 
 # Bookkeeping the simulator keeps on an instance that the real API does not show.
 _INTERNAL = frozenset(
-    {"ledger", "traffic", "events", "instance_api_key", "ssh_keys", "gpu_dph", "disk_gb", "image", "created_at", "started_at"}
+    {"ledger", "traffic", "events", "instance_api_key", "ssh_keys", "account_keys", "gpu_dph", "disk_gb", "image",
+     "created_at", "started_at"}
 )
 
 
@@ -87,6 +88,7 @@ def to_api(inst: Instance, now: float, ssh_address: tuple[str, int] | None) -> d
     host, port = ssh_address or (f"ssh{inst['ssh_idx']}.sim.vastnb.invalid", 20000 + inst["id"] % 40000)
     out.update(
         image_uuid=inst["image"],
+        gpu_totalram=inst.get("gpu_total_ram"),  # sic: the instance record's spelling
         disk_space=inst["disk_gb"],
         dph_base=inst["gpu_dph"],
         dph_total=round(inst["gpu_dph"] + disk_dph, 6),

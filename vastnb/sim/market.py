@@ -20,23 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from . import billing
+from .account import AccountMixin
 from .catalogue import generate_offers
-from .search import SearchError, search_offers
+from .errors import SimError, number
 from .instances import new_instance, to_api
+from .search import SearchError, search_offers
 from .state import StateStore
 
 __all__ = ["Market", "SimConfig", "SimError"]
 
 State = dict[str, Any]
 FAULT_STATES = frozenset({"exited", "offline", "unknown"})
-
-
-class SimError(Exception):
-    """An API error the simulator answers with: HTTP status, Vast error code, message."""
-
-    def __init__(self, status: int, code: str, msg: str, **extra: Any) -> None:
-        super().__init__(msg)
-        self.status, self.code, self.msg, self.extra = status, code, msg, extra
 
 
 @dataclass(frozen=True)
@@ -52,13 +46,15 @@ class SimConfig:
     ssh_address: tuple[str, int] | None = None  # a real sshd every instance points at
 
 
-class Market:
-    """The simulator's state and rules. ``home`` None keeps everything in memory."""
+class Market(AccountMixin):
+    """The simulator's state and rules. ``home`` None keeps everything in memory.
+
+    The account side (SSH keys, user, charges, balance) lives in :class:`AccountMixin`.
+    """
 
     def __init__(self, home: Path | None = None, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
         self.store = StateStore(home / "sim" / "market.json" if home else None, self._initial)
-        self._offers: list[dict[str, Any]] | None = None
 
     def _initial(self) -> State:
         return {
@@ -96,6 +92,8 @@ class Market:
 
     def advance(self, seconds: float) -> None:
         """Move the simulated clock forward: transitions fire and billing accrues."""
+        if not seconds >= 0:
+            raise ValueError(f"the clock only moves forward, not by {seconds}")
         with self.store.transaction() as state:
             state["clock_offset"] += seconds
             self._advance_to(state, time.time() + state["clock_offset"])
@@ -105,28 +103,36 @@ class Market:
         t = state["last_advanced"]
         instances = state["instances"]
         user = state["user"]
-        while t < target:
-            pending = [e[0] for i in instances.values() for e in i["events"] if e[0] > t]
+        while True:
+            self._fire_due(instances, t)
+            if user["balance"] <= 0:
+                # Vast stops every instance once the balance is gone (disks keep billing).
+                for inst in instances.values():
+                    if inst["intended_status"] == "running" and inst["actual_status"] not in FAULT_STATES:
+                        self._set_stopped(inst, "stopped: account balance reached $0; add credit to restart")
+            if t >= target:
+                break
+            pending = [e[0] for i in instances.values() for e in i["events"]]  # all later than t
             step_end = min([target, *pending])
             burn = sum(sum(billing.rates(i)) for i in instances.values()) / 3600  # $/s
             if user["balance"] > 0 and burn > 0 and user["balance"] <= burn * (step_end - t):
-                # The balance runs out inside this step: bill up to that second, then
-                # Vast stops every instance.
+                # The balance runs out inside this step: bill up to that moment only; the
+                # next round stops the instances there.
                 step_end = t + user["balance"] / burn
                 self._bill(state, t, step_end)
-                for inst in instances.values():
-                    if inst["actual_status"] in billing.GPU_BILLED | {"loading", "created", None}:
-                        self._set_stopped(inst, "stopped: account balance reached $0; add credit to restart")
-                t = step_end
-                continue
-            self._bill(state, t, step_end)
+                user["balance"] = 0.0  # what was left is what the step cost, rounding aside
+            else:
+                self._bill(state, t, step_end)
             t = step_end
-            for inst in instances.values():
-                due = [e for e in inst["events"] if e[0] <= t]
+        state["last_advanced"] = max(t, state["last_advanced"])
+
+    def _fire_due(self, instances: dict[str, Any], t: float) -> None:
+        """Fire every transition due by ``t``, in time order (a transition may queue more)."""
+        for inst in instances.values():
+            while due := sorted(e for e in inst["events"] if e[0] <= t):
                 inst["events"] = [e for e in inst["events"] if e[0] > t]
                 for when, action in due:
                     self._fire(inst, action, when)
-        state["last_advanced"] = max(t, state["last_advanced"])
 
     def _bill(self, state: State, t0: float, t1: float) -> None:
         for inst in state["instances"].values():
@@ -197,19 +203,20 @@ class Market:
 
     def create(self, offer_id: int, payload: Mapping[str, Any]) -> dict[str, Any]:
         """``PUT /asks/{id}/``: rent an offer. A ``price`` makes it a bid (interruptible)."""
+        offer_id = int(offer_id)
         with self._tx() as (state, now):
-            offer = self._offer(offer_id)
+            offer = self._offer_index.get(offer_id)
             available = {o["id"] for o in self._available(state)} if offer else set()
             if offer is None or offer_id not in available:
                 raise SimError(404, "no_such_ask", f"error 404/3603: no_such_ask Instance type by id {offer_id} is not available.", ask_id=offer_id)
             if not payload.get("image") and not payload.get("template_hash_id"):
                 raise SimError(400, "invalid_args", "image is required", ask_id=offer_id)
-            disk = _number(payload.get("disk", 10.0), "disk")
+            disk = number(payload.get("disk", 10.0), "disk")
             if disk < 8:
                 raise SimError(400, "invalid_args", f"disk must be at least 8 GB, got {disk}", ask_id=offer_id)
             if len(str(payload.get("label") or "")) > 256:
                 raise SimError(400, "label_too_long", "label must be at most 256 characters", ask_id=offer_id)
-            bid = None if payload.get("price") is None else _number(payload["price"], "price")
+            bid = None if payload.get("price") is None else number(payload["price"], "price")
             if bid is not None and not 0.001 <= bid <= 128:
                 raise SimError(400, "invalid_price", f"price must be between 0.001 and 128, got {bid}", ask_id=offer_id)
             outbid = bid is not None and bid < offer["min_bid"]
@@ -227,18 +234,18 @@ class Market:
             )
             # Vast installs the account's keys on instances created after them.
             inst["account_keys"] = list(state["ssh_keys"])
-            if outbid:
-                # Vast's spot pitfall: the instance exists (stopped, billing disk) and the
-                # error still names it. A careful client destroys it.
-                raise SimError(
-                    400,
-                    "invalid_price",
-                    f"Your bid ${bid:.4f}/h is below the minimum bid ${offer['min_bid']:.4f}/h; "
-                    "the instance was created stopped and will start when your bid wins.",
-                    new_contract=instance_id,
-                    ask_id=offer_id,
-                )
-            return {"success": True, "new_contract": instance_id, "instance_api_key": inst["instance_api_key"]}
+            if not outbid:
+                return {"success": True, "new_contract": instance_id, "instance_api_key": inst["instance_api_key"]}
+        # Vast's spot pitfall: the instance exists (stopped, billing disk) and the error still
+        # names it. A careful client destroys it. Raised after the transaction commits.
+        raise SimError(
+            400,
+            "invalid_price",
+            f"Your bid ${bid:.4f}/h is below the minimum bid ${offer['min_bid']:.4f}/h; "
+            "the instance was created stopped and will start when your bid wins.",
+            new_contract=instance_id,
+            ask_id=offer_id,
+        )
 
     def show(self, instance_id: int) -> dict[str, Any] | None:
         """``GET /instances/{id}/``: the instance, or None once destroyed."""
@@ -256,14 +263,18 @@ class Market:
         with self._tx() as (state, now):
             inst = self._get(state, instance_id)
             if target == "stopped":
-                if inst["actual_status"] != "stopped":
+                # Also cancels a restart still scheduling, and any automatic resume.
+                if inst["actual_status"] != "stopped" or inst["intended_status"] != "stopped" or inst["events"]:
                     self._set_stopped(inst, "stopped by user")
             elif target == "running":
                 if inst["actual_status"] in FAULT_STATES:
                     raise SimError(400, "invalid_args", f"instance {instance_id} is {inst['actual_status']} and cannot start")
                 if state["user"]["balance"] <= 0:
                     raise SimError(400, "insufficient_credit", "your balance is $0 or less; add credit to start instances")
-                if inst["intended_status"] != "running":
+                if _outbid(inst):
+                    # Outbid: it starts when the bid wins (change_bid, or the market's resume).
+                    inst["intended_status"] = "running"
+                elif inst["intended_status"] != "running":
                     # A restart waits for the same GPUs ("scheduling" in Vast's console).
                     inst.update(intended_status="running", next_state="running")
                     inst["status_msg"] = "scheduling: waiting for the GPUs on this machine to be free"
@@ -292,11 +303,17 @@ class Market:
     def change_bid(self, instance_id: int, price: float) -> None:
         with self._tx() as (state, now):
             inst = self._get(state, instance_id)
+            if not inst["is_bid"]:
+                raise SimError(400, "invalid_args", f"instance {instance_id} is on-demand; only interruptible instances have a bid")
+            price = number(price, "price")
             if not 0.001 <= price <= 32 * max(1, inst["num_gpus"]):
                 raise SimError(400, "invalid_args", f"price must be between 0.001 and {32 * inst['num_gpus']}")
-            inst["gpu_dph"], inst["is_bid"] = price, True
-            outbid = str(inst.get("status_msg") or "").startswith("outbid")
-            if outbid and price >= inst["min_bid"]:
+            inst["gpu_dph"] = price
+            if price < inst["min_bid"]:
+                if inst["intended_status"] == "running" or _outbid(inst):
+                    # Under the minimum, the instance loses its GPUs (and any pending resume).
+                    self._set_stopped(inst, f"outbid: bid ${price:.4f}/h is below the minimum ${inst['min_bid']:.4f}/h")
+            elif _outbid(inst):
                 inst["events"] = [[now + self.config.schedule_delay, "resume"]]
 
     def _get(self, state: State, instance_id: int) -> dict[str, Any]:
@@ -304,50 +321,6 @@ class Market:
         if inst is None:
             raise SimError(404, "no_such_instance", f"Instance {instance_id} not found.")
         return inst
-
-    # -- SSH keys and account ---------------------------------------------------------------
-
-    def attach_ssh_key(self, instance_id: int, key: str) -> None:
-        with self._tx() as (state, _):
-            inst = self._get(state, instance_id)
-            inst["ssh_keys"].append({"id": len(inst["ssh_keys"]) + 1, "name": "", "public_key": _ssh_key(key)})
-
-    def instance_ssh_keys(self, instance_id: int) -> list[dict[str, Any]]:
-        with self._tx() as (state, _):
-            inst = self._get(state, instance_id)
-            return [*inst["ssh_keys"], *({"id": k["id"], "name": "account", "public_key": k["key"]} for k in inst.get("account_keys", []))]
-
-    def account_ssh_keys(self) -> list[dict[str, Any]]:
-        with self._tx() as (state, _):
-            return list(state["ssh_keys"])
-
-    def add_account_ssh_key(self, key: str) -> dict[str, Any]:
-        with self._tx() as (state, now):
-            record = {"id": 9000 + len(state["ssh_keys"]), "user_id": state["user"]["id"], "key": _ssh_key(key),
-                      "created_at": now, "deleted_at": None}  # fmt: skip
-            state["ssh_keys"].append(record)
-            return record
-
-    def user(self) -> dict[str, Any]:
-        """``GET /users/current/``: the account, with its balance (the API echoes the key)."""
-        with self._tx() as (state, _):
-            user = dict(state["user"])
-            user["balance"] = round(user["balance"], 6)
-            user["credit"] = user["balance"]
-            return user
-
-    @property
-    def api_key(self) -> str:
-        """The key this simulated account accepts."""
-        with self.store.transaction() as state:
-            return state["user"]["api_key"]
-
-    def charges(self, start: float, end: float) -> list[dict[str, Any]]:
-        """Per-instance charges over [start, end], in Vast's ``/charges/`` result shape."""
-        with self._tx() as (state, _):
-            records = [*state["instances"].values(), *state.get("destroyed", {}).values()]
-            records.sort(key=lambda i: i["id"])
-            return [r for r in (billing.charge_record(i, start, end) for i in records) if r is not None]
 
     # -- what tests and demos can make happen -----------------------------------------------
 
@@ -358,8 +331,11 @@ class Market:
             inst = self._get(state, instance_id)
             if not inst["is_bid"]:
                 raise SimError(400, "invalid_args", f"instance {instance_id} is on-demand; only bids are preempted")
+            wanted = inst["intended_status"] == "running" or _outbid(inst)
             self._set_stopped(inst, "outbid: a higher bid took this machine")
-            if resume_after is not None:
+            if not wanted:
+                inst["status_msg"] = "stopped by user"  # nothing to resume
+            elif resume_after is not None:
                 inst["events"] = [[now + resume_after, "resume"]]
 
     def set_status(self, instance_id: int, status: str) -> None:
@@ -370,29 +346,9 @@ class Market:
             inst = self._get(state, instance_id)
             inst.update(actual_status=status, events=[], status_msg=f"simulated: {status}")
             if status == "running":
-                inst["started_at"] = now
-
-    def record_traffic(self, instance_id: int, *, up_bytes: int = 0, down_bytes: int = 0) -> None:
-        """Bill bytes moved to and from an instance."""
-        with self._tx() as (state, now):
-            inst = self._get(state, instance_id)
-            state["user"]["balance"] -= billing.record_traffic(inst, now, up_bytes / 1e9, down_bytes / 1e9)
-
-    def set_balance(self, dollars: float) -> None:
-        with self._tx() as (state, _):
-            state["user"]["balance"] = float(dollars)
+                inst.update(intended_status="running", cur_state="running", next_state="running", started_at=now)
 
 
-def _number(value: Any, name: str) -> float:
-    """A number the client may have sent as a string, as Vast accepts."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise SimError(400, "invalid_args", f"{name} must be a number, got {value!r}") from None
-
-
-def _ssh_key(key: str) -> str:
-    key = str(key).strip()
-    if not key.startswith(("ssh-", "ecdsa-", "sk-")) or len(key.split()) < 2:
-        raise SimError(400, "invalid_args", "ssh_key must be an OpenSSH public key ('ssh-ed25519 AAAA... comment')")
-    return key
+def _outbid(inst: dict[str, Any]) -> bool:
+    """Stopped because its bid lost (at create, by preemption, or by lowering it)."""
+    return str(inst.get("status_msg") or "").startswith("outbid")

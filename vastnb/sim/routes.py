@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .gate import Faults, RateLimiter, identity_of
+from .errors import number
 from .market import Market, SimError
 from .listing import filter_records, page_token, parse_page_token
 
@@ -38,6 +39,13 @@ class SimRequest:
             return json.loads(self.body)
         except ValueError:
             raise SimError(400, "invalid_request", "the request body is not valid JSON") from None
+
+    def object(self) -> Mapping[str, Any]:
+        """The JSON body, which must be an object (an empty body is an empty one)."""
+        body = self.json()
+        if not isinstance(body, Mapping):
+            raise SimError(400, "invalid_request", "the request body must be a JSON object")
+        return body
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ class SimAPI:
             return self._handle(request)
         except SimError as exc:
             return SimResponse.of(exc.status, {"success": False, "error": exc.code, "msg": exc.msg, **exc.extra})
+        except Exception as exc:  # noqa: BLE001 - answer, as a real server does, rather than hang up
+            return SimResponse.of(500, {"success": False, "error": "server_error", "msg": f"{type(exc).__name__}: {exc}"})
 
     def _handle(self, request: SimRequest) -> SimResponse:
         path = request.path
@@ -96,7 +106,8 @@ class SimAPI:
                     return SimResponse.of(403, {"success": False, "error": "not_authorized", "msg": "This action requires login."})
                 if key != self.market.api_key:
                     return SimResponse.of(401, {"success": False, "error": "auth_error", "msg": "Invalid user key"})
-            fault = self.faults.take(request.method, path)
+            # The /_sim/ controls stay reachable whatever faults are waiting.
+            fault = None if path.startswith("/_sim/") else self.faults.take(request.method, path)
             if fault and fault.kind == "timeout":
                 return SimResponse(504, b"", timeout=True)
             if fault and fault.kind == "status":
@@ -137,7 +148,7 @@ def _search_legacy(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
 
 @route("PUT", r"/api/v0/asks/(\d+)", limit="create")
 def _create(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
-    return api.market.create(int(match.group(1)), request.json())
+    return api.market.create(int(match.group(1)), request.object())
 
 
 # -- instances --------------------------------------------------------------------------------
@@ -159,7 +170,7 @@ def _list_v0(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
 def _list_v1(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
     filters = _json_param(request, "select_filters", {})
     order = _json_param(request, "order_by", [{"col": "id", "dir": "asc"}])
-    limit = int(request.query.get("limit") or 25)
+    limit = _int_param(request, "limit", V1_MAX_LIMIT)
     limit = 5 if limit <= 0 else min(limit, V1_MAX_LIMIT)
     instances = filter_records(api.market.instances(), filters, order)
     start = parse_page_token(request.query.get("after_token"))
@@ -180,7 +191,7 @@ def _list_v1(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
 
 @route("PUT", r"/api/v0/instances/(\d+)", limit="manage")
 def _manage(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
-    body, instance_id = request.json(), int(match.group(1))
+    body, instance_id = request.object(), int(match.group(1))
     if "state" in body:
         api.market.set_state(instance_id, str(body["state"]))
     if "label" in body:
@@ -198,16 +209,16 @@ def _destroy(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
 
 @route("PUT", r"/api/v0/instances/bid_price/(\d+)", limit="bid")
 def _bid(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
-    price = request.json().get("price")
+    price = request.object().get("price")
     if price is None:
         raise SimError(400, "invalid_args", "price is required")
-    api.market.change_bid(int(match.group(1)), float(price))
+    api.market.change_bid(int(match.group(1)), price)
     return {"success": True}
 
 
 @route("POST", r"/api/v0/instances/(\d+)/ssh", limit="ssh_add")
 def _attach_ssh(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
-    api.market.attach_ssh_key(int(match.group(1)), str(request.json().get("ssh_key") or ""))
+    api.market.attach_ssh_key(int(match.group(1)), str(request.object().get("ssh_key") or ""))
     return {"success": True, "msg": "SSH key attached; it may take a few seconds to reach the instance."}
 
 
@@ -227,7 +238,7 @@ def _account_keys(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
 
 @route("POST", "/api/v0/ssh", limit="ssh_add")
 def _add_account_key(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
-    return {"success": True, "key": api.market.add_account_ssh_key(str(request.json().get("ssh_key") or ""))}
+    return {"success": True, "key": api.market.add_account_ssh_key(str(request.object().get("ssh_key") or ""))}
 
 
 @route("GET", "/api/v0/users/current")
@@ -241,8 +252,9 @@ def _charges(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
     day = filters.get("day") if isinstance(filters, Mapping) else None
     if not isinstance(day, Mapping) or "gte" not in day or "lte" not in day:
         raise SimError(400, "invalid_args", 'select_filters must hold "day": {"gte": start, "lte": end}')
-    limit = min(int(request.query.get("limit") or 100), CHARGES_MAX_LIMIT)
-    results = api.market.charges(float(day["gte"]), float(day["lte"]))
+    limit = _int_param(request, "limit", 100)
+    limit = 100 if limit <= 0 else min(limit, CHARGES_MAX_LIMIT)
+    results = api.market.charges(number(day["gte"], "day.gte"), number(day["lte"], "day.lte"))
     if request.query.get("latest_first", "").lower() == "true":
         results.reverse()
     start = parse_page_token(request.query.get("after_token"))
@@ -255,6 +267,16 @@ def _charges(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
         "next_token": page_token(start + limit) if more else None,
         "results": page,
     }
+
+
+def _int_param(request: SimRequest, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SimError(400, "invalid_args", f"{name} must be an integer, got {raw!r}") from None
 
 
 def _json_param(request: SimRequest, name: str, default: Any) -> Any:

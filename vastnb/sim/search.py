@@ -26,14 +26,13 @@ DEFAULT_ORDER: tuple[tuple[str, str], ...] = (("score", "desc"),)
 _Getter = Callable[[Mapping[str, Any]], Any]
 _Predicate = Callable[[Mapping[str, Any]], bool]
 
-_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "eq": operator.eq, "neq": operator.ne, "gt": operator.gt,
-    "gte": operator.ge, "lt": operator.lt, "lte": operator.le,
-}
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {"eq": operator.eq, "neq": operator.ne,
+    "gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
 _OPS = (*_COMPARE, "in", "notin")
 # Top-level keys that steer the search rather than filter it.
 _CONTROL_KEYS = frozenset({"order", "type", "limit", "allocated_storage", "disable_bundling",
                            "target_reliability", "extra_ids", "select_cols"})
+# Pricing per ``type``: True prices at min_bid. Both on-demand spellings are in use (OAS vs CLI).
 _TYPES = {"on-demand": False, "ondemand": False, "reserved": False, "bid": True,
           "interruptible": True}
 _BOOL_FIELDS = frozenset({"verified", "rentable", "rented", "external", "static_ip", "has_avx",
@@ -52,7 +51,9 @@ class SearchError(ValueError):
     """A search body the server would refuse; the HTTP layer answers 400 ``invalid_args``."""
 
 
-def search_offers(offers: Iterable[Mapping[str, Any]], body: Mapping[str, Any]) -> list[dict]:
+def search_offers(
+    offers: Iterable[Mapping[str, Any]], body: Mapping[str, Any]
+) -> list[dict[str, Any]]:
     """Offers matching ``body``, ordered and limited, as priced copies (inputs stay untouched)."""
     if not isinstance(body, Mapping):
         raise SearchError(f"search body must be a JSON object, not {type(body).__name__}")
@@ -125,10 +126,9 @@ def _exact(exact: Mapping[str, Any]) -> _Predicate:
 
 def _search_type(value: Any) -> bool:
     """True for interruptible (bid) pricing; reserved is priced as on-demand here."""
-    if value is None:
-        return False
-    if isinstance(value, str) and value.strip().lower() in _TYPES:
-        return _TYPES[value.strip().lower()]
+    key = "on-demand" if value is None else str(value).strip().lower()
+    if key in _TYPES:
+        return _TYPES[key]
     raise SearchError(f"type must be 'on-demand', 'bid' or 'reserved', not {value!r}")
 
 
@@ -214,7 +214,7 @@ def _sorted(rows: list[Mapping[str, Any]], get: _Getter, descending: bool) -> li
 def _predicate(field: str, kind: str, get: _Getter, op: str, value: Any) -> _Predicate:
     """One compiled test; null offer values fail every op but ``eq``/``neq`` null, as in SQL."""
     many = op in ("in", "notin")
-    items = value if isinstance(value, (list, tuple)) else [value]
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
     if not many and isinstance(value, (list, tuple, Mapping)):
         raise SearchError(f"{field}: {op} needs a single value, not {value!r}")
     if any(isinstance(v, (list, tuple, Mapping)) for v in items):

@@ -1,0 +1,57 @@
+"""Package-level promises: the public surface, and the tier rules of design.md §3."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import vastnb
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    public = {
+        name
+        for name, value in vars(vastnb).items()
+        if not name.startswith("_") and not inspect.ismodule(value) and name != "annotations"
+    }
+    assert public | {"__version__"} == set(vastnb.__all__)
+    assert all(hasattr(vastnb, name) for name in vastnb.__all__)
+
+
+def test_every_error_is_a_vast_error() -> None:
+    errors = [getattr(vastnb, n) for n in vastnb.__all__ if n.endswith("Error")]
+    assert len(errors) >= 10
+    assert all(issubclass(e, vastnb.VastError) for e in errors)
+
+
+def test_worker_imports_nothing_from_the_orchestrator_side() -> None:
+    """On the box the worker needs only the standard library and cloudpickle."""
+    code = textwrap.dedent(
+        """
+        import sys, vastnb_worker
+        banned = ("vastnb", "httpx", "pandas", "yaml", "ipywidgets", "torch", "boto3")
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in banned)
+        print(",".join(loaded))
+        """
+    )
+    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+
+
+def test_a_users_worker_py_does_not_shadow_the_worker_package(tmp_path: Path) -> None:
+    (tmp_path / "worker.py").write_text("raise SystemExit('the user worker.py was imported')\n")
+    code = "import vastnb, vastnb_worker; print(vastnb_worker.__file__)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "worker.py" not in done.stdout and "vastnb_worker" in done.stdout
+
+
+def test_package_ships_its_default_profiles_and_type_marker() -> None:
+    from importlib.resources import files
+
+    assert files("vastnb_profiles").joinpath("gpu_profiles.yaml").is_file()
+    assert files("vastnb_profiles").joinpath("budgets.yaml").is_file()
+    assert files("vastnb").joinpath("py.typed").is_file()

@@ -1,0 +1,89 @@
+"""The account side of the simulated market: SSH keys, the user record, money in and out.
+
+:class:`AccountMixin` is part of :class:`vastnb.sim.market.Market`; it works on the same
+state, through the market's transactions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import billing
+from .errors import SimError
+
+__all__ = ["AccountMixin"]
+
+
+class AccountMixin:
+    """SSH keys, ``/users/current/``, ``/charges/``, bandwidth and the balance.
+
+    Needs the host class's ``store``, ``_tx()`` (a transaction at the current simulated
+    time) and ``_get(state, instance_id)``.
+    """
+
+    store: Any
+    _tx: Any
+    _get: Any
+
+    # -- SSH keys ---------------------------------------------------------------------------
+
+    def attach_ssh_key(self, instance_id: int, key: str) -> None:
+        with self._tx() as (state, _):
+            inst = self._get(state, instance_id)
+            inst["ssh_keys"].append({"id": len(inst["ssh_keys"]) + 1, "name": "", "public_key": _ssh_key(key)})
+
+    def instance_ssh_keys(self, instance_id: int) -> list[dict[str, Any]]:
+        with self._tx() as (state, _):
+            inst = self._get(state, instance_id)
+            return [*inst["ssh_keys"], *({"id": k["id"], "name": "account", "public_key": k["key"]} for k in inst.get("account_keys", []))]
+
+    def account_ssh_keys(self) -> list[dict[str, Any]]:
+        with self._tx() as (state, _):
+            return list(state["ssh_keys"])
+
+    def add_account_ssh_key(self, key: str) -> dict[str, Any]:
+        with self._tx() as (state, now):
+            record = {"id": 9000 + len(state["ssh_keys"]), "user_id": state["user"]["id"], "key": _ssh_key(key),
+                      "created_at": now, "deleted_at": None}  # fmt: skip
+            state["ssh_keys"].append(record)
+            return record
+
+    # -- the account and its money ----------------------------------------------------------
+
+    def user(self) -> dict[str, Any]:
+        """``GET /users/current/``: the account, with its balance (the API echoes the key)."""
+        with self._tx() as (state, _):
+            user = dict(state["user"])
+            user["balance"] = round(user["balance"], 6)
+            user["credit"] = user["balance"]
+            return user
+
+    @property
+    def api_key(self) -> str:
+        """The key this simulated account accepts."""
+        with self.store.transaction() as state:
+            return state["user"]["api_key"]
+
+    def charges(self, start: float, end: float) -> list[dict[str, Any]]:
+        """Per-instance charges over [start, end], in Vast's ``/charges/`` result shape."""
+        with self._tx() as (state, _):
+            records = [*state["instances"].values(), *state.get("destroyed", {}).values()]
+            records.sort(key=lambda i: i["id"])
+            return [r for r in (billing.charge_record(i, start, end) for i in records) if r is not None]
+
+    def record_traffic(self, instance_id: int, *, up_bytes: int = 0, down_bytes: int = 0) -> None:
+        """Bill bytes moved to and from an instance."""
+        with self._tx() as (state, now):
+            inst = self._get(state, instance_id)
+            state["user"]["balance"] -= billing.record_traffic(inst, now, up_bytes / 1e9, down_bytes / 1e9)
+
+    def set_balance(self, dollars: float) -> None:
+        with self._tx() as (state, _):
+            state["user"]["balance"] = float(dollars)
+
+
+def _ssh_key(key: str) -> str:
+    key = str(key).strip()
+    if not key.startswith(("ssh-", "ecdsa-", "sk-")) or len(key.split()) < 2:
+        raise SimError(400, "invalid_args", "ssh_key must be an OpenSSH public key ('ssh-ed25519 AAAA... comment')")
+    return key
