@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from vastnb.sim import Simulator
-from vastnb.sim.routes import SimAPI
+from vastnb.sim.routes import SimAPI, SimRequest
 
 from .conftest import BOOT, CONFIG, body_of, call, one_gpu_offers, rent
 
@@ -338,3 +338,12 @@ def test_unknown_path_wrong_method_and_malformed_json(client: httpx.Client, sim:
         assert client.put(f"{V0}/instances/{iid}/", content=raw).status_code == 400, raw
         assert client.post(f"{V0}/instances/{iid}/ssh/", content=raw).status_code == 400, raw
     assert client.put(f"{V0}/instances/{iid}/", json={"state": "stopped"}).status_code == 200
+
+
+def test_search_needs_no_key_but_refuses_a_wrong_one_with_404(tmp_path: Path) -> None:
+    api = Simulator(tmp_path).api
+    body = b'{"gpu_name": {"eq": "RTX 4090"}, "limit": 3}'
+    anonymous = api.handle(SimRequest("POST", "/api/v0/bundles/", body=body))
+    assert anonymous.status == 200
+    wrong = api.handle(SimRequest("POST", "/api/v0/bundles/", headers={"authorization": "Bearer nope"}, body=body))
+    assert wrong.status == 404 and b"Invalid user key" in wrong.body

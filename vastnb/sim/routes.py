@@ -106,6 +106,9 @@ class SimAPI:
                     return SimResponse.of(403, {"success": False, "error": "not_authorized", "msg": "This action requires login."})
                 if key != self.market.api_key:
                     return SimResponse.of(401, {"success": False, "error": "auth_error", "msg": "Invalid user key"})
+            elif key is not None and key != self.market.api_key:
+                # Open endpoints (offer search) need no key, but refuse a wrong one: 404.
+                return SimResponse.of(404, {"success": False, "error": "auth_error", "msg": "Invalid user key"})
             # The /_sim/ controls stay reachable whatever faults are waiting.
             fault = None if path.startswith("/_sim/") else self.faults.take(request.method, path)
             if fault and fault.kind == "timeout":

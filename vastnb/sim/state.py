@@ -29,8 +29,8 @@ class StateStore:
         self.path = path
         self._initial = initial
         self._memory: State | None = None
-        # The file lock serialises processes; this one serialises threads of one
-        # process (flock locks belong to the open file, so threads would share them).
+        # The file lock serialises processes (and threads too, each opening the lock
+        # file anew); this lock also covers the in-memory mode, which has no file.
         self._thread_lock = threading.RLock()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
