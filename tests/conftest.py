@@ -9,6 +9,8 @@ the waits instead of sleeping, so retry tests are fast and can check the waits.
 from __future__ import annotations
 
 import contextlib
+import threading
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,7 +20,6 @@ from vastnb.api import VastAPI
 from vastnb.retry import RetryPolicy
 from vastnb.secret import Secret
 from vastnb.sim import SimConfig, Simulator
-from vastnb.sim.market import Market, SimError
 
 #: Retries that stay well inside a test's time: about half a second, doubling.
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.5, factor=2.0, max_delay=8.0, total=60.0, jitter=0.25)
@@ -28,36 +29,17 @@ TIMEOUT_DELAY = 0.5
 _ACCOUNT_KEY = object()  # connect()'s default: the simulated account's own key
 
 
-def _sim_create_works() -> bool:
-    """Whether the simulator can rent an offer at all (see SIM_CREATE_BUG)."""
-    market = Market(None, SimConfig(offers=8))
-    try:
-        market.create(market.catalogue[0]["id"], {"image": "probe:latest", "disk": 10})
-    except AttributeError:
-        return False
-    except SimError:
-        pass
-    return True
-
-
-SIM_CREATE_BUG = (
-    "simulator bug: vastnb/sim/market.py Market.create() calls self._offer(offer_id), which "
-    "Market does not define (it has _offer_index), so every PUT /api/v0/asks/{id}/ dies with "
-    "AttributeError: in process it escapes the transport, over HTTP the server drops the connection"
-)
-SIM_CREATE_BROKEN = not _sim_create_works()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "needs_create: the test rents instances in the simulator")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Strict: the day the simulator can create again, these must pass, not quietly xfail.
-    if SIM_CREATE_BROKEN:
-        for item in items:
-            if item.get_closest_marker("needs_create"):
-                item.add_marker(pytest.mark.xfail(strict=True, reason=SIM_CREATE_BUG))
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test runs in its own folder, with no key, config or state of the machine's
+    user: ``HOME``, the XDG config folder and ``VASTNB_HOME`` all point inside it."""
+    for name in ("VAST_API_KEY", "VAST_URL", "VASTNB_BACKEND", "VASTNB_PROFILES", "VASTNB_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("VASTNB_HOME", str(tmp_path / "vastnb"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 @pytest.fixture
@@ -98,7 +80,10 @@ def connect(kind: str, waits: list[float]) -> Iterator[Connect]:
             kwargs.update(base_url="http://sim.test", transport=simulator.transport())
         else:
             if id(simulator) not in urls:
-                server = stack.enter_context(simulator.serve("127.0.0.1", 0, timeout_delay=TIMEOUT_DELAY))
+                server = simulator.serve("127.0.0.1", 0, timeout_delay=TIMEOUT_DELAY).start()
+                # stop() waits out the server loop's half-second poll; nothing after the
+                # test needs it gone, so it stops in the background.
+                stack.callback(threading.Thread(target=server.stop, name="stop-sim", daemon=True).start)
                 urls[id(simulator)] = server.url
             kwargs["base_url"] = urls[id(simulator)]
         client = VastAPI(secret, **kwargs)

@@ -20,8 +20,6 @@ from vastnb.records import ActualStatus, Charge, CreatedInstance, Instance, Offe
 from vastnb.secret import Secret
 from vastnb.sim import Simulator
 
-needs_create = pytest.mark.needs_create
-
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq1x5cQeZ0t0hXK7b1Yt7e5m2dJ3u8fT0k2n4QvZc9a you@laptop"
 
 
@@ -89,7 +87,6 @@ def test_search_needs_no_key(connect, sim: Simulator) -> None:
 # -- create and show -------------------------------------------------------------------------
 
 
-@needs_create
 def test_create_on_demand_then_states_follow_the_clock(api: VastAPI, sim: Simulator) -> None:
     offer = cheapest(api)[0]
     created = api.create_instance(offer.id, image="ubuntu:22.04", disk_gb=16, label="vastnb:t1",
@@ -127,7 +124,6 @@ def test_create_on_demand_then_states_follow_the_clock(api: VastAPI, sim: Simula
     assert isinstance(ssh_port, int)
 
 
-@needs_create
 def test_create_interruptible_at_min_bid(api: VastAPI, sim: Simulator) -> None:
     offer = cheapest(api, type="bid")[0]
     bid = offer.min_bid + 0.01
@@ -145,7 +141,6 @@ def test_show_unknown_instance_is_none(api: VastAPI) -> None:
     assert api.show_instance(99_999_999) is None
 
 
-@needs_create
 def test_list_instances_reads_every_page(api: VastAPI) -> None:
     # The v1 list gives at most 25 per page; 30 instances need next_token.
     offers = api.search_offers({"num_gpus": {"eq": 1}, "order": [["dph_total", "asc"]], "limit": 200})
@@ -169,7 +164,6 @@ def test_list_instances_empty(api: VastAPI) -> None:
     assert api.list_instances() == []
 
 
-@needs_create
 def test_list_instances_with_a_filter(api: VastAPI) -> None:
     a = rent(api, label="vastnb:keep")
     rent(api, label="other")  # the default filters skip the machine already rented
@@ -180,7 +174,6 @@ def test_list_instances_with_a_filter(api: VastAPI) -> None:
 # -- manage -----------------------------------------------------------------------------------
 
 
-@needs_create
 def test_stop_then_start_goes_through_scheduling(api: VastAPI, sim: Simulator) -> None:
     created = rent(api)
     sim.advance(5)
@@ -188,6 +181,7 @@ def test_stop_then_start_goes_through_scheduling(api: VastAPI, sim: Simulator) -
     inst = shown(api, created.id)
     assert inst.actual_status is ActualStatus.STOPPED
     assert inst.intended_status == "stopped"
+    assert inst.preempted is False  # we stopped it; an on-demand instance is never outbid
 
     api.start_instance(created.id)
     inst = shown(api, created.id)
@@ -199,14 +193,12 @@ def test_stop_then_start_goes_through_scheduling(api: VastAPI, sim: Simulator) -
     assert shown(api, created.id).actual_status is ActualStatus.RUNNING
 
 
-@needs_create
 def test_label(api: VastAPI) -> None:
     created = rent(api, label="vastnb:before")
     api.label_instance(created.id, "vastnb:after")
     assert shown(api, created.id).label == "vastnb:after"
 
 
-@needs_create
 def test_destroy_then_again_then_show(api: VastAPI, sim: Simulator) -> None:
     created = rent(api)
     sim.advance(5)
@@ -221,7 +213,6 @@ def test_destroy_unknown_instance_is_false(api: VastAPI) -> None:
     assert api.destroy_instance(99_999_999) is False
 
 
-@needs_create
 def test_destroy_does_not_take_a_bad_key_for_gone(api: VastAPI, sim: Simulator) -> None:
     # Vast can answer a bad key with 404 "Invalid user key": that is no proof the instance
     # is gone, and a false "destroyed" would leave it billing.
@@ -233,7 +224,6 @@ def test_destroy_does_not_take_a_bad_key_for_gone(api: VastAPI, sim: Simulator) 
     assert shown(api, created.id).id == created.id
 
 
-@needs_create
 def test_destroy_does_not_take_a_bare_404_for_gone(api: VastAPI, sim: Simulator) -> None:
     # A 404 page (VAST_URL pointing at the wrong server, a proxy) says nothing about the instance.
     created = rent(api)
@@ -243,7 +233,6 @@ def test_destroy_does_not_take_a_bare_404_for_gone(api: VastAPI, sim: Simulator)
     assert api.destroy_instance(created.id) is True
 
 
-@needs_create
 def test_change_bid(api: VastAPI, sim: Simulator) -> None:
     offer = cheapest(api, type="bid")[0]
     created = rent(api, bid=offer.min_bid, offer=offer)
@@ -254,7 +243,6 @@ def test_change_bid(api: VastAPI, sim: Simulator) -> None:
     assert inst.dph_total > new_bid  # plus the disk
 
 
-@needs_create
 def test_change_bid_out_of_range_is_an_api_error(api: VastAPI) -> None:
     offer = cheapest(api, type="bid")[0]
     created = rent(api, bid=offer.min_bid, offer=offer)
@@ -270,7 +258,6 @@ def test_change_bid_on_unknown_instance(api: VastAPI) -> None:
     assert "vastnb ps" in str(info.value)
 
 
-@needs_create
 def test_attach_ssh_key(api: VastAPI, sim: Simulator) -> None:
     created = rent(api)
     api.attach_ssh_key(created.id, PUBKEY + "\n")
@@ -278,7 +265,6 @@ def test_attach_ssh_key(api: VastAPI, sim: Simulator) -> None:
     assert [k["public_key"] for k in keys] == [PUBKEY]
 
 
-@needs_create
 def test_attach_a_malformed_ssh_key_is_refused(api: VastAPI) -> None:
     created = rent(api)
     with pytest.raises(APIError) as info:
@@ -294,7 +280,6 @@ def test_add_ssh_key_and_list(api: VastAPI) -> None:
     assert api.ssh_keys() == [added]
 
 
-@needs_create
 def test_account_key_reaches_instances_created_after_it(api: VastAPI, sim: Simulator) -> None:
     before = rent(api)
     api.add_ssh_key(PUBKEY)
@@ -315,7 +300,6 @@ def test_current_user_drops_the_key(api: VastAPI, sim: Simulator) -> None:
     assert sim.market.api_key not in repr(user) + repr(dict(user.raw))
 
 
-@needs_create
 def test_balance_goes_down_while_running(api: VastAPI, sim: Simulator) -> None:
     start = api.current_user().balance
     created = rent(api)
@@ -328,7 +312,6 @@ def test_balance_goes_down_while_running(api: VastAPI, sim: Simulator) -> None:
     assert start - after_hour == pytest.approx(hourly, rel=0.05)
 
 
-@needs_create
 def test_charges_itemised_and_growing(api: VastAPI, sim: Simulator) -> None:
     created = rent(api)
     sim.advance(5)
@@ -356,7 +339,6 @@ def test_charges_with_nothing_rented(api: VastAPI) -> None:
 # -- failures -----------------------------------------------------------------------------------
 
 
-@needs_create
 def test_create_on_a_taken_offer_race(api: VastAPI, sim: Simulator) -> None:
     offer = cheapest(api)[0]
     sim.api.faults.inject("race", path=r"/asks/")
@@ -368,7 +350,6 @@ def test_create_on_a_taken_offer_race(api: VastAPI, sim: Simulator) -> None:
     assert offer.id not in {o.id for o in cheapest(api, limit=200)}
 
 
-@needs_create
 def test_create_on_an_offer_someone_took(api: VastAPI, sim: Simulator) -> None:
     offer = cheapest(api)[0]
     sim.market.take_offer(offer.id)
@@ -378,7 +359,6 @@ def test_create_on_an_offer_someone_took(api: VastAPI, sim: Simulator) -> None:
     assert rent(api, offer=cheapest(api)[0]).id > 0
 
 
-@needs_create
 def test_bid_below_min_bid_still_creates_an_instance(api: VastAPI, sim: Simulator) -> None:
     offer = cheapest(api, type="bid")[0]
     with pytest.raises(InstanceCreateError) as info:
@@ -395,7 +375,6 @@ def test_bid_below_min_bid_still_creates_an_instance(api: VastAPI, sim: Simulato
     assert api.show_instance(error.created_instance_id) is None
 
 
-@needs_create
 def test_create_without_an_id_in_the_answer_is_a_vast_error(api: VastAPI, sim: Simulator) -> None:
     sim.api.faults.inject("status", path=r"/asks/", status=200, body='{"success": true}')
     with pytest.raises(InstanceCreateError) as info:
@@ -403,7 +382,6 @@ def test_create_without_an_id_in_the_answer_is_a_vast_error(api: VastAPI, sim: S
     assert "vastnb ps" in str(info.value)
 
 
-@needs_create
 def test_unknown_offer_is_unavailable(api: VastAPI) -> None:
     with pytest.raises(OfferUnavailableError):
         api.create_instance(1, image="ubuntu:22.04", disk_gb=16, label="vastnb:x")
@@ -437,7 +415,6 @@ def test_errors_are_vast_errors(api: VastAPI, sim: Simulator) -> None:
     assert "plain text refusal" in str(info.value)
 
 
-@needs_create
 def test_preempted_instance(api: VastAPI, sim: Simulator) -> None:
     offer = cheapest(api, type="bid")[0]
     created = rent(api, bid=offer.min_bid, offer=offer)
@@ -453,7 +430,6 @@ def test_preempted_instance(api: VastAPI, sim: Simulator) -> None:
     assert inst.actual_status is ActualStatus.RUNNING
 
 
-@needs_create
 def test_failed_host_states(api: VastAPI, sim: Simulator) -> None:
     created = rent(api)
     for status in ("exited", "offline", "unknown"):

@@ -21,13 +21,13 @@ budgets:
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No stray budgets: an empty working folder and config folder, no VASTNB_PROFILES."""
-    monkeypatch.delenv("VASTNB_PROFILES", raising=False)
-    monkeypatch.setenv("VASTNB_CONFIG_DIR", str(tmp_path / "config"))
-    (tmp_path / "cwd").mkdir()
-    monkeypatch.chdir(tmp_path / "cwd")
-    return tmp_path
+def isolated(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shared isolation, plus a working folder of its own, so that files a test
+    writes under ``isolated`` are not found as ``./profiles/`` by accident."""
+    monkeypatch.setenv("VASTNB_CONFIG_DIR", str(isolated / "config"))
+    (isolated / "cwd").mkdir()
+    monkeypatch.chdir(isolated / "cwd")
+    return isolated
 
 
 def write(folder: Path, text: str, name: str = "budgets.yaml") -> Path:

@@ -15,16 +15,6 @@ import pytest
 from vastnb.cli import main
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in ("VAST_API_KEY", "VAST_URL", "VASTNB_BACKEND", "VASTNB_PROFILES"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("VASTNB_HOME", str(tmp_path / "vastnb"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
 
 def test_profiles_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["profiles"]) == 0

@@ -13,17 +13,6 @@ from vastnb.errors import ConfigError, NoOffersError
 from vastnb.sim import Simulator
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No key, no config and no state from the machine running the tests."""
-    for name in ("VAST_API_KEY", "VAST_URL", "VASTNB_BACKEND", "VASTNB_PROFILES"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("VASTNB_HOME", str(tmp_path / "vastnb"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
 
 def test_without_a_key_the_backend_is_the_simulator() -> None:
     with vastnb.Client() as vast:

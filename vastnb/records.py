@@ -196,8 +196,12 @@ class Instance:
 
     @property
     def preempted(self) -> bool:
-        """Stopped by Vast, not by us: an outbid interruptible instance (dstack's test)."""
-        return self.cur_state == self.intended_status == self.next_state == "stopped"
+        """Stopped by Vast, not by us: an outbid interruptible instance (dstack's test).
+
+        Only bids can be outbid: an on-demand instance stopped in all three fields was
+        stopped by its owner (or for an empty balance), not preempted.
+        """
+        return self.is_bid and self.cur_state == self.intended_status == self.next_state == "stopped"
 
     def ssh_address(self) -> tuple[str, int] | None:
         """(host, port) for ``ssh root@host -p port``, as the official CLI picks it:

@@ -83,7 +83,10 @@ class SimServer:
         return f"http://{host}:{port}"
 
     def start(self) -> SimServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="vastnb-sim", daemon=True)
+        # A short poll interval keeps stop() quick (the default waits up to 0.5 s).
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="vastnb-sim", daemon=True
+        )
         self._thread.start()
         return self
 
