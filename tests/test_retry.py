@@ -158,6 +158,7 @@ def test_502_on_create_is_not_retried(api: VastAPI, sim: Simulator, waits: list[
     with pytest.raises(APIError) as info:
         rent(api)
     assert info.value.status == 502
+    assert "vastnb ps" in str(info.value)  # the user is told to look for a machine it may have rented
     assert waits == []
     assert api.list_instances() == []
 

@@ -246,23 +246,24 @@ class VastAPI:
             except httpx.TransportError as exc:
                 # A request that never connected cannot have rented anything; one that
                 # timed out mid-way might have, so only idempotent calls retry those.
-                safe = idempotent or isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+                retryable = idempotent or isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
                 wait = self.retry.delay(attempt, rng=self._rng)
-                if safe and self.retry.allows(attempt, max(time.monotonic() - started, slept), wait):
-                    log.info("%s %s: %s; retrying in %.1f s", method, path, type(exc).__name__, wait)
-                    self._sleep(wait)
-                    slept += wait
-                    continue
-                raise self._connection_error(method, path, exc, attempt) from None
-            log.debug("%s %s -> %s (attempt %d)", method, path, response.status_code, attempt)
-            if response.status_code in RETRY_STATUSES and (idempotent or response.status_code == 429):
+                if not (retryable and self.retry.allows(attempt, max(time.monotonic() - started, slept), wait)):
+                    raise self._connection_error(method, path, exc, attempt) from None
+                reason = type(exc).__name__
+            else:
+                log.debug("%s %s -> %s (attempt %d)", method, path, response.status_code, attempt)
+                status = response.status_code
+                # A create answered 5xx may still have rented a machine: only 429 is safe.
+                retryable = status in RETRY_STATUSES and (idempotent or status == 429)
                 wait = self.retry.delay(attempt, floor=parse_threshold(response.text) or 0.0, rng=self._rng)
-                if self.retry.allows(attempt, max(time.monotonic() - started, slept), wait):
-                    log.info("%s %s: HTTP %s; retrying in %.1f s", method, path, response.status_code, wait)
-                    self._sleep(wait)
-                    slept += wait
-                    continue
-            return self._decode(method, path, response, attempt, max(time.monotonic() - started, slept))
+                elapsed = max(time.monotonic() - started, slept)
+                if not (retryable and self.retry.allows(attempt, elapsed, wait)):
+                    return self._decode(method, path, response, attempt, elapsed)
+                reason = f"HTTP {status}"
+            log.info("%s %s: %s; retrying in %.1f s", method, path, reason, wait)
+            self._sleep(wait)
+            slept += wait
 
     def _decode(self, method: str, path: str, response: httpx.Response, attempts: int, elapsed: float) -> Any:
         try:

@@ -72,6 +72,9 @@ def error_for(method: str, path: str, status: int, body: Any, text: str) -> APIE
         return OfferUnavailableError(f"{what}. {_HINTS['no_such_ask']}", **kwargs)
     if status == 404 or code in ("no_such_instance", "not_found", "no_such_ssh_key"):
         return NotFoundError(f"{what}. {hint or 'Check the id.'}", **kwargs)
-    if status >= 500:
+    if status >= 500 and method == "PUT" and path.startswith("/asks/"):
+        # Not retried: the create may have gone through behind a failing proxy.
+        hint = "The create may still have rented a machine: check `vastnb ps` for a new instance before retrying."
+    elif status >= 500:
         hint = "Vast's servers are failing; try again in a few minutes (https://status.vast.ai)."
     return APIError(f"{what}." + (f" {hint}" if hint else ""), **kwargs)
