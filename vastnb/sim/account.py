@@ -6,6 +6,7 @@ state, through the market's transactions.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from . import billing
@@ -58,9 +59,10 @@ class AccountMixin:
             user["credit"] = user["balance"]
             return user
 
-    @property
+    @functools.cached_property
     def api_key(self) -> str:
-        """The key this simulated account accepts."""
+        """The key this simulated account accepts (fixed when the market is first made;
+        cached, as every request checks it)."""
         with self.store.transaction() as state:
             return state["user"]["api_key"]
 
