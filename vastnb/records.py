@@ -59,6 +59,8 @@ def country_of(geolocation: str | None) -> str | None:
 
 
 def _float(value: Any, default: float = 0.0) -> float:
+    if type(value) is float:  # the common case, first: parsing 10,000 offers adds up
+        return value
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -66,6 +68,8 @@ def _float(value: Any, default: float = 0.0) -> float:
 
 
 def _int(value: Any, default: int = 0) -> int:
+    if type(value) is int:
+        return value
     try:
         return int(value)
     except (TypeError, ValueError):
