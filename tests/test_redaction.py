@@ -113,12 +113,11 @@ def test_rate_limited(connect, sim: Simulator, logs) -> None:
 
 def test_connection_refused(logs) -> None:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    api = VastAPI(Secret(WRONG_KEY), base_url=f"http://127.0.0.1:{port}",
-                  retry=RetryPolicy(attempts=2, base_delay=0.01), sleep=lambda _: None)  # fmt: skip
-    with api:
-        exc = caught(lambda: api.current_user())
+        s.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        api = VastAPI(Secret(WRONG_KEY), base_url=f"http://127.0.0.1:{s.getsockname()[1]}",
+                      retry=RetryPolicy(attempts=2, base_delay=0.01), sleep=lambda _: None)  # fmt: skip
+        with api:
+            exc = caught(lambda: api.current_user())
     assert isinstance(exc, APIConnectionError)
     assert_hidden(WRONG_KEY, exc, logs, api)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -29,10 +30,13 @@ def rent(api: VastAPI, offer_id: int | None = None) -> int:
 QUICK = RetryPolicy(attempts=4, base_delay=0.5)
 
 
-def closed_port() -> int:
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections: bound, never listening, and held for the
+    whole test so that nothing else can start listening on it meanwhile."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
 
 
 # -- status retries ---------------------------------------------------------------------------
@@ -171,8 +175,8 @@ def test_429_on_create_is_retried(api: VastAPI, sim: Simulator, waits: list[floa
     assert [i.id for i in api.list_instances()] == [instance_id]
 
 
-def test_connection_refused_is_retried_then_explained(waits: list[float]) -> None:
-    api = VastAPI(Secret("retry-test-key-0123456789abcdef"), base_url=f"http://127.0.0.1:{closed_port()}", retry=QUICK, sleep=waits.append)
+def test_connection_refused_is_retried_then_explained(closed_port: int, waits: list[float]) -> None:
+    api = VastAPI(Secret("retry-test-key-0123456789abcdef"), base_url=f"http://127.0.0.1:{closed_port}", retry=QUICK, sleep=waits.append)
     with api, pytest.raises(APIConnectionError) as info:
         api.current_user()
     assert len(waits) == QUICK.attempts - 1
@@ -180,9 +184,9 @@ def test_connection_refused_is_retried_then_explained(waits: list[float]) -> Non
     assert "Check your network, or VAST_URL" in str(info.value)
 
 
-def test_connection_refused_on_create_is_retried(waits: list[float]) -> None:
+def test_connection_refused_on_create_is_retried(closed_port: int, waits: list[float]) -> None:
     # Nothing reached Vast, so nothing can have been rented: a retry is safe.
-    api = VastAPI(Secret("retry-test-key-0123456789abcdef"), base_url=f"http://127.0.0.1:{closed_port()}", retry=QUICK, sleep=waits.append)
+    api = VastAPI(Secret("retry-test-key-0123456789abcdef"), base_url=f"http://127.0.0.1:{closed_port}", retry=QUICK, sleep=waits.append)
     with api, pytest.raises(APIConnectionError):
         api.create_instance(1, image="ubuntu:22.04", disk_gb=16, label="vastnb:x")
     assert len(waits) == QUICK.attempts - 1

@@ -12,19 +12,8 @@ __version__ = "0.1.0"
 from .api import VastAPI
 from .budgets import Budget, load_budgets
 from .client import Client
-from .errors import (
-    APIConnectionError,
-    APIError,
-    AuthError,
-    ConfigError,
-    InstanceCreateError,
-    NoOffersError,
-    NotFoundError,
-    OfferUnavailableError,
-    ProfileError,
-    RateLimitError,
-    VastError,
-)
+from . import errors
+from .errors import *  # noqa: F403  (the error tree is public, all of it)
 from .profiles import Profile, load_profiles
 from .records import ActualStatus, Instance, Offer
 from .retry import RetryPolicy
@@ -41,15 +30,5 @@ __all__ = [
     "Offer",
     "Instance",
     "ActualStatus",
-    "VastError",
-    "ConfigError",
-    "ProfileError",
-    "APIError",
-    "AuthError",
-    "NotFoundError",
-    "OfferUnavailableError",
-    "RateLimitError",
-    "APIConnectionError",
-    "InstanceCreateError",
-    "NoOffersError",
+    *errors.__all__,
 ]
