@@ -21,6 +21,8 @@ from vastnb.retry import RetryPolicy
 from vastnb.secret import Secret
 from vastnb.sim import SimConfig, Simulator
 
+from sshd import SSHServer  # tests/sshd.py: a real OpenSSH server on 127.0.0.1
+
 #: Retries that stay well inside a test's time: about half a second, doubling.
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.5, factor=2.0, max_delay=8.0, total=60.0, jitter=0.25)
 #: How long the served simulator holds a "timeout" fault before hanging up (real seconds).
@@ -98,3 +100,19 @@ def connect(kind: str, waits: list[float]) -> Iterator[Connect]:
 def api(connect: Connect, sim: Simulator) -> VastAPI:
     """A client with the account's key, over ``inproc`` and over ``http``."""
     return connect(sim)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+    """One real OpenSSH server on 127.0.0.1 for the whole session (see tests/sshd.py).
+    Shared: don't stop, restart or rotate it; use ``fresh_sshd`` for that. Skipped where
+    sshd cannot be installed, failed instead in CI (``CI=true``)."""
+    with SSHServer(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+    """A private real OpenSSH server for this test only, free to stop, restart or rotate."""
+    with SSHServer(tmp_path_factory.mktemp("fresh-sshd")) as server:
+        yield server

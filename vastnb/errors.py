@@ -18,6 +18,11 @@ __all__ = [
     "APIConnectionError",
     "InstanceCreateError",
     "NoOffersError",
+    "TransportError",
+    "HandshakeError",
+    "HostKeyError",
+    "ConnectionLostError",
+    "RemoteError",
 ]
 
 
@@ -110,3 +115,55 @@ class NoOffersError(VastError):
     def __init__(self, message: str, *, report: object = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class TransportError(VastError):
+    """The connection to a box could not be made or kept: SSH, the box's python3, the
+    worker bootstrap."""
+
+
+class HandshakeError(TransportError):
+    """The notebook and the worker on the box cannot talk: different protocol, Python,
+    cloudpickle or worker versions. The message names both sides and the fix."""
+
+
+class HostKeyError(TransportError):
+    """The box's SSH host key differs from the one recorded at first connection."""
+
+
+class ConnectionLostError(TransportError):
+    """The connection dropped mid-task. The task keeps running on the box; ``task`` is
+    its id, to reattach to."""
+
+    def __init__(self, message: str, *, task: int | None = None) -> None:
+        super().__init__(message)
+        self.task = task
+
+
+class RemoteError(VastError):
+    """Code run on the box raised. ``remote_type``, ``remote_message`` and
+    ``remote_traceback`` describe it; ``exception`` is the original exception when it
+    could be brought back."""
+
+    def __init__(
+        self,
+        remote_type: str,
+        remote_message: str,
+        remote_traceback: str,
+        *,
+        exception: BaseException | None = None,
+        task: int | None = None,
+    ) -> None:
+        super().__init__(f"{remote_type}: {remote_message}")
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        self.exception = exception
+        self.task = task
+
+    def __str__(self) -> str:
+        return f"{self.remote_type}: {self.remote_message}\n\nOn the box:\n{self.remote_traceback}"
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows: the box's traceback, not vastnb's internals."""
+        return [f"RemoteError (task {self.task} on the box)", *self.remote_traceback.rstrip().splitlines()]

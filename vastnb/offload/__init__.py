@@ -1,0 +1,20 @@
+"""Offload: run functions and notebook cells on a box's worker, over SSH or locally."""
+
+from __future__ import annotations
+
+from .results import RemoteTask, ResultPolicy, safe, trusted
+from .session import CellResult, Session, print_output
+from .transport import LocalTransport, SSHTransport, Transport
+
+__all__ = [
+    "Session",
+    "CellResult",
+    "RemoteTask",
+    "Transport",
+    "LocalTransport",
+    "SSHTransport",
+    "ResultPolicy",
+    "trusted",
+    "safe",
+    "print_output",
+]

@@ -1,0 +1,171 @@
+"""One connection to a box's worker: the process (a local python, or ssh), the
+bootstrap exchange, the handshake, and a reader thread that turns the byte stream into
+frames. A blocking read is never interrupted half-way (Ctrl-C lands in whoever waits
+on the queue), so the stream never loses its place.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from vastnb_worker.protocol import Channel, ChannelClosed, Frame, Kind
+
+from ..errors import ConnectionLostError, HandshakeError, TransportError
+from .transport import Transport
+from .zipapp import worker_zipapp
+
+__all__ = ["Connection"]
+
+_CLOSED = None  # what the reader thread queues when the stream ends
+
+
+class Connection:
+    """A live worker connection. Use :meth:`open`."""
+
+    def __init__(self, transport: Transport, process: subprocess.Popen[bytes], stderr_tail: collections.deque[str]) -> None:
+        self.transport = transport
+        self.process = process
+        self._stderr_tail = stderr_tail
+        assert process.stdin is not None and process.stdout is not None
+        self.channel = Channel(process.stdout.fileno(), process.stdin.fileno())
+        self.frames: queue.Queue[Frame | None] = queue.Queue()
+        self.hello: dict[str, Any] = {}
+        self.alive = True
+
+    @classmethod
+    def open(cls, transport: Transport, versions: dict[str, Any], *, timeout: float = 120.0) -> Connection:
+        """Start the worker and shake hands, retrying (bounded by ``timeout``) while a
+        new box settles: its SSH key still propagating, its sshd still starting."""
+        deadline = time.monotonic() + timeout
+        delay = 0.5
+        while True:
+            try:
+                return cls._open_once(transport, versions)
+            except TransportError as exc:
+                retryable = any(p in str(getattr(exc, "stderr", "")) for p in transport.retry_patterns)
+                if not retryable or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
+
+    @classmethod
+    def _open_once(cls, transport: Transport, versions: dict[str, Any]) -> Connection:
+        data, digest = worker_zipapp()
+        process = subprocess.Popen(
+            transport.argv([digest, str(len(data))]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+            start_new_session=True,  # Ctrl-C in the notebook must not kill ssh: we forward it
+        )  # fmt: skip
+        tail: collections.deque[str] = collections.deque(maxlen=40)
+        threading.Thread(target=_drain, args=(process, tail), daemon=True).start()
+        connection = cls(transport, process, tail)
+        try:
+            connection._bootstrap(data)
+            connection._handshake(versions)
+        except BaseException:
+            connection.close()
+            raise
+        threading.Thread(target=connection._read, name="vastnb-frames", daemon=True).start()
+        return connection
+
+    def _fail(self) -> TransportError:
+        try:
+            returncode = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        time.sleep(0.05)  # let the stderr thread catch the last lines
+        stderr = "".join(self._stderr_tail)
+        error = self.transport.failure(returncode, stderr)
+        error.stderr = stderr  # type: ignore[attr-defined]
+        return error
+
+    def _bootstrap(self, zipapp: bytes) -> None:
+        line = b""
+        fd = self.channel.read_fd
+        while not line.endswith(b"\n") and len(line) < 64:
+            chunk = os.read(fd, 1)  # byte by byte: what follows belongs to the session
+            if not chunk:
+                raise self._fail()
+            line += chunk
+        answer = line.decode(errors="replace").strip()
+        if answer.startswith("OLD"):
+            raise TransportError(
+                f"python3 on {self.transport.describe()} is {answer[4:]}; the worker needs Python 3.9 or "
+                "newer. Rent with a newer image (any pytorch/pytorch image has it)."
+            )
+        if answer == "SEND":
+            assert self.process.stdin is not None
+            try:
+                self.process.stdin.write(zipapp)
+            except BrokenPipeError:
+                raise self._fail() from None
+        elif answer != "HAVE":
+            raise TransportError(f"unexpected answer from the worker bootstrap on {self.transport.describe()}: {answer!r}")
+
+    def _handshake(self, versions: dict[str, Any]) -> None:
+        try:
+            self.channel.send(Kind.HELLO, meta={"versions": versions})
+            reply = self.channel.receive()
+        except ChannelClosed:
+            raise self._fail() from None
+        if reply.kind == Kind.REFUSED:
+            error = HandshakeError(f"the worker on {self.transport.describe()} refused the session: {reply.meta.get('message')}")
+            error.restarting = bool(reply.meta.get("restarting"))  # type: ignore[attr-defined]
+            raise error
+        self.hello = reply.meta
+
+    def _read(self) -> None:
+        try:
+            while True:
+                self.frames.put(self.channel.receive())
+        except (ChannelClosed, ValueError, OSError):
+            pass
+        self.alive = False
+        self.frames.put(_CLOSED)
+
+    def send(self, kind: Kind, task: int = 0, meta: dict[str, Any] | None = None, body: bytes = b"",
+             buffers: list[Any] | tuple[Any, ...] = ()) -> None:  # fmt: skip
+        try:
+            self.channel.send(kind, task, meta, body, buffers)
+        except (ChannelClosed, OSError) as exc:
+            self.alive = False
+            raise ConnectionLostError(f"the connection to {self.transport.describe()} is gone ({exc})") from None
+
+    def next(self, timeout: float | None = None) -> Frame | None:
+        """The next frame; None on timeout. Raises ConnectionLostError at end of stream."""
+        try:
+            frame = self.frames.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if frame is _CLOSED:
+            self.frames.put(_CLOSED)  # every later caller learns it too
+            raise ConnectionLostError(f"the connection to {self.transport.describe()} was lost")
+        return frame
+
+    def close(self) -> None:
+        self.alive = False
+        for pipe in (self.process.stdin, self.process.stdout):
+            try:
+                if pipe is not None:
+                    pipe.close()
+            except OSError:
+                pass
+        try:
+            self.process.terminate()
+            self.process.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+
+
+def _drain(process: subprocess.Popen[bytes], tail: collections.deque[str], sink: Callable[[str], None] | None = None) -> None:
+    """Keep the last lines of the process's stderr (ssh's messages) for error reports."""
+    assert process.stderr is not None
+    for raw in iter(process.stderr.readline, b""):
+        tail.append(raw.decode(errors="replace"))

@@ -1,0 +1,220 @@
+"""A session with a box's worker: run functions and cells there as if here.
+
+Output streams back live, line by line; an exception there is raised here as a
+:class:`~vastnb.errors.RemoteError` with the box's traceback; Ctrl-C interrupts the
+remote code and leaves the session usable; a dropped connection is reopened on the
+next call. Work can also be started detached and reattached later by task id.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from vastnb_worker import __version__ as worker_version
+from vastnb_worker import protocol
+from vastnb_worker.protocol import Frame, Kind
+
+from ..errors import ConnectionLostError, HandshakeError
+from .connection import Connection
+from .localmods import ship_local_modules
+from .results import RemoteTask, ResultPolicy, raise_remote, trusted
+from .transport import Transport
+from .zipapp import worker_zipapp
+
+__all__ = ["Session", "CellResult", "print_output"]
+
+Output = Callable[[str, str], None]
+INTERRUPT_GRACE = 10.0  # seconds the box gets to stop after Ctrl-C before we stop waiting
+
+
+def print_output(stream: str, text: str) -> None:
+    """The default output sink: the box's stdout here to stdout, its stderr to stderr."""
+    target = sys.stderr if stream == "stderr" else sys.stdout
+    target.write(text)
+    target.flush()
+
+
+class CellResult(dict[str, Any]):
+    """The names a cell pulled back, as a dict, and ``value``: its last expression."""
+
+    value: Any = None
+
+
+class Session:
+    """Runs work on one box. Connects lazily, and again after a dropped connection."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        on_output: Output = print_output,
+        results: ResultPolicy = trusted,
+        connect_timeout: float = 120.0,
+    ) -> None:
+        self.transport = transport
+        self.on_output = on_output
+        self.results = results
+        self.connect_timeout = connect_timeout
+        self._connection: Connection | None = None
+        self._worker_pid: int | None = None
+        _, digest = worker_zipapp()
+        self.versions = protocol.versions(f"{worker_version}+{digest[:12]}")
+
+    def __repr__(self) -> str:
+        state = "connected" if self._connection and self._connection.alive else "idle"
+        return f"<Session {self.transport.describe()} ({state})>"
+
+    # -- connecting ---------------------------------------------------------------------
+
+    def connect(self) -> Connection:
+        """The live connection, opened (or reopened) as needed."""
+        if self._connection is not None and self._connection.alive:
+            return self._connection
+        if self._connection is not None:
+            self._connection.close()
+        try:
+            connection = Connection.open(self.transport, self.versions, timeout=self.connect_timeout)
+        except HandshakeError as exc:
+            if not getattr(exc, "restarting", False):
+                raise
+            # A stale worker from another release stepped aside; the next one is ours.
+            connection = Connection.open(self.transport, self.versions, timeout=self.connect_timeout)
+        pid = connection.hello.get("pid")
+        if self._worker_pid is not None and pid != self._worker_pid:
+            warnings.warn(f"the worker on {self.transport.describe()} restarted: names defined by earlier cells are gone", stacklevel=3)
+        self._worker_pid = pid
+        self._connection = connection
+        return connection
+
+    @property
+    def health(self) -> dict[str, Any]:
+        """The box's report at the handshake: Python, cloudpickle, torch, CUDA, GPUs, memory, disk."""
+        return dict(self.connect().hello.get("health") or {})
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- running work -------------------------------------------------------------------
+
+    def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` on the box; its value here."""
+        task = self._submit(Kind.CALL, (fn, args, kwargs), detach=False)
+        return self._wait(task)
+
+    def run_cell(self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = ()) -> CellResult:
+        """Run cell ``source`` in the box's namespace, after setting the ``push`` names.
+        Returns the ``pull`` names as a dict, with ``.value`` the last expression's value."""
+        pull = list(pull)
+        task = self._submit(Kind.CELL, (source, dict(push or {}), pull), detach=False)
+        outcome = self._wait(task)
+        result = CellResult(outcome["pull"])
+        result.value = outcome["value"]
+        return result
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteTask:
+        """Start ``fn`` detached: it keeps running if the connection drops. Returns at once."""
+        return RemoteTask(self, self._submit(Kind.CALL, (fn, args, kwargs), detach=True))
+
+    def submit_cell(self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = ()) -> RemoteTask:
+        """Start a cell detached; see :meth:`run_cell`."""
+        return RemoteTask(self, self._submit(Kind.CELL, (source, dict(push or {}), list(pull)), detach=True), cell=True)
+
+    def attach(self, task_id: int) -> Any:
+        """Stream a task's output from its start, then return its value (or raise)."""
+        self.connect().send(Kind.ATTACH, task_id)
+        return self._wait(task_id)
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every task the box remembers: id, kind, state, detached, times."""
+        connection = self.connect()
+        connection.send(Kind.TASKS)
+        return list(self._expect(connection, Kind.TASKS).meta["tasks"])
+
+    def ping(self) -> float:
+        """Seconds for one round trip to the worker."""
+        connection = self.connect()
+        start = time.perf_counter()
+        connection.send(Kind.PING)
+        self._expect(connection, Kind.PONG)
+        return time.perf_counter() - start
+
+    def interrupt(self, task_id: int) -> None:
+        """Interrupt a task running on the box (or cancel it, if still queued)."""
+        self.connect().send(Kind.INTERRUPT, task_id)
+
+    def restart_worker(self) -> None:
+        """Stop the box's worker (its namespace and tasks go); the next call starts afresh."""
+        connection = self.connect()
+        connection.send(Kind.BYE, meta={"shutdown": True})
+        try:
+            self._expect(connection, Kind.BYE, timeout=10)
+        except ConnectionLostError:
+            pass
+        self.close()
+        self._worker_pid = None
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _submit(self, kind: Kind, payload: Any, *, detach: bool) -> int:
+        ship_local_modules()
+        body, buffers = protocol.encode(payload)
+        connection = self.connect()
+        connection.send(kind, 0, {"detach": detach}, body, buffers)
+        accepted = self._expect(connection, Kind.ACCEPTED)
+        if accepted.meta.get("queued_behind"):
+            ahead = ", ".join(map(str, accepted.meta["queued_behind"]))
+            self.on_output("stderr", f"[vastnb] task {accepted.task} waits for task(s) {ahead} to finish on the box\n")
+        return accepted.task
+
+    def _expect(self, connection: Connection, kind: Kind, timeout: float = 60.0) -> Frame:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            frame = connection.next(timeout=0.2)
+            if frame is not None and frame.kind == kind:
+                return frame
+        raise ConnectionLostError(f"no {kind.name} from the worker on {self.transport.describe()} within {timeout:.0f} s")
+
+    def _wait(self, task: int) -> Any:
+        """Stream ``task``'s output until its outcome; Ctrl-C interrupts it on the box."""
+        connection = self.connect()
+        interrupted_at: float | None = None
+        while True:
+            try:
+                frame = connection.next(timeout=0.5)
+            except ConnectionLostError:
+                raise ConnectionLostError(
+                    f"the connection to {self.transport.describe()} dropped while task {task} was running. "
+                    f"The task keeps running on the box: session.attach({task}) streams its output and "
+                    "returns its result (the session reconnects by itself).",
+                    task=task,
+                ) from None
+            except KeyboardInterrupt:
+                if interrupted_at is not None:
+                    raise KeyboardInterrupt(f"stopped waiting; task {task} may still run on the box (attach({task}))") from None
+                connection.send(Kind.INTERRUPT, task)
+                interrupted_at = time.monotonic()
+                continue
+            if frame is None:
+                if interrupted_at is not None and time.monotonic() - interrupted_at > INTERRUPT_GRACE:
+                    raise KeyboardInterrupt(f"task {task} did not stop within {INTERRUPT_GRACE:.0f} s; it may still run on the box")
+                continue
+            if frame.task != task:
+                continue  # a frame of an earlier task we stopped waiting for
+            if frame.kind == Kind.OUTPUT:
+                self.on_output(frame.meta.get("stream", "stdout"), frame.meta.get("text", ""))
+            elif frame.kind == Kind.RESULT:
+                return self.results(frame.body, frame.buffers)
+            elif frame.kind == Kind.ERROR:
+                raise_remote(frame, self.results, task)

@@ -1,0 +1,287 @@
+"""The worker daemon: one per box, serving every connection over a Unix socket.
+
+It outlives the SSH connections that reach it (each runs a small relay), so work keeps
+running when a connection drops and can be reattached by task id. It runs tasks one at
+a time in its main thread, where Ctrl-C from a client lands as a real SIGINT, so even
+a blocking call is interrupted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+from . import __version__, protocol
+from .protocol import Channel, ChannelClosed, Frame, Kind
+from .tasks import Task, TaskStream, error_outcome, execute, result_outcome
+
+__all__ = ["Daemon", "SOCKET_NAME", "serve"]
+
+SOCKET_NAME = "worker.sock"  # relative to the worker's home, which is its cwd at bind time
+KEEP_TASKS = 50  # finished tasks kept for reattach, newest first
+
+
+class Daemon:
+    """Tasks, the namespace they share, and the connections that watch them."""
+
+    def __init__(self, home: str, digest: str, *, idle_exit: float) -> None:
+        self.home = home
+        self.socket_path = os.path.join(home, SOCKET_NAME)
+        self.versions = protocol.versions(f"{__version__}+{digest[:12]}")
+        self.idle_exit = idle_exit
+        self.namespace: Dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+        self.tasks: Dict[int, Task] = {}
+        self.queue: "queue.Queue[Task]" = queue.Queue()
+        self.current: Optional[Task] = None
+        self.connections = 0
+        self.last_activity = time.monotonic()
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._in_user_code = False
+        self._health: Optional[dict] = None
+        threading.Thread(target=self._measure_health, daemon=True).start()
+
+    # -- the main thread: run tasks ---------------------------------------------------------
+
+    def run_tasks(self) -> None:
+        while True:
+            try:
+                task = self.queue.get(timeout=30)
+            except queue.Empty:
+                if self._should_exit():
+                    return
+                continue
+            except KeyboardInterrupt:  # a late interrupt for a task that already ended
+                continue
+            if task.state == "cancelled":
+                continue
+            self._run(task)
+
+    def _run(self, task: Task) -> None:
+        task.state, task.started = "running", time.time()
+        with self._lock:
+            self.current = task
+        try:
+            try:
+                with self._lock:
+                    self._in_user_code = True
+                value = execute(task, self.namespace)
+            finally:
+                with self._lock:
+                    self._in_user_code = False
+            _flush_streams()
+            state, outcome = "done", result_outcome(value)
+        except KeyboardInterrupt as exc:
+            _flush_streams()
+            state, outcome = "interrupted", error_outcome(exc)
+        except BaseException as exc:  # noqa: B036 (SystemExit in user code must not end the worker)
+            _flush_streams()
+            state, outcome = "failed", error_outcome(exc)
+        with self._lock:
+            self.current = None
+        task.finish(state, outcome)
+        self.last_activity = time.monotonic()
+        self._prune()
+
+    def interrupt(self, task_id: int) -> None:
+        """Interrupt a running task (SIGINT in the main thread), or cancel a queued one."""
+        with self._lock:
+            task = self.tasks.get(task_id)
+            if task is None:
+                return
+            if task is self.current and self._in_user_code:
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+                return
+        if task.state == "queued":
+            task.state = "cancelled"
+            task.finish("cancelled", error_outcome(KeyboardInterrupt("cancelled before it started")))
+
+    def _prune(self) -> None:
+        with self._lock:
+            finished = [t for t in self.tasks.values() if t.outcome is not None]
+            for old in finished[:-KEEP_TASKS]:
+                del self.tasks[old.id]
+
+    def _should_exit(self) -> bool:
+        if not os.path.exists(self.socket_path):
+            return True  # our home was removed: nobody can reach us any more
+        idle = self.connections == 0 and self.queue.empty() and self.current is None
+        return idle and time.monotonic() - self.last_activity > self.idle_exit
+
+    def _measure_health(self) -> None:
+        try:
+            from .health import health
+
+            self._health = health(self.home)
+        except Exception as exc:  # health is a report, never a reason to fail
+            self._health = {"error": repr(exc)}
+
+    # -- connection threads -----------------------------------------------------------------
+
+    def serve_connection(self, conn: socket.socket) -> None:
+        """Serve the stdin/stdout a relay hands over (SCM_RIGHTS) until either closes."""
+        try:
+            _, fds, _, _ = socket.recv_fds(conn, 1, 2)
+        except OSError:
+            fds = []
+        if len(fds) != 2:
+            conn.close()
+            return
+        channel = Channel(fds[0], fds[1])
+        guard = _Guard()
+        threading.Thread(target=_watch_relay, args=(conn, channel, guard), daemon=True).start()
+        with self._lock:
+            self.connections += 1
+        watched: List[Task] = []
+
+        def listener(kind: Kind, task: int, meta: dict, body: bytes, buffers: List[Any]) -> None:
+            channel.send(kind, task, meta, body, buffers)
+
+        try:
+            if self._handshake(channel):
+                while self._handle(channel, channel.receive(), listener, watched):
+                    pass
+        except ChannelClosed:
+            pass
+        finally:
+            for task in watched:
+                task.unsubscribe(listener)
+            with self._lock:
+                self.connections -= 1
+            self.last_activity = time.monotonic()
+            with guard.lock:
+                guard.closed = True
+                channel.close()
+            conn.shutdown(socket.SHUT_RDWR)  # the relay's cue to exit (and the watcher's)
+            conn.close()
+
+    def _handshake(self, channel: Channel) -> bool:
+        hello = channel.receive()
+        if hello.kind != Kind.HELLO:
+            channel.send(Kind.REFUSED, meta={"message": "expected HELLO first: this is a vastnb worker"})
+            return False
+        problem = protocol.check_versions(hello.meta.get("versions", {}), self.versions)
+        if problem:
+            busy = self.current is not None or not self.queue.empty()
+            # A stale worker from another vastnb release steps aside when idle: the
+            # client's next connection starts its own. Busy, it keeps its work.
+            restarting = problem[0] in ("worker", "cloudpickle") and not busy
+            channel.send(Kind.REFUSED, meta={"message": problem[1], "versions": self.versions, "busy": busy,
+                                             "restarting": restarting})  # fmt: skip
+            if restarting:
+                os._exit(0)
+            return False
+        deadline = time.monotonic() + 2.0
+        while self._health is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        channel.send(Kind.HELLO, meta={"versions": self.versions, "health": self._health, "pid": os.getpid()})
+        return True
+
+    def _handle(self, channel: Channel, frame: Frame, listener: Any, watched: List[Task]) -> bool:
+        kind = frame.kind
+        if kind in (Kind.CALL, Kind.CELL):
+            detached = bool(frame.meta.get("detach"))
+            with self._lock:
+                task = Task(next(self._ids), frame, detached=detached)
+                self.tasks[task.id] = task
+                ahead = [t.id for t in self.tasks.values() if t.state in ("queued", "running") and t is not task]
+            channel.send(Kind.ACCEPTED, task.id, {"task": task.id, "queued_behind": ahead})
+            if not detached:
+                task.subscribe(listener)
+                watched.append(task)
+            self.queue.put(task)
+        elif kind == Kind.ATTACH:
+            task = self.tasks.get(frame.task)
+            if task is None:
+                channel.send(Kind.ERROR, frame.task, {"type": "KeyError", "message": f"no task {frame.task} on this box (finished tasks are kept for the last {KEEP_TASKS})", "traceback": ""})
+            else:
+                task.subscribe(listener)
+                watched.append(task)
+        elif kind == Kind.INTERRUPT:
+            self.interrupt(frame.task)
+        elif kind == Kind.PING:
+            channel.send(Kind.PONG, frame.task, frame.meta)
+        elif kind == Kind.TASKS:
+            with self._lock:
+                listing = [t.describe() for t in self.tasks.values()]
+            channel.send(Kind.TASKS, 0, {"tasks": listing})
+        elif kind == Kind.BYE:
+            if frame.meta.get("shutdown"):
+                channel.send(Kind.BYE)
+                os._exit(0)  # the whole worker: the client asked for a fresh one
+            return False
+        return True
+
+
+class _Guard:
+    """Orders the two ways a connection ends: its descriptors are closed once, and never
+    touched after (their numbers may already belong to another connection)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.closed = False
+
+
+def _watch_relay(conn: socket.socket, channel: Channel, guard: _Guard) -> None:
+    """When the relay dies (the connection dropped, or was killed), release its pipes:
+    /dev/null takes their descriptor numbers, so the serving thread sees EOF, a late
+    write goes nowhere, and the client, whose pipe has no other writer, sees EOF too.
+    (Only if the serving thread has not closed them already: the numbers may be reused.)"""
+    try:
+        conn.recv(1)
+    except OSError:
+        pass
+    with guard.lock:
+        if guard.closed:
+            return
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (channel.read_fd, channel.write_fd):
+            try:
+                os.dup2(null, fd)
+            except OSError:
+                pass
+        os.close(null)
+
+
+def _flush_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
+def serve(home: str, digest: str, *, workdir: Optional[str] = None, idle_exit: float = 12 * 3600) -> None:
+    """Run the daemon for ``home`` until told to stop or left idle for ``idle_exit`` s.
+    Tasks run in ``workdir`` (default: ``home``)."""
+    os.chdir(home)  # bind by a relative name: socket paths are limited to ~100 bytes
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if os.path.exists(SOCKET_NAME):
+        os.unlink(SOCKET_NAME)  # the relay holds the start lock: no live daemon owns it
+    listener.bind(SOCKET_NAME)
+    listener.listen(64)
+    daemon = Daemon(home, digest, idle_exit=idle_exit)
+    # Started in the background, SIGINT may be ignored: tasks need it for Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    current = lambda: daemon.current  # noqa: E731
+    sys.stdout = TaskStream("stdout", current, sys.__stdout__)
+    sys.stderr = TaskStream("stderr", current, sys.__stderr__)
+
+    def accept() -> None:
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=daemon.serve_connection, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    if workdir:
+        os.makedirs(workdir, exist_ok=True)
+        os.chdir(workdir)
+    daemon.run_tasks()

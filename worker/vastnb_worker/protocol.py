@@ -1,0 +1,288 @@
+"""The wire between the orchestrator and a worker: versioned frames over a byte stream.
+
+A frame is a fixed header, a small JSON ``meta`` mapping (safe to read anywhere), a
+pickled ``body`` and the body's out-of-band buffers (pickle protocol 5). Large arrays
+and tensors travel as those raw buffers, written with one ``writev`` and read with
+``readinto`` into their final memory: pickling, not the link, is the bottleneck, so the
+bytes are never copied into the pickle.
+
+Header: kind (1 byte), task id (4), meta length (4), buffer count (4), body length (8),
+then one 8-byte length per buffer. Both sides use this module; it needs only the
+standard library (cloudpickle is imported by whoever encodes functions).
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import json
+import mmap
+import os
+import pickle
+import struct
+import sys
+import threading
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Kind",
+    "Frame",
+    "Channel",
+    "ChannelClosed",
+    "widen",
+    "encode",
+    "decode",
+    "versions",
+    "check_versions",
+]
+
+#: Bump on any change to the frame layout or to the meaning of a kind or meta key.
+PROTOCOL_VERSION = 1
+
+_HEADER = struct.Struct("!BIIIQ")
+_LENGTH = struct.Struct("!Q")
+_MAX_META = 16 * 1024 * 1024
+_MMAP_FROM = 1 << 20  # a corrupt header must not make us allocate gigabytes
+
+
+class Kind(enum.IntEnum):
+    HELLO = 1  # client -> worker: versions; worker -> client: versions and health
+    REFUSED = 2  # worker -> client: the handshake failed; meta says why and how to fix it
+    CALL = 10  # client -> worker: run fn(*args, **kwargs); body = (fn, args, kwargs)
+    CELL = 11  # client -> worker: run cell source in the namespace; body = (source, push, pull)
+    OUTPUT = 20  # worker -> client: one chunk of a task's stdout/stderr (meta: stream, text)
+    RESULT = 21  # worker -> client: the task's value (body)
+    ERROR = 22  # worker -> client: the task raised (meta: type, message, traceback)
+    ACCEPTED = 23  # worker -> client: a detached task is running (meta: task)
+    INTERRUPT = 30  # client -> worker: interrupt task ``id``
+    PING = 31
+    PONG = 32
+    ATTACH = 40  # client -> worker: stream task ``id`` from the start, then its outcome
+    TASKS = 41  # client -> worker: list tasks; worker -> client: the list (meta)
+    BYE = 50  # either side: closing on purpose
+
+
+def widen(fd: int) -> None:
+    """Give a pipe (1 MiB) or socket (4 MiB) a big kernel buffer: large payloads then
+    move in a few hundred system calls, not thousands. Best effort."""
+    import fcntl
+    import socket
+    import stat
+
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISFIFO(mode):
+            fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+        elif stat.S_ISSOCK(mode):
+            sock = socket.socket(fileno=os.dup(fd))
+            for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                sock.setsockopt(socket.SOL_SOCKET, option, 4 << 20)
+            sock.close()
+    except OSError:
+        pass
+
+
+class Frame(NamedTuple):
+    kind: Kind
+    task: int
+    meta: dict
+    body: bytes
+    buffers: List[Any]  # bytearray, or mmap for big ones: writable, so arrays rebuild on them
+
+
+class ChannelClosed(EOFError):
+    """The other side went away (EOF, or a reset) before a whole frame arrived."""
+
+
+class Channel:
+    """Frames over a pair of file descriptors (pipes or a socket), one code path.
+
+    Writes from several threads are serialised; reads are for one thread.
+    """
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        for fd in {read_fd, write_fd}:
+            widen(fd)
+        self._reader = io.open(read_fd, "rb", buffering=1 << 16, closefd=False)
+        self._write_lock = threading.Lock()
+
+    def send(
+        self, kind: Kind, task: int = 0, meta: Optional[dict] = None, body: bytes = b"",
+        buffers: Sequence[Any] = (),
+    ) -> None:  # fmt: skip
+        """Write one frame. ``buffers`` are bytes-like objects, sent without a copy."""
+        meta_bytes = json.dumps(meta or {}, separators=(",", ":")).encode()
+        views = [memoryview(b).cast("B") for b in buffers]
+        parts: List[Any] = [_HEADER.pack(int(kind), task, len(meta_bytes), len(views), len(body))]
+        parts.extend(_LENGTH.pack(v.nbytes) for v in views)
+        parts.extend((meta_bytes, body))
+        parts.extend(views)
+        with self._write_lock:
+            _writev_all(self.write_fd, [p for p in parts if len(p)])
+
+    def receive(self) -> Frame:
+        """Read one frame; raises :class:`ChannelClosed` at EOF."""
+        kind, task, meta_len, count, body_len = _HEADER.unpack(self._read_exact(_HEADER.size))
+        if meta_len > _MAX_META:
+            raise ChannelClosed(f"corrupt frame header (meta of {meta_len} bytes): the stream is out of sync")
+        lengths = [_LENGTH.unpack(self._read_exact(8))[0] for _ in range(count)]
+        meta = json.loads(self._read_exact(meta_len)) if meta_len else {}
+        body = bytes(self._read_exact(body_len)) if body_len else b""
+        buffers = [self._read_exact(n) for n in lengths]
+        return Frame(Kind(kind), task, meta, body, buffers)
+
+    def _read_exact(self, size: int) -> Any:
+        # Big buffers land in an anonymous mapping: its pages are zero until touched, so
+        # unlike bytearray(n) nothing is cleared first (that alone halved throughput).
+        buf: Any = mmap.mmap(-1, size) if size >= _MMAP_FROM else bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        while got < size:
+            try:
+                n = self._reader.readinto(view[got:])
+            except (ConnectionResetError, BrokenPipeError, OSError) as exc:
+                raise ChannelClosed(str(exc)) from None
+            if not n:
+                raise ChannelClosed("the other side closed the connection")
+            got += n
+        return buf
+
+    def close(self) -> None:
+        for fd in {self.read_fd, self.write_fd}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _writev_all(fd: int, parts: List[Any]) -> None:
+    """``os.writev`` until every byte is out (a pipe takes at most 64 KiB at a time)."""
+    views = [memoryview(p).cast("B") for p in parts]
+    while views:
+        try:
+            written = os.writev(fd, views[:1024])  # IOV_MAX
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise ChannelClosed(str(exc)) from None
+        while written and views:
+            if written >= views[0].nbytes:
+                written -= views[0].nbytes
+                views.pop(0)
+            else:
+                views[0] = views[0][written:]
+                written = 0
+
+
+# -- bodies ------------------------------------------------------------------------------------
+
+
+def _tensor_reducer() -> Optional[Callable[[Any], Any]]:
+    """A reducer that sends CPU copies of torch tensors as numpy arrays, so their bytes go
+    out of band too (torch pickles storages in-band). Only when torch is already loaded."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+
+    def reduce(obj: Any) -> Any:
+        if type(obj) is not torch.Tensor or obj.is_sparse or obj.layout != torch.strided:
+            return NotImplemented
+        tensor = obj.detach().to("cpu").contiguous()
+        dtype = str(tensor.dtype).replace("torch.", "")
+        if dtype == "bfloat16":  # numpy has no bfloat16: ship the bits as int16
+            tensor = tensor.view(torch.int16)
+        return _rebuild_tensor, (tensor.numpy(), dtype, obj.requires_grad, str(obj.device))
+
+    return reduce
+
+
+def _rebuild_tensor(array: Any, dtype: str, requires_grad: bool, device: str) -> Any:
+    import torch
+
+    tensor = torch.from_numpy(array)
+    if dtype == "bfloat16":
+        tensor = tensor.view(torch.bfloat16)
+    if device != "cpu" and _device_available(torch, device):
+        tensor = tensor.to(device)
+    return tensor.requires_grad_(requires_grad) if tensor.is_floating_point() else tensor
+
+
+def _device_available(torch: Any, device: str) -> bool:
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available())
+    return device.startswith("mps") and bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def encode(obj: Any) -> Tuple[bytes, List[Any]]:
+    """Pickle ``obj`` with cloudpickle (functions and classes by value), protocol 5; big
+    contiguous buffers (numpy arrays, tensors) come back separately, uncopied."""
+    import cloudpickle
+
+    buffers: List[Any] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            view = buffer.raw()
+        except BufferError:  # not contiguous: leave it in the pickle
+            return True
+        if view.nbytes < 4096:  # small ones cost less in-band than as a frame part
+            return True
+        buffers.append(view)
+        return False
+
+    stream = io.BytesIO()
+    pickler = cloudpickle.CloudPickler(stream, protocol=5, buffer_callback=out_of_band)
+    tensor_reducer = _tensor_reducer()
+    if tensor_reducer is not None:
+        base = pickler.reducer_override
+
+        def reducer_override(obj: Any) -> Any:
+            reduced = tensor_reducer(obj)
+            return base(obj) if reduced is NotImplemented else reduced
+
+        pickler.reducer_override = reducer_override  # type: ignore[method-assign]
+    pickler.dump(obj)
+    return stream.getvalue(), buffers
+
+
+def decode(body: bytes, buffers: Sequence[Any] = ()) -> Any:
+    """Unpickle what :func:`encode` made. Trusts the sender: see the orchestrator's
+    result policy for what comes back from a rented box."""
+    return pickle.loads(body, buffers=buffers)
+
+
+# -- the handshake -----------------------------------------------------------------------------
+
+
+def versions(worker_version: str) -> dict:
+    """What each side states in HELLO; every item must match for a session to start."""
+    import cloudpickle
+
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "python": "%d.%d" % sys.version_info[:2],
+        "cloudpickle": cloudpickle.__version__,
+        "worker": worker_version,
+    }
+
+
+_FIXES = {
+    "protocol": "update vastnb on both sides to the same release (the box gets the notebook's worker on the next connection)",
+    "python": "functions pickled by cloudpickle only load on the same Python minor version: run the notebook "
+    "on Python {box}, or rent with an image whose python3 is {notebook}",
+    "cloudpickle": "the worker ships the notebook's cloudpickle; a different one means a stale worker is running "
+    "on the box: restart it (box.restart_worker())",
+    "worker": "a worker from another vastnb release is running on the box: restart it (box.restart_worker())",
+}
+
+
+def check_versions(notebook: dict, box: dict) -> Optional[Tuple[str, str]]:
+    """None if the two sides can talk, else (the first item that differs, a message that
+    names both sides' values and the fix)."""
+    for key in ("protocol", "python", "cloudpickle", "worker"):
+        ours, theirs = notebook.get(key), box.get(key)
+        if str(ours) != str(theirs):
+            fix = _FIXES[key].format(notebook=ours, box=theirs)
+            return key, f"{key} mismatch: the notebook has {ours}, the box has {theirs}; {fix}."
+    return None

@@ -1,0 +1,207 @@
+"""What the worker runs: a task is one call or one cell, with its output and outcome.
+
+Tasks run one at a time in the worker's main thread, in one namespace shared by every
+cell (like an IPython engine). Each task keeps everything it printed, so a client that
+attaches later, or again after a dropped connection, sees all of it.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import linecache
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from . import protocol
+from .protocol import Frame, Kind
+
+__all__ = ["Task", "execute", "TaskStream", "WORKER_DIR"]
+
+#: Frames from these files are the worker's own, cut from tracebacks shown to users.
+WORKER_DIR = __file__.rsplit("/", 1)[0]
+
+Outcome = Tuple[Kind, dict, bytes, List[Any]]
+Listener = Callable[[Kind, int, dict, bytes, List[Any]], None]
+
+_cell_numbers = itertools.count(1)
+
+
+class Task:
+    """One unit of work and everything it produced."""
+
+    def __init__(self, task_id: int, request: Frame, *, detached: bool) -> None:
+        self.id = task_id
+        self.request = request
+        self.detached = detached
+        self.state = "queued"  # queued, running, done, failed, interrupted, cancelled
+        self.started: Optional[float] = None
+        self.finished: Optional[float] = None
+        self.log: List[Tuple[str, str]] = []
+        self.outcome: Optional[Outcome] = None
+        self._listeners: List[Listener] = []
+        self._lock = threading.Lock()
+
+    def describe(self) -> dict:
+        return {"task": self.id, "kind": self.request.kind.name.lower(), "state": self.state,
+                "detached": self.detached, "started": self.started, "finished": self.finished}  # fmt: skip
+
+    def subscribe(self, listener: Listener) -> None:
+        """Send ``listener`` everything so far, then everything new, then the outcome."""
+        with self._lock:
+            for stream, text in self.log:
+                _deliver(listener, Kind.OUTPUT, self.id, {"stream": stream, "text": text}, b"", [])
+            if self.outcome is not None:
+                _deliver(listener, self.outcome[0], self.id, *self.outcome[1:])
+            else:
+                self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def emit(self, stream: str, text: str) -> None:
+        with self._lock:
+            self.log.append((stream, text))
+            for listener in list(self._listeners):
+                if not _deliver(listener, Kind.OUTPUT, self.id, {"stream": stream, "text": text}, b"", []):
+                    self._listeners.remove(listener)
+
+    def finish(self, state: str, outcome: Outcome) -> None:
+        with self._lock:
+            self.state, self.outcome, self.finished = state, outcome, time.time()
+            for listener in self._listeners:
+                _deliver(listener, outcome[0], self.id, *outcome[1:])
+            self._listeners.clear()
+
+
+def _deliver(listener: Listener, kind: Kind, task: int, meta: dict, body: bytes, buffers: List[Any]) -> bool:
+    """Send to one listener; False if its connection is gone (it is then dropped)."""
+    try:
+        listener(kind, task, meta, body, buffers)
+        return True
+    except (protocol.ChannelClosed, OSError):
+        return False
+
+
+class TaskStream:
+    """Stands in for ``sys.stdout``/``sys.stderr``: text goes to the running task,
+    a line at a time (or at a carriage return, for progress bars), as it is written."""
+
+    encoding = "utf-8"
+    errors = "replace"
+
+    def __init__(self, name: str, current: Callable[[], Optional[Task]], fallback: Any) -> None:
+        self.name = name
+        self._current = current
+        self._fallback = fallback
+        self._pending = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        task = self._current()
+        if task is None:  # output between tasks (a background thread): the worker's log
+            return self._fallback.write(text)
+        with self._lock:
+            self._pending += text
+            cut = max(self._pending.rfind("\n"), self._pending.rfind("\r"))
+            if cut < 0:
+                return len(text)
+            ready, self._pending = self._pending[: cut + 1], self._pending[cut + 1 :]
+        task.emit(self.name, ready)
+        return len(text)
+
+    def flush(self) -> None:
+        task = self._current()
+        with self._lock:
+            ready, self._pending = self._pending, ""
+        if ready and task is not None:
+            task.emit(self.name, ready)
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        raise OSError("task output is a stream of frames, not a file descriptor")
+
+
+def execute(task: Task, namespace: Dict[str, Any]) -> Any:
+    """Run ``task`` in ``namespace``; its value, or the exception it raised."""
+    request = task.request
+    args = protocol.decode(request.body, request.buffers)
+    if request.kind == Kind.CALL:
+        fn, fn_args, fn_kwargs = args
+        return fn(*fn_args, **fn_kwargs)
+    source, push, pull = args
+    namespace.update(push)
+    value = run_cell(source, namespace)
+    missing = [name for name in pull if name not in namespace]
+    if missing:
+        raise NameError(f"cannot pull {', '.join(missing)}: not defined on the box after the cell ran")
+    return {"value": value, "pull": {name: namespace[name] for name in pull}}
+
+
+def run_cell(source: str, namespace: Dict[str, Any]) -> Any:
+    """Execute cell source; the value of a final expression, as IPython would show it."""
+    filename = f"<cell-{next(_cell_numbers)}>"
+    # Registered so tracebacks show the cell's own lines.
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    tree = ast.parse(source, filename, "exec")
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    exec(compile(tree, filename, "exec"), namespace)
+    if last is None:
+        return None
+    return eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
+
+
+def format_error(exc: BaseException) -> dict:
+    """The ERROR meta for ``exc``: its type, message and the traceback of the user's own
+    code (the worker's frames cut out)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(WORKER_DIR)]
+    lines = ["Traceback (most recent call last):\n"] if frames else []
+    lines += traceback.format_list(frames)
+    lines += traceback.format_exception_only(type(exc), exc)
+    module = type(exc).__module__
+    name = type(exc).__qualname__ if module == "builtins" else f"{module}.{type(exc).__qualname__}"
+    return {"type": name, "message": str(exc), "traceback": "".join(lines)}
+
+
+def _module_hint(exc: ModuleNotFoundError) -> str:
+    return (
+        f"\nThe box has no module {exc.name!r}. If it is a file next to your notebook, vastnb ships it "
+        f"by value; otherwise install it on the box, or call cloudpickle.register_pickle_by_value({exc.name}) "
+        "before running."
+    )
+
+
+def error_outcome(exc: BaseException) -> Outcome:
+    meta = format_error(exc)
+    if isinstance(exc, ModuleNotFoundError):
+        meta["traceback"] += _module_hint(exc)
+        meta["hint"] = _module_hint(exc).strip()
+    try:
+        body, buffers = protocol.encode(exc)
+    except Exception:  # an exception that does not pickle still reports as text
+        body, buffers = b"", []
+    return Kind.ERROR, meta, body, buffers
+
+
+def result_outcome(value: Any) -> Outcome:
+    try:
+        body, buffers = protocol.encode(value)
+    except Exception as exc:
+        meta = format_error(exc)
+        meta["message"] = f"the result could not be pickled: {exc}. Return plain data, arrays or tensors, or pull= names instead."
+        return Kind.ERROR, meta, b"", []
+    return Kind.RESULT, {}, body, buffers
+
+
+def host_stream(name: str) -> Any:
+    return sys.__stdout__ if name == "stdout" else sys.__stderr__
