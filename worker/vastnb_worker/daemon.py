@@ -86,6 +86,7 @@ class Daemon:
             state, outcome = "failed", error_outcome(exc)
         with self._lock:
             self.current = None
+        task.request = task.request._replace(body=b"", buffers=[])  # arguments can be big
         task.finish(state, outcome)
         self.last_activity = time.monotonic()
         self._prune()
@@ -250,6 +251,26 @@ def _watch_relay(conn: socket.socket, channel: Channel, guard: _Guard) -> None:
         os.close(null)
 
 
+def _forward(fd: int, name: str, current: Any, log: Any) -> None:
+    """Lines written to file descriptor 1 or 2 go to the running task (else the log)."""
+    pending = b""
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        pending += chunk
+        cut = max(pending.rfind(b"\n"), pending.rfind(b"\r"))
+        if cut < 0 and len(pending) < 1 << 16:
+            continue
+        ready, pending = (pending[: cut + 1], pending[cut + 1 :]) if cut >= 0 else (pending, b"")
+        task = current()
+        text = ready.decode("utf-8", errors="replace")
+        if task is not None:
+            task.emit(name, text)
+        else:
+            log.write(text)
+
+
 def _flush_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -272,8 +293,15 @@ def serve(home: str, digest: str, *, workdir: Optional[str] = None, idle_exit: f
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     current = lambda: daemon.current  # noqa: E731
-    sys.stdout = TaskStream("stdout", current, sys.__stdout__)
-    sys.stderr = TaskStream("stderr", current, sys.__stderr__)
+    log = os.fdopen(os.dup(2), "w", buffering=1)  # the daemon's own log (daemon.log)
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        # Output written below Python (a subprocess, a C extension) reaches the task too.
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, fd)
+        os.close(write_end)
+        threading.Thread(target=_forward, args=(read_end, name, current, log), daemon=True).start()
+    sys.stdout = TaskStream("stdout", current, log)
+    sys.stderr = TaskStream("stderr", current, log)
 
     def accept() -> None:
         while True:

@@ -73,10 +73,14 @@ class Task:
 
     def finish(self, state: str, outcome: Outcome) -> None:
         with self._lock:
-            self.state, self.outcome, self.finished = state, outcome, time.time()
-            for listener in self._listeners:
-                _deliver(listener, outcome[0], self.id, *outcome[1:])
+            self.state, self.finished = state, time.time()
+            delivered = sum(_deliver(listener, outcome[0], self.id, *outcome[1:]) for listener in self._listeners)
             self._listeners.clear()
+            if delivered and not self.detached:
+                # Someone has the value; the box need not hold a big result any longer.
+                outcome = (Kind.ERROR, {"type": "LookupError", "traceback": "", "message":
+                           f"task {self.id}'s result was already delivered to the session that started it"}, b"", [])  # fmt: skip
+            self.outcome = outcome
 
 
 def _deliver(listener: Listener, kind: Kind, task: int, meta: dict, body: bytes, buffers: List[Any]) -> bool:
