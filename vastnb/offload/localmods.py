@@ -20,6 +20,7 @@ _INSTALLED = tuple(
     str(Path(p).resolve()) for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], sys.prefix, sys.base_prefix}
 )
 _checked: set[str] = set()
+_seen = 0  # len(sys.modules) at the last look: unchanged means nothing new to examine
 
 
 def is_local(module_file: str, root: Path) -> bool:
@@ -32,6 +33,10 @@ def ship_local_modules(root: Path | None = None) -> list[str]:
     """Register every imported top-level module under ``root`` (default: the working
     folder) for pickling by value; the names newly registered. Only modules not seen
     before are examined, so calling this before every call costs next to nothing."""
+    global _seen
+    if len(sys.modules) == _seen and root is None:
+        return []  # the common case, on every call: a few hundred ns, not a scan
+    _seen = len(sys.modules)
     root = (root or Path.cwd()).resolve()
     shipped = []
     for name, module in list(sys.modules.items()):
