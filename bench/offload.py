@@ -8,7 +8,9 @@ Every figure is printed with its ratio to a baseline measured in the same run:
 - a 256 MiB float64 array sent and returned, against the raw link: the same bytes
   through ``cat > /dev/null`` (the link alone), and into a receiving buffer (what any
   transfer of an array must also pay: fresh memory on this VM costs ~1 GB/s);
-- the first call on a fresh connection, cold (the box lacks the worker) and warm.
+- the first call on a fresh connection, cold (the box lacks the worker) and warm (it has
+  it cached, but no worker runs), against starting a bare echo process over the link.
+  For SSH the cold call also opens the SSH connection that later calls reuse.
 """
 
 from __future__ import annotations
@@ -69,6 +71,21 @@ def bare_echo_ms(argv: list[str]) -> float:
         process.wait()
 
 
+def fresh_echo_s(argv: list[str]) -> float:
+    """Start a bare echo process over the link and do one round trip: the floor for a
+    first call, which must also start a process there."""
+    start = time.perf_counter()
+    process = subprocess.Popen([*argv, shlex.join(["python3", "-c", ECHO])] if argv else [sys.executable, "-c", ECHO],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)  # fmt: skip
+    assert process.stdin and process.stdout
+    process.stdin.write(b"x")
+    process.stdout.read(1)
+    elapsed = time.perf_counter() - start
+    process.stdin.close()
+    process.wait()
+    return elapsed
+
+
 def raw_link_mib_s(argv: list[str], *, into_memory: bool) -> float:
     """256 MiB through the link to a reader that discards it, or lands it in memory."""
     reader = "import os,mmap\nn=%d\nm=memoryview(mmap.mmap(-1,n))\ng=0\nwhile g<n: g+=os.readv(0,[m[g:]])\n" % ARRAY.nbytes
@@ -106,9 +123,6 @@ def bench(name: str, transport: Transport, link_argv: list[str], reset: Callable
     start = time.perf_counter()
     session.call(int)
     warm = time.perf_counter() - start
-    start = time.perf_counter()
-    session.call(int)
-    hot = time.perf_counter() - start
 
     noop = median_ms(lambda: session.call(int))
     echo = bare_echo_ms(link_argv)
@@ -129,8 +143,10 @@ def bench(name: str, transport: Transport, link_argv: list[str], reset: Callable
     row("raw link, cat > /dev/null", link, "MiB/s")
     row("raw link, into a 256 MiB buffer", landed, "MiB/s")
 
-    row("first call, cold cache (ships the worker)", cold, "s", hot, "hot call")
-    row("first call, warm cache (worker cached)", warm, "s", hot, "hot call")
+    fresh = fresh_echo_s(link_argv)
+    row("first call, cold cache (ships the worker)", cold, "s", fresh, "fresh echo")
+    row("first call, warm cache (worker cached)", warm, "s", fresh, "fresh echo")
+    row("fresh bare echo process, one round trip", fresh, "s")
     session.restart_worker()
     session.close()
 

@@ -168,15 +168,20 @@ class Session:
     # -- plumbing -----------------------------------------------------------------------
 
     def _submit(self, kind: Kind, payload: Any, *, detach: bool) -> int:
+        """Send a task; its id once the box has it (0 for an attached task: the id comes
+        with its first frame, see :meth:`_wait`)."""
         ship_local_modules()
         body, buffers = protocol.encode(payload)
         connection = self.connect()
         connection.send(kind, 0, {"detach": detach}, body, buffers)
-        accepted = self._expect(connection, Kind.ACCEPTED)
-        if accepted.meta.get("queued_behind"):
-            ahead = ", ".join(map(str, accepted.meta["queued_behind"]))
-            self.on_output("stderr", f"[vastnb] task {accepted.task} waits for task(s) {ahead} to finish on the box\n")
-        return accepted.task
+        if not detach:
+            return 0
+        return self._expect(connection, Kind.ACCEPTED).task
+
+    def _abandon(self) -> None:
+        """Stop listening to a task that still runs: a fresh connection next time, so its
+        late frames cannot be taken for the next task's."""
+        self.close()
 
     def _expect(self, connection: Connection, kind: Kind, timeout: float = 60.0) -> Frame:
         deadline = time.monotonic() + timeout
@@ -187,7 +192,8 @@ class Session:
         raise ConnectionLostError(f"no {kind.name} from the worker on {self.transport.describe()} within {timeout:.0f} s")
 
     def _wait(self, task: int) -> Any:
-        """Stream ``task``'s output until its outcome; Ctrl-C interrupts it on the box."""
+        """Stream ``task``'s output until its outcome; Ctrl-C interrupts it on the box.
+        ``task`` 0 is the attached task just sent: the first frame tells its id."""
         connection = self.connect()
         interrupted_at: float | None = None
         while True:
@@ -202,17 +208,24 @@ class Session:
                 ) from None
             except KeyboardInterrupt:
                 if interrupted_at is not None:
+                    self._abandon()
                     raise KeyboardInterrupt(f"stopped waiting; task {task} may still run on the box (attach({task}))") from None
                 connection.send(Kind.INTERRUPT, task)
                 interrupted_at = time.monotonic()
                 continue
             if frame is None:
                 if interrupted_at is not None and time.monotonic() - interrupted_at > INTERRUPT_GRACE:
+                    self._abandon()
                     raise KeyboardInterrupt(f"task {task} did not stop within {INTERRUPT_GRACE:.0f} s; it may still run on the box")
                 continue
+            if task == 0:
+                task = frame.task
             if frame.task != task:
-                continue  # a frame of an earlier task we stopped waiting for
-            if frame.kind == Kind.OUTPUT:
+                continue
+            if frame.kind == Kind.ACCEPTED:
+                ahead = ", ".join(map(str, frame.meta.get("queued_behind") or []))
+                self.on_output("stderr", f"[vastnb] task {task} waits for task(s) {ahead} to finish on the box\n")
+            elif frame.kind == Kind.OUTPUT:
                 self.on_output(frame.meta.get("stream", "stdout"), frame.meta.get("text", ""))
             elif frame.kind == Kind.RESULT:
                 return self.results(frame.body, frame.buffers)
