@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vastnb_worker.protocol import Channel, ChannelClosed, Frame, Kind
+from vastnb_worker.relay import WORKER_DIED
 
 from ..errors import ConnectionLostError, HandshakeError, TransportError
 from .transport import Transport
@@ -58,11 +59,16 @@ class Connection:
     @classmethod
     def _open_once(cls, transport: Transport, versions: dict[str, Any]) -> Connection:
         data, digest = worker_zipapp()
-        process = subprocess.Popen(
-            transport.argv([digest, str(len(data))]),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
-            start_new_session=True,  # Ctrl-C in the notebook must not kill ssh: we forward it
-        )  # fmt: skip
+        argv = transport.argv([digest, str(len(data))])
+        try:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+                start_new_session=True,  # Ctrl-C in the notebook must not kill ssh: we forward it
+            )  # fmt: skip
+        except FileNotFoundError:  # no such program here: a local python, or ssh itself
+            if argv[0] == "ssh":
+                raise TransportError("no `ssh` command on this machine: install the OpenSSH client") from None
+            raise transport.failure(127, f"{argv[0]}: not found") from None
         tail: collections.deque[str] = collections.deque(maxlen=40)
         threading.Thread(target=_drain, args=(process, tail), daemon=True).start()
         connection = cls(transport, process, tail)
@@ -129,6 +135,19 @@ class Connection:
             pass
         self.alive = False
         self.frames.put(_CLOSED)
+
+    def usable(self) -> bool:
+        """Alive as far as can be told without a round trip: the stream is open and its
+        process (the relay, or ssh) still runs."""
+        return self.alive and self.process.poll() is None
+
+    def worker_died(self) -> bool:
+        """Once the stream has ended: whether the box's worker itself ended (killed, out
+        of memory, crashed), as the relay reports by its exit status, not the connection."""
+        try:
+            return self.process.wait(timeout=2) == WORKER_DIED
+        except subprocess.TimeoutExpired:
+            return False
 
     def send(self, kind: Kind, task: int = 0, meta: dict[str, Any] | None = None, body: bytes = b"",
              buffers: list[Any] | tuple[Any, ...] = ()) -> None:  # fmt: skip

@@ -20,7 +20,7 @@ _INSTALLED = tuple(
     str(Path(p).resolve()) for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], sys.prefix, sys.base_prefix}
 )
 _checked: set[str] = set()
-_seen = 0  # len(sys.modules) at the last look: unchanged means nothing new to examine
+_seen: tuple[int, str | None] = (0, None)  # sys.modules' size and newest name at the last look
 
 
 def is_local(module_file: str, root: Path) -> bool:
@@ -34,9 +34,12 @@ def ship_local_modules(root: Path | None = None) -> list[str]:
     folder) for pickling by value; the names newly registered. Only modules not seen
     before are examined, so calling this before every call costs next to nothing."""
     global _seen
-    if len(sys.modules) == _seen and root is None:
+    # Unchanged means nothing new to examine. The newest name too, not the size alone: a
+    # module dropped from sys.modules and another imported leave the size as it was.
+    seen = (len(sys.modules), next(reversed(sys.modules), None))
+    if seen == _seen and root is None:
         return []  # the common case, on every call: a few hundred ns, not a scan
-    _seen = len(sys.modules)
+    _seen = seen
     root = (root or Path.cwd()).resolve()
     shipped = []
     for name, module in list(sys.modules.items()):

@@ -105,14 +105,7 @@ class RemoteTask:
 
     def result(self) -> Any:
         """Stream the task's output from the start, wait, and return its value."""
-        value = self.session.attach(self.id)
-        if self._cell:
-            from .session import CellResult
-
-            cell = CellResult(value["pull"])
-            cell.value = value["value"]
-            return cell
-        return value
+        return self.session.attach(self.id)
 
     def interrupt(self) -> None:
         self.session.interrupt(self.id)

@@ -8,6 +8,8 @@ next call. Work can also be started detached and reattached later by task id.
 
 from __future__ import annotations
 
+import itertools
+import os
 import sys
 import time
 import warnings
@@ -18,7 +20,7 @@ from vastnb_worker import __version__ as worker_version
 from vastnb_worker import protocol
 from vastnb_worker.protocol import Frame, Kind
 
-from ..errors import ConnectionLostError, HandshakeError
+from ..errors import ConnectionLostError, HandshakeError, TransportError
 from .connection import Connection
 from .localmods import ship_local_modules
 from .results import RemoteTask, ResultPolicy, raise_remote, trusted
@@ -29,6 +31,7 @@ __all__ = ["Session", "CellResult", "print_output"]
 
 Output = Callable[[str, str], None]
 INTERRUPT_GRACE = 10.0  # seconds the box gets to stop after Ctrl-C before we stop waiting
+RECONNECT_TIMEOUT = 10.0  # seconds to try to reach the box again after a drop, to name a task
 
 
 def print_output(stream: str, text: str) -> None:
@@ -61,28 +64,31 @@ class Session:
         self.connect_timeout = connect_timeout
         self._connection: Connection | None = None
         self._worker_pid: int | None = None
+        self._tag = f"{os.getpid()}.{id(self):x}"  # names this session's attached tasks
+        self._tags = itertools.count(1)
         _, digest = worker_zipapp()
         self.versions = protocol.versions(f"{worker_version}+{digest[:12]}")
 
     def __repr__(self) -> str:
-        state = "connected" if self._connection and self._connection.alive else "idle"
+        state = "connected" if self._connection and self._connection.usable() else "idle"
         return f"<Session {self.transport.describe()} ({state})>"
 
     # -- connecting ---------------------------------------------------------------------
 
-    def connect(self) -> Connection:
-        """The live connection, opened (or reopened) as needed."""
-        if self._connection is not None and self._connection.alive:
+    def connect(self, *, timeout: float | None = None) -> Connection:
+        """The live connection, opened (or reopened) as needed, trying for ``timeout`` s
+        (default: the session's ``connect_timeout``)."""
+        if self._connection is not None and self._connection.usable():
             return self._connection
         if self._connection is not None:
             self._connection.close()
         try:
-            connection = Connection.open(self.transport, self.versions, timeout=self.connect_timeout)
+            connection = Connection.open(self.transport, self.versions, timeout=timeout or self.connect_timeout)
         except HandshakeError as exc:
             if not getattr(exc, "restarting", False):
                 raise
             # A stale worker from another release stepped aside; the next one is ours.
-            connection = Connection.open(self.transport, self.versions, timeout=self.connect_timeout)
+            connection = Connection.open(self.transport, self.versions, timeout=timeout or self.connect_timeout)
         pid = connection.hello.get("pid")
         if self._worker_pid is not None and pid != self._worker_pid:
             warnings.warn(f"the worker on {self.transport.describe()} restarted: names defined by earlier cells are gone", stacklevel=3)
@@ -110,31 +116,28 @@ class Session:
 
     def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` on the box; its value here."""
-        task = self._submit(Kind.CALL, (fn, args, kwargs), detach=False)
-        return self._wait(task)
+        return self._wait(*self._submit(Kind.CALL, (fn, args, kwargs), detach=False))
 
     def run_cell(self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = ()) -> CellResult:
         """Run cell ``source`` in the box's namespace, after setting the ``push`` names.
         Returns the ``pull`` names as a dict, with ``.value`` the last expression's value."""
         pull = list(pull)
-        task = self._submit(Kind.CELL, (source, dict(push or {}), pull), detach=False)
-        outcome = self._wait(task)
-        result = CellResult(outcome["pull"])
-        result.value = outcome["value"]
-        return result
+        return self._wait(*self._submit(Kind.CELL, (source, dict(push or {}), pull), detach=False))  # type: ignore[no-any-return]
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteTask:
         """Start ``fn`` detached: it keeps running if the connection drops. Returns at once."""
-        return RemoteTask(self, self._submit(Kind.CALL, (fn, args, kwargs), detach=True))
+        return RemoteTask(self, self._submit(Kind.CALL, (fn, args, kwargs), detach=True)[1])
 
     def submit_cell(self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = ()) -> RemoteTask:
         """Start a cell detached; see :meth:`run_cell`."""
-        return RemoteTask(self, self._submit(Kind.CELL, (source, dict(push or {}), list(pull)), detach=True), cell=True)
+        return RemoteTask(self, self._submit(Kind.CELL, (source, dict(push or {}), list(pull)), detach=True)[1], cell=True)
 
     def attach(self, task_id: int) -> Any:
-        """Stream a task's output from its start, then return its value (or raise)."""
-        self.connect().send(Kind.ATTACH, task_id)
-        return self._wait(task_id)
+        """Stream a task's output from its start, then return its value (or raise): for
+        a cell, a :class:`CellResult`."""
+        connection = self.connect()
+        connection.send(Kind.ATTACH, task_id)
+        return self._wait(connection, task_id)
 
     def tasks(self) -> list[dict[str, Any]]:
         """Every task the box remembers: id, kind, state, detached, times."""
@@ -167,16 +170,28 @@ class Session:
 
     # -- plumbing -----------------------------------------------------------------------
 
-    def _submit(self, kind: Kind, payload: Any, *, detach: bool) -> int:
-        """Send a task; its id once the box has it (0 for an attached task: the id comes
-        with its first frame, see :meth:`_wait`)."""
+    def _submit(self, kind: Kind, payload: Any, *, detach: bool) -> tuple[Connection, int, str]:
+        """Send a task: the connection it went on, its id once the box has it (0 for an
+        attached task: the id comes with its first frame, see :meth:`_wait`) and its tag,
+        by which the box can name it if that frame never comes."""
         ship_local_modules()
         body, buffers = protocol.encode(payload)
         connection = self.connect()
-        connection.send(kind, 0, {"detach": detach}, body, buffers)
+        tag = f"{self._tag}.{next(self._tags)}"
+        connection.send(kind, 0, {"detach": detach, "tag": tag}, body, buffers)
         if not detach:
-            return 0
-        return self._expect(connection, Kind.ACCEPTED).task
+            return connection, 0, tag
+        return connection, self._expect(connection, Kind.ACCEPTED).task, tag
+
+    def _find(self, tag: str) -> int | None:
+        """The id of the task sent with ``tag``, asked of the box on a new connection (the
+        old one dropped before the task's first frame): 0 if the box never got it, None
+        if the box is out of reach."""
+        try:
+            self.connect(timeout=RECONNECT_TIMEOUT)
+            return next((int(t["task"]) for t in self.tasks() if t.get("tag") == tag), 0)
+        except TransportError:
+            return None
 
     def _abandon(self) -> None:
         """Stop listening to a task that still runs: a fresh connection next time, so its
@@ -191,15 +206,47 @@ class Session:
                 return frame
         raise ConnectionLostError(f"no {kind.name} from the worker on {self.transport.describe()} within {timeout:.0f} s")
 
-    def _wait(self, task: int) -> Any:
-        """Stream ``task``'s output until its outcome; Ctrl-C interrupts it on the box.
-        ``task`` 0 is the attached task just sent: the first frame tells its id."""
-        connection = self.connect()
+    def _show(self, task: int, frame: Frame) -> None:
+        if frame.kind == Kind.ACCEPTED:
+            ahead = ", ".join(map(str, frame.meta.get("queued_behind") or []))
+            self.on_output("stderr", f"[vastnb] task {task} waits for task(s) {ahead} to finish on the box\n")
+        else:
+            self.on_output(frame.meta.get("stream", "stdout"), frame.meta.get("text", ""))
+
+    def _wait(self, connection: Connection, task: int, tag: str = "") -> Any:
+        """Stream ``task``'s output from ``connection`` until its outcome; Ctrl-C interrupts
+        it on the box. ``task`` 0 is the attached task just sent: the first frame tells its id."""
         interrupted_at: float | None = None
         while True:
             try:
                 frame = connection.next(timeout=0.5)
+                if frame is not None and task == 0:
+                    task = frame.task
+                if frame is not None and frame.task == task and frame.kind in (Kind.OUTPUT, Kind.ACCEPTED):
+                    # Shown inside the try: in a notebook, Ctrl-C often lands while output
+                    # is being displayed, and must reach the box from there too.
+                    self._show(task, frame)
+                    continue
             except ConnectionLostError:
+                if connection.worker_died():
+                    raise ConnectionLostError(
+                        f"the worker on {self.transport.describe()} ended while task {task or '(just sent)'} ran: "
+                        "it was killed (out of memory?) or crashed; daemon.log in its folder on the box may say "
+                        "more. Its tasks and the names cells defined are gone; the next call starts a new worker.",
+                    ) from None
+                found = self._find(tag) if task == 0 and tag else task
+                if found == 0:
+                    raise ConnectionLostError(
+                        f"the connection to {self.transport.describe()} dropped before the task reached the box: "
+                        "nothing of it runs there. Run it again (the session reconnects by itself).",
+                    ) from None
+                if found is None:
+                    raise ConnectionLostError(
+                        f"the connection to {self.transport.describe()} dropped before the task's first answer, "
+                        "and the box cannot be reached to ask for its id. It may be running there: once the box "
+                        "is reachable, session.tasks() lists its tasks and session.attach(id) reattaches.",
+                    ) from None
+                task = found
                 raise ConnectionLostError(
                     f"the connection to {self.transport.describe()} dropped while task {task} was running. "
                     f"The task keeps running on the box: session.attach({task}) streams its output and "
@@ -218,16 +265,13 @@ class Session:
                     self._abandon()
                     raise KeyboardInterrupt(f"task {task} did not stop within {INTERRUPT_GRACE:.0f} s; it may still run on the box")
                 continue
-            if task == 0:
-                task = frame.task
             if frame.task != task:
                 continue
-            if frame.kind == Kind.ACCEPTED:
-                ahead = ", ".join(map(str, frame.meta.get("queued_behind") or []))
-                self.on_output("stderr", f"[vastnb] task {task} waits for task(s) {ahead} to finish on the box\n")
-            elif frame.kind == Kind.OUTPUT:
-                self.on_output(frame.meta.get("stream", "stdout"), frame.meta.get("text", ""))
-            elif frame.kind == Kind.RESULT:
-                return self.results(frame.body, frame.buffers)
+            if frame.kind == Kind.RESULT:
+                value = self.results(frame.body, frame.buffers)
+                if frame.meta.get("cell"):
+                    value, pulled = CellResult(value["pull"]), value
+                    value.value = pulled["value"]
+                return value
             elif frame.kind == Kind.ERROR:
                 raise_remote(frame, self.results, task)

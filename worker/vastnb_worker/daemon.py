@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import queue
+import select
 import signal
 import socket
 import sys
@@ -46,6 +47,7 @@ class Daemon:
         self._lock = threading.Lock()
         self._in_user_code = False
         self._health: Optional[dict] = None
+        self.forwarders: List[_Forwarder] = []  # set by serve(): fds 1 and 2 -> the task
         threading.Thread(target=self._measure_health, daemon=True).start()
 
     # -- the main thread: run tasks ---------------------------------------------------------
@@ -58,31 +60,27 @@ class Daemon:
                 if self._should_exit():
                     return
                 continue
-            except KeyboardInterrupt:  # a late interrupt for a task that already ended
-                continue
-            if task.state == "cancelled":
-                continue
             self._run(task)
 
     def _run(self, task: Task) -> None:
-        task.state, task.started = "running", time.time()
-        with self._lock:
-            self.current = task
         try:
             try:
                 with self._lock:
-                    self._in_user_code = True
+                    if task.state == "cancelled":  # while it waited to be picked up
+                        return
+                    task.state, task.started = "running", time.time()
+                    self.current = task
+                    self._in_user_code = True  # Ctrl-C lands from here on (see _on_sigint)
                 value = execute(task, self.namespace)
             finally:
-                with self._lock:
-                    self._in_user_code = False
-            _flush_streams()
-            state, outcome = "done", result_outcome(value)
+                self._in_user_code = False  # and is ignored from here on
+            _flush_streams(self.forwarders)
+            state, outcome = "done", result_outcome(value, cell=task.request.kind == Kind.CELL)
         except KeyboardInterrupt as exc:
-            _flush_streams()
+            _flush_streams(self.forwarders)
             state, outcome = "interrupted", error_outcome(exc)
         except BaseException as exc:  # noqa: B036 (SystemExit in user code must not end the worker)
-            _flush_streams()
+            _flush_streams(self.forwarders)
             state, outcome = "failed", error_outcome(exc)
         with self._lock:
             self.current = None
@@ -91,18 +89,27 @@ class Daemon:
         self.last_activity = time.monotonic()
         self._prune()
 
+    def on_sigint(self, signum: int, frame: Any) -> None:
+        """Ctrl-C from a client: a KeyboardInterrupt in the task's code. One that arrives
+        after that code ended is dropped: raised in the worker's own code, it would end
+        the worker, or cost a finished task its result."""
+        if self._in_user_code:
+            raise KeyboardInterrupt
+
     def interrupt(self, task_id: int) -> None:
         """Interrupt a running task (SIGINT in the main thread), or cancel a queued one."""
         with self._lock:
             task = self.tasks.get(task_id)
             if task is None:
                 return
-            if task is self.current and self._in_user_code:
-                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+            if task is self.current:
+                if self._in_user_code:
+                    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
                 return
-        if task.state == "queued":
+            if task.state != "queued":
+                return
             task.state = "cancelled"
-            task.finish("cancelled", error_outcome(KeyboardInterrupt("cancelled before it started")))
+        task.finish("cancelled", error_outcome(KeyboardInterrupt("cancelled before it started")))
 
     def _prune(self) -> None:
         with self._lock:
@@ -135,6 +142,8 @@ class Daemon:
         if len(fds) != 2:
             conn.close()
             return
+        for fd in fds:  # a process the user's code starts must not hold the connection open
+            os.set_inheritable(fd, False)
         channel = Channel(fds[0], fds[1])
         guard = _Guard()
         threading.Thread(target=_watch_relay, args=(conn, channel, guard), daemon=True).start()
@@ -143,7 +152,14 @@ class Daemon:
         watched: List[Task] = []
 
         def listener(kind: Kind, task: int, meta: dict, body: bytes, buffers: List[Any]) -> None:
+            # Once the relay is gone its pipes lead to /dev/null: a frame sent then, or
+            # while they were being swapped, reached nobody (a result must not count as
+            # delivered, or it is lost).
+            if guard.released:
+                raise ChannelClosed("the connection's relay is gone")
             channel.send(kind, task, meta, body, buffers)
+            if guard.released:
+                raise ChannelClosed("the connection's relay is gone")
 
         try:
             if self._handshake(channel):
@@ -160,7 +176,11 @@ class Daemon:
             with guard.lock:
                 guard.closed = True
                 channel.close()
-            conn.shutdown(socket.SHUT_RDWR)  # the relay's cue to exit (and the watcher's)
+            try:
+                conn.sendall(b".")  # goodbye: the relay exits saying the connection ended, not the worker
+                conn.shutdown(socket.SHUT_RDWR)  # the relay's cue to exit (and the watcher's)
+            except OSError:
+                pass
             conn.close()
 
     def _handshake(self, channel: Channel) -> bool:
@@ -173,8 +193,15 @@ class Daemon:
             busy = self.current is not None or not self.queue.empty()
             # A stale worker from another vastnb release steps aside when idle: the
             # client's next connection starts its own. Busy, it keeps its work.
-            restarting = problem[0] in ("worker", "cloudpickle") and not busy
-            channel.send(Kind.REFUSED, meta={"message": problem[1], "versions": self.versions, "busy": busy,
+            stale = problem[0] in ("worker", "cloudpickle")
+            restarting = stale and not busy
+            message = problem[1]
+            if stale and busy:  # restart_worker() cannot reach it either: say what will work
+                with self._lock:
+                    work = ", ".join(str(t.id) for t in self.tasks.values() if t.state in ("queued", "running"))
+                message = (f"{message.split('; ', 1)[0]}; that worker, from another vastnb release, is busy with "
+                           f"task(s) {work} and keeps them: it steps aside once they end, so connect again then.")  # fmt: skip
+            channel.send(Kind.REFUSED, meta={"message": message, "versions": self.versions, "busy": busy,
                                              "restarting": restarting})  # fmt: skip
             if restarting:
                 os._exit(0)
@@ -232,6 +259,7 @@ class _Guard:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.closed = False
+        self.released = False  # the relay died: the descriptors now lead to /dev/null
 
 
 def _watch_relay(conn: socket.socket, channel: Channel, guard: _Guard) -> None:
@@ -246,41 +274,83 @@ def _watch_relay(conn: socket.socket, channel: Channel, guard: _Guard) -> None:
     with guard.lock:
         if guard.closed:
             return
+        guard.released = True
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (channel.read_fd, channel.write_fd):
             try:
-                os.dup2(null, fd)
+                os.dup2(null, fd, inheritable=False)
             except OSError:
                 pass
         os.close(null)
 
 
-def _forward(fd: int, name: str, current: Any, log: Any) -> None:
-    """Lines written to file descriptor 1 or 2 go to the running task (else the log)."""
-    pending = b""
-    while True:
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return
-        pending += chunk
-        cut = max(pending.rfind(b"\n"), pending.rfind(b"\r"))
-        if cut < 0 and len(pending) < 1 << 16:
-            continue
-        ready, pending = (pending[: cut + 1], pending[cut + 1 :]) if cut >= 0 else (pending, b"")
-        task = current()
-        text = ready.decode("utf-8", errors="replace")
+class _Forwarder:
+    """Bytes written to file descriptor 1 or 2 (by a subprocess, a C extension) go to the
+    running task a line at a time (else to the log). The pipe is read under a lock, by
+    this thread as bytes come and by the task's own thread when it ends (:meth:`drain`),
+    so the last bytes a task wrote reach it before its outcome, never the next task."""
+
+    def __init__(self, fd: int, name: str, current: Any, log: Any) -> None:
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, fd)
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        self.read_end, self.name, self.current, self.log = read_end, name, current, log
+        self.pending = b""
+        self.lock = threading.Lock()
+        threading.Thread(target=self._run, name=f"vastnb-{name}", daemon=True).start()
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self.read_end, select.POLLIN)
+        while True:
+            poller.poll()
+            with self.lock:
+                if not self._read():
+                    return
+
+    def _read(self) -> bool:
+        """Deliver the whole lines the pipe holds now; False at end of file."""
+        while True:
+            try:
+                chunk = os.read(self.read_end, 1 << 16)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                return False
+            self.pending += chunk
+            cut = max(self.pending.rfind(b"\n"), self.pending.rfind(b"\r"))
+            if cut < 0 and len(self.pending) < 1 << 16:
+                continue
+            ready, self.pending = (self.pending[: cut + 1], self.pending[cut + 1 :]) if cut >= 0 else (self.pending, b"")
+            self._deliver(ready)
+
+    def _deliver(self, data: bytes) -> None:
+        task = self.current()
+        text = data.decode("utf-8", errors="replace")
         if task is not None:
-            task.emit(name, text)
+            task.emit(self.name, text)
         else:
-            log.write(text)
+            self.log.write(text)
+
+    def drain(self) -> None:
+        """Deliver everything written so far, a last partial line too (a task ended)."""
+        with self.lock:
+            self._read()
+            if self.pending:
+                ready, self.pending = self.pending, b""
+                self._deliver(ready)
 
 
-def _flush_streams() -> None:
+def _flush_streams(forwarders: List[_Forwarder]) -> None:
+    """Deliver to the running task all it wrote: what Python holds, then what the pipes do."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:
             pass
+    for forwarder in forwarders:
+        forwarder.drain()
 
 
 def serve(home: str, digest: str, *, workdir: Optional[str] = None, idle_exit: float = 12 * 3600) -> None:
@@ -294,16 +364,12 @@ def serve(home: str, digest: str, *, workdir: Optional[str] = None, idle_exit: f
     listener.listen(64)
     daemon = Daemon(home, digest, idle_exit=idle_exit)
     # Started in the background, SIGINT may be ignored: tasks need it for Ctrl-C.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, daemon.on_sigint)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     current = lambda: daemon.current  # noqa: E731
     log = os.fdopen(os.dup(2), "w", buffering=1)  # the daemon's own log (daemon.log)
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        # Output written below Python (a subprocess, a C extension) reaches the task too.
-        read_end, write_end = os.pipe()
-        os.dup2(write_end, fd)
-        os.close(write_end)
-        threading.Thread(target=_forward, args=(read_end, name, current, log), daemon=True).start()
+    # Output written below Python (a subprocess, a C extension) reaches the task too.
+    daemon.forwarders = [_Forwarder(fd, name, current, log) for fd, name in ((1, "stdout"), (2, "stderr"))]
     sys.stdout = TaskStream("stdout", current, log)
     sys.stderr = TaskStream("stderr", current, log)
 

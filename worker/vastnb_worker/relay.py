@@ -21,6 +21,9 @@ from .protocol import widen
 __all__ = ["relay"]
 
 START_TIMEOUT = 20.0
+#: The relay's exit status when the daemon ended without letting the connection go:
+#: killed (out of memory?) or crashed, rather than the connection dropping.
+WORKER_DIED = 75
 
 
 def _connect(home: str) -> socket.socket:
@@ -72,7 +75,10 @@ def relay(home: str, daemon_argv: List[str]) -> None:
         widen(end)
     socket.send_fds(sock, [b"F"], [0, 1])
     try:
-        sock.recv(1)  # returns when the daemon is done with this connection
+        goodbye = sock.recv(1)  # returns when the daemon is done with this connection
     except OSError:
-        pass
+        goodbye = b""
+    if not goodbye:  # no word from the daemon: it is gone
+        sys.stderr.write(f"vastnb: the worker daemon ended; see {home}/daemon.log\n")
+        sys.exit(WORKER_DIED)
     sys.exit(0)

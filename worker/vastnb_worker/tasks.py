@@ -29,6 +29,9 @@ Listener = Callable[[Kind, int, dict, bytes, List[Any]], None]
 
 _cell_numbers = itertools.count(1)
 
+#: Results up to this size stay on the box after delivery, for a reattach.
+KEEP_DELIVERED = 1 << 20
+
 
 class Task:
     """One unit of work and everything it produced."""
@@ -47,7 +50,8 @@ class Task:
 
     def describe(self) -> dict:
         return {"task": self.id, "kind": self.request.kind.name.lower(), "state": self.state,
-                "detached": self.detached, "started": self.started, "finished": self.finished}  # fmt: skip
+                "detached": self.detached, "started": self.started, "finished": self.finished,
+                "tag": self.request.meta.get("tag")}  # fmt: skip
 
     def subscribe(self, listener: Listener) -> None:
         """Send ``listener`` everything so far, then everything new, then the outcome."""
@@ -76,8 +80,11 @@ class Task:
             self.state, self.finished = state, time.time()
             delivered = sum(_deliver(listener, outcome[0], self.id, *outcome[1:]) for listener in self._listeners)
             self._listeners.clear()
-            if delivered and not self.detached:
+            size = len(outcome[2]) + sum(memoryview(b).nbytes for b in outcome[3])
+            if delivered and not self.detached and size > KEEP_DELIVERED:
                 # Someone has the value; the box need not hold a big result any longer.
+                # (A small one is kept: "sent" is not "received" when the link is dying,
+                # and the session that started the task can still attach to it.)
                 outcome = (Kind.ERROR, {"type": "LookupError", "traceback": "", "message":
                            f"task {self.id}'s result was already delivered to the session that started it"}, b"", [])  # fmt: skip
             self.outcome = outcome
@@ -157,7 +164,10 @@ def run_cell(source: str, namespace: Dict[str, Any]) -> Any:
     filename = f"<cell-{next(_cell_numbers)}>"
     # Registered so tracebacks show the cell's own lines.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    tree = ast.parse(source, filename, "exec")
+    try:
+        tree = ast.parse(source, filename, "exec")
+    except SyntaxError as exc:  # the cell's line, as Python shows it, without ast's frames
+        raise exc.with_traceback(None) from None
     last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
     exec(compile(tree, filename, "exec"), namespace)
     if last is None:
@@ -197,14 +207,14 @@ def error_outcome(exc: BaseException) -> Outcome:
     return Kind.ERROR, meta, body, buffers
 
 
-def result_outcome(value: Any) -> Outcome:
+def result_outcome(value: Any, *, cell: bool = False) -> Outcome:
     try:
         body, buffers = protocol.encode(value)
     except Exception as exc:
-        meta = format_error(exc)
+        meta = format_error(exc.with_traceback(None))  # the pickler's frames say nothing to a user
         meta["message"] = f"the result could not be pickled: {exc}. Return plain data, arrays or tensors, or pull= names instead."
         return Kind.ERROR, meta, b"", []
-    return Kind.RESULT, {}, body, buffers
+    return Kind.RESULT, {"cell": True} if cell else {}, body, buffers  # a cell's: a CellResult there
 
 
 def host_stream(name: str) -> Any:
