@@ -4,8 +4,11 @@
 machine) and over ``SSHTransport`` to the session's real OpenSSH ``sshd`` on 127.0.0.1. Both
 reach a worker whose files live in this test's folder, and both record the box's output as
 ``(stream, text)`` pairs in ``box.outputs``. After the test the box's daemon is stopped with
-``restart_worker()``, anything it left behind is ended by pid, and the ControlMaster connection
-is closed: no process of a test outlives it.
+``restart_worker()``, anything it left behind is ended by pid, and the test's own ControlMaster
+connections are closed (the one every ``box`` shares, at the end of the run): no process of a
+test outlives it.
+
+Both transports reach this machine, so a test can hand the box a file path and watch it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,5 +199,3 @@ def box(transport: Transport, boxes: Boxes, request: pytest.FixtureRequest) -> I
             session.restart_worker()
     session.close()
 
-
-OpenSession = Callable[..., Session]

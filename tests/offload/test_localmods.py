@@ -16,6 +16,8 @@ import pytest
 from vastnb.errors import RemoteError
 from vastnb.offload import Session
 
+from .conftest import Boxes
+
 
 def import_from(folder: Path, name: str, source: str) -> object:
     (folder / f"{name}.py").write_text(textwrap.dedent(source))
@@ -84,6 +86,18 @@ def test_a_user_worker_py_shadows_nothing_in_a_session(box: Session, tmp_path: P
     (tmp_path / "vastnb_worker.py").write_text(SHADOW)  # not even a file of the package's own name
     assert box.call(lambda: 6 * 7) == 42
     assert box.run_cell("import sys\n'worker' in sys.modules").value is False
+
+
+def test_a_worker_running_in_a_folder_with_a_worker_py(boxes: Boxes, link: str, request: pytest.FixtureRequest,
+                                                       tmp_path: Path) -> None:  # fmt: skip
+    """Tasks may run in the user's folder (``workdir``): its worker.py still shadows nothing."""
+    (tmp_path / "worker.py").write_text(SHADOW)
+    server = request.getfixturevalue("sshd") if link == "ssh" else None
+    workdir = tmp_path if link == "local" else str(tmp_path)
+    session = boxes.session(boxes.transport(link, server, workdir=workdir))
+    assert session.call(os.getcwd) == str(tmp_path)
+    assert session.run_cell("import sys\n'worker' in sys.modules").value is False
+    session.restart_worker()
 
 
 def test_a_user_worker_py_does_not_break_import_vastnb(tmp_path: Path) -> None:

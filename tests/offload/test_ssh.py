@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from vastnb.errors import HostKeyError, TransportError
-from vastnb.offload import Session
 
 from sshd import SSHServer, _keygen
 
