@@ -23,6 +23,7 @@ __all__ = [
     "HostKeyError",
     "ConnectionLostError",
     "RemoteError",
+    "UnsafeResultError",
 ]
 
 
@@ -167,3 +168,8 @@ class RemoteError(VastError):
     def _render_traceback_(self) -> list[str]:
         """What IPython shows: the box's traceback, not vastnb's internals."""
         return [f"RemoteError (task {self.task} on the box)", *self.remote_traceback.rstrip().splitlines()]
+
+
+class UnsafeResultError(VastError):
+    """The box sent back something the session's result policy refuses to unpickle
+    (with ``results=safe``: anything but plain data, arrays and tensors)."""

@@ -11,7 +11,7 @@ import pickle
 import numpy as np
 import pytest
 
-from vastnb.errors import RemoteError
+from vastnb.errors import RemoteError, UnsafeResultError
 from vastnb.offload import Session, Transport, safe
 
 from .conftest import Boxes
@@ -62,11 +62,11 @@ def test_safe_refuses_what_would_run_code_here(safe_box: Session) -> None:
 
         return Payload()
 
-    with pytest.raises(pickle.UnpicklingError) as info:
+    with pytest.raises(UnsafeResultError) as info:
         safe_box.call(function)
     message = str(info.value)
     assert "safe result policy refuses" in message and "results=trusted" in message
-    with pytest.raises(pickle.UnpicklingError, match="the box sent posix.system, which the safe result policy refuses"):
+    with pytest.raises(UnsafeResultError, match="the box sent posix.system, which the safe result policy refuses"):
         safe_box.call(payload)
     assert safe_box.call(lambda: [1, 2]) == [1, 2]  # the session goes on
 

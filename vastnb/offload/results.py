@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from vastnb_worker import protocol
 from vastnb_worker.protocol import Frame
 
-from ..errors import RemoteError
+from ..errors import RemoteError, UnsafeResultError
 
 if TYPE_CHECKING:
     from .session import Session
@@ -60,7 +60,10 @@ class _SafeUnpickler(pickle.Unpickler):
 
 def safe(body: bytes, buffers: Sequence[Any]) -> Any:
     """Unpickle plain data, numpy arrays and torch tensors only."""
-    return _SafeUnpickler(io.BytesIO(body), buffers=buffers).load()
+    try:
+        return _SafeUnpickler(io.BytesIO(body), buffers=buffers).load()
+    except pickle.UnpicklingError as exc:
+        raise UnsafeResultError(str(exc)) from None
 
 
 def raise_remote(frame: Frame, policy: ResultPolicy, task: int) -> NoReturn:
