@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import datetime
 import decimal
-import pickle
 
 import numpy as np
 import pytest
