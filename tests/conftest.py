@@ -45,6 +45,16 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def own_cwd(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working folder inside ``isolated`` and an empty config folder, so that files a
+    test writes under ``isolated`` are not found as ``./profiles/`` by accident."""
+    monkeypatch.setenv("VASTNB_CONFIG_DIR", str(isolated / "config"))
+    (isolated / "cwd").mkdir()
+    monkeypatch.chdir(isolated / "cwd")
+    return isolated / "cwd"
+
+
+@pytest.fixture
 def sim(tmp_path: Any) -> Simulator:
     """A fresh simulated market, its state under ``tmp_path``, no rate limits."""
     return Simulator(tmp_path, SimConfig(create_delay=1, load_delay=3))

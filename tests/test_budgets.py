@@ -20,14 +20,7 @@ budgets:
 """
 
 
-@pytest.fixture(autouse=True)
-def isolated(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The shared isolation, plus a working folder of its own, so that files a test
-    writes under ``isolated`` are not found as ``./profiles/`` by accident."""
-    monkeypatch.setenv("VASTNB_CONFIG_DIR", str(isolated / "config"))
-    (isolated / "cwd").mkdir()
-    monkeypatch.chdir(isolated / "cwd")
-    return isolated
+pytestmark = pytest.mark.usefixtures("own_cwd")
 
 
 def write(folder: Path, text: str, name: str = "budgets.yaml") -> Path:

@@ -12,7 +12,6 @@ import queue
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from vastnb_worker.protocol import Channel, ChannelClosed, Frame, Kind
@@ -183,7 +182,7 @@ class Connection:
             self.process.kill()
 
 
-def _drain(process: subprocess.Popen[bytes], tail: collections.deque[str], sink: Callable[[str], None] | None = None) -> None:
+def _drain(process: subprocess.Popen[bytes], tail: collections.deque[str]) -> None:
     """Keep the last lines of the process's stderr (ssh's messages) for error reports."""
     assert process.stderr is not None
     for raw in iter(process.stderr.readline, b""):

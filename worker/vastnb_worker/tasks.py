@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import itertools
 import linecache
-import sys
 import threading
 import time
 import traceback
@@ -215,7 +214,3 @@ def result_outcome(value: Any, *, cell: bool = False) -> Outcome:
         meta["message"] = f"the result could not be pickled: {exc}. Return plain data, arrays or tensors, or pull= names instead."
         return Kind.ERROR, meta, b"", []
     return Kind.RESULT, {"cell": True} if cell else {}, body, buffers  # a cell's: a CellResult there
-
-
-def host_stream(name: str) -> Any:
-    return sys.__stdout__ if name == "stdout" else sys.__stderr__
