@@ -24,11 +24,15 @@ __all__ = [
     "ConnectionLostError",
     "RemoteError",
     "UnsafeResultError",
+    "CheckpointError",
+    "CheckpointCorruptError",
+    "StorageError",
 ]
 
 
-class VastError(Exception):
-    """Root of every error vastnb raises."""
+# The root and the checkpoint errors are defined in the worker package, which code on the
+# box imports without vastnb: the same classes are raised there and caught here.
+from vastnb_worker.errors import CheckpointCorruptError, CheckpointError, StorageError, VastError
 
 
 class ConfigError(VastError):
