@@ -7,6 +7,7 @@ state, through the market's transactions.
 from __future__ import annotations
 
 import functools
+import secrets
 from typing import Any
 
 from . import billing
@@ -65,6 +66,16 @@ class AccountMixin:
         cached, as every request checks it)."""
         with self.store.transaction() as state:
             return state["user"]["api_key"]
+
+    def instance_for_key(self, key: str) -> int | None:
+        """The live instance whose own restricted key (``instance_api_key``) ``key`` is."""
+        if not key:
+            return None
+        with self._tx() as (state, _):
+            for inst in state["instances"].values():
+                if secrets.compare_digest(str(inst.get("instance_api_key") or "").encode(), key.encode()):
+                    return int(inst["id"])
+        return None
 
     def charges(self, start: float, end: float) -> list[dict[str, Any]]:
         """Per-instance charges over [start, end], in Vast's ``/charges/`` result shape."""

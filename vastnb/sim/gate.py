@@ -1,7 +1,8 @@
 """What stands in front of the simulated API: authentication, rate limits and faults.
 
 Authentication is the real API's: ``Authorization: Bearer KEY`` or the legacy
-``?api_key=KEY``; none gives 403 "This action requires login.", a wrong one 401.
+``?api_key=KEY``; none gives 403 "This action requires login.", a wrong one 401. An
+instance's own key (``instance_api_key``) may only start, stop or destroy that instance.
 Rate limits are per endpoint and per identity, enforced as a minimum interval and
 answered with a plain-text 429 without Retry-After, as Vast does. Faults are what tests
 ask for: a status, a timeout, or an offer taken just before a create.
@@ -9,13 +10,14 @@ ask for: a status, a timeout, or an offer taken just before a create.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["RATE_LIMITS", "RateLimiter", "Fault", "Faults", "identity_of"]
+__all__ = ["RATE_LIMITS", "RateLimiter", "Fault", "Faults", "identity_of", "instance_key_target"]
 
 #: Minimum seconds between calls per identity, from Vast's OpenAPI ``x-rate-limit``.
 RATE_LIMITS: dict[str, float] = {
@@ -37,6 +39,27 @@ def identity_of(headers: Mapping[str, str], query: Mapping[str, str]) -> str | N
     if auth.lower().startswith("bearer "):
         return auth[7:].strip() or None
     return query.get("api_key") or None
+
+
+#: What an instance's own key (``instance_api_key``) may do: start, stop or destroy it.
+_INSTANCE_PATH = re.compile(r"^/api/v0/instances/(\d+)/?$")
+_INSTANCE_KEY_PUT = frozenset({"state", "client_id"})
+
+
+def instance_key_target(method: str, path: str, body: bytes) -> int | None:
+    """The instance a request acts on, if an instance key may make it: ``DELETE`` of
+    the instance, or a ``PUT`` that only changes its state. None for anything else."""
+    match = _INSTANCE_PATH.match(path)
+    if match is None or method not in ("DELETE", "PUT"):
+        return None
+    if method == "PUT":
+        try:
+            fields = json.loads(body or b"{}")
+        except ValueError:
+            return None
+        if not isinstance(fields, dict) or "state" not in fields or not set(fields) <= _INSTANCE_KEY_PUT:
+            return None  # a label, or anything else, needs the account's key
+    return int(match.group(1))
 
 
 class RateLimiter:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import billing
+from . import billing, selfdestruct
 from .account import AccountMixin
 from .catalogue import generate_offers
 from .errors import SimError, number
@@ -79,11 +79,19 @@ class Market(AccountMixin):
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[tuple[State, float]]:
-        """A transaction on the state, brought up to the current simulated time first."""
+        """A transaction on the state, brought up to the current simulated time first
+        (self-destruct requests from boxes are carried out on the way, at their moment)."""
         with self.store.transaction() as state:
             now = time.time() + state["clock_offset"]
+            handled = selfdestruct.process(state, selfdestruct.folder_of(self.store.path), now, self._advance_to)
             self._advance_to(state, now)
             yield state, now
+        selfdestruct.remove(handled)  # only once the state that carried them out is saved
+
+    def selfdestruct_url(self) -> str | None:
+        """The ``file://`` URL a simulated box's watchdog is armed with (its requests are
+        carried out by the next transaction); None for an in-memory market."""
+        return selfdestruct.url_of(self.store.path)
 
     def now(self) -> float:
         """The simulated time (epoch seconds)."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .gate import Faults, RateLimiter, identity_of
+from .gate import Faults, RateLimiter, identity_of, instance_key_target
 from .errors import number
 from .market import Market, SimError
 from .listing import filter_records, page_token, parse_page_token
@@ -104,7 +104,7 @@ class SimAPI:
             if needs_auth:
                 if key is None:
                     return SimResponse.of(403, {"success": False, "error": "not_authorized", "msg": "This action requires login."})
-                if key != self.market.api_key:
+                if key != self.market.api_key and not self._instance_key_may(key, request):
                     return SimResponse.of(401, {"success": False, "error": "auth_error", "msg": "Invalid user key"})
             elif key is not None and key != self.market.api_key:
                 # Open endpoints (offer search) need no key, but refuse a wrong one: 404.
@@ -127,6 +127,11 @@ class SimAPI:
         if any(pattern.match(path) for _, pattern, *_ in _ROUTES):
             return SimResponse.of(405, {"success": False, "error": "method_not_allowed", "msg": f"{request.method} is not allowed on {path}"})
         return SimResponse.of(404, {"success": False, "error": "not_found", "msg": f"no such endpoint: {path}"})
+
+    def _instance_key_may(self, key: str, request: SimRequest) -> bool:
+        """An instance's own key may start, stop or destroy that instance, nothing else."""
+        target = instance_key_target(request.method, request.path, request.body)
+        return target is not None and self.market.instance_for_key(key) == target
 
 
 # -- offers -----------------------------------------------------------------------------------

@@ -1,0 +1,106 @@
+"""Self-destruct requests from simulated boxes: the embedded simulator's spool folder.
+
+A real box's watchdog destroys its instance with ``DELETE /instances/{id}/`` and the
+instance's own key. The embedded simulator serves no HTTP, so a box leaves a request
+file in ``home/sim/selfdestruct/`` instead (``destroy-<id>-<random>.json``, written
+atomically: ``{"instance_id", "key", "at", "reason"}``), and the market's next
+transaction carries it out, under the state's lock, as the API would: the key must be
+that instance's ``instance_api_key``, and billing stops at the request's moment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FOLDER", "folder_of", "url_of", "process", "remove"]
+
+FOLDER = "selfdestruct"
+log = logging.getLogger("vastnb.sim")
+
+State = dict[str, Any]
+
+
+def folder_of(store_path: Path | None) -> Path | None:
+    """The spool folder next to the market's state file (None for an in-memory market)."""
+    return None if store_path is None else store_path.parent / FOLDER
+
+
+def url_of(store_path: Path | None) -> str | None:
+    """The ``file://`` URL a box's watchdog is armed with; the folder is made if needed."""
+    folder = folder_of(store_path)
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.resolve().as_uri()
+
+
+def process(state: State, folder: Path | None, now: float, advance: Callable[[State, float], None]) -> list[Path]:
+    """Carry out the pending requests in ``folder`` on ``state`` (inside a transaction);
+    the files handled, to :func:`remove` once the state is written. ``advance(state, t)``
+    bills and steps the market up to simulated time ``t``."""
+    if folder is None:
+        return []
+    try:
+        paths = [p for p in folder.iterdir() if p.name.startswith("destroy-") and p.suffix == ".json"]
+    except FileNotFoundError:
+        return []
+    requests = []
+    for path in paths:
+        request = _read(path)
+        if request is not None or path.exists():  # gone: another process handled it
+            requests.append((path, request))
+    # Oldest first: billing moves forward only.
+    requests.sort(key=lambda pr: pr[1]["at"] if pr[1] else 0.0)
+    for path, request in requests:
+        if request is not None:
+            _apply(state, request, now, advance, path.name)
+    return [path for path, _ in requests]
+
+
+def remove(paths: list[Path]) -> None:
+    """Delete handled request files (after the state that carried them out is saved: a
+    crash in between replays them, and replaying one is harmless)."""
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        request = json.loads(path.read_text())
+        request["instance_id"] = int(request["instance_id"])
+        request["at"] = float(request["at"])
+        if not isinstance(request.get("key"), str):
+            raise ValueError("no key")
+        return request  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        log.warning("discarding the malformed self-destruct request %s: %s", path.name, type(exc).__name__)
+        return None
+
+
+def _apply(state: State, request: dict[str, Any], now: float, advance: Callable[[State, float], None], name: str) -> None:
+    instance_id = request["instance_id"]
+    inst = state["instances"].get(str(instance_id))
+    if inst is None:
+        return  # already destroyed: nothing left to do
+    if not secrets.compare_digest(request["key"].encode(), str(inst.get("instance_api_key") or "").encode()):
+        # As the API answers a wrong key (401): refused, and never the key in a log.
+        log.warning("discarding self-destruct request %s: its key is not instance %s's", name, instance_id)
+        return
+    when = min(request["at"] + state["clock_offset"], now)
+    if when > state["last_advanced"]:
+        advance(state, when)  # bill up to the request's moment, and not a second after
+    # What Market.destroy keeps of a destroyed instance (for /charges/).
+    state.setdefault("destroyed", {})[str(instance_id)] = {
+        "id": inst["id"], "label": inst["label"], "ledger": inst["ledger"], "traffic": inst["traffic"],
+        "inet_up_cost": inst["inet_up_cost"], "inet_down_cost": inst["inet_down_cost"],
+        "destroyed_at": state["last_advanced"],
+    }  # fmt: skip
+    del state["instances"][str(instance_id)]
+    log.info("instance %s destroyed itself: %s", instance_id, str(request.get("reason") or "no reason given")[:200])
