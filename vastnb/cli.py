@@ -3,6 +3,10 @@
     vastnb profiles
     vastnb offers training-standard --limit 5 [--json]
     vastnb offers "gpu_name=RTX_4090 num_gpus>=1 dph<0.5"
+    vastnb launch dev-test [--name exp1] [--interruptible] [--bid min]
+    vastnb ps [--orphans] [--json]
+    vastnb down exp1 | --all | --orphans
+    vastnb demo
     vastnb sim serve --host 127.0.0.1 --port 8123
 """
 
@@ -19,6 +23,7 @@ from . import __version__
 from .client import Client
 from .config import vastnb_home
 from .errors import VastError
+from .launch import LaunchEvent
 
 __all__ = ["main"]
 
@@ -44,6 +49,56 @@ def _offers(args: argparse.Namespace) -> int:
     with Client(profiles=args.profiles) as client:
         frame = client.offers(" ".join(args.spec), limit=args.limit, order=args.order)
         _print_frame(frame, as_json=args.json, simulated=client.simulated)
+    return 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from .fleet import BoxOptions
+
+    box_options = BoxOptions(silence_s=args.silence * 60)
+    with Client(profiles=args.profiles, box=box_options) as client:
+        if client.simulated:
+            print("SIMULATED marketplace (no Vast API key found): nothing is billed.")
+        # Launched from a terminal, a box outlives this command: it is kept.
+        box = client.launch(args.profile, name=args.name, interruptible=args.interruptible or None,
+                            bid=args.bid, keep=True, progress=print_event)  # fmt: skip
+        print(f"{box.name} (#{box.id}) is running at ${box.price_per_hour:.3f}/h. "
+              f"It destroys itself after {args.silence:g} min without a connection from vastnb; "
+              f"end it now with `vastnb down {box.name}`.")  # fmt: skip
+    return 0
+
+
+def print_event(event: LaunchEvent) -> None:
+    """A launch step as one line: ``[  4.1s] running: instance 123 running``."""
+    print(f"[{event.elapsed:6.1f}s] {event.stage}: {event.message}", flush=True)
+
+
+def _ps(args: argparse.Namespace) -> int:
+    with Client() as client:
+        frame = client.orphans() if args.orphans else client.instances()
+        _print_frame(frame, as_json=args.json, simulated=client.simulated)
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    if bool(args.names) + args.all + args.orphans != 1:
+        print("vastnb down: name one or more instances, or --all, or --orphans", file=sys.stderr)
+        return 2
+    with Client() as client:
+        if args.all:
+            gone = client.down_all()
+        elif args.orphans:
+            gone = client.down_orphans()
+        else:
+            gone = [name for name in args.names if client.down(name)]
+        print(f"destroyed: {', '.join(map(str, gone))}" if gone else "nothing to destroy")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo()
     return 0
 
 
@@ -82,6 +137,30 @@ def build_parser() -> argparse.ArgumentParser:
     offers.add_argument("--profiles", metavar="PATH", help="profile file or folder")
     offers.add_argument("--json", action="store_true", help="print JSON")
     offers.set_defaults(run=_offers)
+
+    launch = commands.add_parser("launch", help="rent the cheapest offer for a profile; the box is kept running")
+    launch.add_argument("profile", help="a profile name (see `vastnb profiles`)")
+    launch.add_argument("--name", help="a name for the box (default: profile-XXXX)")
+    launch.add_argument("--interruptible", action="store_true", help="rent at a bid: cheaper, can be preempted")
+    launch.add_argument("--bid", help="min (default), min+N%%, or a fixed $/h; implies --interruptible")
+    launch.add_argument("--silence", type=float, default=30.0, metavar="MINUTES",
+                        help="the box destroys itself after this long without vastnb connected (default 30)")  # fmt: skip
+    launch.add_argument("--profiles", metavar="PATH", help="profile file or folder")
+    launch.set_defaults(run=_launch)
+
+    ps = commands.add_parser("ps", help="vastnb's instances: state, $/h, uptime, cost so far, owner")
+    ps.add_argument("--orphans", action="store_true", help="only instances no live session owns")
+    ps.add_argument("--json", action="store_true", help="print JSON")
+    ps.set_defaults(run=_ps)
+
+    down = commands.add_parser("down", help="destroy instances (billing stops)")
+    down.add_argument("names", nargs="*", metavar="NAME", help="instance names or ids")
+    down.add_argument("--all", action="store_true", help="every vastnb instance on the account")
+    down.add_argument("--orphans", action="store_true", help="every instance no live session owns")
+    down.set_defaults(run=_down)
+
+    demo = commands.add_parser("demo", help="launch a simulated box, train on it, show the cost, tear down")
+    demo.set_defaults(run=_demo)
 
     sim = commands.add_parser("sim", help="the simulated marketplace")
     sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="COMMAND")

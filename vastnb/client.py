@@ -8,16 +8,21 @@ marked as simulated wherever they are shown.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pandas as pd
 
 from .api import VastAPI
+from .box import Box
 from .config import find_api_key, vastnb_home
-from .errors import ConfigError, NoOffersError
+from .errors import ConfigError, InstanceGoneError, NoOffersError
+from .fleet import BoxOptions, Fleet, FleetEntry, parse_label
+from .launch import LaunchPolicy, Progress
 from .profiles import Profile, get_profile, load_profiles
 from .query import looks_like_query, parse_order, parse_query
 from .records import Offer
@@ -25,11 +30,15 @@ from .retry import RetryPolicy
 from .secret import Secret
 from .selection import Candidate, broad_query, explain, profile_query, rank
 
+if TYPE_CHECKING:
+    from .sim import SimConfig
+
 __all__ = ["Client", "BACKENDS"]
 
 BACKENDS = ("vast", "sim")
 SIM_URL = "http://sim.vastnb.invalid"  # never resolved: the in-process transport answers
 SIM_MARK = "SIMULATED"
+INSTANCE_COLUMNS = ("id", "name", "profile", "gpu", "state", "price_per_hour", "uptime_hours", "cost", "owner", "keep")
 
 
 class Client:
@@ -39,6 +48,9 @@ class Client:
     ``"vast"`` when an API key is found (argument, ``VAST_API_KEY``, or the Vast CLI's
     key file) and ``"sim"`` otherwise. ``profiles`` is a profile file or folder.
     ``transport`` replaces the network for the ``vast`` backend (tests use it).
+    ``box`` says how boxes are reached and guarded (:class:`BoxOptions`); ``launch_policy``
+    bounds launches (attempts, deadlines per phase). ``sim_config`` tunes the simulated
+    market (its delays, for instance) when the backend is ``sim``.
     """
 
     def __init__(
@@ -51,6 +63,9 @@ class Client:
         home: str | os.PathLike[str] | None = None,
         transport: httpx.BaseTransport | None = None,
         retry: RetryPolicy | None = None,
+        box: BoxOptions | None = None,
+        launch_policy: LaunchPolicy | None = None,
+        sim_config: SimConfig | None = None,
     ) -> None:
         key = find_api_key(api_key)
         backend = backend or os.environ.get("VASTNB_BACKEND") or ("vast" if key else "sim")
@@ -64,7 +79,7 @@ class Client:
         if backend == "sim":
             from .sim import Simulator
 
-            self.sim = Simulator(self.home)
+            self.sim = Simulator(self.home, sim_config)
             key, url, transport = Secret(self.sim.market.api_key), SIM_URL, self.sim.transport()
         elif key is None:
             raise ConfigError(
@@ -72,6 +87,7 @@ class Client:
                 "`vastai set api-key`. Without one, use backend='sim' to try everything on the simulator."
             )
         self.api = VastAPI(key, base_url=url, transport=transport, retry=retry)
+        self._box_options, self._launch_policy = box, launch_policy
 
     def __repr__(self) -> str:
         return f"Client(backend={self.backend!r}, url={self.api.base_url!r})"
@@ -130,9 +146,89 @@ class Client:
             rows = [_offer_row(c.offer, c.price, c.bid) for c in self.select(spec)]
         return self._frame(rows[:limit] if limit else rows, index="id")
 
-    def _frame(self, rows: Sequence[dict[str, Any]], *, index: str, market: bool = True) -> pd.DataFrame:
-        frame = pd.DataFrame(list(rows))
-        if not frame.empty:
+    # -- instances ----------------------------------------------------------------------
+
+    @cached_property
+    def fleet(self) -> Fleet:
+        """The instances this client launches and manages (the state store behind them)."""
+        return Fleet(self, box=self._box_options, policy=self._launch_policy)
+
+    def launch(
+        self,
+        profile: str | Profile,
+        *,
+        name: str | None = None,
+        interruptible: bool | None = None,
+        bid: str | float | None = None,
+        keep: bool = False,
+        progress: Progress | None = None,
+    ) -> Box:
+        """Rent the cheapest offer that fits ``profile`` and return its box, its worker
+        ready. ``interruptible=True`` rents at a ``bid`` ("min", "min+10%" or $/h).
+        ``keep=True`` leaves it running when this Python process exits; otherwise it is
+        destroyed then. ``progress`` is called with each :class:`~vastnb.launch.LaunchEvent`.
+        Use it as ``with vast.launch(...) as box:`` to destroy it when the block ends."""
+        chosen = profile if isinstance(profile, Profile) else self.profile(profile)
+        chosen = chosen.rented_as(interruptible=interruptible, bid=bid)
+        return self.fleet.launch(chosen, name=name, keep=keep, progress=progress)
+
+    def attach(self, ref: str | int) -> Box:
+        """The box called ``ref`` (a name or instance id), launched earlier, perhaps by
+        another kernel; this session now owns it."""
+        return self.fleet.attach(ref)
+
+    def instances(self) -> pd.DataFrame:
+        """vastnb's instances on the account: name, profile, GPU, state, $/h, uptime,
+        cost so far and owner ("this session", another live session, "kept", "orphan")."""
+        return self._instances_frame(self.fleet.entries())
+
+    def orphans(self) -> pd.DataFrame:
+        """Instances no live session owns (their kernel died without destroying them)."""
+        return self._instances_frame([e for e in self.fleet.entries() if e.orphan])
+
+    def down(self, ref: str | int) -> bool:
+        """Destroy the instance called ``ref`` (name or id). False if already gone."""
+        try:
+            stored = self.fleet.resolve(ref)
+        except InstanceGoneError:
+            if isinstance(ref, int) or str(ref).isdigit():
+                return self.fleet.destroy(int(ref))  # an id the store never saw
+            raise
+        return self.fleet.destroy(stored.id)
+
+    def down_all(self) -> list[int]:
+        """Destroy every vastnb instance on the account; the ids destroyed."""
+        return [e.instance.id for e in self.fleet.entries() if self.fleet.destroy(e.instance.id)]
+
+    def down_orphans(self) -> list[int]:
+        """Destroy every orphan; the ids destroyed."""
+        return [e.instance.id for e in self.fleet.orphans() if self.fleet.destroy(e.instance.id, "orphan destroyed")]
+
+    def _instances_frame(self, entries: list[FleetEntry]) -> pd.DataFrame:
+        since = min((e.instance.start_date or time.time() for e in entries), default=time.time())
+        costs = self.fleet.costs(since - 3600) if entries else {}
+        rows = []
+        for e in entries:
+            i, s = e.instance, e.stored
+            uptime = i.raw.get("uptime_mins")
+            rows.append({
+                "id": i.id,
+                "name": s.name if s else (parse_label(i.label) or ("",))[0],
+                "profile": s.profile if s else None,
+                "gpu": f"{i.num_gpus}x {i.gpu_name}",
+                "state": i.actual_status.value,
+                "price_per_hour": round(i.dph_total, 4),
+                "uptime_hours": round(uptime / 60, 3) if uptime is not None else None,
+                "cost": round(costs.get(i.id, 0.0), 4),
+                "owner": e.owner,
+                "keep": bool(s and s.keep),
+            })  # fmt: skip
+        return self._frame(rows, index="id", columns=INSTANCE_COLUMNS)
+
+    def _frame(self, rows: Sequence[dict[str, Any]], *, index: str, market: bool = True,
+               columns: Sequence[str] | None = None) -> pd.DataFrame:  # fmt: skip
+        frame = pd.DataFrame(list(rows), columns=list(columns) if columns else None)
+        if not frame.empty or columns:
             frame = frame.set_index(index)
         # Market figures from the simulator say so in the table's corner (the columns'
         # name), in print and in notebooks alike.

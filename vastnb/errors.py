@@ -27,6 +27,8 @@ __all__ = [
     "CheckpointError",
     "CheckpointCorruptError",
     "StorageError",
+    "ProvisionError",
+    "InstanceGoneError",
 ]
 
 
@@ -177,3 +179,23 @@ class RemoteError(VastError):
 class UnsafeResultError(VastError):
     """The box sent back something the session's result policy refuses to unpickle
     (with ``results=safe``: anything but plain data, arrays and tensors)."""
+
+
+class ProvisionError(VastError):
+    """A launch gave up. ``attempts`` lists each try: the offer, the instance it created
+    (if any), why it failed, and whether that instance was destroyed. A message that
+    says an instance may still be billing names it and the command that ends it."""
+
+    def __init__(self, message: str, *, attempts: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.attempts = attempts or []
+
+    @property
+    def left_billing(self) -> list[int]:
+        """Instances this launch created and could not destroy."""
+        return [int(a["instance_id"]) for a in self.attempts if a.get("instance_id") and not a.get("destroyed")]  # type: ignore[call-overload]
+
+
+class InstanceGoneError(VastError):
+    """The instance no longer exists on the market (destroyed, or never created), or no
+    instance has that name in vastnb's state store."""

@@ -8,6 +8,7 @@ The file is looked for in this order: the ``path`` argument > ``VASTNB_PROFILES`
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.resources
 import os
@@ -77,6 +78,31 @@ class Profile:
         # Rounded so that "min+10%" of 0.10 is 0.11, not 0.11000000000000001, but never
         # below min_bid: Vast would still create (and bill) a stopped instance.
         return max(round(min_bid * (1 + float(match.group(1)) / 100), 6), float(min_bid))
+
+    def rented_as(self, *, interruptible: bool | None = None, bid: str | float | None = None) -> Profile:
+        """This profile rented as asked: ``interruptible=True`` with a ``bid`` ("min",
+        "min+N%" or a fixed $/h; default: the profile's, else "min"), or on demand with
+        ``interruptible=False``. Bad values raise :class:`ProfileError`."""
+        if interruptible is None and bid is None:
+            return self
+        if interruptible is False:
+            if bid is not None:
+                raise ProfileError("bid only applies to interruptible rentals: drop the bid, or ask for interruptible")
+            return dataclasses.replace(self, interruptible=False, bid=None)
+        if isinstance(bid, str):
+            try:
+                bid = float(bid)  # "0.20" from a command line is a fixed $/h
+            except ValueError:
+                pass
+        if isinstance(bid, (int, float)) and not isinstance(bid, bool):
+            bid = float(bid)
+        elif bid is not None and not isinstance(bid, str):
+            raise ProfileError(f"bid must be min, min+N% or a fixed $/h, not {bid!r}")
+        chosen = bid if bid is not None else (self.bid or "min")
+        problem = _check_bid(chosen)
+        if problem:
+            raise ProfileError(f"bid {problem}")
+        return dataclasses.replace(self, interruptible=True, bid=chosen)
 
     def as_row(self) -> dict[str, Any]:
         """The profile as one row of a pandas DataFrame (the columns people compare)."""

@@ -1,0 +1,170 @@
+"""``Box``: a rented instance and the worker on it, as ``launch()`` and ``attach()`` give it.
+
+Work goes to the box through an offload :class:`~vastnb.offload.Session` (connected on
+first use, and again after a drop); the instance itself is managed through the fleet:
+stop, start, down. ``down()`` is idempotent, and ``with vast.launch(...) as box:``
+destroys the instance on every way out of the block, errors and Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .errors import InstanceGoneError
+from .offload import CellResult, RemoteTask, Session
+from .records import ActualStatus, Instance
+from .store import StoredInstance
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
+
+__all__ = ["Box"]
+
+
+class Box:
+    """A rented instance and the worker on it.
+
+    ``run(fn, *args)`` runs ``fn`` on the box and returns its value; ``run_cell(source)``
+    runs notebook source there. ``stop()``, ``start()`` and ``down()`` manage the rental.
+    """
+
+    def __init__(self, fleet: Fleet, record: StoredInstance, *, session: Session | None = None) -> None:
+        self._fleet = fleet
+        self._record = record
+        self._session = session
+
+    def __repr__(self) -> str:
+        r = self._record
+        price = f" ${r.price_per_hour:.3f}/h" if r.price_per_hour is not None else ""
+        mark = " SIMULATED" if self._fleet.simulated else ""
+        return f"<Box {r.name!r} #{r.id} {r.num_gpus}x {r.gpu} {r.state}{price}{mark}>"
+
+    # -- identity -----------------------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        """The Vast instance id."""
+        return self._record.id
+
+    @property
+    def name(self) -> str:
+        return self._record.name
+
+    @property
+    def profile(self) -> str:
+        return self._record.profile
+
+    @property
+    def price_per_hour(self) -> float | None:
+        """What the rental costs per hour (the bid plus disk, for interruptible ones)."""
+        return self._record.price_per_hour
+
+    @property
+    def keep(self) -> bool:
+        """True: left running when this Python process exits (listed, with its $/h)."""
+        return self._record.keep
+
+    @keep.setter
+    def keep(self, value: bool) -> None:
+        self._fleet.store.update(self._fleet.url, self.id, keep=int(bool(value)))
+        self._refresh()
+
+    # -- the rental ---------------------------------------------------------------------
+
+    def info(self) -> Instance:
+        """The instance as the market reports it now. Raises if it is gone."""
+        instance = self._fleet.api.show_instance(self.id)
+        if instance is None:
+            self._fleet.forget(self.id, "gone from the market")
+            self._refresh()
+            raise InstanceGoneError(f"instance {self.id} ({self.name}) no longer exists on the market: it was destroyed.")
+        return instance
+
+    @property
+    def status(self) -> str:
+        """``running``, ``loading``, ``stopped``, ... or ``destroyed``."""
+        if not self._record.live:
+            return "destroyed"
+        try:
+            return self.info().actual_status.value
+        except InstanceGoneError:
+            return "destroyed"
+
+    def cost(self) -> float:
+        """Dollars this instance has cost so far (GPU, disk and traffic), as the market
+        charges it."""
+        return round(self._fleet.costs(self._record.created_at - 3600).get(self.id, 0.0), 6)
+
+    def stop(self) -> None:
+        """Stop the instance: GPU billing stops, its disk (and its files) stay, billed."""
+        self._close_session()
+        self._fleet.api.stop_instance(self.id)
+        self._fleet.store.update(self._fleet.url, self.id, state="stopped")
+        self._refresh()
+
+    def start(self, *, wait: bool = True, timeout: float = 600.0) -> None:
+        """Start a stopped instance again and (by default) wait until its worker answers.
+        The worker starts fresh: names defined by earlier runs are gone."""
+        self._fleet.api.start_instance(self.id)
+        self._fleet.store.update(self._fleet.url, self.id, state="starting")
+        if wait:
+            self._fleet.wait_ready(self, timeout=timeout)
+        self._refresh()
+
+    def down(self) -> bool:
+        """Destroy the instance: billing stops for good, its disk is gone. Idempotent:
+        True if this call destroyed it, False if it was already gone."""
+        self._close_session()
+        destroyed = self._fleet.destroy(self.id)
+        self._refresh()
+        return destroyed
+
+    def __enter__(self) -> Box:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.down()
+
+    # -- work ---------------------------------------------------------------------------
+
+    @property
+    def session(self) -> Session:
+        """The offload session to this box's worker (connects on first use)."""
+        if not self._record.live:
+            raise InstanceGoneError(f"instance {self.id} ({self.name}) was destroyed: launch a new box.")
+        if self._session is None:
+            self._session = Session(self._fleet.transport(self.id))
+        return self._session
+
+    def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` on the box, with its output streamed here; its value."""
+        return self.session.call(fn, *args, **kwargs)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteTask:
+        """Start ``fn`` on the box and return at once: a handle to wait on or reattach."""
+        return self.session.submit(fn, *args, **kwargs)
+
+    def run_cell(self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = ()) -> CellResult:
+        """Run notebook ``source`` on the box with ``push`` defined; the ``pull`` names
+        come back, and ``.value`` is the last expression's value."""
+        return self.session.run_cell(source, push=push, pull=pull)
+
+    def health(self) -> dict[str, Any]:
+        """The box's Python, CUDA, GPUs, memory and disk, as its worker reports them."""
+        return self.session.health
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _close_session(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _refresh(self) -> None:
+        self._record = self._fleet.store.get(self._fleet.url, self.id) or self._record
+
+    @property
+    def ready(self) -> bool:
+        """True when the instance runs (the worker is reached on first use)."""
+        return self._record.live and self.info().actual_status is ActualStatus.RUNNING

@@ -1,0 +1,303 @@
+"""The fleet: the instances vastnb launched, who owns them, and their teardown.
+
+A :class:`Fleet` belongs to a :class:`~vastnb.Client`. It registers its Python process
+as a *session* in the state store before creating anything, labels every instance
+``vastnb:<name>:<session>``, and at interpreter exit destroys what this session
+launched (except boxes marked ``keep``, which it lists with their price). An *orphan* is
+a ``vastnb:`` instance on the account whose session has ended without keeping it:
+``orphans()`` finds them, ``down_orphans()`` destroys them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import secrets
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .box import Box
+from .errors import ConfigError, InstanceCreateError, InstanceGoneError
+from .keys import KeyPair, ensure_keypair, ensure_registered
+from .launch import LaunchPolicy, Progress, launch, stored_instance
+from .offload import Session, SSHTransport, Transport
+from .profiles import Profile
+from .records import CreatedInstance, Instance
+from .selection import Candidate
+from .store import SessionInfo, StateStore, StoredInstance
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = ["Fleet", "BoxOptions", "FleetEntry", "LABEL_PREFIX"]
+
+LABEL_PREFIX = "vastnb:"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+
+
+@dataclass(frozen=True)
+class BoxOptions:
+    """How boxes are reached and guarded. ``home`` may contain ``{id}``."""
+
+    home: str = "~/.cache/vastnb"  # where the worker lives on the box
+    python: str = "python3"  # the box's Python (3.9 or newer)
+    ssh_options: tuple[str, ...] = ()  # extra OpenSSH options, e.g. ("-F", "/dev/null")
+    silence_s: float = 1800.0  # the box destroys itself after this long with no orchestrator
+
+
+@dataclass(frozen=True)
+class FleetEntry:
+    """One ``vastnb:`` instance: what the market says, what the store says, who owns it."""
+
+    instance: Instance
+    stored: StoredInstance | None
+    owner: str  # "this session", "session <id> (pid N)", "kept", "orphan", "unknown"
+
+    @property
+    def orphan(self) -> bool:
+        return self.owner == "orphan"
+
+
+def parse_label(label: str | None) -> tuple[str, str | None] | None:
+    """(name, session) from a ``vastnb:<name>:<session>`` label; None if not vastnb's."""
+    if not label or not label.startswith(LABEL_PREFIX):
+        return None
+    rest = label[len(LABEL_PREFIX):]
+    name, _, session = rest.rpartition(":")
+    return (name, session) if name else (rest, None)
+
+
+class Fleet:
+    """Launching, reattaching, listing and destroying a client's instances."""
+
+    def __init__(self, client: Client, *, box: BoxOptions | None = None, policy: LaunchPolicy | None = None) -> None:
+        self.client = client
+        self.api = client.api
+        self.url = client.api.base_url
+        self.store = StateStore(client.home / "state.db")
+        self.box = box or BoxOptions()
+        # The simulator's boxes answer in milliseconds: poll it often.
+        self.policy = policy or (LaunchPolicy(poll=0.1) if client.sim is not None else LaunchPolicy())
+        self._session: SessionInfo | None = None
+        self._keys: KeyPair | None = None
+
+    @property
+    def simulated(self) -> bool:
+        return self.client.simulated
+
+    @property
+    def session_id(self) -> str:
+        """This process's session, registered on first need (before any create)."""
+        if self._session is None:
+            self._session = self.store.new_session()
+            atexit.register(self.at_exit)
+        return self._session.id
+
+    # -- launching ------------------------------------------------------------------------
+
+    def launch(self, profile: Profile, *, name: str | None, keep: bool, progress: Progress | None) -> Box:
+        name = name or f"{profile.name}-{secrets.token_hex(2)}"
+        if not _NAME.match(name):
+            raise ConfigError(f"name {name!r} is not usable: 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit.")
+        existing = self.store.find(self.url, name)
+        if existing is not None and existing.live and self._exists(existing.id):
+            raise ConfigError(f"an instance called {name!r} is already running (#{existing.id}): pick another name, "
+                              f"or reattach to it with attach({name!r}).")  # fmt: skip
+        return launch(self, profile, name, keep=keep, policy=self.policy, progress=progress)
+
+    def ensure_key(self) -> KeyPair:
+        """vastnb's key pair, registered on the account (Vast installs it on new instances)."""
+        if self._keys is None:
+            keys = ensure_keypair()
+            ensure_registered(self.api, keys)
+            self._keys = keys
+        return self._keys
+
+    def create(self, profile: Profile, candidate: Candidate, name: str, *, keep: bool) -> CreatedInstance:
+        """Rent ``candidate`` and record it at once (before any waiting)."""
+        label = f"{LABEL_PREFIX}{name}:{self.session_id}"
+        try:
+            created = self.api.create_instance(
+                candidate.offer.id, image=profile.image, disk_gb=profile.disk_gb, label=label, price=candidate.bid,
+                runtype="ssh_direct" if profile.direct_ssh else "ssh",
+            )  # fmt: skip
+        except InstanceCreateError as exc:
+            if exc.created_instance_id is not None:
+                self.store.record(stored_instance(self, profile, candidate, name, label, exc.created_instance_id, None, keep))
+            raise
+        self.store.record(stored_instance(self, profile, candidate, name, label, created.id, created.instance_api_key, keep))
+        return created
+
+    def reachable(self, instance: Instance) -> bool:
+        """Whether a running instance can take connections yet."""
+        boxes = self._sim_boxes
+        if boxes is not None:
+            return boxes.powered(instance.id)
+        return instance.ssh_address() is not None
+
+    @cached_property
+    def _sim_boxes(self) -> Any:
+        """The simulator's local machines, when instances are local worker processes."""
+        sim = self.client.sim
+        return sim.market.boxes if sim is not None and sim.market.config.ssh_address is None else None
+
+    def transport(self, instance_id: int) -> Transport:
+        """How to reach instance ``instance_id``'s worker."""
+        if self._sim_boxes is not None:
+            return self._sim_boxes.transport(instance_id)
+        instance = self.api.show_instance(instance_id)
+        address = instance.ssh_address() if instance else None
+        if address is None:
+            state = instance.actual_status.value if instance else "gone"
+            raise InstanceGoneError(f"instance {instance_id} has no SSH address ({state}): start it first.")
+        hosts = self.client.home / "known_hosts"
+        hosts.mkdir(parents=True, exist_ok=True)
+        return SSHTransport(
+            host=address[0], port=address[1], user="root", identity=self.ensure_key().private,
+            known_hosts=hosts / str(instance_id), control_dir=_control_dir(),
+            home=self.box.home.format(id=instance_id), python=self.box.python, options=list(self.box.ssh_options),
+        )  # fmt: skip
+
+    def arm_watchdog(self, session: Session, instance_id: int) -> dict[str, Any]:
+        """Tell the box to destroy itself past the profile's max duration, or after
+        ``silence_s`` without any orchestrator. It gets the instance's own restricted
+        key, never the account's."""
+        from vastnb_worker import watchdog
+
+        stored = self.store.get(self.url, instance_id)
+        if stored is None or not stored.instance_key:
+            return {}
+        remaining = None
+        if stored.max_duration_hours:
+            remaining = stored.max_duration_hours * 3600 - (time.time() - stored.created_at)
+        url = self.client.sim.market.selfdestruct_url() if self._sim_boxes is not None else self.api.base_url
+        return session.call(watchdog.arm, instance_id, url, stored.instance_key, remaining_s=remaining, silence_s=self.box.silence_s)
+
+    def wait_ready(self, box: Box, *, timeout: float) -> None:
+        """After a start: wait until the instance runs and its worker answers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            instance = box.info()
+            if instance.actual_status.value == "running" and self.reachable(instance):
+                break
+            if instance.actual_status.is_failed:
+                raise InstanceGoneError(f"instance {box.id} is {instance.actual_status.value}: it will not start; destroy it with down().")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"instance {box.id} did not start within {timeout:.0f} s ({instance.status_msg}); it is still billing its disk.")
+            time.sleep(self.policy.poll)
+        self.store.update(self.url, box.id, state="running")
+        self.arm_watchdog(box.session, box.id)
+
+    # -- teardown -------------------------------------------------------------------------
+
+    def destroy(self, instance_id: int, note: str = "destroyed") -> bool:
+        """Destroy (idempotent); True if this call did it. API errors propagate: an
+        instance that may still bill is never reported as gone."""
+        done = self.api.destroy_instance(instance_id)
+        self.store.destroyed(self.url, instance_id, note if done else "already gone")
+        return done
+
+    def forget(self, instance_id: int, note: str) -> None:
+        self.store.destroyed(self.url, instance_id, note)
+
+    def at_exit(self) -> None:
+        """At interpreter exit: destroy this session's boxes, except kept ones (listed)."""
+        if self._session is None:
+            return
+        kept = []
+        for stored in self.store.instances(self.url):
+            if stored.session != self._session.id:
+                continue
+            if stored.keep:
+                kept.append(stored)
+                continue
+            try:
+                self.destroy(stored.id, "destroyed at interpreter exit")
+            except Exception as exc:  # report every failure, then go on with the rest
+                print(f"vastnb: could not destroy instance {stored.id} ({stored.name}) at exit: {exc}", file=sys.stderr)
+        for stored in kept:
+            price = f"${stored.price_per_hour:.3f}/h" if stored.price_per_hour is not None else "price unknown"
+            print(f"vastnb: kept running: {stored.name} (#{stored.id}, {price}); "
+                  f"end it with `vastnb down {stored.name}`", file=sys.stderr)  # fmt: skip
+        self.store.end_session(self._session.id)
+
+    # -- listing --------------------------------------------------------------------------
+
+    def entries(self) -> list[FleetEntry]:
+        """Every ``vastnb:`` instance on the account, with its owner. Store rows whose
+        instance is gone from the market are marked destroyed on the way."""
+        stored = {s.id: s for s in self.store.instances(self.url)}
+        out = []
+        for instance in self.api.list_instances():
+            parsed = parse_label(instance.label)
+            if parsed is None:
+                continue  # not ours: a user's own rentals are never touched
+            row = stored.pop(instance.id, None)
+            out.append(FleetEntry(instance, row, self._owner(row.session if row else parsed[1], row)))
+        for gone in stored.values():
+            self.forget(gone.id, "gone from the market")
+        return out
+
+    def _owner(self, session: str | None, row: StoredInstance | None) -> str:
+        if session is None:
+            return "unknown"
+        if self._session is not None and session == self._session.id:
+            return "this session"
+        if row is not None and row.keep:
+            return "kept"
+        info = self.store.session(session)
+        if info is None:
+            return "unknown"  # launched with another state store (another machine?)
+        return f"session {info.id} (pid {info.pid})" if info.alive else "orphan"
+
+    def costs(self, since: float) -> dict[int, float]:
+        """Dollars charged per instance id since ``since`` (epoch), from the market's
+        own charges."""
+        out: dict[int, float] = {}
+        for charge in self.api.charges(since, time.time() + 366 * 86400):
+            if charge.instance_id is not None:
+                out[charge.instance_id] = out.get(charge.instance_id, 0.0) + charge.amount
+        return out
+
+    def orphans(self) -> list[FleetEntry]:
+        return [e for e in self.entries() if e.orphan]
+
+    def _exists(self, instance_id: int) -> bool:
+        if self.api.show_instance(instance_id) is not None:
+            return True
+        self.forget(instance_id, "gone from the market")
+        return False
+
+    def resolve(self, ref: str | int) -> StoredInstance:
+        """The stored instance named ``ref`` (a name, or an instance id)."""
+        stored = None
+        if isinstance(ref, int) or str(ref).isdigit():
+            stored = self.store.get(self.url, int(ref))
+        if stored is None:
+            stored = self.store.find(self.url, str(ref))
+        if stored is None:
+            raise InstanceGoneError(f"no instance called {ref!r} in vastnb's state store ({self.store.path}); "
+                                    "`vastnb ps` lists the ones that exist.")  # fmt: skip
+        return stored
+
+    def attach(self, ref: str | int) -> Box:
+        """Adopt an instance launched earlier (by this or another session) as a Box."""
+        stored = self.resolve(ref)
+        if not stored.live or not self._exists(stored.id):
+            raise InstanceGoneError(f"instance {stored.id} ({stored.name}) was destroyed: launch a new one.")
+        self.store.update(self.url, stored.id, session=self.session_id, note=f"attached by session {self.session_id}")
+        return Box(self, self.store.get(self.url, stored.id) or stored)
+
+
+def _control_dir() -> Path:
+    """A short folder for OpenSSH ControlMaster sockets (a socket path must stay under
+    ~100 bytes, and VASTNB_HOME may be deep)."""
+    path = Path(tempfile.gettempdir()) / f"vastnb-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path

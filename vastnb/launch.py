@@ -1,0 +1,214 @@
+"""Launch: from a profile to a box whose worker answers.
+
+select offers -> vastnb's SSH key on the account -> create (labelled ``vastnb:``) ->
+the id into the state store -> wait through Vast's states, each phase with a deadline
+-> connect (retrying while the SSH key propagates) -> arm the box's watchdog -> ready.
+
+Every attempt that fails destroys what it created and records whether that worked. An
+offer taken between search and create, or priced out, is skipped; a machine that failed
+is avoided for the rest of the launch. After a bounded number of attempts a
+:class:`~vastnb.errors.ProvisionError` lists them all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .box import Box
+from .errors import InstanceCreateError, OfferUnavailableError, ProvisionError, TransportError, VastError
+from .offload import Session
+from .profiles import Profile
+from .records import ActualStatus, Instance
+from .selection import Candidate
+from .store import StoredInstance
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
+
+__all__ = ["LaunchPolicy", "LaunchEvent", "Progress", "launch"]
+
+#: ``status_msg`` fragments that mean the container will not come up (dstack, Vast's CLI).
+FAILURE_SIGNS = ("oci runtime", "error response from daemon", "permission denied")
+
+
+@dataclass(frozen=True)
+class LaunchPolicy:
+    """How hard a launch tries. Deadlines are seconds per phase."""
+
+    attempts: int = 3  # instances created, at most
+    offers: int = 12  # offers tried, at most (taken and priced-out ones included)
+    create_deadline: float = 300.0  # created -> loading
+    load_deadline: float = 1200.0  # loading -> running: the image pull
+    connect_deadline: float = 180.0  # running -> the worker answers over SSH
+    poll: float = 5.0  # seconds between status checks
+
+
+@dataclass(frozen=True)
+class LaunchEvent:
+    """One step of a launch, for a progress display. ``elapsed`` counts from launch()."""
+
+    stage: str  # offer, created, loading, running, connecting, ready, retry, cleanup
+    message: str
+    elapsed: float
+    instance_id: int | None = None
+    candidate: Candidate | None = None
+
+
+Progress = Callable[[LaunchEvent], None]
+
+
+class _AttemptFailed(Exception):
+    """One attempt failed; the launch may go on with another offer."""
+
+
+def launch(fleet: Fleet, profile: Profile, name: str, *, keep: bool, policy: LaunchPolicy, progress: Progress | None) -> Box:
+    """Rent the cheapest offer for ``profile`` and return its box, ready (see module doc)."""
+    return _Launch(fleet, profile, name, keep, policy, progress).run()
+
+
+class _Launch:
+    def __init__(self, fleet: Fleet, profile: Profile, name: str, keep: bool, policy: LaunchPolicy, progress: Progress | None) -> None:
+        self.fleet, self.profile, self.name, self.keep, self.policy = fleet, profile, name, keep, policy
+        self._progress = progress
+        self.t0 = time.monotonic()
+        self.attempts: list[dict[str, Any]] = []
+        self.avoid: set[int] = set()  # machines that failed us during this launch
+
+    def emit(self, stage: str, message: str, instance_id: int | None = None, candidate: Candidate | None = None) -> None:
+        if self._progress is not None:
+            self._progress(LaunchEvent(stage, message, time.monotonic() - self.t0, instance_id, candidate))
+
+    def run(self) -> Box:
+        fleet = self.fleet
+        fleet.ensure_key()
+        candidates = fleet.client.select(self.profile)
+        created = tried = 0
+        for candidate in candidates:
+            if created >= self.policy.attempts or tried >= self.policy.offers:
+                break
+            if candidate.offer.machine_id in self.avoid:
+                continue
+            tried += 1
+            box = self.attempt(candidate)
+            if box is not None:
+                return box
+            created += bool(self.attempts[-1].get("instance_id"))
+        raise self.failure(len(candidates))
+
+    def attempt(self, candidate: Candidate) -> Box | None:
+        offer = candidate.offer
+        record: dict[str, Any] = {"offer_id": offer.id, "machine_id": offer.machine_id, "gpu": offer.gpu_name,
+                                  "price_per_hour": candidate.price, "instance_id": None, "destroyed": None}  # fmt: skip
+        self.attempts.append(record)
+        bid = f", bid ${candidate.bid:.4f}/h" if candidate.bid is not None else ""
+        self.emit("offer", f"offer {offer.id}: {offer.num_gpus}x {offer.gpu_name}, ${candidate.price:.3f}/h{bid}, "
+                  f"{offer.country or '??'}, reliability {offer.reliability:.3f}", candidate=candidate)  # fmt: skip
+        try:
+            created = self.fleet.create(self.profile, candidate, self.name, keep=self.keep)
+        except OfferUnavailableError as exc:
+            record["error"] = f"offer taken: {exc}"
+            self.emit("retry", f"offer {offer.id} was rented by someone else; trying the next one")
+            return None
+        except InstanceCreateError as exc:
+            record["error"] = str(exc)
+            self.avoid.add(offer.machine_id)
+            if exc.created_instance_id is None:
+                raise  # it may or may not exist: the error says how to check; don't guess
+            # Vast's spot pitfall: an error that still created (and bills) an instance.
+            record["instance_id"] = exc.created_instance_id
+            self.cleanup(record, exc.created_instance_id)
+            return None
+        record["instance_id"] = created.id
+        self.emit("created", f"instance {created.id} created", created.id)
+        try:
+            instance = self.wait_running(created.id)
+            session = self.connect(created.id)
+            self.fleet.arm_watchdog(session, created.id)
+        except (_AttemptFailed, TransportError) as exc:
+            record["error"] = str(exc)
+            self.avoid.add(offer.machine_id)
+            self.emit("retry", f"instance {created.id} failed: {exc}", created.id)
+            self.cleanup(record, created.id)
+            return None
+        except BaseException as exc:  # Ctrl-C, or something unforeseen: never leave it billing
+            record["error"] = repr(exc)
+            self.cleanup(record, created.id)
+            raise
+        self.fleet.store.update(self.fleet.url, created.id, state="running", machine_id=instance.machine_id, note="ready")
+        stored = self.fleet.store.get(self.fleet.url, created.id)
+        assert stored is not None
+        self.emit("ready", f"{self.name} ready: worker answers on instance {created.id}", created.id)
+        return Box(self.fleet, stored, session=session)
+
+    def wait_running(self, instance_id: int) -> Instance:
+        """Poll until running, with a deadline per phase; fail fast on dead states."""
+        policy, phase = self.policy, "created"
+        deadline = time.monotonic() + policy.create_deadline
+        while True:
+            instance = self.fleet.api.show_instance(instance_id)
+            if instance is None:
+                raise _AttemptFailed("the instance disappeared from the market while starting")
+            status, msg = instance.actual_status, (instance.status_msg or "").strip()
+            if status is ActualStatus.RUNNING and self.fleet.reachable(instance):
+                self.fleet.store.update(self.fleet.url, instance_id, state="running", note=msg or None)
+                self.emit("running", f"instance {instance_id} running", instance_id)
+                return instance
+            if status.is_failed:
+                raise _AttemptFailed(f"the instance is {status.value} ({msg or 'no message'}): it will not start")
+            if status in (ActualStatus.STOPPED, ActualStatus.FROZEN) or instance.intended_status == "stopped":
+                raise _AttemptFailed(f"the instance was stopped while starting ({msg or 'no message'})")
+            if any(sign in msg.lower() for sign in FAILURE_SIGNS):
+                raise _AttemptFailed(f"the container failed to start: {msg}")
+            if status is ActualStatus.LOADING and phase == "created":
+                phase, deadline = "loading", time.monotonic() + policy.load_deadline
+                self.fleet.store.update(self.fleet.url, instance_id, state="loading", note=msg or None)
+                self.emit("loading", f"instance {instance_id} loading ({msg or 'pulling the image'})", instance_id)
+            if time.monotonic() > deadline:
+                limit = policy.create_deadline if phase == "created" else policy.load_deadline
+                raise _AttemptFailed(f"still {status.value} after {limit:.0f} s (the {phase} phase's deadline)")
+            time.sleep(policy.poll)
+
+    def connect(self, instance_id: int) -> Session:
+        self.emit("connecting", f"connecting to instance {instance_id}", instance_id)
+        session = Session(self.fleet.transport(instance_id), connect_timeout=self.policy.connect_deadline)
+        session.connect()
+        return session
+
+    def cleanup(self, record: dict[str, Any], instance_id: int) -> None:
+        try:
+            self.fleet.destroy(instance_id, note="launch attempt failed")
+            record["destroyed"] = True
+            self.emit("cleanup", f"instance {instance_id} destroyed", instance_id)
+        except VastError as exc:
+            record["destroyed"] = False
+            record["cleanup_error"] = str(exc)
+            self.emit("cleanup", f"instance {instance_id} could NOT be destroyed: {exc}", instance_id)
+
+    def failure(self, offers: int) -> ProvisionError:
+        lines = [f"Could not launch {self.name!r} (profile {self.profile.name!r}) after {len(self.attempts)} "
+                 f"attempt(s) over {offers} matching offer(s):"]  # fmt: skip
+        for a in self.attempts:
+            made = f"instance {a['instance_id']}" if a["instance_id"] else "no instance"
+            fate = {True: "destroyed", False: "NOT destroyed, still billing", None: ""}[a["destroyed"]]
+            lines.append(f"  offer {a['offer_id']} ({a['gpu']}): {made}{', ' + fate if fate else ''}: {a.get('error', '?')}")
+        left = [a["instance_id"] for a in self.attempts if a["instance_id"] and a["destroyed"] is False]
+        if left:
+            lines.append(f"Destroy what is left with `vastnb down {' '.join(map(str, left))}` or at console.vast.ai.")
+        else:
+            lines.append("Nothing was left billing. Try again later, or relax the profile (see `vastnb offers`).")
+        return ProvisionError("\n".join(lines), attempts=self.attempts)
+
+
+def stored_instance(fleet: Fleet, profile: Profile, candidate: Candidate, name: str, label: str,
+                    instance_id: int, key: str | None, keep: bool) -> StoredInstance:  # fmt: skip
+    """The state-store row for an instance just created."""
+    offer = candidate.offer
+    return StoredInstance(
+        url=fleet.url, id=instance_id, name=name, profile=profile.name, label=label, session=fleet.session_id,
+        keep=keep, offer_id=offer.id, machine_id=offer.machine_id, gpu=offer.gpu_name, num_gpus=offer.num_gpus,
+        price_per_hour=candidate.price, bid=candidate.bid, max_duration_hours=profile.max_duration_hours,
+        instance_key=key, state="created", created_at=time.time(), destroyed_at=None,
+    )  # fmt: skip
