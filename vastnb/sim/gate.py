@@ -87,7 +87,8 @@ class RateLimiter:
 @dataclass
 class Fault:
     """One injected failure: the next ``times`` requests matching ``method`` and the
-    ``path`` regex get ``kind`` ("status", "timeout" or "race") instead of service."""
+    ``path`` regex get ``kind`` ("status", "timeout", "race": the offer is taken, or
+    "outbid": its minimum bid jumps) instead of service."""
 
     kind: str
     path: str = ".*"
@@ -100,7 +101,7 @@ class Fault:
 class Faults:
     """The faults waiting to happen, consumed in the order they were injected."""
 
-    KINDS = frozenset({"status", "timeout", "race"})
+    KINDS = frozenset({"status", "timeout", "race", "outbid"})
 
     def __init__(self) -> None:
         self._pending: list[Fault] = []
@@ -121,8 +122,8 @@ class Faults:
         """The fault for this request, if one is due (and count it as used)."""
         with self._lock:
             for fault in self._pending:
-                if fault.kind == "race" and not re.search(r"/asks/\d+", path):
-                    continue  # a race only means something on a create
+                if fault.kind in ("race", "outbid") and not re.search(r"/asks/\d+", path):
+                    continue  # races only mean something on a create
                 if (fault.method in (None, method)) and re.search(fault.path, path):
                     fault.times -= 1
                     if fault.times <= 0:

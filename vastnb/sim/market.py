@@ -21,6 +21,7 @@ from typing import Any
 
 from . import billing, selfdestruct
 from .account import AccountMixin
+from .boxes import Boxes
 from .catalogue import generate_offers
 from .errors import SimError, number
 from .instances import new_instance, to_api
@@ -44,6 +45,9 @@ class SimConfig:
     load_delay: float = 3.0  # loading -> running: the image pull
     schedule_delay: float = 2.0  # a restart waits this long for its GPUs
     ssh_address: tuple[str, int] | None = None  # a real sshd every instance points at
+    # With ssh_address: the sshd's AuthorizedKeysFile, where a running instance's keys
+    # are installed (as Vast installs them on the box).
+    authorized_keys: Path | None = None
 
 
 class Market(AccountMixin):
@@ -55,6 +59,8 @@ class Market(AccountMixin):
     def __init__(self, home: Path | None = None, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
         self.store = StateStore(home / "sim" / "market.json" if home else None, self._initial)
+        #: The instances' machines (local worker processes); None for an in-memory market.
+        self.boxes = Boxes(home / "sim" / "boxes") if home else None
 
     def _initial(self) -> State:
         return {
@@ -151,15 +157,28 @@ class Market(AccountMixin):
             inst.update(actual_status="loading", status_msg=f"Pulling image {inst['image']}")
         elif action == "running":
             inst.update(actual_status="running", status_msg="success, running", started_at=when)
+            self._power_on(inst)
         elif action == "resume":
             inst.update(intended_status="running", cur_state="running", next_state="running")
             inst.update(actual_status="loading", status_msg="resumed: your bid is winning again")
             inst["events"].append([when + self.config.load_delay, "running"])
 
-    @staticmethod
-    def _set_stopped(inst: dict[str, Any], msg: str) -> None:
+    def _set_stopped(self, inst: dict[str, Any], msg: str) -> None:
         inst.update(actual_status="stopped", intended_status="stopped", cur_state="stopped", next_state="stopped")
         inst.update(status_msg=msg, events=[], started_at=None)
+        if self.boxes:
+            self.boxes.power_off(inst["id"])
+
+    def _power_on(self, inst: dict[str, Any]) -> None:
+        """The instance runs: its machine answers, with the instance's SSH keys installed."""
+        if self.boxes:
+            self.boxes.power_on(inst["id"])
+        if self.config.authorized_keys is not None:
+            keys = [k["key"] for k in inst.get("account_keys", [])] + [k["public_key"] for k in inst["ssh_keys"]]
+            path = Path(self.config.authorized_keys)
+            present = set(path.read_text().splitlines()) if path.exists() else set()
+            with path.open("a") as f:
+                f.writelines(f"{k}\n" for k in keys if k not in present)
 
     # -- offers -----------------------------------------------------------------------------
 
@@ -186,11 +205,14 @@ class Market(AccountMixin):
         for inst in state["instances"].values():
             used[inst["machine_id"]] = used.get(inst["machine_id"], 0) + inst["num_gpus"]
         taken = set(state["taken"])
+        min_bids = state.get("min_bids", {})
         out = []
         for offer in self.catalogue:
             machine_used = used.get(offer["machine_id"], 0)
             if offer["id"] in taken or offer["num_gpus"] > self._machine_gpus[offer["machine_id"]] - machine_used:
                 continue
+            if str(offer["id"]) in min_bids:
+                offer = {**offer, "min_bid": min_bids[str(offer["id"])]}
             out.append({**offer, "rented": True} if machine_used else offer)
         return out
 
@@ -206,6 +228,14 @@ class Market(AccountMixin):
         """Someone else rents ``offer_id`` (the race between search and create)."""
         with self._tx() as (state, _):
             state["taken"].append(int(offer_id))
+
+    def raise_min_bid(self, offer_id: int, factor: float = 2.0) -> None:
+        """Demand for ``offer_id`` jumps: its minimum bid is multiplied by ``factor``, so
+        a bid made from an earlier search is now too low (Vast's spot pitfall)."""
+        with self._tx() as (state, _):
+            offer = self._offer_index[int(offer_id)]
+            bids = state.setdefault("min_bids", {})
+            bids[str(offer_id)] = round(bids.get(str(offer_id), offer["min_bid"]) * factor, 4)
 
     # -- instances --------------------------------------------------------------------------
 
@@ -227,6 +257,7 @@ class Market(AccountMixin):
             bid = None if payload.get("price") is None else number(payload["price"], "price")
             if bid is not None and not 0.001 <= bid <= 128:
                 raise SimError(400, "invalid_price", f"price must be between 0.001 and 128, got {bid}", ask_id=offer_id)
+            offer = {**offer, "min_bid": state.get("min_bids", {}).get(str(offer_id), offer["min_bid"])}
             outbid = bid is not None and bid < offer["min_bid"]
             instance_id = state["next_id"]
             state["next_id"] += 1
@@ -307,6 +338,8 @@ class Market(AccountMixin):
                 "inet_up_cost": inst["inet_up_cost"], "inet_down_cost": inst["inet_down_cost"], "destroyed_at": now,
             }  # fmt: skip
             del state["instances"][str(instance_id)]
+            if self.boxes:
+                self.boxes.remove(instance_id)
 
     def change_bid(self, instance_id: int, price: float) -> None:
         with self._tx() as (state, now):
@@ -355,6 +388,9 @@ class Market(AccountMixin):
             inst.update(actual_status=status, events=[], status_msg=f"simulated: {status}")
             if status == "running":
                 inst.update(intended_status="running", cur_state="running", next_state="running", started_at=now)
+                self._power_on(inst)
+            elif self.boxes:
+                self.boxes.power_off(instance_id)
 
 
 def _outbid(inst: dict[str, Any]) -> bool:

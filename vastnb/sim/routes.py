@@ -119,6 +119,8 @@ class SimAPI:
                 return SimResponse(fault.status, (fault.body or f"<html>{fault.status} Bad Gateway</html>").encode(), "text/html")
             if fault and fault.kind == "race" and (ask := re.search(r"/asks/(\d+)", path)):
                 self.market.take_offer(int(ask.group(1)))
+            if fault and fault.kind == "outbid" and (ask := re.search(r"/asks/(\d+)", path)):
+                self.market.raise_min_bid(int(ask.group(1)))
             threshold = self.limiter.check(key or "anonymous", limit) if limit else None
             if threshold is not None:
                 return SimResponse(429, f"API requests too frequent endpoint threshold={threshold}".encode(), "text/plain")
