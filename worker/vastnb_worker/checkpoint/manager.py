@@ -1,0 +1,257 @@
+"""CheckpointManager: save often without stalling training, resume exactly, survive SIGTERM.
+
+::
+
+    ckpt = CheckpointManager("s3://bucket/runs/exp1", every_steps=500)
+    state = ckpt.load_latest(model=model, optimizer=optimizer)      # None on a fresh run
+    start = state.step + 1 if state else 0
+    for step in range(start, total):
+        ...
+        ckpt.save(step, model=model, optimizer=optimizer, metrics={"loss": loss})
+    ckpt.close()
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from concurrent.futures import Future
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+from ..errors import CheckpointError
+from . import rng
+from .cache import Cache
+from .loading import Checkpoint, load_from
+from .manifest import CheckpointInfo, new_id, versions
+from .pipeline import Job, Writer
+from .preemption import Preemption
+from .reader import catalogue
+from .snapshot import BufferPool, take_snapshot
+from .stores import LocalStore, Store, open_store
+
+__all__ = ["CheckpointManager"]
+
+#: Default grace period after SIGTERM, in seconds: `docker stop` (how a box is stopped)
+#: sends SIGKILL 10 s after SIGTERM; this leaves a margin.
+GRACE = 8.0
+_OBJECTS = ("model", "optimizer", "scheduler")
+
+
+class CheckpointManager:
+    """Saves training state to a store in the background and resumes from it.
+
+    ``url``: a folder path or ``file://`` URL (the default kind), ``s3://bucket/prefix``
+    (AWS, or MinIO, R2... with ``endpoint_url=``), ``gs://bucket/prefix`` (GCS through its
+    S3 endpoint), ``memory://name``, or a :class:`Store`. Other keyword arguments go to the
+    store (``endpoint_url``, ``region_name``, ``client``...). S3 credentials come from
+    boto3's usual chain (environment, ``AWS_PROFILE``, an instance role).
+
+    ``every_steps`` / ``every_seconds``: which ``save()`` calls store a checkpoint: steps
+    that are multiples of ``every_steps`` (never step 0), and/or once ``every_seconds``
+    passed since the last one. With neither, every call saves.
+
+    ``keep_last``: complete checkpoints kept (None: all); ``keep_every``: also keep those
+    whose step is a multiple of it. ``max_in_flight``: checkpoints held in host memory
+    while they upload; a ``save()`` beyond that waits. ``cache``: the local copy that lets a
+    restart on this machine resume without downloading (True: under ``~/.cache``; a path;
+    False: none). ``grace_seconds``: after SIGTERM, how long to finish uploads and write a
+    final checkpoint before exiting. ``handle_sigterm=False`` leaves SIGTERM alone.
+    """
+
+    def __init__(
+        self,
+        url: Union[str, Store],
+        *,
+        every_steps: Optional[int] = None,
+        every_seconds: Optional[float] = None,
+        keep_last: Optional[int] = 3,
+        keep_every: Optional[int] = None,
+        max_in_flight: int = 2,
+        cache: Union[bool, str] = True,
+        grace_seconds: float = GRACE,
+        handle_sigterm: bool = True,
+        retries: int = 3,
+        **store_options: Any,
+    ) -> None:
+        if every_steps is not None and every_steps < 1:
+            raise ValueError(f"every_steps must be at least 1, not {every_steps}")
+        self.store = url if isinstance(url, Store) else open_store(url, **store_options)
+        self.url = self.store.url
+        self.every_steps = every_steps
+        self.every_seconds = every_seconds
+        if isinstance(self.store, LocalStore):  # write beside the store, then rename in: no copy
+            self.cache = Cache(f"{self.store.root}/.staging", keep=0, move=True)
+        elif cache:
+            self.cache = Cache.for_store(self.url, cache if isinstance(cache, str) else None, keep=1)
+        else:
+            self.cache = Cache.scratch()
+        self._pool = BufferPool()
+        self._writer = Writer(self.store, self.cache, self._pool, max_in_flight=max_in_flight, retries=retries,
+                              keep_last=keep_last, keep_every=keep_every, versions=versions)  # fmt: skip
+        self.preemption = Preemption(grace_seconds, install=handle_sigterm)
+        self._last_step: Optional[int] = None
+        self._last_time = time.monotonic()
+        self._closed = False
+
+    # Saving.
+
+    def should_save(self, step: int) -> bool:
+        """Whether ``save(step)`` would store a checkpoint now."""
+        if self.preemption.requested:
+            return True
+        if step == self._last_step:
+            return False
+        by_steps = self.every_steps is not None and step > 0 and step % self.every_steps == 0
+        by_time = self.every_seconds is not None and time.monotonic() - self._last_time >= self.every_seconds
+        return by_steps or by_time or (self.every_steps is None and self.every_seconds is None)
+
+    def save(
+        self,
+        step: int,
+        *,
+        model: Any = None,
+        optimizer: Any = None,
+        scheduler: Any = None,
+        extras: Optional[Mapping[str, Any]] = None,
+        metrics: Optional[Mapping[str, Any]] = None,
+        force: bool = False,
+    ) -> "Optional[Future[CheckpointInfo]]":
+        """Checkpoint ``step`` if it is due (or ``force``), and return at once.
+
+        ``model``, ``optimizer`` and ``scheduler`` are objects with ``state_dict()``
+        (torch modules, optimizers, LR schedulers). ``extras`` is plain data of your own:
+        numbers, strings, lists, dicts, arrays, tensors (it works without torch). ``metrics``
+        are numbers shown by ``vastnb.checkpoints()``. RNG states are saved too.
+
+        The state is copied to host memory before this returns; writing and uploading go
+        on in the background. Returns a Future of the stored :class:`CheckpointInfo`, or
+        None when no checkpoint was due. Waits only when ``max_in_flight`` checkpoints are
+        still uploading. Raises :class:`CheckpointError` if an earlier checkpoint failed.
+        After SIGTERM, this saves a final checkpoint, waits for the uploads within the grace
+        period and exits the process.
+        """
+        self._check_open()
+        self._raise_failure()
+        if not (force or self.should_save(step)):
+            return None
+        started = time.time()
+        parts = []
+        for name, obj in zip(_OBJECTS, (model, optimizer, scheduler)):
+            if obj is not None:
+                if not hasattr(obj, "state_dict"):
+                    raise TypeError(f"{name} has no state_dict(): pass plain data as extras= instead")
+                parts.append((name, take_snapshot(obj.state_dict(), self._pool, name)))
+        state = {"step": step, "rng": rng.capture(), "extras": dict(extras or {})}
+        parts.append(("state", take_snapshot(state, self._pool, "extras")))
+        self._pool.limit = max(self._pool.limit, sum(_bytes(snap.buffers) for _, snap in parts))
+        job = Job(id=new_id(step), step=step, time=started, metrics=_plain_metrics(metrics), parts=parts)
+        preempted = self.preemption.requested
+        future = self._writer.submit(job, timeout=self.preemption.remaining() if preempted else None)
+        self._last_step, self._last_time = step, time.monotonic()
+        if preempted:
+            self._writer.flush(self.preemption.remaining())
+            self.preemption.finish()
+        return future
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every checkpoint saved so far is stored (False on timeout). Raises
+        :class:`CheckpointError` if one failed."""
+        done = self._writer.flush(timeout)
+        self._raise_failure()
+        return done
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Wait for the last uploads, then release threads, the SIGTERM handler and the
+        store. Raises :class:`CheckpointError` if a checkpoint failed or (with
+        ``timeout``) is still uploading."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.preemption.requested:
+            timeout = self.preemption.remaining() if timeout is None else min(timeout, self.preemption.remaining())
+        done = self._writer.close(timeout)
+        self._pool.clear()
+        self.store.close()
+        if self.preemption.requested:
+            self.preemption.finish()
+        self.preemption.uninstall()
+        self._raise_failure()
+        if not done:
+            raise CheckpointError(f"checkpoints to {self.url} were still uploading after {timeout} s; the last "
+                                  "complete one is the latest")  # fmt: skip
+
+    def __enter__(self) -> "CheckpointManager":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # Loading.
+
+    def checkpoints(self) -> List[CheckpointInfo]:
+        """The complete checkpoints in the store, highest step first."""
+        return catalogue(self.store)
+
+    def load_latest(
+        self,
+        model: Any = None,
+        optimizer: Any = None,
+        scheduler: Any = None,
+        *,
+        map_location: Any = "cpu",
+        restore_rng: bool = True,
+    ) -> Optional[Checkpoint]:
+        """Resume from the highest complete step: load its state into ``model``,
+        ``optimizer`` and ``scheduler``, restore the RNG states, and return the
+        :class:`Checkpoint` (``.step``, ``.extras``, ``.metrics``); None when the store holds
+        no checkpoint. A checkpoint whose objects do not match its manifest is skipped with
+        a warning, never loaded. Files come from the local cache when it has them."""
+        found = self._load(None, model, optimizer, scheduler, map_location, restore_rng)
+        if found is not None:
+            self._last_step = found.step
+        return found
+
+    def load(self, step: int, model: Any = None, optimizer: Any = None, scheduler: Any = None, *,
+             map_location: Any = "cpu", restore_rng: bool = True) -> Checkpoint:  # fmt: skip
+        """Like :meth:`load_latest`, for the checkpoint of ``step``: raises
+        :class:`CheckpointError` when there is none, :class:`CheckpointCorruptError` when
+        its objects do not match its manifest."""
+        found = self._load(step, model, optimizer, scheduler, map_location, restore_rng)
+        assert found is not None
+        return found
+
+    def _load(self, step: Optional[int], model: Any, optimizer: Any, scheduler: Any, map_location: Any,
+              restore_rng: bool) -> Optional[Checkpoint]:  # fmt: skip
+        self._check_open()
+        cache = None if self.cache.move else self.cache
+        objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+        return load_from(self.store, cache, objects, step=step, map_location=map_location, restore_rng=restore_rng)
+
+    def _raise_failure(self) -> None:
+        failure, self._writer.failure = self._writer.failure, None
+        if failure is not None:
+            raise failure
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CheckpointError(f"this CheckpointManager for {self.url} is closed: make a new one")
+
+    def __repr__(self) -> str:
+        return f"CheckpointManager({self.url!r}, every_steps={self.every_steps}, every_seconds={self.every_seconds})"
+
+
+def _bytes(buffers: List[Any]) -> int:
+    return sum(b.numel() * b.element_size() for b in buffers)
+
+
+def _plain_metrics(metrics: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Metrics as JSON numbers (a tensor or numpy scalar becomes its value)."""
+    plain: Dict[str, Any] = {}
+    for key, value in (metrics or {}).items():
+        if hasattr(value, "item"):
+            value = value.item()
+        if not isinstance(value, (int, float, str, bool, type(None))):
+            warnings.warn(f"metric {key!r} is a {type(value).__name__}, stored as text", stacklevel=3)
+            value = str(value)
+        plain[str(key)] = value
+    return plain

@@ -1,0 +1,221 @@
+"""The background half of a checkpoint: write, hash, upload, then the manifest.
+
+One thread takes checkpoints in order. For each, it writes every part to a file in the
+cache, hashes it and hands it to the uploaders, so part *n + 1* is written while part *n*
+uploads (and S3 uploads each big part as concurrent multipart). When every object is
+stored, it writes the manifest, which makes the checkpoint exist, then applies retention.
+
+At most ``max_in_flight`` checkpoints are queued or being written: ``submit()`` waits for a
+free slot, so nothing is ever dropped. Each object is retried with backoff; a checkpoint
+that still fails gets no manifest, is reported with a warning at once, and is raised to
+the training loop by the manager's next call.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import threading
+import time
+import warnings
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ..errors import CheckpointError, StorageError
+from .cache import Cache
+from .codec import SUFFIX, write_part
+from .manifest import CheckpointInfo, Part, expired, file_sha256, step_of
+from .reader import CheckpointWarning
+from .snapshot import BufferPool, Snapshot
+from .stores import Store
+
+__all__ = ["Job", "Writer"]
+
+#: Objects uploaded side by side (each one is multipart, with its own concurrency).
+UPLOADERS = 2
+
+
+@dataclass
+class Job:
+    """A checkpoint whose state is in host memory, waiting to be stored."""
+
+    id: str
+    step: int
+    time: float
+    metrics: Dict[str, Any]
+    parts: List[Tuple[str, Snapshot]]
+    future: "Future[CheckpointInfo]" = field(default_factory=Future)
+
+
+class Writer:
+    """Stores checkpoints in the background; see the module's docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        cache: Cache,
+        pool: BufferPool,
+        *,
+        max_in_flight: int = 2,
+        retries: int = 3,
+        keep_last: Optional[int] = 3,
+        keep_every: Optional[int] = None,
+        versions: Callable[[], Dict[str, str]] = dict,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        self.store, self.cache, self.pool = store, cache, pool
+        self.retries, self.keep_last, self.keep_every = retries, keep_last, keep_every
+        self.versions = versions
+        self.failure: Optional[CheckpointError] = None
+        self.last: Optional[CheckpointInfo] = None  # the newest checkpoint stored
+        self._cached: "collections.deque[str]" = collections.deque(maxlen=max(cache.keep, 1))
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._jobs: "queue.Queue[Optional[Job]]" = queue.Queue()
+        self._uploads: "queue.Queue[Optional[Tuple[Future[None], str, str]]]" = queue.Queue()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._in_flight: List[str] = []
+        self._thread = threading.Thread(target=self._run, name="vastnb-checkpoint", daemon=True)
+        self._thread.start()
+        # Daemon threads: an upload that hangs must never keep a preempted process alive.
+        self._uploaders = [threading.Thread(target=self._upload_loop, name=f"vastnb-upload-{i}", daemon=True)
+                           for i in range(UPLOADERS)]  # fmt: skip
+        for thread in self._uploaders:
+            thread.start()
+
+    def submit(self, job: Job, timeout: Optional[float] = None) -> "Future[CheckpointInfo]":
+        """Queue ``job``, first waiting for a free slot (at most ``timeout`` seconds: then
+        :class:`CheckpointError`)."""
+        if not self._slots.acquire(timeout=None if timeout is None else max(timeout, 0.0)):
+            raise CheckpointError(f"no room to save step {job.step}: earlier checkpoints are still uploading",
+                                  step=job.step)  # fmt: skip
+        with self._idle:
+            self._pending += 1
+            self._in_flight.append(job.id)
+        self._jobs.put(job)
+        return job.future
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every submitted checkpoint is stored or failed; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def close(self, timeout: Optional[float] = None) -> bool:
+        """Flush, then stop the threads. False if checkpoints were still uploading."""
+        done = self.flush(timeout)
+        if done:
+            self._prune_cache()
+            self.cache.remove_if_empty()
+        self._jobs.put(None)
+        for _ in self._uploaders:
+            self._uploads.put(None)
+        return done
+
+    # The writing thread.
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                info = self._store(job)
+            except BaseException as exc:  # every failure is reported, none dies with the thread
+                self._fail(job, exc)
+            else:
+                job.future.set_result(info)
+            finally:
+                for _, snapshot in job.parts:  # a failed job's buffers still go back
+                    self.pool.give(snapshot.buffers)
+                    snapshot.buffers = []
+                with self._idle:
+                    self._in_flight.remove(job.id)
+                    self._pending -= 1
+                    self._idle.notify_all()
+                self._slots.release()
+
+    def _store(self, job: Job) -> CheckpointInfo:
+        folder = self.cache.folder(job.id)
+        parts: List[Part] = []
+        uploads: List["Future[None]"] = []
+        for name, snapshot in job.parts:
+            path = os.path.join(folder, name + SUFFIX["torch" if snapshot.uses_torch else "pickle"])
+            codec = write_part(snapshot, path)
+            self.pool.give(snapshot.buffers)  # written: the host copy can serve the next save
+            snapshot.buffers = []
+            size, digest = file_sha256(path)
+            key = f"{job.id}/{name}{SUFFIX[codec]}"
+            parts.append(Part(name=name, key=key, size=size, sha256=digest, codec=codec))
+            upload: "Future[None]" = Future()
+            self._uploads.put((upload, key, path))
+            uploads.append(upload)
+        # Wait for all, so that no upload still reads a file when a failure removes them.
+        errors = [upload.exception() for upload in uploads]
+        for error in errors:
+            if error is not None:
+                raise error  # the first failure fails the checkpoint: it gets no manifest
+        info = CheckpointInfo(id=job.id, step=job.step, time=job.time, metrics=job.metrics, parts=tuple(parts),
+                              versions=self.versions(), url=self.store.url)  # fmt: skip
+        self._retry(f"manifest of step {job.step}", lambda: self.store.put_bytes(info.manifest_key, info.to_json()))
+        self.last = info
+        self._cached.append(info.id)
+        self._retain()
+        return info
+
+    def _upload_loop(self) -> None:
+        while True:
+            item = self._uploads.get()
+            if item is None:
+                return
+            upload, key, path = item
+            try:
+                self._retry(key, lambda: self.store.put_file(key, path, move=self.cache.move))
+            except BaseException as exc:
+                upload.set_exception(exc)
+            else:
+                upload.set_result(None)
+
+    def _retry(self, what: str, action: Callable[[], None]) -> None:
+        for attempt in range(self.retries + 1):
+            try:
+                action()
+                return
+            except StorageError as exc:
+                if not exc.retryable or attempt == self.retries:
+                    raise
+            except OSError:
+                if attempt == self.retries:
+                    raise
+            time.sleep(min(2.0**attempt, 30.0))  # 1, 2, 4... seconds
+
+    def _retain(self) -> None:
+        """Delete what retention does not keep (manifest first: the checkpoint stops
+        existing before its objects go), and the cache's older checkpoints."""
+        ids = [found for found in map(step_of, self.store.list()) if found]
+        for old in expired(ids, self.keep_last, self.keep_every):
+            self.store.delete(old + ".json")
+            self.store.delete_folder(old)
+        self._prune_cache()
+
+    def _prune_cache(self, failed: Optional[str] = None) -> None:
+        with self._idle:
+            keep = (list(self._cached) if self.cache.keep else []) + [i for i in self._in_flight if i != failed]
+        self.cache.prune(keep)
+
+    def _fail(self, job: Job, exc: BaseException) -> None:
+        message = f"checkpoint of step {job.step} was not saved: {exc}"
+        failure = CheckpointError(message, step=job.step)
+        failure.__cause__ = exc
+        self.failure = failure
+        job.future.set_exception(failure)
+        self._prune_cache(failed=job.id)
+        warnings.warn(message, CheckpointWarning, stacklevel=1)

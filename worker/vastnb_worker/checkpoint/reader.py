@@ -1,0 +1,93 @@
+"""Finding and reading checkpoints: only complete ones, only when every checksum matches.
+
+``catalogue()`` lists the checkpoints whose manifests exist, highest step first. ``read()``
+fetches one checkpoint's objects (from the store's own folder, the local cache, or a
+download), checks each against the size and sha256 in its manifest, and decodes them. The
+caller skips a checkpoint that fails the check and tries the next one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from typing import Any, Dict, List, Optional
+
+from ..errors import CheckpointCorruptError, CheckpointError
+from .cache import Cache
+from .codec import read_part
+from .manifest import CheckpointInfo, file_sha256, step_of
+from .stores import Store
+
+__all__ = ["catalogue", "read", "CheckpointWarning"]
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was skipped (corrupt, incomplete) or could not be saved."""
+
+
+def catalogue(store: Store) -> List[CheckpointInfo]:
+    """The complete checkpoints in ``store``, highest step first. A manifest that cannot be
+    parsed is skipped with a warning."""
+    found: List[CheckpointInfo] = []
+    for name in store.list():
+        if step_of(name) is None:
+            continue
+        try:
+            found.append(CheckpointInfo.from_json(store.get_bytes(name), url=store.url))
+        except FileNotFoundError:  # deleted by retention since the listing
+            continue
+        except CheckpointError as exc:
+            warnings.warn(f"skipping {store.url}/{name}: {exc}", CheckpointWarning, stacklevel=3)
+    # Highest step first; for one step saved twice, the later save.
+    return sorted(found, key=lambda info: (info.step, info.time), reverse=True)
+
+
+def read(store: Store, info: CheckpointInfo, cache: Optional[Cache], *, map_location: Any = None) -> Dict[str, Any]:
+    """Every part of ``info``, decoded, by name. Raises :class:`CheckpointCorruptError`
+    when an object is missing or does not match the manifest."""
+    scratch: Optional[str] = None
+    try:
+        states: Dict[str, Any] = {}
+        for part in info.parts:
+            where = f"{info.url}/{part.key}"
+            path = _local(store, part.key)
+            verified = False
+            if path is None and cache is not None and cache.keep:
+                path = cache.holds(info.id, part)  # checks size and sha256
+                verified = path is not None
+            if path is None:  # download, to the cache when it keeps files, else to a scratch folder
+                if cache is not None and cache.keep:
+                    folder = cache.folder(info.id)
+                else:
+                    scratch = scratch or tempfile.mkdtemp(prefix="vastnb-load-")
+                    folder = scratch
+                path = _download(store, part.key, os.path.join(folder, os.path.basename(part.key)), where)
+            size, digest = (part.size, part.sha256) if verified else file_sha256(path)
+            if (size, digest) != (part.size, part.sha256):
+                raise CheckpointCorruptError(f"{where} does not match its manifest (size {size}, expected "
+                                             f"{part.size}; sha256 {digest[:12]}..., expected {part.sha256[:12]}...)",
+                                             step=info.step)  # fmt: skip
+            states[part.name] = read_part(path, part.codec, map_location=map_location, where=where)
+        return states
+    finally:
+        if scratch:  # tensors read with mmap keep their pages: removing the file is safe on POSIX
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _local(store: Store, key: str) -> Optional[str]:
+    try:
+        return store.local_path(key)
+    except FileNotFoundError as exc:
+        raise CheckpointCorruptError(f"{store.url}/{key} is missing although its manifest lists it") from exc
+
+
+def _download(store: Store, key: str, path: str, where: str) -> str:
+    partial = path + ".partial"
+    try:
+        store.get_file(key, partial)
+    except FileNotFoundError as exc:
+        raise CheckpointCorruptError(f"{where} is missing although its manifest lists it") from exc
+    os.replace(partial, path)
+    return path

@@ -1,0 +1,177 @@
+"""S3 and every S3-compatible store, through boto3.
+
+AWS, MinIO, Cloudflare R2 and GCS (through its S3-interoperable endpoint, with HMAC keys)
+all work with ``endpoint_url``. Credentials come from boto3's usual chain (environment,
+``AWS_PROFILE``, ``~/.aws``, an instance role); ``AWS_ENDPOINT_URL_S3`` is honoured too.
+boto3 is imported here only, when an ``s3://`` or ``gs://`` store is opened.
+
+Large objects go up as concurrent multipart uploads. The errors a user can fix (no bucket,
+no permission, no credentials) become a :class:`StorageError` that names the bucket, the
+operation and the fix, and is not retried.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional, TypeVar
+
+from ..errors import StorageError
+from .stores import Store
+
+__all__ = ["S3Store", "transfer_config"]
+
+T = TypeVar("T")
+
+#: Multipart part size. 64 MiB parts upload as fast as 8-16 MiB ones and keep the part
+#: count (max 10,000) far from the limit even for a 100 GB checkpoint.
+CHUNK = 64 << 20
+#: Parts in flight per object.
+CONCURRENCY = 8
+
+_DENIED = {"AccessDenied", "AllAccessDisabled", "403", "Forbidden", "AccountProblem"}
+_BAD_KEY = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "TokenRefreshRequired"}
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+
+
+def transfer_config(chunk: int = CHUNK, concurrency: int = CONCURRENCY) -> Any:
+    """The boto3 ``TransferConfig`` checkpoints upload and download with."""
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=chunk, multipart_chunksize=chunk, max_concurrency=concurrency,
+                          use_threads=True)  # fmt: skip
+
+
+class S3Store(Store):
+    """Objects under ``s3://bucket/prefix``.
+
+    ``client`` is a ready boto3 S3 client (made once and shared: each costs 150-250 ms);
+    otherwise one is made from ``endpoint_url``, ``region_name`` and the other keyword
+    arguments of ``boto3.client``. ``config`` is a boto3 ``TransferConfig`` for uploads
+    and downloads (default: :func:`transfer_config`).
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        scheme: str = "s3",
+        client: Any = None,
+        endpoint_url: Optional[str] = None,
+        region_name: Optional[str] = None,
+        config: Any = None,
+        **client_options: Any,
+    ) -> None:
+        if not bucket:
+            raise ValueError(f"no bucket in the URL: write {scheme}://BUCKET/prefix")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"{scheme}://{bucket}/{self.prefix}".rstrip("/")
+        self._owns_client = client is None
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            # Standard retries back off on throttling and 5xx; the checkpoint pipeline
+            # retries whole objects on top of that.
+            botocore_config = Config(retries={"max_attempts": 5, "mode": "standard"},
+                                     max_pool_connections=4 * CONCURRENCY)  # fmt: skip
+            client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region_name,
+                                  config=botocore_config, **client_options)  # fmt: skip
+        self.client = client
+        self.endpoint = getattr(getattr(client, "meta", None), "endpoint_url", endpoint_url)
+        self.config = config if config is not None else transfer_config()
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, operation: str, key: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except Exception as exc:  # boto3's exceptions are only importable with boto3
+            raise self._translate(exc, operation, key) from exc
+
+    def put_file(self, key: str, path: str, *, move: bool = False) -> None:
+        self._call("upload", key, lambda: self.client.upload_file(path, self.bucket, self._key(key), Config=self.config))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._call("upload", key, lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data))
+
+    def get_bytes(self, key: str) -> bytes:
+        answer = self._call("download", key, lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(key)))
+        return self._call("download", key, answer["Body"].read)
+
+    def get_file(self, key: str, path: str) -> None:
+        self._call("download", key, lambda: self.client.download_file(self.bucket, self._key(key), path,
+                                                                      Config=self.config))  # fmt: skip
+
+    def list(self, folder: str = "") -> List[str]:
+        prefix = self._key(folder.strip("/")).rstrip("/") + "/" if (folder or self.prefix) else ""
+
+        def list_all() -> List[str]:
+            # The delimiter leaves sub-folders out (they come back as CommonPrefixes).
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix,
+                                                                          Delimiter="/")  # fmt: skip
+            return sorted(o["Key"][len(prefix):] for page in pages for o in page.get("Contents", []))
+
+        return self._call("list", folder or "/", list_all)
+
+    def delete_folder(self, folder: str) -> None:
+        prefix = self._key(folder.strip("/")) + "/"
+
+        def delete_all() -> None:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:  # at most 1000 a page, as delete_objects takes
+                    self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+
+        self._call("delete", folder + "/", delete_all)
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key)))
+
+    def close(self) -> None:
+        if self._owns_client:  # a client passed in may serve other stores
+            self.client.close()
+
+    def _translate(self, exc: Exception, operation: str, key: str) -> Exception:
+        """A StorageError saying what failed and how to fix it, or FileNotFoundError."""
+        # upload_file wraps the ClientError in S3UploadFailedError, keeping it as the context.
+        cause: BaseException = exc
+        while type(cause).__name__ == "S3UploadFailedError" and cause.__context__ is not None:
+            cause = cause.__context__
+        name = type(cause).__name__
+        response = getattr(cause, "response", None) or {}
+        code = str(response.get("Error", {}).get("Code", ""))
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        where = f"s3://{self.bucket}/{self._key(key)}"
+        via = f" at {self.endpoint}" if self.endpoint else ""
+
+        def fail(message: str, retryable: bool = False) -> StorageError:
+            return StorageError(message, url=self.url, operation=operation, bucket=self.bucket, retryable=retryable)
+
+        if code in _MISSING and operation != "upload" and code != "NoSuchBucket":
+            return FileNotFoundError(where)
+        if code == "NoSuchBucket":
+            return fail(f"{operation} of {where} failed: bucket '{self.bucket}' does not exist{via}. Create it "
+                        f"(aws s3 mb s3://{self.bucket}) or fix the bucket name; for MinIO, R2 or GCS, check "
+                        "endpoint_url.")  # fmt: skip
+        if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
+            return fail(f"{operation} of {where} failed: no S3 credentials found. Set AWS_ACCESS_KEY_ID and "
+                        "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment of the process that saves "
+                        "checkpoints, or give the machine a role that may use the bucket.")  # fmt: skip
+        if code in _BAD_KEY:
+            return fail(f"{operation} of {where} failed: the endpoint{via} does not accept the credentials "
+                        f"({code}). Check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the profile), and "
+                        "that they belong to this endpoint.")  # fmt: skip
+        if code in _DENIED or status == 403:
+            action = {"upload": "s3:PutObject", "download": "s3:GetObject", "list": "s3:ListBucket",
+                      "delete": "s3:DeleteObject"}.get(operation, "access")  # fmt: skip
+            return fail(f"{operation} of {where} failed: access denied{via}. The credentials need {action} on "
+                        f"bucket '{self.bucket}' (prefix '{self.prefix or '/'}'): grant it in the bucket's "
+                        "policy or the key's permissions, or use a bucket you own.")  # fmt: skip
+        if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
+                    "ReadTimeoutError", "ResponseStreamingError"):  # fmt: skip
+            return fail(f"{operation} of {where} failed: cannot reach the S3 endpoint{via} ({name}). Check "
+                        "endpoint_url and the network; the upload is retried.", retryable=True)  # fmt: skip
+        detail = f"{code} (HTTP {status})" if code else f"{name}: {cause}"
+        return fail(f"{operation} of {where} failed: {detail}.", retryable=status is None or status >= 500)

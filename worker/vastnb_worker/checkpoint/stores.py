@@ -1,0 +1,241 @@
+"""Where checkpoints are kept: one small interface, a local folder, and memory.
+
+A store holds objects under keys relative to its root (``ckpt-000000000500-ab12cd34.json``,
+``ckpt-000000000500-ab12cd34/model.pt``). Everything a checkpoint needs is these few
+operations, so a new kind of store is a small class. S3 and every S3-compatible service
+(MinIO, Cloudflare R2, GCS's interoperable endpoint) are in ``s3.py``.
+
+``open_store(url)`` picks the store from the URL:
+
+- a path or ``file:///path``: :class:`LocalStore` (the default);
+- ``s3://bucket/prefix``: :class:`~vastnb_worker.checkpoint.s3.S3Store`; ``gs://`` is the same
+  through GCS's S3-interoperable endpoint (HMAC keys);
+- ``memory://name``: :class:`MemoryStore`, one per name in this process (for tests).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from abc import ABC, abstractmethod
+from typing import Any, Dict, List, Optional
+from urllib.parse import unquote, urlparse
+
+__all__ = ["Store", "LocalStore", "MemoryStore", "open_store"]
+
+
+class Store(ABC):
+    """The operations a checkpoint needs. Missing objects raise ``FileNotFoundError``;
+    anything else the store refuses raises :class:`~vastnb_worker.errors.StorageError`.
+    Implementations must be safe to call from several threads at once."""
+
+    #: The store's address, as a user would write it (never with credentials).
+    url: str = ""
+
+    @abstractmethod
+    def put_file(self, key: str, path: str, *, move: bool = False) -> None:
+        """Store the file at ``path`` as ``key``. With ``move`` the store may take the file
+        (rename it) instead of copying it."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store ``data`` as ``key``, replacing any object there in one step."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """The whole object ``key``."""
+
+    @abstractmethod
+    def get_file(self, key: str, path: str) -> None:
+        """Write the object ``key`` to the local file ``path``."""
+
+    @abstractmethod
+    def list(self, folder: str = "") -> List[str]:
+        """Names of the objects directly in ``folder`` (not in its sub-folders)."""
+
+    @abstractmethod
+    def delete_folder(self, folder: str) -> None:
+        """Delete every object under ``folder``; nothing happens if there is none."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete one object; nothing happens if it is missing."""
+
+    def local_path(self, key: str) -> Optional[str]:
+        """A local file holding the object, to read in place, or None to fetch it."""
+        return None
+
+    def close(self) -> None:
+        """Release connections. The store is not used afterwards."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+class LocalStore(Store):
+    """A folder on a local or mounted disk. Objects are written to a temporary name and
+    renamed, so a reader never sees half an object. (No fsync: checkpoints guard against
+    a killed process, which loses nothing in the page cache, not against power loss.)"""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(os.path.expanduser(root))
+        self.url = self.root
+        os.makedirs(self.root, exist_ok=True)
+
+    def _path(self, key: str) -> str:
+        path = os.path.normpath(os.path.join(self.root, key))
+        if not path.startswith(self.root + os.sep):
+            raise ValueError(f"key {key!r} leaves the store's folder {self.root}")
+        return path
+
+    def _replace(self, key: str, write: Any) -> None:
+        path = self._path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=os.path.dirname(path))
+        try:
+            with os.fdopen(fd, "wb") as file:
+                write(file)
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink(tmp)
+            raise
+
+    def put_file(self, key: str, path: str, *, move: bool = False) -> None:
+        dest = self._path(key)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        if move:
+            try:
+                os.replace(path, dest)
+                return
+            except OSError:  # another filesystem: copy instead
+                pass
+        try:
+            # A hard link shares the cached file's bytes: no copy, and both names stay valid.
+            tmp = os.path.join(os.path.dirname(dest), f".partial-link-{os.getpid()}-{threading.get_ident()}")
+            _unlink(tmp)
+            os.link(path, tmp)
+            os.replace(tmp, dest)
+        except OSError:
+            self._replace(key, lambda file: _copy_into(path, file))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._replace(key, lambda file: file.write(data))
+
+    def get_bytes(self, key: str) -> bytes:
+        with open(self._path(key), "rb") as file:
+            return file.read()
+
+    def get_file(self, key: str, path: str) -> None:
+        shutil.copyfile(self._path(key), path)
+
+    def local_path(self, key: str) -> Optional[str]:
+        path = self._path(key)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(path)
+        return path
+
+    def list(self, folder: str = "") -> List[str]:
+        path = self._path(folder) if folder else self.root
+        try:
+            entries = list(os.scandir(path))
+        except FileNotFoundError:
+            return []
+        return sorted(e.name for e in entries if e.is_file() and not e.name.startswith(".partial-"))
+
+    def delete_folder(self, folder: str) -> None:
+        shutil.rmtree(self._path(folder), ignore_errors=True)
+
+    def delete(self, key: str) -> None:
+        _unlink(self._path(key))
+
+
+class MemoryStore(Store):
+    """Objects in a dict, for tests and notebooks. ``memory://name`` gives the same store
+    for the same name, for the life of the process."""
+
+    _named: Dict[str, "MemoryStore"] = {}
+    _named_lock = threading.Lock()
+
+    def __init__(self, name: str = "") -> None:
+        self.url = f"memory://{name}"
+        self.objects: Dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def named(cls, name: str) -> "MemoryStore":
+        """The process-wide store called ``name``, created on first use."""
+        with cls._named_lock:
+            if name not in cls._named:
+                cls._named[name] = cls(name)
+            return cls._named[name]
+
+    def put_file(self, key: str, path: str, *, move: bool = False) -> None:
+        with open(path, "rb") as file:
+            self.put_bytes(key, file.read())
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self._lock:
+            self.objects[key] = bytes(data)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self._lock:
+            if key not in self.objects:
+                raise FileNotFoundError(f"{self.url}/{key}")
+            return self.objects[key]
+
+    def get_file(self, key: str, path: str) -> None:
+        data = self.get_bytes(key)
+        with open(path, "wb") as file:
+            file.write(data)
+
+    def list(self, folder: str = "") -> List[str]:
+        prefix = folder.rstrip("/") + "/" if folder else ""
+        with self._lock:
+            keys = list(self.objects)
+        return sorted(k[len(prefix):] for k in keys if k.startswith(prefix) and "/" not in k[len(prefix):])
+
+    def delete_folder(self, folder: str) -> None:
+        prefix = folder.rstrip("/") + "/"
+        with self._lock:
+            for key in [k for k in self.objects if k.startswith(prefix)]:
+                del self.objects[key]
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self.objects.pop(key, None)
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """The store for ``url`` (see the module's docstring). ``options`` go to the store's
+    constructor: for S3, ``endpoint_url``, ``region_name``, ``client``..."""
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
+    if scheme in ("s3", "gs"):
+        from .s3 import S3Store  # boto3 is needed only for these
+
+        if scheme == "gs":
+            options.setdefault("endpoint_url", "https://storage.googleapis.com")
+        return S3Store(parsed.netloc, parsed.path.strip("/"), scheme=scheme, **options)
+    if options:
+        raise TypeError(f"unexpected options for {url!r}: {', '.join(sorted(options))}")
+    if scheme == "memory":
+        return MemoryStore.named(parsed.netloc + parsed.path)
+    if scheme == "file":
+        return LocalStore(unquote(parsed.path))
+    if scheme and len(scheme) > 1:  # "c:" in a Windows path is a drive, not a scheme
+        raise ValueError(f"unknown store {url!r}: use a folder path, file://, s3://, gs:// or memory://")
+    return LocalStore(url)
+
+
+def _copy_into(path: str, file: Any) -> None:
+    with open(path, "rb") as source:
+        shutil.copyfileobj(source, file, 8 << 20)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
