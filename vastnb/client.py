@@ -98,6 +98,9 @@ class Client:
         return self.backend == "sim"
 
     def close(self) -> None:
+        """End this client: its session's boxes are destroyed (kept ones are listed)."""
+        if "fleet" in self.__dict__:
+            self.fleet.close()
         self.api.close()
 
     def __enter__(self) -> Client:

@@ -11,6 +11,7 @@ a ``vastnb:`` instance on the account whose session has ended without keeping it
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import re
 import secrets
@@ -206,9 +207,14 @@ class Fleet:
     def forget(self, instance_id: int, note: str) -> None:
         self.store.destroyed(self.url, instance_id, note)
 
+    def close(self) -> None:
+        """End this session now, as at interpreter exit (see :meth:`at_exit`)."""
+        atexit.unregister(self.at_exit)
+        self.at_exit()
+
     def at_exit(self) -> None:
         """At interpreter exit: destroy this session's boxes, except kept ones (listed)."""
-        if self._session is None:
+        if self._session is None or self._session.ended_at is not None:
             return
         kept = []
         for stored in self.store.instances(self.url):
@@ -226,6 +232,7 @@ class Fleet:
             print(f"vastnb: kept running: {stored.name} (#{stored.id}, {price}); "
                   f"end it with `vastnb down {stored.name}`", file=sys.stderr)  # fmt: skip
         self.store.end_session(self._session.id)
+        self._session = dataclasses.replace(self._session, ended_at=time.time())
 
     # -- listing --------------------------------------------------------------------------
 
