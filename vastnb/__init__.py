@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 from .api import VastAPI
 from .budgets import Budget, load_budgets
+from .checkpoints import CheckpointManager, load_latest
 from .client import Client
 from . import errors
 from .errors import *  # noqa: F403  (the error tree is public, all of it)
@@ -27,6 +28,8 @@ __all__ = [
     "load_profiles",
     "Budget",
     "load_budgets",
+    "CheckpointManager",
+    "load_latest",
     "Offer",
     "Instance",
     "ActualStatus",

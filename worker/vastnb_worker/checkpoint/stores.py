@@ -81,8 +81,7 @@ class LocalStore(Store):
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(os.path.expanduser(root))
-        self.url = self.root
-        os.makedirs(self.root, exist_ok=True)
+        self.url = self.root  # created by the first write: listing a mistyped path leaves no folder
 
     def _path(self, key: str) -> str:
         path = os.path.normpath(os.path.join(self.root, key))
