@@ -19,13 +19,14 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from . import __version__, protocol
+from . import __version__, protocol, watchdog
 from .protocol import Channel, ChannelClosed, Frame, Kind
 from .tasks import Task, TaskStream, error_outcome, execute, result_outcome
 
 __all__ = ["Daemon", "SOCKET_NAME", "serve"]
 
 SOCKET_NAME = "worker.sock"  # relative to the worker's home, which is its cwd at bind time
+PID_NAME = "daemon.pid"  # the daemon's pid, a process-group leader (the sim kills the group)
 KEEP_TASKS = 50  # finished tasks kept for reattach, newest first
 
 
@@ -43,6 +44,7 @@ class Daemon:
         self.current: Optional[Task] = None
         self.connections = 0
         self.last_activity = time.monotonic()
+        self.last_contact = time.monotonic()  # a connection opened or closed: the watchdog's silence clock
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._in_user_code = False
@@ -120,7 +122,7 @@ class Daemon:
     def _should_exit(self) -> bool:
         if not os.path.exists(self.socket_path):
             return True  # our home was removed: nobody can reach us any more
-        idle = self.connections == 0 and self.queue.empty() and self.current is None
+        idle = self.connections == 0 and self.queue.empty() and self.current is None and not watchdog.holds_daemon()
         return idle and time.monotonic() - self.last_activity > self.idle_exit
 
     def _measure_health(self) -> None:
@@ -149,6 +151,7 @@ class Daemon:
         threading.Thread(target=_watch_relay, args=(conn, channel, guard), daemon=True).start()
         with self._lock:
             self.connections += 1
+            self.last_contact = time.monotonic()
         watched: List[Task] = []
 
         def listener(kind: Kind, task: int, meta: dict, body: bytes, buffers: List[Any]) -> None:
@@ -172,6 +175,7 @@ class Daemon:
                 task.unsubscribe(listener)
             with self._lock:
                 self.connections -= 1
+                self.last_contact = time.monotonic()
             self.last_activity = time.monotonic()
             with guard.lock:
                 guard.closed = True
@@ -204,6 +208,7 @@ class Daemon:
             channel.send(Kind.REFUSED, meta={"message": message, "versions": self.versions, "busy": busy,
                                              "restarting": restarting})  # fmt: skip
             if restarting:
+                _remove_pid(self.home)
                 os._exit(0)
             return False
         deadline = time.monotonic() + 2.0
@@ -247,6 +252,7 @@ class Daemon:
         elif kind == Kind.BYE:
             if frame.meta.get("shutdown"):
                 channel.send(Kind.BYE)
+                _remove_pid(self.home)
                 os._exit(0)  # the whole worker: the client asked for a fresh one
             return False
         return True
@@ -353,6 +359,17 @@ def _flush_streams(forwarders: List[_Forwarder]) -> None:
         forwarder.drain()
 
 
+def _remove_pid(home: str) -> None:
+    """Remove the pid file, if it is still ours (a successor may have written its own)."""
+    path = os.path.join(home, PID_NAME)
+    try:
+        with open(path) as f:
+            if f.read().strip() == str(os.getpid()):
+                os.unlink(path)
+    except (OSError, ValueError):
+        pass
+
+
 def serve(home: str, digest: str, *, workdir: Optional[str] = None, idle_exit: float = 12 * 3600) -> None:
     """Run the daemon for ``home`` until told to stop or left idle for ``idle_exit`` s.
     Tasks run in ``workdir`` (default: ``home``)."""
@@ -363,6 +380,7 @@ def serve(home: str, digest: str, *, workdir: Optional[str] = None, idle_exit: f
     listener.bind(SOCKET_NAME)
     listener.listen(64)
     daemon = Daemon(home, digest, idle_exit=idle_exit)
+    watchdog.write_private(PID_NAME, f"{os.getpid()}\n")
     # Started in the background, SIGINT may be ignored: tasks need it for Ctrl-C.
     signal.signal(signal.SIGINT, daemon.on_sigint)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -372,6 +390,8 @@ def serve(home: str, digest: str, *, workdir: Optional[str] = None, idle_exit: f
     daemon.forwarders = [_Forwarder(fd, name, current, log) for fd, name in ((1, "stdout"), (2, "stderr"))]
     sys.stdout = TaskStream("stdout", current, log)
     sys.stderr = TaskStream("stderr", current, log)
+    # Re-armed from its saved configuration, if any: a restart must not disarm the box.
+    watchdog.start(home, lambda: (daemon.connections, daemon.last_contact), log)
 
     def accept() -> None:
         while True:
@@ -382,4 +402,7 @@ def serve(home: str, digest: str, *, workdir: Optional[str] = None, idle_exit: f
     if workdir:
         os.makedirs(workdir, exist_ok=True)
         os.chdir(workdir)
-    daemon.run_tasks()
+    try:
+        daemon.run_tasks()
+    finally:
+        _remove_pid(home)

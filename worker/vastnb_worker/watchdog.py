@@ -1,0 +1,346 @@
+"""The box watches itself: it destroys its own instance when nobody will.
+
+The orchestrator arms the watchdog right after the worker is ready, through
+``session.call(watchdog.arm, ...)``, with the instance's own restricted key (the one
+Vast's create call returns, which can only start, stop or destroy that instance; never
+the account key). The watchdog then destroys the instance when
+
+- the profile's maximum duration has passed (a deadline on this box's own clock), or
+- no orchestrator has been in touch for ``silence_s``: no connection open to the
+  daemon since the last one closed. An open SSH connection means a live orchestrator:
+  when a kernel dies, its ssh child's stdin closes and the relay exits.
+
+The configuration lives in ``<home>/watchdog.json`` (mode 0600: it holds the key), so a
+restarted daemon re-arms itself. Everything the watchdog says goes to the daemon's
+log, never to a task's output, and never with the key in it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Callable, Dict, Optional, TextIO, Tuple
+
+from . import __version__
+
+__all__ = ["arm", "status", "disarm", "start", "holds_daemon", "write_private", "CONFIG_NAME"]
+
+CONFIG_NAME = "watchdog.json"
+#: The longest pause between two checks; a short ``silence_s`` checks more often.
+CHECK_PERIOD = 5.0
+#: How long one attempt to destroy keeps retrying 429s, 5xx and network errors.
+DESTROY_WINDOW = 180.0
+#: After an attempt failed, the next one starts this much later (the box still bills).
+RETRY_AFTER = 300.0
+HTTP_TIMEOUT = 30.0
+
+#: (open connections, time.monotonic() of the last contact): the daemon's view.
+Contact = Callable[[], Tuple[int, float]]
+
+_watchdog: Optional["Watchdog"] = None
+
+
+def arm(instance_id: int, api_url: str, instance_key: str, *, remaining_s: Optional[float],
+        silence_s: float = 1800.0) -> Dict[str, Any]:  # fmt: skip
+    """Arm (or re-arm, replacing the configuration) this box's watchdog; its status.
+
+    ``api_url`` is the Vast API base (``https://console.vast.ai/api/v0``), or the
+    ``file://`` spool folder of the embedded simulator. ``instance_key`` is the
+    instance's own key. ``remaining_s`` is what is left of the profile's maximum
+    duration (None: no limit); it becomes a deadline on this box's clock. ``silence_s``
+    is how long the box may go without any orchestrator connected.
+    """
+    config = _validated(instance_id, api_url, instance_key, remaining_s, silence_s)
+    return _running().arm(config)
+
+
+def status() -> Dict[str, Any]:
+    """What the watchdog will do: ``armed``, ``instance_id``, ``deadline`` (epoch seconds
+    or None), ``seconds_left`` until it (None: no limit), ``silence_s``,
+    ``silence_left_s`` (if nobody connects from now on) and ``fired`` (None, or why and
+    with what result it acted)."""
+    return _running().status()
+
+
+def disarm() -> None:
+    """Stop watching: the box will not destroy itself (its configuration is removed)."""
+    _running().disarm()
+
+
+def start(home: str, contact: Contact, log: TextIO) -> "Watchdog":
+    """Start the daemon's watchdog thread; re-arm from ``home``'s configuration if any.
+    Called once by the daemon at start."""
+    global _watchdog
+    _watchdog = Watchdog(home, contact, log)
+    _watchdog.restore()
+    threading.Thread(target=_watchdog.run, name="vastnb-watchdog", daemon=True).start()
+    return _watchdog
+
+
+def holds_daemon() -> bool:
+    """True while the watchdog still has a job: the daemon must not idle out under it."""
+    return _watchdog is not None and _watchdog.pending()
+
+
+def _running() -> "Watchdog":
+    if _watchdog is None:
+        raise RuntimeError("the watchdog lives in the worker daemon: call it there, through session.call(watchdog.arm, ...)")
+    return _watchdog
+
+
+def _validated(instance_id: Any, api_url: Any, key: Any, remaining_s: Any, silence_s: Any) -> Dict[str, Any]:
+    if isinstance(instance_id, bool) or not isinstance(instance_id, int) or instance_id <= 0:
+        raise ValueError(f"instance_id must be a positive integer, got {instance_id!r}")
+    scheme = urllib.parse.urlsplit(str(api_url)).scheme
+    if scheme not in ("http", "https", "file"):
+        raise ValueError(f"api_url must be an http(s):// API base or a file:// spool folder, got {api_url!r}")
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError("instance_key must be the instance's own API key (a non-empty string)")
+    if remaining_s is not None and not _finite(remaining_s):
+        raise ValueError(f"remaining_s must be a number of seconds or None, got {remaining_s!r}")
+    if not _finite(silence_s) or silence_s <= 0:
+        raise ValueError(f"silence_s must be a positive number of seconds, got {silence_s!r}")
+    now = time.time()
+    return {"instance_id": instance_id, "api_url": str(api_url), "key": key.strip(), "armed_at": now,
+            "deadline": None if remaining_s is None else now + float(remaining_s), "silence_s": float(silence_s)}  # fmt: skip
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class Watchdog:
+    """The watchdog thread's state. One per daemon; the module functions reach it."""
+
+    def __init__(self, home: str, contact: Contact, log: TextIO) -> None:
+        self.path = os.path.join(home, CONFIG_NAME)
+        self.contact = contact
+        self.log = log
+        self.config: Optional[Dict[str, Any]] = None
+        self.fired: Optional[Dict[str, Any]] = None
+        self.next_try = 0.0  # time.monotonic() before which a failed destroy is not retried
+        self.cond = threading.Condition()
+
+    def restore(self) -> None:
+        """Re-arm from the saved configuration: a daemon restart must not disarm the box."""
+        try:
+            with open(self.path) as f:
+                saved = json.load(f)
+            deadline = saved.get("deadline")
+            if deadline is not None and not _finite(deadline):
+                raise ValueError(f"deadline must be epoch seconds or null, got {deadline!r}")
+            # Validated as if armed now, then given back the deadline it was armed with.
+            config = _validated(saved.get("instance_id"), saved.get("api_url"), saved.get("key"), None,
+                                saved.get("silence_s"))  # fmt: skip
+            config.update(armed_at=saved.get("armed_at"), deadline=deadline)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, AttributeError) as exc:  # a broken file must not stop the worker
+            self._say(f"cannot re-arm from {CONFIG_NAME}: {exc}")
+            return
+        with self.cond:
+            self.config = config
+        self._say(f"re-armed after a worker restart: {self._describe(config)}")
+
+    def arm(self, config: Dict[str, Any]) -> Dict[str, Any]:
+        write_private(self.path, json.dumps(config))
+        with self.cond:
+            self.config, self.fired, self.next_try = config, None, 0.0
+            self.cond.notify_all()
+        self._say(f"armed: {self._describe(config)}")
+        return self.status()
+
+    def disarm(self) -> None:
+        with self.cond:
+            was = self.config
+            self.config, self.fired = None, None
+            self.cond.notify_all()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        if was is not None:
+            self._say(f"disarmed for instance {was['instance_id']}")
+
+    def pending(self) -> bool:
+        with self.cond:
+            return self.config is not None and not (self.fired and self.fired["done"])
+
+    def status(self) -> Dict[str, Any]:
+        with self.cond:
+            config, fired = self.config, self.fired
+        if config is None:
+            return {"armed": False, "instance_id": None, "deadline": None, "seconds_left": None,
+                    "silence_s": None, "silence_left_s": None, "fired": None}  # fmt: skip
+        deadline = config["deadline"]
+        return {
+            "armed": True,
+            "instance_id": config["instance_id"],
+            "deadline": deadline,
+            "seconds_left": None if deadline is None else max(0.0, deadline - time.time()),
+            "silence_s": config["silence_s"],
+            "silence_left_s": max(0.0, config["silence_s"] - self._silent_for()),
+            "fired": dict(fired) if fired else None,
+        }
+
+    # -- the thread -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        while True:
+            with self.cond:
+                self.cond.wait(self._period(self.config))
+                config = self.config
+                idle = config is None or (self.fired is not None and self.fired["done"])
+                if idle or time.monotonic() < self.next_try:
+                    continue
+            reason = self._due(config)  # type: ignore[arg-type]
+            if reason:
+                try:
+                    self._fire(config, reason)  # type: ignore[arg-type]
+                except Exception as exc:  # the watchdog must outlive its own bugs
+                    self._say(f"error while destroying instance {config['instance_id']}: {exc!r}")  # type: ignore[index]
+                    with self.cond:
+                        self.next_try = time.monotonic() + RETRY_AFTER
+
+    @staticmethod
+    def _period(config: Optional[Dict[str, Any]]) -> float:
+        """Until the next check: short enough for the silence limit and the deadline."""
+        if config is None:
+            return CHECK_PERIOD
+        period = min(CHECK_PERIOD, config["silence_s"] / 4)
+        if config["deadline"] is not None:
+            period = min(period, config["deadline"] - time.time())
+        return max(0.05, period)
+
+    def _due(self, config: Dict[str, Any]) -> Optional[str]:
+        """Why the instance must go now, or None."""
+        deadline = config["deadline"]
+        if deadline is not None and time.time() >= deadline:
+            return f"its maximum duration ran out (deadline {_when(deadline)})"
+        silent = self._silent_for()
+        if silent >= config["silence_s"]:
+            return f"no orchestrator has been in touch for {silent:.0f} s (limit {config['silence_s']:.0f} s)"
+        return None
+
+    def _silent_for(self) -> float:
+        connections, last_contact = self.contact()
+        return 0.0 if connections > 0 else max(0.0, time.monotonic() - last_contact)
+
+    def _fire(self, config: Dict[str, Any], reason: str) -> None:
+        self._say(f"destroying instance {config['instance_id']}: {reason}")
+        if config["api_url"].startswith("file:"):
+            result = _request_destroy(config, reason)
+        else:
+            result = _http_destroy(config, self._say)
+        done = result in ("destroyed", "already gone", "requested")
+        self._say(f"instance {config['instance_id']}: {result}" + ("" if done else f"; trying again in {RETRY_AFTER:.0f} s"))
+        with self.cond:
+            if self.config is not config:
+                return  # re-armed or disarmed meanwhile: the new configuration decides
+            self.fired = {"reason": reason, "at": time.time(), "result": result, "done": done}
+            self.next_try = time.monotonic() + RETRY_AFTER
+
+    def _say(self, message: str) -> None:
+        try:
+            self.log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} vastnb watchdog: {message}\n")
+            self.log.flush()
+        except (OSError, ValueError):
+            pass
+
+    @staticmethod
+    def _describe(config: Dict[str, Any]) -> str:
+        # Never the key: only what the user set and where the request will go.
+        deadline = "no maximum duration" if config["deadline"] is None else f"deadline {_when(config['deadline'])}"
+        api = urllib.parse.urlsplit(config["api_url"])
+        return (f"instance {config['instance_id']}, {deadline}, silence limit {config['silence_s']:.0f} s, "
+                f"via {api.scheme}://{api.netloc}{api.path}")  # fmt: skip
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(epoch))
+
+
+def _http_destroy(config: Dict[str, Any], say: Callable[[str], None]) -> str:
+    """``DELETE {api}/instances/{id}/`` with the instance's key, retrying what may pass
+    (429, 5xx, network errors) for up to :data:`DESTROY_WINDOW`; the outcome, in words."""
+    url = f"{config['api_url'].rstrip('/')}/instances/{config['instance_id']}/"
+    headers = {"Authorization": f"Bearer {config['key']}", "Accept": "application/json",
+               "Content-Type": "application/json", "User-Agent": f"vastnb-worker/{__version__}"}  # fmt: skip
+    give_up = time.monotonic() + DESTROY_WINDOW
+    delay = 0.5
+    while True:
+        request = urllib.request.Request(url, data=b"{}", headers=headers, method="DELETE")
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
+                status, body = response.status, response.read(4096)
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read(4096)
+        except (OSError, ValueError) as exc:  # URLError, timeouts, resets
+            status, body = 0, repr(exc).encode()
+        error, message = _error_of(body)
+        if error == "no_such_instance":
+            return "already gone"
+        if 200 <= status < 300 and error is None:
+            return "destroyed"
+        problem = " ".join(p for p in (f"HTTP {status}", error, message) if p) if status else f"no answer ({message})"
+        # 200 with success:false is Vast's way to say "not now" as well: retried like a 5xx.
+        if 300 <= status < 500 and status != 429:
+            return f"refused: {problem}"
+        if time.monotonic() + delay > give_up:
+            return f"gave up after {DESTROY_WINDOW:.0f} s: {problem}"
+        say(f"destroy not done yet ({problem}); retrying in {delay:g} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
+def _error_of(body: bytes) -> Tuple[Optional[str], str]:
+    """(the error code, the message) of an API answer; (None, "") for a success."""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:  # a proxy's HTML page, a plain-text 429: not an answer from the API
+        return ("", text[:200]) if text else (None, "")
+    if not isinstance(data, dict):
+        return None, ""
+    if data.get("success") is False or "error" in data:
+        return str(data.get("error") or "failed"), str(data.get("msg") or data.get("message") or "")[:200]
+    return None, ""
+
+
+def _request_destroy(config: Dict[str, Any], reason: str) -> str:
+    """The embedded simulator has no server: leave it a request file in its spool
+    folder, which its next transaction carries out (and checks the key of)."""
+    folder = urllib.request.url2pathname(urllib.parse.urlsplit(config["api_url"]).path)
+    name = f"destroy-{config['instance_id']}-{secrets.token_hex(4)}.json"
+    request = {"instance_id": config["instance_id"], "key": config["key"], "at": time.time(), "reason": reason}
+    try:
+        write_private(os.path.join(folder, name), json.dumps(request))
+    except OSError as exc:
+        return f"could not leave the request in {folder}: {exc}"
+    return "requested"
+
+
+def write_private(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file + rename), readable by its owner only."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
