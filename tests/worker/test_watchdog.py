@@ -28,7 +28,7 @@ from vastnb.offload import Session
 from vastnb.sim import Market, SimConfig, Simulator
 from vastnb_worker import watchdog
 
-from offload.conftest import Boxes, daemon_pids
+from offload.conftest import Boxes, daemon_pids, end_processes
 
 CONFIG = SimConfig(create_delay=0.0, load_delay=0.0)
 WAIT = 30.0  # the most any poll waits (seconds); each usually takes one or two
@@ -117,7 +117,8 @@ def test_an_open_connection_holds_off_the_silence_limit(box: Session, served: Re
 
 
 def test_the_maximum_duration_fires_while_connected(box: Session, served: Rented) -> None:
-    armed = box.call(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=1.0, silence_s=600.0)
+    host = served.url.removesuffix("/api/v0")  # as VAST_URL gives it: the box adds /api/v0
+    armed = box.call(watchdog.arm, served.instance_id, host, served.key, remaining_s=1.0, silence_s=600.0)
     assert armed["deadline"] == pytest.approx(time.time() + 1.0, abs=30)  # on the box's own clock
     wait_for(served.gone, "the instance to be destroyed")
     status = wait_for(lambda: box.call(watchdog.status)["fired"], "the watchdog's report")
@@ -218,6 +219,29 @@ def test_through_the_embedded_simulators_spool(box: Session, tmp_path: Path, hom
     assert market.show(instance_id) is None  # the market's next transaction carried it out
     assert not list((tmp_path / "embedded" / "sim" / "selfdestruct").iterdir())
     assert key not in daemon_log(home)
+
+
+def test_a_simulated_box_destroys_itself_and_its_machine_goes(tmp_path: Path) -> None:
+    """The sim backend's whole path: a box of the embedded market arms itself with the
+    spool URL; the market's next transaction destroys the instance and ends the box."""
+    market = Market(tmp_path / "embedded", CONFIG)
+    assert market.boxes is not None
+    offer = market.search({"num_gpus": {"eq": 1}, "limit": 1})[0]
+    created = market.create(offer["id"], {"image": "pytorch/pytorch:latest", "disk": 20})
+    instance_id, key = int(created["new_contract"]), str(created["instance_api_key"])
+    assert market.show(instance_id)["actual_status"] == "running"  # type: ignore[index]
+    home = market.boxes.home(instance_id)
+    session = Session(market.boxes.transport(instance_id), connect_timeout=20)
+    try:
+        session.call(watchdog.arm, instance_id, market.selfdestruct_url(), key, remaining_s=None, silence_s=0.5)
+        assert (home / "daemon.pid").exists() and daemon_pids(home, ("daemon",))
+        session.close()
+        wait_for(lambda: market.show(instance_id) is None, "the instance to be destroyed")
+        wait_for(lambda: not daemon_pids(home), "the box's processes to end")
+        assert not home.exists()  # a destroyed instance's disk is gone
+    finally:
+        session.close()
+        end_processes(home)
 
 
 def test_only_inside_a_daemon() -> None:

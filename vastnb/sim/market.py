@@ -92,7 +92,8 @@ class Market(AccountMixin):
             handled = selfdestruct.process(state, selfdestruct.folder_of(self.store.path), now, self._advance_to)
             self._advance_to(state, now)
             yield state, now
-        selfdestruct.remove(handled)  # only once the state that carried them out is saved
+        # Only once the state that carried them out is saved; their machines go, as on destroy.
+        selfdestruct.finish(handled, self.boxes.remove if self.boxes else None)
 
     def selfdestruct_url(self) -> str | None:
         """The ``file://`` URL a simulated box's watchdog is armed with (its requests are

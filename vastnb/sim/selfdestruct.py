@@ -14,10 +14,11 @@ import json
 import logging
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FOLDER", "folder_of", "url_of", "process", "remove"]
+__all__ = ["FOLDER", "Handled", "folder_of", "url_of", "process", "finish"]
 
 FOLDER = "selfdestruct"
 log = logging.getLogger("vastnb.sim")
@@ -39,16 +40,26 @@ def url_of(store_path: Path | None) -> str | None:
     return folder.resolve().as_uri()
 
 
-def process(state: State, folder: Path | None, now: float, advance: Callable[[State, float], None]) -> list[Path]:
+@dataclass
+class Handled:
+    """What one transaction did with the spool: the request files it read, and the
+    instances it destroyed."""
+
+    paths: list[Path] = field(default_factory=list)
+    destroyed: list[int] = field(default_factory=list)
+
+
+def process(state: State, folder: Path | None, now: float, advance: Callable[[State, float], None]) -> Handled:
     """Carry out the pending requests in ``folder`` on ``state`` (inside a transaction);
-    the files handled, to :func:`remove` once the state is written. ``advance(state, t)``
+    what was done, for :func:`finish` once the state is written. ``advance(state, t)``
     bills and steps the market up to simulated time ``t``."""
+    handled = Handled()
     if folder is None:
-        return []
+        return handled
     try:
         paths = [p for p in folder.iterdir() if p.name.startswith("destroy-") and p.suffix == ".json"]
     except FileNotFoundError:
-        return []
+        return handled
     requests = []
     for path in paths:
         request = _read(path)
@@ -57,16 +68,21 @@ def process(state: State, folder: Path | None, now: float, advance: Callable[[St
     # Oldest first: billing moves forward only.
     requests.sort(key=lambda pr: pr[1]["at"] if pr[1] else 0.0)
     for path, request in requests:
-        if request is not None:
-            _apply(state, request, now, advance, path.name)
-    return [path for path, _ in requests]
+        handled.paths.append(path)
+        if request is not None and _apply(state, request, now, advance, path.name):
+            handled.destroyed.append(request["instance_id"])
+    return handled
 
 
-def remove(paths: list[Path]) -> None:
-    """Delete handled request files (after the state that carried them out is saved: a
-    crash in between replays them, and replaying one is harmless)."""
-    for path in paths:
+def finish(handled: Handled, end_machine: Callable[[int], None] | None = None) -> None:
+    """Once the state that carried them out is saved: delete the request files (a crash
+    in between replays them, which is harmless) and end each destroyed instance's
+    machine with ``end_machine(instance_id)``, as a destroy does."""
+    for path in handled.paths:
         path.unlink(missing_ok=True)
+    for instance_id in handled.destroyed:
+        if end_machine is not None:
+            end_machine(instance_id)
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -84,15 +100,16 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _apply(state: State, request: dict[str, Any], now: float, advance: Callable[[State, float], None], name: str) -> None:
+def _apply(state: State, request: dict[str, Any], now: float, advance: Callable[[State, float], None], name: str) -> bool:
+    """Destroy the instance a valid request names; whether it did."""
     instance_id = request["instance_id"]
     inst = state["instances"].get(str(instance_id))
     if inst is None:
-        return  # already destroyed: nothing left to do
+        return False  # already destroyed: nothing left to do
     if not secrets.compare_digest(request["key"].encode(), str(inst.get("instance_api_key") or "").encode()):
         # As the API answers a wrong key (401): refused, and never the key in a log.
         log.warning("discarding self-destruct request %s: its key is not instance %s's", name, instance_id)
-        return
+        return False
     when = min(request["at"] + state["clock_offset"], now)
     if when > state["last_advanced"]:
         advance(state, when)  # bill up to the request's moment, and not a second after
@@ -104,3 +121,4 @@ def _apply(state: State, request: dict[str, Any], now: float, advance: Callable[
     }  # fmt: skip
     del state["instances"][str(instance_id)]
     log.info("instance %s destroyed itself: %s", instance_id, str(request.get("reason") or "no reason given")[:200])
+    return True

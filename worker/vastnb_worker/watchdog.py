@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 import threading
 import time
@@ -51,8 +52,8 @@ def arm(instance_id: int, api_url: str, instance_key: str, *, remaining_s: Optio
         silence_s: float = 1800.0) -> Dict[str, Any]:  # fmt: skip
     """Arm (or re-arm, replacing the configuration) this box's watchdog; its status.
 
-    ``api_url`` is the Vast API base (``https://console.vast.ai/api/v0``), or the
-    ``file://`` spool folder of the embedded simulator. ``instance_key`` is the
+    ``api_url`` is the Vast API base (``https://console.vast.ai/api/v0``; a bare host
+    gets ``/api/v0``), or the ``file://`` spool folder of the embedded simulator. ``instance_key`` is the
     instance's own key. ``remaining_s`` is what is left of the profile's maximum
     duration (None: no limit); it becomes a deadline on this box's clock. ``silence_s``
     is how long the box may go without any orchestrator connected.
@@ -98,9 +99,12 @@ def _running() -> "Watchdog":
 def _validated(instance_id: Any, api_url: Any, key: Any, remaining_s: Any, silence_s: Any) -> Dict[str, Any]:
     if isinstance(instance_id, bool) or not isinstance(instance_id, int) or instance_id <= 0:
         raise ValueError(f"instance_id must be a positive integer, got {instance_id!r}")
-    scheme = urllib.parse.urlsplit(str(api_url)).scheme
-    if scheme not in ("http", "https", "file"):
+    parts = urllib.parse.urlsplit(str(api_url))
+    if parts.scheme not in ("http", "https", "file"):
         raise ValueError(f"api_url must be an http(s):// API base or a file:// spool folder, got {api_url!r}")
+    if parts.scheme != "file" and not re.search(r"/api/v\d+/?$", parts.path):
+        # A bare host (VAST_URL style): the API lives under /api/v0, as Vast's CLI assumes.
+        api_url = f"{str(api_url).rstrip('/')}/api/v0"
     if not isinstance(key, str) or not key.strip():
         raise ValueError("instance_key must be the instance's own API key (a non-empty string)")
     if remaining_s is not None and not _finite(remaining_s):
