@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import InstanceGoneError
-from .offload import CellResult, RemoteTask, Session
+from .offload import CellResult, RemoteTask, Session, SSHTransport
 from .records import ActualStatus, Instance
 from .store import StoredInstance
 
@@ -159,6 +159,8 @@ class Box:
     def _close_session(self) -> None:
         if self._session is not None:
             self._session.close()
+            if isinstance(self._session.transport, SSHTransport):
+                self._session.transport.close_master()
             self._session = None
 
     def _refresh(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import shlex
+import subprocess
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -119,6 +120,14 @@ class SSHTransport(Transport):
 
     def describe(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
+
+    def close_master(self) -> None:
+        """End the shared ControlMaster connection now (else it lingers ControlPersist
+        seconds): for a box that is stopped or destroyed."""
+        if self.control_dir is None:
+            return
+        subprocess.run(["ssh", *self.ssh_options(), "-O", "exit", f"{self.user}@{self.host}"],
+                       capture_output=True, timeout=15, check=False)  # fmt: skip
 
     def failure(self, returncode: int | None, stderr: str) -> TransportError:
         if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr or "Host key verification failed" in stderr:
