@@ -24,9 +24,7 @@ import re
 import secrets
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any, Callable, Dict, Optional, TextIO, Tuple
 
 from . import __version__
@@ -274,6 +272,9 @@ def _when(epoch: float) -> str:
 def _http_destroy(config: Dict[str, Any], say: Callable[[str], None]) -> str:
     """``DELETE {api}/instances/{id}/`` with the instance's key, retrying what may pass
     (429, 5xx, network errors) for up to :data:`DESTROY_WINDOW`; the outcome, in words."""
+    import urllib.error  # here: it costs the daemon's start ~30 ms (http.client, ssl, email)
+    import urllib.request
+
     url = f"{config['api_url'].rstrip('/')}/instances/{config['instance_id']}/"
     headers = {"Authorization": f"Bearer {config['key']}", "Accept": "application/json",
                "Content-Type": "application/json", "User-Agent": f"vastnb-worker/{__version__}"}  # fmt: skip
@@ -321,7 +322,7 @@ def _error_of(body: bytes) -> Tuple[Optional[str], str]:
 def _request_destroy(config: Dict[str, Any], reason: str) -> str:
     """The embedded simulator has no server: leave it a request file in its spool
     folder, which its next transaction carries out (and checks the key of)."""
-    folder = urllib.request.url2pathname(urllib.parse.urlsplit(config["api_url"]).path)
+    folder = urllib.parse.unquote(urllib.parse.urlsplit(config["api_url"]).path)
     name = f"destroy-{config['instance_id']}-{secrets.token_hex(4)}.json"
     request = {"instance_id": config["instance_id"], "key": config["key"], "at": time.time(), "reason": reason}
     try:
