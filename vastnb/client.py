@@ -207,6 +207,13 @@ class Client:
         """Destroy every orphan; the ids destroyed."""
         return [e.instance.id for e in self.fleet.orphans() if self.fleet.destroy(e.instance.id, "orphan destroyed")]
 
+    def checkpoints(self, url: str, **store_options: Any) -> pd.DataFrame:
+        """The complete checkpoints saved under ``url`` (a folder or ``s3://bucket/prefix``),
+        one row each: step, time, size and metrics. See :class:`vastnb.CheckpointManager`."""
+        from .checkpoints import checkpoints
+
+        return checkpoints(url, **store_options)
+
     def _instances_frame(self, entries: list[FleetEntry]) -> pd.DataFrame:
         since = min((e.instance.start_date or time.time() for e in entries), default=time.time())
         costs = self.fleet.costs(since - 3600) if entries else {}
