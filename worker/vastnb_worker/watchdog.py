@@ -51,10 +51,10 @@ def arm(instance_id: int, api_url: str, instance_key: str, *, remaining_s: Optio
     """Arm (or re-arm, replacing the configuration) this box's watchdog; its status.
 
     ``api_url`` is the Vast API base (``https://console.vast.ai/api/v0``; a bare host
-    gets ``/api/v0``), or the ``file://`` spool folder of the embedded simulator. ``instance_key`` is the
-    instance's own key. ``remaining_s`` is what is left of the profile's maximum
-    duration (None: no limit); it becomes a deadline on this box's clock. ``silence_s``
-    is how long the box may go without any orchestrator connected.
+    gets ``/api/v0``), or the ``file://`` spool folder of the embedded simulator.
+    ``instance_key`` is the instance's own key. ``remaining_s`` is what is left of the
+    profile's maximum duration (None: no limit); it becomes a deadline on this box's
+    clock. ``silence_s`` is how long the box may go without any orchestrator connected.
     """
     config = _validated(instance_id, api_url, instance_key, remaining_s, silence_s)
     return _running().arm(config)
@@ -199,17 +199,17 @@ class Watchdog:
             with self.cond:
                 self.cond.wait(self._period(self.config))
                 config = self.config
-                idle = config is None or (self.fired is not None and self.fired["done"])
-                if idle or time.monotonic() < self.next_try:
-                    continue
-            reason = self._due(config)  # type: ignore[arg-type]
-            if reason:
-                try:
-                    self._fire(config, reason)  # type: ignore[arg-type]
-                except Exception as exc:  # the watchdog must outlive its own bugs
-                    self._say(f"error while destroying instance {config['instance_id']}: {exc!r}")  # type: ignore[index]
-                    with self.cond:
-                        self.next_try = time.monotonic() + RETRY_AFTER
+                if config is None or (self.fired and self.fired["done"]) or time.monotonic() < self.next_try:
+                    continue  # disarmed, done, or waiting to try again
+            reason = self._due(config)
+            if not reason:
+                continue
+            try:
+                self._fire(config, reason)
+            except Exception as exc:  # the watchdog must outlive its own bugs
+                self._say(f"error while destroying instance {config['instance_id']}: {exc!r}")
+                with self.cond:
+                    self.next_try = time.monotonic() + RETRY_AFTER
 
     @staticmethod
     def _period(config: Optional[Dict[str, Any]]) -> float:
