@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from concurrent.futures import Future
@@ -60,7 +61,7 @@ class CheckpointManager:
 
     def __init__(
         self,
-        url: Union[str, Store],
+        url: Union[str, "os.PathLike[str]", Store],
         *,
         every_steps: Optional[int] = None,
         every_seconds: Optional[float] = None,
@@ -141,8 +142,9 @@ class CheckpointManager:
                 if not hasattr(obj, "state_dict"):
                     raise TypeError(f"{name} has no state_dict(): pass plain data as extras= instead")
                 parts.append((name, take_snapshot(obj.state_dict(), self._pool, name)))
-        state = {"step": step, "rng": rng.capture(), "extras": dict(extras or {})}
-        parts.append(("state", take_snapshot(state, self._pool, "extras")))
+        state = take_snapshot(dict(extras or {}), self._pool, "extras")
+        state.tree = {"step": step, "rng": rng.capture(), "extras": state.tree}  # RNG states are fresh plain data
+        parts.append(("state", state))
         self._pool.limit = max(self._pool.limit, sum(_bytes(snap.buffers) for _, snap in parts))
         job = Job(id=new_id(step), step=step, time=started, metrics=_plain_metrics(metrics), parts=parts)
         preempted = self.preemption.requested

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import threading
 from abc import ABC, abstractmethod
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 from urllib.parse import unquote, urlparse
 
 __all__ = ["Store", "LocalStore", "MemoryStore", "open_store"]
@@ -206,9 +206,11 @@ class MemoryStore(Store):
             self.objects.pop(key, None)
 
 
-def open_store(url: str, **options: Any) -> Store:
-    """The store for ``url`` (see the module's docstring). ``options`` go to the store's
-    constructor: for S3, ``endpoint_url``, ``region_name``, ``client``..."""
+def open_store(url: Union[str, "os.PathLike[str]"], **options: Any) -> Store:
+    """The store for ``url`` (see the module's docstring; a ``pathlib.Path`` is a folder).
+    ``options`` go to the store's constructor: for S3, ``endpoint_url``, ``region_name``,
+    ``client``..."""
+    url = os.fspath(url)
     parsed = urlparse(url)
     scheme = parsed.scheme.lower()
     if scheme in ("s3", "gs"):
