@@ -8,6 +8,7 @@ session, so the training subprocesses find them the way a box would.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -41,6 +42,7 @@ def moto_url(aws_env: None) -> Iterator[str]:
     """moto's S3 server, over HTTP on 127.0.0.1 only."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

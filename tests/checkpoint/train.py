@@ -4,8 +4,8 @@ It trains a tiny model on CPU with everything a resume must restore: dropout and
 drawn from torch's RNG, noise from numpy's and Python's, Adam's moments, a StepLR schedule.
 It prints ``start <step>``, ``saved <step>`` after each save() that stored a checkpoint
 (its upload is then under way) and ``waiting`` when it waits for SIGTERM, and writes the
-final weights to ``--out``. The tests import :func:`build` and :func:`train_step` to train
-the same model without interruption.
+final weights to ``--out``. The tests also call :func:`main` in their own process, and
+:func:`build` and :func:`train_step` to train the same model without interruption.
 
     python train.py URL --steps 20 [--every 5] [--endpoint URL] [--wait-at 10] [--big 32]
 """
@@ -45,7 +45,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedul
     return loss.item()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
     parser.add_argument("--steps", type=int, default=20)
@@ -54,7 +54,7 @@ def main() -> int:
     parser.add_argument("--wait-at", type=int, default=None, help="after saving this step, wait for SIGTERM")
     parser.add_argument("--big", type=int, default=0, help="MiB of extra tensor state in every checkpoint")
     parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     torch.set_num_threads(1)  # the same arithmetic as the uninterrupted run in the test process
     model, optimizer, scheduler = build()

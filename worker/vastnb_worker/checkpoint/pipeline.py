@@ -215,7 +215,7 @@ class Writer:
         message = f"checkpoint of step {job.step} was not saved: {exc}"
         failure = CheckpointError(message, step=job.step)
         failure.__cause__ = exc
+        warnings.warn(message, CheckpointWarning, stacklevel=1)  # shown at once, wherever the loop is
+        self._prune_cache(failed=job.id)
         self.failure = failure
         job.future.set_exception(failure)
-        self._prune_cache(failed=job.id)
-        warnings.warn(message, CheckpointWarning, stacklevel=1)
