@@ -59,10 +59,19 @@ def process_token(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits for its parent to reap it (it runs no more;
+    under a parent that never reaps, such as some containers' init, it never will)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return False
+
+
 def _alive(pid: int, token: str | None) -> bool:
     if Path("/proc/self/stat").exists():
         now = process_token(pid)
-        return now is not None and (token is None or now == token)
+        return now is not None and (token is None or now == token) and not _zombie(pid)
     try:  # no /proc (macOS): the pid alone
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -140,14 +149,26 @@ class StateStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Per-instance keys live here: readable by the user only, from the first byte
+        # (SQLite gives the -wal and -shm files the database file's mode).
+        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(self.path, 0o600)
         db = sqlite3.connect(self.path, timeout=30.0)
         try:
-            db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer; it persists
+            # Readers never wait for a writer; it persists. Several processes opening a
+            # new file at once can get "locked" here without SQLite's busy wait: retry.
+            deadline = time.monotonic() + 30.0
+            while True:
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
             db.executescript(SCHEMA)
         finally:
             db.close()
-        # Per-instance keys live here: readable by the user only.
-        os.chmod(self.path, 0o600)
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
