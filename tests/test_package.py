@@ -41,6 +41,37 @@ def test_worker_imports_nothing_from_the_orchestrator_side() -> None:
     assert done.stdout.strip() == ""
 
 
+def test_worker_checkpoints_import_no_heavy_or_orchestrator_module() -> None:
+    """torch, numpy and boto3 are imported only when a checkpoint needs them."""
+    code = textwrap.dedent(
+        """
+        import sys, vastnb_worker.checkpoint, vastnb_worker.checkpoint.s3
+        from vastnb_worker.checkpoint import CheckpointManager
+        banned = ("vastnb", "httpx", "pandas", "yaml", "ipywidgets", "torch", "numpy", "boto3", "botocore")
+        print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in banned)))
+        """
+    )
+    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+
+
+def test_worker_package_is_python_3_9_syntax() -> None:
+    """Boxes run whatever python3 their image has: the worker must parse on 3.9."""
+    import ast
+    import vastnb_worker
+
+    root = Path(vastnb_worker.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
+
+
+def test_checkpoint_manager_is_one_class_on_the_box_and_in_the_notebook() -> None:
+    from vastnb_worker.checkpoint import CheckpointManager
+    from vastnb_worker.errors import VastError
+
+    assert vastnb.CheckpointManager is CheckpointManager and vastnb.VastError is VastError
+
+
 def test_a_users_worker_py_does_not_shadow_the_worker_package(tmp_path: Path) -> None:
     (tmp_path / "worker.py").write_text("raise SystemExit('the user worker.py was imported')\n")
     code = "import vastnb, vastnb_worker; print(vastnb_worker.__file__)"

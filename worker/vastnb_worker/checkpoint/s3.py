@@ -75,8 +75,10 @@ class S3Store(Store):
             # retries whole objects on top of that.
             botocore_config = Config(retries={"max_attempts": 5, "mode": "standard"},
                                      max_pool_connections=4 * CONCURRENCY)  # fmt: skip
-            client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region_name,
-                                  config=botocore_config, **client_options)  # fmt: skip
+            # A session of its own: boto3's default one keeps the credentials it found first,
+            # so credentials set after a failure (in a notebook, say) would never be seen.
+            client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region_name,
+                                                    config=botocore_config, **client_options)  # fmt: skip
         self.client = client
         self.endpoint = getattr(getattr(client, "meta", None), "endpoint_url", endpoint_url)
         self.config = config if config is not None else transfer_config()
@@ -113,7 +115,7 @@ class S3Store(Store):
                                                                           Delimiter="/")  # fmt: skip
             return sorted(o["Key"][len(prefix):] for page in pages for o in page.get("Contents", []))
 
-        return self._call("list", folder or "/", list_all)
+        return self._call("list", folder, list_all)
 
     def delete_folder(self, folder: str) -> None:
         prefix = self._key(folder.strip("/")) + "/"
@@ -143,7 +145,7 @@ class S3Store(Store):
         response = getattr(cause, "response", None) or {}
         code = str(response.get("Error", {}).get("Code", ""))
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        where = f"s3://{self.bucket}/{self._key(key)}"
+        where = f"s3://{self.bucket}/{self._key(key)}".rstrip("/")
         via = f" at {self.endpoint}" if self.endpoint else ""
 
         def fail(message: str, retryable: bool = False) -> StorageError:
