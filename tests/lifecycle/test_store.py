@@ -340,7 +340,7 @@ OPENER = """
 def test_several_processes_opening_a_new_database_at_once(tmp_path: Path) -> None:
     """Kernels started together on a fresh machine all create the store at the same
     moment: every one of them gets it (none fails with "database is locked")."""
-    processes, rounds, step = 4, 120, 0.025
+    processes, rounds, step = 4, 80, 0.025
     start = time.time() + 2.0  # after every interpreter has started
     procs = [
         subprocess.Popen([sys.executable, "-c", textwrap.dedent(OPENER), str(tmp_path / "fresh"), str(start),
