@@ -76,11 +76,28 @@ def where(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str
     return f"s3://{bucket}/runs/exp1", {"client": request.getfixturevalue("s3_client")}
 
 
+_started: list[subprocess.Popen[str]] = []
+
+
 def run_program(program: str, *args: Any) -> subprocess.Popen[str]:
     """Start ``train.py`` (torch) or ``plain.py`` (no torch, starts fast) with ``args``
-    (see their docstrings); stdout is a pipe of lines."""
-    return subprocess.Popen([sys.executable, str(HERE / program), *map(str, args)], stdout=subprocess.PIPE,
-                            text=True, env=dict(os.environ))  # fmt: skip
+    (see their docstrings); stdout is a pipe of lines. Killed after the test if alive."""
+    process = subprocess.Popen([sys.executable, str(HERE / program), *map(str, args)], stdout=subprocess.PIPE,
+                               text=True, env=dict(os.environ))  # fmt: skip
+    _started.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def _end_programs() -> Iterator[None]:
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if process.stdout:
+            process.stdout.close()
 
 
 def wait_for_line(process: subprocess.Popen[str], prefix: str) -> str:

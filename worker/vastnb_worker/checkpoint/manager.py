@@ -132,7 +132,9 @@ class CheckpointManager:
         period and exits the process.
         """
         self._check_open()
-        self._raise_failure()
+        preempted = self.preemption.requested
+        if not preempted:  # after SIGTERM, a final checkpoint matters more than an old failure
+            self._raise_failure()
         if not (force or self.should_save(step)):
             return None
         started = time.time()
@@ -147,8 +149,13 @@ class CheckpointManager:
         parts.append(("state", state))
         self._pool.limit = max(self._pool.limit, sum(_bytes(snap.buffers) for _, snap in parts))
         job = Job(id=new_id(step), step=step, time=started, metrics=_plain_metrics(metrics), parts=parts)
-        preempted = self.preemption.requested
-        future = self._writer.submit(job, timeout=self.preemption.remaining() if preempted else None)
+        try:
+            future: "Optional[Future[CheckpointInfo]]" = self._writer.submit(
+                job, timeout=self.preemption.remaining() if preempted else None)
+        except CheckpointError:
+            if not preempted:
+                raise
+            future = None  # no room before the deadline: the checkpoints in flight are what is left
         self._last_step, self._last_time = step, time.monotonic()
         if preempted:
             self._writer.flush(self.preemption.remaining())

@@ -72,7 +72,10 @@ class Preemption:
 
     def finish(self) -> None:
         """The final checkpoint is done or the grace period is over: exit the way the
-        signal would have, or hand over to the handler that was there before ours."""
+        signal would have, or hand over to the handler that was there before ours. Only
+        the first call acts: ``close()`` in a ``finally`` after ``save()`` exited is a no-op."""
+        if self._done.is_set():
+            return
         self._done.set()
         previous = self._previous
         self.uninstall()
