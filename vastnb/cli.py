@@ -57,6 +57,7 @@ def _launch(args: argparse.Namespace) -> int:
 
     box_options = BoxOptions(silence_s=args.silence * 60)
     with Client(profiles=args.profiles, box=box_options) as client:
+        client.profile(args.profile)  # a bad name is refused before anything else is said
         if client.simulated:
             print("SIMULATED marketplace (no Vast API key found): nothing is billed.")
         # Launched from a terminal, a box outlives this command: it is kept.
@@ -85,14 +86,18 @@ def _down(args: argparse.Namespace) -> int:
         print("vastnb down: name one or more instances, or --all, or --orphans", file=sys.stderr)
         return 2
     with Client() as client:
-        if args.all:
-            gone = client.down_all()
-        elif args.orphans:
-            gone = client.down_orphans()
-        else:
-            gone = [name for name in args.names if client.down(name)]
-        print(f"destroyed: {', '.join(map(str, gone))}" if gone else "nothing to destroy")
-    return 0
+        if args.all or args.orphans:
+            gone = client.down_all() if args.all else client.down_orphans()
+            print(f"destroyed: {', '.join(map(str, gone))}" if gone else "nothing to destroy")
+            return 0
+        failed = 0
+        for name in args.names:  # each on its own: a typo must not spare the others
+            try:
+                print(f"destroyed: {name}" if client.down(name) else f"{name}: already gone")
+            except VastError as exc:
+                print(f"vastnb: {name}: {exc}", file=sys.stderr)
+                failed += 1
+    return 1 if failed else 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -185,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # bad --host and the like
         print(f"vastnb: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # what a launch created is destroyed on the way out
+        print("vastnb: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -118,7 +118,7 @@ def test_launch_ps_down(capsys: pytest.CaptureFixture[str], market: object) -> N
     # down again: idempotent, nothing to do.
     code, out, err = run(capsys, "down", "x")
     assert code == 0, err
-    assert out.strip() == "nothing to destroy"
+    assert out.strip() == "x: already gone"
 
 
 @pytest.mark.parametrize(
@@ -149,8 +149,6 @@ def test_launch_of_an_unknown_profile_says_which_exist(capsys: pytest.CaptureFix
     assert live_ids(market) == []
 
 
-@pytest.mark.xfail(strict=True, reason="cli._down stops at the first unknown name: the names after it are not "
-                   "destroyed (still billing), and those before it are destroyed without being reported")
 def test_down_with_a_typo_among_names_still_destroys_the_others(capsys: pytest.CaptureFixture[str],
                                                                 market: object) -> None:  # fmt: skip
     fast = SimConfig(create_delay=0.05, load_delay=0.05)

@@ -24,7 +24,7 @@ from .account import AccountMixin
 from .boxes import Boxes
 from .catalogue import generate_offers
 from .errors import SimError, number
-from .instances import new_instance, to_api
+from .instances import new_instance, retire, to_api
 from .search import SearchError, search_offers
 from .state import StateStore
 
@@ -109,7 +109,7 @@ class Market(AccountMixin):
         """Move the simulated clock forward: transitions fire and billing accrues."""
         if not seconds >= 0:
             raise ValueError(f"the clock only moves forward, not by {seconds}")
-        with self.store.transaction() as state:
+        with self._tx() as (state, _):  # boxes' self-destruct requests first, at their moment
             state["clock_offset"] += seconds
             self._advance_to(state, time.time() + state["clock_offset"])
 
@@ -333,12 +333,7 @@ class Market(AccountMixin):
     def destroy(self, instance_id: int) -> None:
         """``DELETE /instances/{id}/``: gone for good; billing stops, the GPUs free up."""
         with self._tx() as (state, now):
-            inst = self._get(state, instance_id)
-            state.setdefault("destroyed", {})[str(instance_id)] = {
-                "id": inst["id"], "label": inst["label"], "ledger": inst["ledger"], "traffic": inst["traffic"],
-                "inet_up_cost": inst["inet_up_cost"], "inet_down_cost": inst["inet_down_cost"], "destroyed_at": now,
-            }  # fmt: skip
-            del state["instances"][str(instance_id)]
+            retire(state, self._get(state, instance_id), now)
             if self.boxes:
                 self.boxes.remove(instance_id)
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .instances import retire
+
 __all__ = ["FOLDER", "Handled", "folder_of", "url_of", "process", "finish"]
 
 FOLDER = "selfdestruct"
@@ -113,12 +115,6 @@ def _apply(state: State, request: dict[str, Any], now: float, advance: Callable[
     when = min(request["at"] + state["clock_offset"], now)
     if when > state["last_advanced"]:
         advance(state, when)  # bill up to the request's moment, and not a second after
-    # What Market.destroy keeps of a destroyed instance (for /charges/).
-    state.setdefault("destroyed", {})[str(instance_id)] = {
-        "id": inst["id"], "label": inst["label"], "ledger": inst["ledger"], "traffic": inst["traffic"],
-        "inet_up_cost": inst["inet_up_cost"], "inet_down_cost": inst["inet_down_cost"],
-        "destroyed_at": state["last_advanced"],
-    }  # fmt: skip
-    del state["instances"][str(instance_id)]
+    retire(state, inst, state["last_advanced"])
     log.info("instance %s destroyed itself: %s", instance_id, str(request.get("reason") or "no reason given")[:200])
     return True
