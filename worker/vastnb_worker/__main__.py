@@ -6,9 +6,6 @@ import argparse
 import os
 import sys
 
-from .daemon import serve
-from .relay import relay
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="vastnb_worker")
@@ -21,6 +18,8 @@ def main() -> None:
     home = os.path.abspath(os.path.expanduser(args.home))
     os.makedirs(home, exist_ok=True)
     if args.mode == "daemon":
+        from .daemon import serve  # imported per mode: a relay starts with every connection
+
         serve(home, args.digest, workdir=args.workdir, idle_exit=args.idle_exit)
         return
     # The daemon runs from the same program as this relay: the zipapp, or this package.
@@ -28,6 +27,8 @@ def main() -> None:
     daemon_argv = [*program, "daemon", "--home", home, "--digest", args.digest, "--idle-exit", str(args.idle_exit)]
     if args.workdir:
         daemon_argv += ["--workdir", args.workdir]
+    from .relay import relay
+
     relay(home, daemon_argv)
 
 

@@ -21,11 +21,11 @@ from typing import Any, Dict, List, Optional
 
 from . import __version__, protocol, watchdog
 from .protocol import Channel, ChannelClosed, Frame, Kind
+from .relay import SOCKET_NAME
 from .tasks import Task, TaskStream, error_outcome, execute, result_outcome
 
 __all__ = ["Daemon", "SOCKET_NAME", "serve"]
 
-SOCKET_NAME = "worker.sock"  # relative to the worker's home, which is its cwd at bind time
 PID_NAME = "daemon.pid"  # the daemon's pid, a process-group leader (the sim kills the group)
 KEEP_TASKS = 50  # finished tasks kept for reattach, newest first
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
-import subprocess
 import sys
 import time
 from typing import List
 
-from .daemon import SOCKET_NAME
 from .protocol import widen
 
-__all__ = ["relay"]
+__all__ = ["relay", "SOCKET_NAME"]
+
+# Every connection runs a relay: it imports as little as it can (not the daemon).
+SOCKET_NAME = "worker.sock"  # relative to the worker's home, which is the daemon's cwd at bind time
 
 START_TIMEOUT = 20.0
 #: The relay's exit status when the daemon ended without letting the connection go:
@@ -48,6 +49,8 @@ def _start_daemon(home: str, daemon_argv: List[str]) -> socket.socket:
             return _connect(home)
         except OSError:
             pass
+        import subprocess
+
         log = open(os.path.join(home, "daemon.log"), "ab")
         # A new session: no SIGHUP when the SSH connection that started it goes away.
         subprocess.Popen(daemon_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
