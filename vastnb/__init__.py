@@ -44,3 +44,10 @@ __all__ = [
     "ActualStatus",
     *errors.__all__,
 ]
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext vastnb``: the ``%vast`` and ``%%vast run`` magics."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)

@@ -8,13 +8,17 @@ carry credentials.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 __all__ = ["VastError", "CheckpointError", "CheckpointCorruptError", "StorageError"]
 
 
 class VastError(Exception):
     """Root of every error vastnb raises."""
+
+    def _render_traceback_(self) -> List[str]:
+        """What IPython shows: the message, which says what to do, not vastnb's internals."""
+        return [f"{type(self).__name__}: {self}"]
 
 
 class CheckpointError(VastError):
