@@ -137,30 +137,39 @@ class CheckpointManager:
             self._raise_failure()
         if not (force or self.should_save(step)):
             return None
-        started = time.time()
-        parts = []
         for name, obj in zip(_OBJECTS, (model, optimizer, scheduler)):
-            if obj is not None:
-                if not hasattr(obj, "state_dict"):
-                    raise TypeError(f"{name} has no state_dict(): pass plain data as extras= instead")
-                parts.append((name, take_snapshot(obj.state_dict(), self._pool, name)))
-        state = take_snapshot(dict(extras or {}), self._pool, "extras")
-        state.tree = {"step": step, "rng": rng.capture(), "extras": state.tree}  # RNG states are fresh plain data
-        parts.append(("state", state))
-        self._pool.limit = max(self._pool.limit, sum(_bytes(snap.buffers) for _, snap in parts))
-        job = Job(id=new_id(step), step=step, time=started, metrics=_plain_metrics(metrics), parts=parts)
+            if obj is not None and not hasattr(obj, "state_dict"):
+                raise TypeError(f"{name} has no state_dict(): pass plain data as extras= instead")
+        started = time.time()
+        future: "Optional[Future[CheckpointInfo]]" = None
         try:
-            future: "Optional[Future[CheckpointInfo]]" = self._writer.submit(
-                job, timeout=self.preemption.remaining() if preempted else None)
+            self._writer.reserve(step, timeout=self.preemption.remaining() if preempted else None)
         except CheckpointError:
             if not preempted:
                 raise
-            future = None  # no room before the deadline: the checkpoints in flight are what is left
+            # No room before the deadline: the checkpoints in flight are what is left.
+        else:
+            future = self._writer.submit(self._snapshot(step, started, model, optimizer, scheduler, extras, metrics))
         self._last_step, self._last_time = step, time.monotonic()
         if preempted:
             self._writer.flush(self.preemption.remaining())
             self.preemption.finish()
         return future
+
+    def _snapshot(self, step: int, started: float, model: Any, optimizer: Any, scheduler: Any,
+                  extras: Optional[Mapping[str, Any]], metrics: Optional[Mapping[str, Any]]) -> Job:  # fmt: skip
+        """The checkpoint's state in host memory, in the slot reserved for it."""
+        try:
+            parts = [(name, take_snapshot(obj.state_dict(), self._pool, name))
+                     for name, obj in zip(_OBJECTS, (model, optimizer, scheduler)) if obj is not None]  # fmt: skip
+            state = take_snapshot(dict(extras or {}), self._pool, "extras")
+        except BaseException:
+            self._writer.release()  # refused (not plain data): the slot is free again
+            raise
+        state.tree = {"step": step, "rng": rng.capture(), "extras": state.tree}  # RNG states are fresh plain data
+        parts.append(("state", state))
+        self._pool.limit = max(self._pool.limit, sum(_bytes(snap.buffers) for _, snap in parts))
+        return Job(id=new_id(step), step=step, time=started, metrics=_plain_metrics(metrics), parts=parts)
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until every checkpoint saved so far is stored (False on timeout). Raises

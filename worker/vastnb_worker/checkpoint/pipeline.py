@@ -70,7 +70,6 @@ class Writer:
         self.retries, self.keep_last, self.keep_every = retries, keep_last, keep_every
         self.versions = versions
         self.failure: Optional[CheckpointError] = None
-        self.last: Optional[CheckpointInfo] = None  # the newest checkpoint stored
         self._cached: "collections.deque[str]" = collections.deque(maxlen=max(cache.keep, 1))
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._jobs: "queue.Queue[Optional[Job]]" = queue.Queue()
@@ -86,12 +85,19 @@ class Writer:
         for thread in self._uploaders:
             thread.start()
 
-    def submit(self, job: Job, timeout: Optional[float] = None) -> "Future[CheckpointInfo]":
-        """Queue ``job``, first waiting for a free slot (at most ``timeout`` seconds: then
-        :class:`CheckpointError`)."""
+    def reserve(self, step: int, timeout: Optional[float] = None) -> None:
+        """Wait for a free slot, before the snapshot is taken, so that at most
+        ``max_in_flight`` snapshots are ever in memory. After ``timeout`` seconds:
+        :class:`CheckpointError`. The slot goes to :meth:`submit`, or back by :meth:`release`."""
         if not self._slots.acquire(timeout=None if timeout is None else max(timeout, 0.0)):
-            raise CheckpointError(f"no room to save step {job.step}: earlier checkpoints are still uploading",
-                                  step=job.step)  # fmt: skip
+            raise CheckpointError(f"no room to save step {step}: earlier checkpoints are still uploading", step=step)
+
+    def release(self) -> None:
+        """Give back a slot reserved for a checkpoint that will not be submitted."""
+        self._slots.release()
+
+    def submit(self, job: Job) -> "Future[CheckpointInfo]":
+        """Queue ``job`` in the slot :meth:`reserve` gave."""
         with self._idle:
             self._pending += 1
             self._in_flight.append(job.id)
@@ -132,7 +138,8 @@ class Writer:
             except BaseException as exc:  # every failure is reported, none dies with the thread
                 self._fail(job, exc)
             else:
-                job.future.set_result(info)
+                job.future.set_result(info)  # stored: retention is housekeeping, after
+                self._tidy()
             finally:
                 for _, snapshot in job.parts:  # a failed job's buffers still go back
                     self.pool.give(snapshot.buffers)
@@ -152,11 +159,15 @@ class Writer:
             codec = write_part(snapshot, path)
             self.pool.give(snapshot.buffers)  # written: the host copy can serve the next save
             snapshot.buffers = []
-            size, digest = file_sha256(path)
             key = f"{job.id}/{name}{SUFFIX[codec]}"
-            parts.append(Part(name=name, key=key, size=size, sha256=digest, codec=codec))
             upload: "Future[None]" = Future()
-            self._uploads.put((upload, key, path))
+            if self.cache.move:  # the store takes the file away: hash it first
+                size, digest = file_sha256(path)
+                self._uploads.put((upload, key, path))
+            else:  # hash while it uploads (the manifest needs the hash, the upload does not)
+                self._uploads.put((upload, key, path))
+                size, digest = file_sha256(path)
+            parts.append(Part(name=name, key=key, size=size, sha256=digest, codec=codec))
             uploads.append(upload)
         # Wait for all, so that no upload still reads a file when a failure removes them.
         errors = [upload.exception() for upload in uploads]
@@ -166,9 +177,7 @@ class Writer:
         info = CheckpointInfo(id=job.id, step=job.step, time=job.time, metrics=job.metrics, parts=tuple(parts),
                               versions=self.versions(), url=self.store.url)  # fmt: skip
         self._retry(f"manifest of step {job.step}", lambda: self.store.put_bytes(info.manifest_key, info.to_json()))
-        self.last = info
         self._cached.append(info.id)
-        self._retain()
         return info
 
     def _upload_loop(self) -> None:
@@ -196,6 +205,13 @@ class Writer:
                 if attempt == self.retries:
                     raise
             time.sleep(min(2.0**attempt, 30.0))  # 1, 2, 4... seconds
+
+    def _tidy(self) -> None:
+        try:
+            self._retain()
+        except Exception as exc:  # the checkpoint is stored; only old ones were not deleted
+            warnings.warn(f"retention in {self.store.url} failed, older checkpoints were kept: {exc}",
+                          CheckpointWarning, stacklevel=1)  # fmt: skip
 
     def _retain(self) -> None:
         """Delete what retention does not keep (manifest first: the checkpoint stops

@@ -12,7 +12,7 @@ operation and the fix, and is not retried.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 from ..errors import StorageError
 from .stores import Store
@@ -73,8 +73,15 @@ class S3Store(Store):
 
             # Standard retries back off on throttling and 5xx; the checkpoint pipeline
             # retries whole objects on top of that.
+            options: Dict[str, Any] = {}
+            if endpoint_url and "amazonaws.com" not in endpoint_url:
+                # boto3 >= 1.36 sends CRC32 checksums (as aws-chunked trailers) by default,
+                # which R2, GCS and older MinIO refuse. The manifest's sha256 checks the data
+                # end to end anyway.
+                options = {"request_checksum_calculation": "when_required",
+                           "response_checksum_validation": "when_required"}  # fmt: skip
             botocore_config = Config(retries={"max_attempts": 5, "mode": "standard"},
-                                     max_pool_connections=4 * CONCURRENCY)  # fmt: skip
+                                     max_pool_connections=4 * CONCURRENCY, **options)  # fmt: skip
             # A session of its own: boto3's default one keeps the credentials it found first,
             # so credentials set after a failure (in a notebook, say) would never be seen.
             client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region_name,
