@@ -61,6 +61,11 @@ class Box:
         return self._record.price_per_hour
 
     @property
+    def simulated(self) -> bool:
+        """True on the simulated market: its prices and costs are illustrative."""
+        return self._fleet.simulated
+
+    @property
     def keep(self) -> bool:
         """True: left running when this Python process exits (listed, with its $/h)."""
         return self._record.keep
