@@ -34,6 +34,7 @@ class Checkpoint:
 
     @property
     def metrics(self) -> Dict[str, Any]:
+        """The metrics given to the ``save()`` that made it."""
         return self.info.metrics
 
     @property

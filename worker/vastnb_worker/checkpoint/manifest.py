@@ -63,10 +63,12 @@ class CheckpointInfo:
 
     @property
     def size(self) -> int:
+        """Bytes of all the checkpoint's objects."""
         return sum(p.size for p in self.parts)
 
     @property
     def manifest_key(self) -> str:
+        """The manifest's key in the store."""
         return manifest_key(self.id)
 
     def to_json(self) -> bytes:
@@ -104,6 +106,7 @@ def new_id(step: int) -> str:
 
 
 def manifest_key(checkpoint_id: str) -> str:
+    """The manifest's key for a checkpoint id: beside the folder of its objects."""
     return checkpoint_id + ".json"
 
 
