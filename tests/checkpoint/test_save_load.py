@@ -15,7 +15,7 @@ import torch
 
 from vastnb import CheckpointManager, load_latest
 from vastnb.errors import CheckpointError
-from vastnb_worker.checkpoint import CheckpointWarning, open_store
+from vastnb_worker.checkpoint import CheckpointWarning, list_checkpoints, open_store
 from vastnb_worker.checkpoint.manifest import CheckpointInfo, Part, file_sha256
 
 
@@ -149,3 +149,26 @@ def test_a_checkpoint_that_would_run_code_is_never_loaded(tmp_path: Path, codec:
         state = load_latest(str(store_dir), model=tiny()[0])
     assert state is not None and state.step == 1
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_extras_mixing_tensors_arrays_and_torch_types_round_trip(tmp_path: Path) -> None:
+    extras = {"t": torch.ones(2), "a": np.arange(3), "s": np.float32(2.5), "dtype": torch.float16,
+              "shape": torch.Size([2, 3]), "nested": {"x": (1, [torch.zeros(1)])}}  # fmt: skip
+    with CheckpointManager(tmp_path / "store") as ckpt:
+        ckpt.save(1, extras=extras)
+    state = load_latest(str(tmp_path / "store"))
+    assert state is not None and [p.codec for p in state.info.parts] == ["torch"]
+    got = state.extras
+    assert torch.equal(got["t"], extras["t"]) and got["a"].tolist() == [0, 1, 2] and got["s"] == np.float32(2.5)
+    assert got["dtype"] is torch.float16 and got["shape"] == torch.Size([2, 3])
+    assert torch.equal(got["nested"]["x"][1][0], torch.zeros(1))
+
+
+def test_every_seconds_and_force(tmp_path: Path) -> None:
+    with CheckpointManager(tmp_path / "a", every_seconds=3600) as ckpt:
+        assert ckpt.save(1, extras={}) is None  # an hour has not passed
+        assert ckpt.save(2, extras={}, force=True) is not None
+    with CheckpointManager(tmp_path / "b", every_seconds=0, keep_last=None) as ckpt:
+        assert all(ckpt.save(n, extras={}) is not None for n in range(3))
+        assert ckpt.save(2, extras={}) is None  # the same step twice is saved once
+    assert [c.step for c in list_checkpoints(str(tmp_path / "b"))] == [2, 1, 0]
