@@ -32,6 +32,7 @@ __all__ = [
     "LaunchPolicy",
     "LaunchEvent",
     "VastAPI",
+    "load_ipython_extension",
     "RetryPolicy",
     "Profile",
     "load_profiles",

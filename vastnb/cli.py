@@ -62,16 +62,11 @@ def _launch(args: argparse.Namespace) -> int:
             print("SIMULATED marketplace (no Vast API key found): nothing is billed.")
         # Launched from a terminal, a box outlives this command: it is kept.
         box = client.launch(args.profile, name=args.name, interruptible=args.interruptible or None,
-                            bid=args.bid, keep=True, progress=print_event)  # fmt: skip
+                            bid=args.bid, keep=True, progress=LaunchEvent.print)  # fmt: skip
         print(f"{box.name} (#{box.id}) is running at ${box.price_per_hour:.3f}/h. "
               f"It destroys itself after {args.silence:g} min without a connection from vastnb; "
               f"end it now with `vastnb down {box.name}`.")  # fmt: skip
     return 0
-
-
-def print_event(event: LaunchEvent) -> None:
-    """A launch step as one line: ``[  4.1s] running: instance 123 running``."""
-    print(f"[{event.elapsed:6.1f}s] {event.stage}: {event.message}", flush=True)
 
 
 def _ps(args: argparse.Namespace) -> int:

@@ -42,7 +42,7 @@ def run_demo(out: object = None) -> dict[str, float]:
     write = (out or sys.stdout).write  # type: ignore[attr-defined]
 
     def show(event: LaunchEvent) -> None:
-        write(f"[{event.elapsed:5.1f}s] {event.stage}: {event.message}\n")
+        write(event.line() + "\n")
 
     # This module is not installed on the box: ship train() by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -56,6 +56,14 @@ class LaunchEvent:
     instance_id: int | None = None
     candidate: Candidate | None = None
 
+    def line(self) -> str:
+        """The event as one line of text: ``[   4.1s] running: instance 123 running``."""
+        return f"[{self.elapsed:6.1f}s] {self.stage}: {self.message}"
+
+    def print(self) -> None:
+        """Print :meth:`line` at once: the progress callback of terminals and scripts."""
+        print(self.line(), flush=True)
+
 
 Progress = Callable[[LaunchEvent], None]
 

@@ -188,7 +188,7 @@ class VastMagics(Magics):
         self.client.profile(args.profile)  # a typo is refused before any display
         from .widgets import LaunchProgress, StatusCard
 
-        progress = LaunchProgress(args.profile)
+        progress = LaunchProgress(args.profile, simulated=self.client.simulated)
         progress.display()
         try:
             box = self.client.launch(args.profile, name=args.name, interruptible=args.interruptible or None,

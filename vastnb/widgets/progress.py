@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from traitlets import Bool, List, Unicode
 from traitlets import Instance as InstanceOf
 
-from ..cli import print_event
 from ..launch import LaunchEvent
 from .base import View, describe
 
@@ -86,7 +85,7 @@ class LaunchProgress(View):
             self.events = [*self.events, event]
             self.state = "launching"
         if not self.rich:
-            print_event(event)
+            event.print()
 
     def finish(self, box: Box | None = None, error: BaseException | None = None) -> None:
         """Mark the end: ready with ``box``, or failed with ``error``."""
@@ -97,7 +96,7 @@ class LaunchProgress(View):
                 self.state, self.outcome = "ready", f"{box.name} #{box.id}" if box is not None else ""
             self.simulated = self.simulated or bool(box is not None and box.simulated)
         if not self.rich and error is not None:
-            print_event(LaunchEvent("failed", self.outcome, self.elapsed or 0.0))
+            LaunchEvent("failed", self.outcome, self.elapsed or 0.0).print()
 
     def display(self) -> None:
         """Show the widget under the current cell; in text mode nothing, since each
