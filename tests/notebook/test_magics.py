@@ -190,3 +190,18 @@ def test_ps_use_status_and_down(ip: InteractiveShell, client: Client, capsys: py
 def test_free_names_are_what_the_cell_reads_from_outside() -> None:
     source = "import os\nfrom math import pi\ny = x + 1\ndef f(a):\n    return a * z\nfor i in range(3):\n    print(i, w)\nos.sep, pi, y"
     assert free_names(source) == ["x", "z", "w"]
+
+
+def test_launch_shows_progress_then_a_status_card(ip: InteractiveShell, client: Client,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    run(ip, "%vast launch dev-test --name shown")
+    out = capsys.readouterr().out
+    # Outside a widget frontend, the same information prints as text: the steps...
+    for stage in ("offer:", "created:", "running:", "connecting:", "ready:"):
+        assert stage in out
+    # ...then the card: state, GPU, $/h, uptime, cost so far, marked simulated.
+    (box,) = client.fleet.store.instances(client.fleet.url)
+    card = next(line for line in out.splitlines() if line.startswith(f"shown #{box.id}: running"))
+    assert "/h" in card and "cost so far $" in card and "SIMULATED" in card
+    run(ip, "%vast status")
+    assert capsys.readouterr().out.startswith(f"shown #{box.id}: running")
