@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import os
 import queue
-import select
 import signal
 import socket
 import sys
@@ -21,6 +20,7 @@ from typing import Any, Dict, List, Optional
 
 from . import __version__, protocol, watchdog
 from .protocol import Channel, ChannelClosed, Frame, Kind
+from .output import Forwarder, flush_streams
 from .relay import SOCKET_NAME
 from .tasks import Task, TaskStream, error_outcome, execute, result_outcome
 
@@ -49,7 +49,7 @@ class Daemon:
         self._lock = threading.Lock()
         self._in_user_code = False
         self._health: Optional[dict] = None
-        self.forwarders: List[_Forwarder] = []  # set by serve(): fds 1 and 2 -> the task
+        self.forwarders: List[Forwarder] = []  # set by serve(): fds 1 and 2 -> the task
         threading.Thread(target=self._measure_health, daemon=True).start()
 
     # -- the main thread: run tasks ---------------------------------------------------------
@@ -76,13 +76,13 @@ class Daemon:
                 value = execute(task, self.namespace)
             finally:
                 self._in_user_code = False  # and is ignored from here on
-            _flush_streams(self.forwarders)
+            flush_streams(self.forwarders)
             state, outcome = "done", result_outcome(value, cell=task.request.kind == Kind.CELL)
         except KeyboardInterrupt as exc:
-            _flush_streams(self.forwarders)
+            flush_streams(self.forwarders)
             state, outcome = "interrupted", error_outcome(exc)
         except BaseException as exc:  # noqa: B036 (SystemExit in user code must not end the worker)
-            _flush_streams(self.forwarders)
+            flush_streams(self.forwarders)
             state, outcome = "failed", error_outcome(exc)
         with self._lock:
             self.current = None
@@ -290,75 +290,6 @@ def _watch_relay(conn: socket.socket, channel: Channel, guard: _Guard) -> None:
         os.close(null)
 
 
-class _Forwarder:
-    """Bytes written to file descriptor 1 or 2 (by a subprocess, a C extension) go to the
-    running task a line at a time (else to the log). The pipe is read under a lock, by
-    this thread as bytes come and by the task's own thread when it ends (:meth:`drain`),
-    so the last bytes a task wrote reach it before its outcome, never the next task."""
-
-    def __init__(self, fd: int, name: str, current: Any, log: Any) -> None:
-        read_end, write_end = os.pipe()
-        os.dup2(write_end, fd)
-        os.close(write_end)
-        os.set_blocking(read_end, False)
-        self.read_end, self.name, self.current, self.log = read_end, name, current, log
-        self.pending = b""
-        self.lock = threading.Lock()
-        threading.Thread(target=self._run, name=f"vastnb-{name}", daemon=True).start()
-
-    def _run(self) -> None:
-        poller = select.poll()
-        poller.register(self.read_end, select.POLLIN)
-        while True:
-            poller.poll()
-            with self.lock:
-                if not self._read():
-                    return
-
-    def _read(self) -> bool:
-        """Deliver the whole lines the pipe holds now; False at end of file."""
-        while True:
-            try:
-                chunk = os.read(self.read_end, 1 << 16)
-            except BlockingIOError:
-                return True
-            if not chunk:
-                return False
-            self.pending += chunk
-            cut = max(self.pending.rfind(b"\n"), self.pending.rfind(b"\r"))
-            if cut < 0 and len(self.pending) < 1 << 16:
-                continue
-            ready, self.pending = (self.pending[: cut + 1], self.pending[cut + 1 :]) if cut >= 0 else (self.pending, b"")
-            self._deliver(ready)
-
-    def _deliver(self, data: bytes) -> None:
-        task = self.current()
-        text = data.decode("utf-8", errors="replace")
-        if task is not None:
-            task.emit(self.name, text)
-        else:
-            self.log.write(text)
-
-    def drain(self) -> None:
-        """Deliver everything written so far, a last partial line too (a task ended)."""
-        with self.lock:
-            self._read()
-            if self.pending:
-                ready, self.pending = self.pending, b""
-                self._deliver(ready)
-
-
-def _flush_streams(forwarders: List[_Forwarder]) -> None:
-    """Deliver to the running task all it wrote: what Python holds, then what the pipes do."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    for forwarder in forwarders:
-        forwarder.drain()
-
-
 def _remove_pid(home: str) -> None:
     """Remove the pid file, if it is still ours (a successor may have written its own)."""
     path = os.path.join(home, PID_NAME)
@@ -387,7 +318,7 @@ def serve(home: str, digest: str, *, workdir: Optional[str] = None, idle_exit: f
     current = lambda: daemon.current  # noqa: E731
     log = os.fdopen(os.dup(2), "w", buffering=1)  # the daemon's own log (daemon.log)
     # Output written below Python (a subprocess, a C extension) reaches the task too.
-    daemon.forwarders = [_Forwarder(fd, name, current, log) for fd, name in ((1, "stdout"), (2, "stderr"))]
+    daemon.forwarders = [Forwarder(fd, name, current, log) for fd, name in ((1, "stdout"), (2, "stderr"))]
     sys.stdout = TaskStream("stdout", current, log)
     sys.stderr = TaskStream("stderr", current, log)
     # Re-armed from its saved configuration, if any: a restart must not disarm the box.
