@@ -50,6 +50,9 @@ class CrashingStore(Store):
     def list(self, folder: str = "") -> list[str]:
         return self.inner.list(folder)
 
+    def folders(self, folder: str = "") -> list[str]:
+        return self.inner.folders(folder)
+
     def delete_folder(self, folder: str) -> None:
         self.inner.delete_folder(folder)
 

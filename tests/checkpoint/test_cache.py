@@ -82,3 +82,24 @@ def test_without_a_cache_nothing_stays_on_disk(tmp_path: Path, bucket: str, s3_c
     with CheckpointManager(url, client=s3_client, cache=False) as ckpt:
         assert ckpt.load_latest(torch.nn.Linear(32, 32)) is not None
     assert cached(tmp_path) == [] and len(data_downloads) == 2  # model and state, downloaded
+
+
+def test_resuming_a_long_run_reads_only_the_newest_manifest(bucket: str, s3_client: Any) -> None:
+    url = f"s3://{bucket}/runs/long"
+    with CheckpointManager(url, client=s3_client, keep_last=None) as ckpt:
+        for step in range(1, 9):
+            ckpt.save(step, extras={"step": step})
+    manifests: list[str] = []
+
+    def seen(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"].endswith(".json"):
+            manifests.append(params["Key"])
+
+    s3_client.meta.events.register("before-parameter-build.s3.GetObject", seen)
+    try:
+        with CheckpointManager(url, client=s3_client) as ckpt:
+            state = ckpt.load_latest()
+    finally:
+        s3_client.meta.events.unregister("before-parameter-build.s3.GetObject", seen)
+    assert state is not None and state.step == 8
+    assert [key.rsplit("/", 1)[1][:17] for key in manifests] == ["ckpt-000000000008"]

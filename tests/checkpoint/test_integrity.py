@@ -96,6 +96,13 @@ def test_a_process_dying_at_any_write_leaves_the_previous_checkpoint(tmp_path: P
     state = load_latest(url)
     assert state is not None and state.step == expected
 
+    # The restarted run resumes there, and clears the data the crash left without a manifest.
+    again = run_program("plain.py", url, "--steps", 5, "--every", 1)
+    assert wait_for_line(again, "start") == f"start {expected + 1}"
+    assert again.wait(timeout=60) == 0
+    folders = sorted(p.name for p in Path(url).iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert folders == [c.id for c in reversed(list_checkpoints(url))] and len(folders) == 4
+
 
 def test_sigkill_at_random_points_of_an_s3_upload(moto_url: str, bucket: str) -> None:
     """A real process uploading 24 MiB checkpoints to S3 (in 8 MiB parts) is killed with

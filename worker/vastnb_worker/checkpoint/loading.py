@@ -14,7 +14,7 @@ from ..errors import CheckpointCorruptError, CheckpointError
 from . import rng
 from .cache import Cache
 from .manifest import CheckpointInfo
-from .reader import CheckpointWarning, catalogue, read
+from .reader import CheckpointWarning, candidates, catalogue, read
 from .stores import Store, open_store
 
 __all__ = ["Checkpoint", "load_from", "load_latest", "list_checkpoints"]
@@ -57,11 +57,12 @@ def load_from(
 ) -> Optional[Checkpoint]:
     """Load the newest sound checkpoint (or the one of ``step``) into ``objects`` (name ->
     object with ``load_state_dict``, or None). See :meth:`CheckpointManager.load_latest`."""
-    infos = catalogue(store)
+    infos = candidates(store, step)
     if step is not None:
-        infos = [info for info in infos if info.step == step]
-        if not infos:
+        wanted = list(infos)
+        if not wanted:
             raise CheckpointError(f"{store.url} holds no complete checkpoint of step {step}", step=step)
+        infos = iter(wanted)
     for info in infos:
         try:
             states = read(store, info, cache, map_location=map_location)

@@ -28,11 +28,13 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ..errors import CheckpointError
 
-__all__ = ["Part", "CheckpointInfo", "new_id", "manifest_key", "step_of", "file_sha256", "versions", "expired"]
+__all__ = ["Part", "CheckpointInfo", "new_id", "manifest_key", "step_of", "folder_step", "file_sha256", "versions",
+           "expired"]
 
 FORMAT = "vastnb-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^(ckpt-(\d{12})-[0-9a-f]{8})\.json$")
+_FOLDER = re.compile(r"^ckpt-(\d{12})-[0-9a-f]{8}$")
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,12 @@ def new_id(step: int) -> str:
 def manifest_key(checkpoint_id: str) -> str:
     """The manifest's key for a checkpoint id: beside the folder of its objects."""
     return checkpoint_id + ".json"
+
+
+def folder_step(name: str) -> Optional[int]:
+    """The step of a checkpoint's data folder name, None for any other name."""
+    match = _FOLDER.match(name)
+    return int(match.group(1)) if match else None
 
 
 def step_of(name: str) -> Optional[Tuple[str, int]]:

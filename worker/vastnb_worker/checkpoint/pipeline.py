@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ..errors import CheckpointError, StorageError
 from .cache import Cache
 from .codec import SUFFIX, write_part
-from .manifest import CheckpointInfo, Part, expired, file_sha256, step_of
+from .manifest import CheckpointInfo, Part, expired, file_sha256, folder_step, step_of
 from .reader import CheckpointWarning
 from .snapshot import BufferPool, Snapshot
 from .stores import Store
@@ -215,11 +215,22 @@ class Writer:
 
     def _retain(self) -> None:
         """Delete what retention does not keep (manifest first: the checkpoint stops
-        existing before its objects go), and the cache's older checkpoints."""
+        existing before its objects go), the data of uploads that never got a manifest
+        (a crash) below the newest complete step, and the cache's older checkpoints."""
         ids = [found for found in map(step_of, self.store.list()) if found]
         for old in expired(ids, self.keep_last, self.keep_every):
             self.store.delete(old + ".json")
             self.store.delete_folder(old)
+        newest = max((step for _, step in ids), default=-1)
+        complete = {cid for cid, _ in ids}
+        with self._idle:
+            busy = set(self._in_flight)
+        for folder in self.store.folders():
+            step = folder_step(folder)
+            # Below the newest complete step, a folder without a manifest is never completed
+            # by this run; one at or above it may still be uploading (another process's).
+            if step is not None and step < newest and folder not in complete and folder not in busy:
+                self.store.delete_folder(folder)
         self._prune_cache()
 
     def _prune_cache(self, failed: Optional[str] = None) -> None:

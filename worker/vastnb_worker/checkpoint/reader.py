@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from ..errors import CheckpointCorruptError, CheckpointError
 from .cache import Cache
@@ -20,7 +20,7 @@ from .codec import read_part
 from .manifest import CheckpointInfo, file_sha256, step_of
 from .stores import Store
 
-__all__ = ["catalogue", "read", "CheckpointWarning"]
+__all__ = ["catalogue", "candidates", "read", "CheckpointWarning"]
 
 
 class CheckpointWarning(UserWarning):
@@ -30,18 +30,30 @@ class CheckpointWarning(UserWarning):
 def catalogue(store: Store) -> List[CheckpointInfo]:
     """The complete checkpoints in ``store``, highest step first. A manifest that cannot be
     parsed is skipped with a warning."""
-    found: List[CheckpointInfo] = []
+    return list(candidates(store))
+
+
+def candidates(store: Store, step: Optional[int] = None) -> Iterator[CheckpointInfo]:
+    """Like :func:`catalogue` (or only ``step``'s), reading each manifest only when the
+    caller gets that far: resuming a long run reads one or two, not thousands."""
+    by_step: Dict[int, List[str]] = {}
     for name in store.list():
-        if step_of(name) is None:
-            continue
-        try:
-            found.append(CheckpointInfo.from_json(store.get_bytes(name), url=store.url))
-        except FileNotFoundError:  # deleted by retention since the listing
-            continue
-        except CheckpointError as exc:
-            warnings.warn(f"skipping {store.url}/{name}: {exc}", CheckpointWarning, stacklevel=3)
-    # Highest step first; for one step saved twice, the later save.
-    return sorted(found, key=lambda info: (info.step, info.time), reverse=True)
+        found = step_of(name)
+        if found is not None and step in (None, found[1]):
+            by_step.setdefault(found[1], []).append(name)
+    for number in sorted(by_step, reverse=True):
+        infos = [info for info in map(lambda name: _manifest(store, name), by_step[number]) if info]
+        yield from sorted(infos, key=lambda info: info.time, reverse=True)  # a step saved twice: the later first
+
+
+def _manifest(store: Store, name: str) -> Optional[CheckpointInfo]:
+    try:
+        return CheckpointInfo.from_json(store.get_bytes(name), url=store.url)
+    except FileNotFoundError:  # deleted by retention since the listing
+        return None
+    except CheckpointError as exc:
+        warnings.warn(f"skipping {store.url}/{name}: {exc}", CheckpointWarning, stacklevel=4)
+        return None
 
 
 def read(store: Store, info: CheckpointInfo, cache: Optional[Cache], *, map_location: Any = None) -> Dict[str, Any]:

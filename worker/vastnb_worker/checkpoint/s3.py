@@ -124,6 +124,16 @@ class S3Store(Store):
 
         return self._call("list", folder, list_all)
 
+    def folders(self, folder: str = "") -> List[str]:
+        prefix = self._key(folder.strip("/")).rstrip("/") + "/" if (folder or self.prefix) else ""
+
+        def list_all() -> List[str]:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix,
+                                                                          Delimiter="/")  # fmt: skip
+            return sorted(p["Prefix"][len(prefix):].rstrip("/") for page in pages for p in page.get("CommonPrefixes", []))
+
+        return self._call("list", folder, list_all)
+
     def delete_folder(self, folder: str) -> None:
         prefix = self._key(folder.strip("/")) + "/"
 

@@ -63,6 +63,11 @@ class Store(ABC):
     def delete(self, key: str) -> None:
         """Delete one object; nothing happens if it is missing."""
 
+    def folders(self, folder: str = "") -> List[str]:
+        """Names of the sub-folders directly in ``folder`` (used to clean up after
+        crashed uploads; a store that cannot tell returns [] and is not cleaned)."""
+        return []
+
     def local_path(self, key: str) -> Optional[str]:
         """A local file holding the object, to read in place, or None to fetch it."""
         return None
@@ -143,6 +148,13 @@ class LocalStore(Store):
             return []
         return sorted(e.name for e in entries if e.is_file() and not e.name.startswith(".partial-"))
 
+    def folders(self, folder: str = "") -> List[str]:
+        try:
+            entries = list(os.scandir(self._path(folder) if folder else self.root))
+        except FileNotFoundError:
+            return []
+        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+
     def delete_folder(self, folder: str) -> None:
         shutil.rmtree(self._path(folder), ignore_errors=True)
 
@@ -194,6 +206,12 @@ class MemoryStore(Store):
         with self._lock:
             keys = list(self.objects)
         return sorted(k[len(prefix):] for k in keys if k.startswith(prefix) and "/" not in k[len(prefix):])
+
+    def folders(self, folder: str = "") -> List[str]:
+        prefix = folder.rstrip("/") + "/" if folder else ""
+        with self._lock:
+            keys = list(self.objects)
+        return sorted({k[len(prefix):].split("/")[0] for k in keys if k.startswith(prefix) and "/" in k[len(prefix):]})
 
     def delete_folder(self, folder: str) -> None:
         prefix = folder.rstrip("/") + "/"
