@@ -12,7 +12,7 @@ operation and the fix, and is not retried.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from ..errors import StorageError
 from .stores import Store
@@ -114,7 +114,7 @@ class S3Store(Store):
                                                                       Config=self.config))  # fmt: skip
 
     def list(self, folder: str = "") -> List[str]:
-        prefix = self._key(folder.strip("/")).rstrip("/") + "/" if (folder or self.prefix) else ""
+        prefix = self._prefix(folder)
 
         def list_all() -> List[str]:
             # The delimiter leaves sub-folders out (they come back as CommonPrefixes).
@@ -125,25 +125,43 @@ class S3Store(Store):
         return self._call("list", folder, list_all)
 
     def folders(self, folder: str = "") -> List[str]:
-        prefix = self._key(folder.strip("/")).rstrip("/") + "/" if (folder or self.prefix) else ""
+        """Sub-folders holding objects, or only the parts of an upload a crash cut short
+        (S3 keeps, and bills, those until they are aborted)."""
+        prefix = self._prefix(folder)
 
         def list_all() -> List[str]:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix,
                                                                           Delimiter="/")  # fmt: skip
-            return sorted(p["Prefix"][len(prefix):].rstrip("/") for page in pages for p in page.get("CommonPrefixes", []))
+            return [p["Prefix"][len(prefix):].rstrip("/") for page in pages for p in page.get("CommonPrefixes", [])]
 
-        return self._call("list", folder, list_all)
+        found = set(self._call("list", folder, list_all))
+        found.update(key[len(prefix):].split("/")[0] for key, _ in self._unfinished(prefix) if "/" in key[len(prefix):])
+        return sorted(found)
 
     def delete_folder(self, folder: str) -> None:
-        prefix = self._key(folder.strip("/")) + "/"
+        prefix = self._prefix(folder)
 
         def delete_all() -> None:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
                 keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
                 if keys:  # at most 1000 a page, as delete_objects takes
                     self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+            for key, upload_id in self._unfinished(prefix):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
-        self._call("delete", folder + "/", delete_all)
+        self._call("delete", folder, delete_all)
+
+    def _prefix(self, folder: str) -> str:
+        return self._key(folder.strip("/")).rstrip("/") + "/" if (folder or self.prefix) else ""
+
+    def _unfinished(self, prefix: str) -> List[Tuple[str, str]]:
+        """``(key, upload id)`` of multipart uploads begun and never completed under
+        ``prefix``; [] where listing them is not allowed (it is housekeeping only)."""
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
+            return [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
+        except Exception:  # e.g. no s3:ListBucketMultipartUploads permission
+            return []
 
     def delete(self, key: str) -> None:
         self._call("delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key)))
