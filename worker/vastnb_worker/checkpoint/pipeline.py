@@ -216,7 +216,7 @@ class Writer:
     def _retain(self) -> None:
         """Delete what retention does not keep (manifest first: the checkpoint stops
         existing before its objects go), the data of uploads that never got a manifest
-        (a crash) below the newest complete step, and the cache's older checkpoints."""
+        (a crash) up to the newest complete step, and the cache's older checkpoints."""
         ids = [found for found in map(step_of, self.store.list()) if found]
         for old in expired(ids, self.keep_last, self.keep_every):
             self.store.delete(old + ".json")
@@ -227,9 +227,9 @@ class Writer:
             busy = set(self._in_flight)
         for folder in self.store.folders():
             step = folder_step(folder)
-            # Below the newest complete step, a folder without a manifest is never completed
-            # by this run; one at or above it may still be uploading (another process's).
-            if step is not None and step < newest and folder not in complete and folder not in busy:
+            # Up to the newest complete step, a folder without a manifest (and not this
+            # writer's) was left by a crash; one above it may be another process's upload.
+            if step is not None and step <= newest and folder not in complete and folder not in busy:
                 self.store.delete_folder(folder)
         self._prune_cache()
 
