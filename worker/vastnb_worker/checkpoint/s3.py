@@ -12,6 +12,7 @@ operation and the fix, and is not retried.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from ..errors import StorageError
@@ -74,7 +75,8 @@ class S3Store(Store):
             # Standard retries back off on throttling and 5xx; the checkpoint pipeline
             # retries whole objects on top of that.
             options: Dict[str, Any] = {}
-            if endpoint_url and "amazonaws.com" not in endpoint_url:
+            endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            if endpoint and "amazonaws.com" not in endpoint:
                 # boto3 >= 1.36 sends CRC32 checksums (as aws-chunked trailers) by default,
                 # which R2, GCS and older MinIO refuse. The manifest's sha256 checks the data
                 # end to end anyway.
