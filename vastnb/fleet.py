@@ -216,17 +216,23 @@ class Fleet:
         """At interpreter exit: destroy this session's boxes, except kept ones (listed)."""
         if self._session is None or self._session.ended_at is not None:
             return
-        kept = []
-        for stored in self.store.instances(self.url):
-            if stored.session != self._session.id:
-                continue
-            if stored.keep:
-                kept.append(stored)
-                continue
+        mine = {s.id: s for s in self.store.instances(self.url) if s.session == self._session.id}
+        kept = [s for s in mine.values() if s.keep]
+        doomed = {i: s.name for i, s in mine.items() if not s.keep}
+        try:
+            # Also what the market labels as ours but the store missed (a Ctrl-C that
+            # landed between the create's answer and its row).
+            for instance in self.api.list_instances():
+                parsed = parse_label(instance.label)
+                if parsed and parsed[1] == self._session.id and instance.id not in mine:
+                    doomed[instance.id] = parsed[0]
+        except Exception as exc:
+            print(f"vastnb: could not list instances at exit ({exc}); destroying the recorded ones", file=sys.stderr)
+        for instance_id, name in doomed.items():
             try:
-                self.destroy(stored.id, "destroyed at interpreter exit")
+                self.destroy(instance_id, "destroyed at interpreter exit")
             except Exception as exc:  # report every failure, then go on with the rest
-                print(f"vastnb: could not destroy instance {stored.id} ({stored.name}) at exit: {exc}", file=sys.stderr)
+                print(f"vastnb: could not destroy instance {instance_id} ({name}) at exit: {exc}", file=sys.stderr)
         for stored in kept:
             price = f"${stored.price_per_hour:.3f}/h" if stored.price_per_hour is not None else "price unknown"
             print(f"vastnb: kept running: {stored.name} (#{stored.id}, {price}); "

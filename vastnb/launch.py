@@ -130,8 +130,8 @@ class _Launch:
             self.cleanup(record, exc.created_instance_id)
             return None
         record["instance_id"] = created.id
-        self.emit("created", f"instance {created.id} created", created.id)
         try:
+            self.emit("created", f"instance {created.id} created", created.id)
             instance = self.wait_running(created.id)
             session = self.connect(created.id)
             self.fleet.arm_watchdog(session, created.id)

@@ -78,3 +78,14 @@ def test_down_all_destroys_vastnb_instances_only(vast: Client) -> None:
     theirs = vast.api.create_instance(offer.id, image="ubuntu:22.04", disk_gb=10, label="my-own").id
     assert sorted(vast.down_all()) == sorted(mine)
     assert billing(vast) == [theirs]
+
+
+def test_closing_destroys_what_the_market_labels_as_this_sessions(clients: object) -> None:
+    # An instance whose create answered but whose row never reached the store (a Ctrl-C
+    # in between): its label still names this session, and closing finds it.
+    vast = clients()  # type: ignore[operator]
+    offer = vast.select("dev-test")[0].offer
+    ghost = vast.api.create_instance(offer.id, image="ubuntu:22.04", disk_gb=10, label=f"vastnb:ghost:{vast.fleet.session_id}").id
+    assert billing(vast) == [ghost]
+    vast.close()
+    assert billing(vast) == []
