@@ -56,7 +56,11 @@ class CheckpointManager:
     while they upload; a ``save()`` beyond that waits. ``cache``: the local copy that lets a
     restart on this machine resume without downloading (True: under ``~/.cache``; a path;
     False: none). ``grace_seconds``: after SIGTERM, how long to finish uploads and write a
-    final checkpoint before exiting. ``handle_sigterm=False`` leaves SIGTERM alone.
+    final checkpoint before exiting. ``handle_sigterm=False`` leaves SIGTERM alone (it
+    is only ever handled in the main thread). ``retries``: further attempts for an object
+    whose upload failed, with backoff, before the checkpoint is reported failed.
+
+    Close it (or use ``with``) so that the last checkpoint is waited for.
     """
 
     def __init__(
