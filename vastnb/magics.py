@@ -41,7 +41,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _first_line(fn: Callable[..., Any]) -> str:
-    return (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ")
+    """The first sentence of ``fn``'s docstring: what ``%vast help`` lists."""
+    text = (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ").replace("``", "")
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
 
 
 def _names(text: str | None) -> list[str]:
@@ -56,7 +59,10 @@ def free_names(source: str) -> list[str]:
     """Names a cell reads before (or without) binding them itself, in order of first use:
     what must come from the notebook. Builtins are left out."""
     tree = ast.parse(source)
-    bound: set[str] = set()
+    # A comprehension binds its targets before its element reads them, though the element
+    # comes first in the text: they are its own, never the notebook's.
+    bound: set[str] = {n.id for c in ast.walk(tree) if isinstance(c, ast.comprehension)
+                       for n in ast.walk(c.target) if isinstance(n, ast.Name)}  # fmt: skip
     free: list[str] = []
     nodes = sorted((n for n in ast.walk(tree) if isinstance(n, (ast.Name, ast.alias, ast.arg, ast.FunctionDef,
                     ast.AsyncFunctionDef, ast.ClassDef))), key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", 0)))  # fmt: skip

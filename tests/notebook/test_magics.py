@@ -83,8 +83,10 @@ def test_help_lists_every_subcommand_with_the_api_docstring(ip: InteractiveShell
     for command in ("help", "profiles", "offers", "launch", "ps", "use", "status", "down", "attach"):
         assert any(line.strip().startswith(f"%vast {command} ") for line in lines), command
     assert any(line.strip().startswith("%%vast run ") for line in lines)
-    first = inspect.getdoc(Client.launch).split("\n\n")[0].replace("\n", " ")  # type: ignore[union-attr]
-    assert any(first in line for line in lines)  # one source of truth: the API's docstring
+    first = inspect.getdoc(Client.launch).split(". ")[0]  # type: ignore[union-attr]
+    launch = next(line for line in lines if line.strip().startswith("%vast launch "))
+    assert first.replace("\n", " ") in launch  # one source of truth: the API's docstring
+    assert all(len(line) < 200 for line in lines)  # one line each, a sentence
     run(ip, "%vast help run")
     full = capsys.readouterr().out
     assert "--pull" in full and "--detach" in full and "last expression" in full
@@ -190,6 +192,7 @@ def test_ps_use_status_and_down(ip: InteractiveShell, client: Client, capsys: py
 def test_free_names_are_what_the_cell_reads_from_outside() -> None:
     source = "import os\nfrom math import pi\ny = x + 1\ndef f(a):\n    return a * z\nfor i in range(3):\n    print(i, w)\nos.sep, pi, y"
     assert free_names(source) == ["x", "z", "w"]
+    assert free_names("{k: v * n for k, v in d.items()}\n[j for j in r]") == ["n", "d", "r"]
 
 
 def test_launch_shows_progress_then_a_status_card(ip: InteractiveShell, client: Client,
