@@ -42,6 +42,7 @@ class Preemption:
         self._requested = threading.Event()
         self._done = threading.Event()  # the loop handled it (or the manager closed)
         self._wake = threading.Event()
+        self._finishing = False
         if install and threading.current_thread() is threading.main_thread():
             previous = signal.getsignal(signal.SIGTERM)
             if previous is not signal.SIG_IGN:
@@ -74,14 +75,17 @@ class Preemption:
         """The final checkpoint is done or the grace period is over: exit the way the
         signal would have, or hand over to the handler that was there before ours. Only
         the first call acts: ``close()`` in a ``finally`` after ``save()`` exited is a no-op."""
-        if self._done.is_set():
+        if self._finishing:
             return
-        self._done.set()
+        self._finishing = True
         previous = self._previous
         self.uninstall()
         if callable(previous):
+            self._done.set()  # the handler that was there before decides what happens now
             previous(signal.SIGTERM, None)
         else:
+            # The watchdog stays armed: an exit held up past the deadline (by an upload
+            # thread that Python waits for at exit) is ended by it.
             raise SystemExit(EXIT_STATUS)
 
     def uninstall(self) -> None:
@@ -100,8 +104,8 @@ class Preemption:
             return
         if self._done.wait(self.remaining() + EXIT_MARGIN):
             return
-        # The loop did not get back to save() in time. signal.signal cannot be called from
-        # this thread to restore the default action, so exit directly.
+        # The loop did not get back to save() in time, or its exit is held up. signal.signal
+        # cannot be called from this thread to restore the default action: exit directly.
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

@@ -13,6 +13,7 @@ operation and the fix, and is not retried.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from ..errors import StorageError
@@ -22,11 +23,12 @@ __all__ = ["S3Store", "transfer_config"]
 
 T = TypeVar("T")
 
-#: Multipart part size. 64 MiB parts upload as fast as 8-16 MiB ones and keep the part
-#: count (max 10,000) far from the limit even for a 100 GB checkpoint.
-CHUNK = 64 << 20
-#: Parts in flight per object.
-CONCURRENCY = 8
+#: Multipart part size. boto3 grows it when an object would need more than S3's 10,000
+#: parts. Bigger parts cost memory per part in flight, and gained nothing here.
+CHUNK = 16 << 20
+#: Parts in flight for the whole store, whatever the number of objects uploading at once:
+#: one pool, so two objects uploading side by side do not double the load on the endpoint.
+CONCURRENCY = 10
 
 _DENIED = {"AccessDenied", "AllAccessDisabled", "403", "Forbidden", "AccountProblem"}
 _BAD_KEY = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "TokenRefreshRequired"}
@@ -91,6 +93,17 @@ class S3Store(Store):
         self.client = client
         self.endpoint = getattr(getattr(client, "meta", None), "endpoint_url", endpoint_url)
         self.config = config if config is not None else transfer_config()
+        self._transfers: Any = None  # made on first use: listing and loading need no threads
+        self._transfers_lock = threading.Lock()
+
+    def _transfer(self) -> Any:
+        """The store's one transfer manager (boto3's upload_file makes one a call)."""
+        with self._transfers_lock:
+            if self._transfers is None:
+                from boto3.s3.transfer import create_transfer_manager
+
+                self._transfers = create_transfer_manager(self.client, self.config)
+            return self._transfers
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -102,7 +115,7 @@ class S3Store(Store):
             raise self._translate(exc, operation, key) from exc
 
     def put_file(self, key: str, path: str, *, move: bool = False) -> None:
-        self._call("upload", key, lambda: self.client.upload_file(path, self.bucket, self._key(key), Config=self.config))
+        self._call("upload", key, lambda: self._transfer().upload(path, self.bucket, self._key(key)).result())
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call("upload", key, lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data))
@@ -112,8 +125,7 @@ class S3Store(Store):
         return self._call("download", key, answer["Body"].read)
 
     def get_file(self, key: str, path: str) -> None:
-        self._call("download", key, lambda: self.client.download_file(self.bucket, self._key(key), path,
-                                                                      Config=self.config))  # fmt: skip
+        self._call("download", key, lambda: self._transfer().download(self.bucket, self._key(key), path).result())
 
     def list(self, folder: str = "") -> List[str]:
         prefix = self._prefix(folder)
@@ -169,6 +181,10 @@ class S3Store(Store):
         self._call("delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key)))
 
     def close(self) -> None:
+        with self._transfers_lock:
+            if self._transfers is not None:
+                self._transfers.shutdown()
+                self._transfers = None
         if self._owns_client:  # a client passed in may serve other stores
             self.client.close()
 
