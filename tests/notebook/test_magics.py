@@ -85,7 +85,7 @@ def test_help_lists_every_subcommand_with_the_api_docstring(ip: InteractiveShell
     assert any(line.strip().startswith("%%vast run ") for line in lines)
     first = inspect.getdoc(Client.launch).split(". ")[0]  # type: ignore[union-attr]
     launch = next(line for line in lines if line.strip().startswith("%vast launch "))
-    assert first.replace("\n", " ") in launch  # one source of truth: the API's docstring
+    assert first.replace("\n", " ").replace("``", "") in launch  # one source of truth: the API's docstring
     assert all(len(line) < 200 for line in lines)  # one line each, a sentence
     run(ip, "%vast help run")
     full = capsys.readouterr().out
