@@ -12,6 +12,7 @@ Two codecs, chosen per part by what it holds:
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from typing import Any, List, Optional
 
@@ -54,7 +55,9 @@ def read_part(path: str, codec: str, *, map_location: Any = None, where: str = "
             import torch
         except ImportError as exc:
             raise CheckpointError(f"{where} holds torch tensors: install torch to load it") from exc
-        with torch.serialization.safe_globals(_numpy_globals()):
+        # safe_globals (torch >= 2.5) lets numpy arrays through the weights-only loader.
+        allow = getattr(torch.serialization, "safe_globals", None)
+        with allow(_numpy_globals()) if allow else contextlib.nullcontext():
             try:
                 return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
             except pickle.UnpicklingError as exc:
