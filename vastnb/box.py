@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import InstanceGoneError
-from .offload import CellResult, RemoteTask, Session, SSHTransport
-from .records import ActualStatus, Instance
+from .offload import CellResult, RemoteTask, Session
+from .records import Instance
 from .store import StoredInstance
 
 if TYPE_CHECKING:
@@ -164,14 +164,8 @@ class Box:
     def _close_session(self) -> None:
         if self._session is not None:
             self._session.close()
-            if isinstance(self._session.transport, SSHTransport):
-                self._session.transport.close_master()
+            self._session.transport.close_master()
             self._session = None
 
     def _refresh(self) -> None:
         self._record = self._fleet.store.get(self._fleet.url, self.id) or self._record
-
-    @property
-    def ready(self) -> bool:
-        """True when the instance runs (the worker is reached on first use)."""
-        return self._record.live and self.info().actual_status is ActualStatus.RUNNING

@@ -187,7 +187,7 @@ class Client:
 
     def orphans(self) -> pd.DataFrame:
         """Instances no live session owns (their kernel died without destroying them)."""
-        return self._instances_frame([e for e in self.fleet.entries() if e.orphan])
+        return self._instances_frame(self.fleet.orphans())
 
     def down(self, ref: str | int) -> bool:
         """Destroy the instance called ``ref`` (name or id). False if already gone."""

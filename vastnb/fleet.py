@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 from .box import Box
 from .errors import ConfigError, InstanceCreateError, InstanceGoneError
 from .keys import KeyPair, ensure_keypair, ensure_registered
-from .launch import LaunchPolicy, Progress, launch, stored_instance
+from .launch import LaunchPolicy, Progress, launch
 from .offload import Session, SSHTransport, Transport
 from .profiles import Profile
-from .records import CreatedInstance, Instance
+from .records import ActualStatus, CreatedInstance, Instance
 from .selection import Candidate
 from .store import SessionInfo, StateStore, StoredInstance
 
@@ -130,10 +130,20 @@ class Fleet:
             )  # fmt: skip
         except InstanceCreateError as exc:
             if exc.created_instance_id is not None:
-                self.store.record(stored_instance(self, profile, candidate, name, label, exc.created_instance_id, None, keep))
+                self._record(profile, candidate, name, label, exc.created_instance_id, None, keep)
             raise
-        self.store.record(stored_instance(self, profile, candidate, name, label, created.id, created.instance_api_key, keep))
+        self._record(profile, candidate, name, label, created.id, created.instance_api_key, keep)
         return created
+
+    def _record(self, profile: Profile, candidate: Candidate, name: str, label: str, instance_id: int,
+                key: str | None, keep: bool) -> None:  # fmt: skip
+        offer = candidate.offer
+        self.store.record(StoredInstance(
+            url=self.url, id=instance_id, name=name, profile=profile.name, label=label, session=self.session_id,
+            keep=keep, offer_id=offer.id, machine_id=offer.machine_id, gpu=offer.gpu_name, num_gpus=offer.num_gpus,
+            price_per_hour=candidate.price, bid=candidate.bid, max_duration_hours=profile.max_duration_hours,
+            instance_key=key, state="created", created_at=time.time(), destroyed_at=None,
+        ))  # fmt: skip
 
     def reachable(self, instance: Instance) -> bool:
         """Whether a running instance can take connections yet."""
@@ -185,7 +195,7 @@ class Fleet:
         deadline = time.monotonic() + timeout
         while True:
             instance = box.info()
-            if instance.actual_status.value == "running" and self.reachable(instance):
+            if instance.actual_status is ActualStatus.RUNNING and self.reachable(instance):
                 break
             if instance.actual_status.is_failed:
                 raise InstanceGoneError(f"instance {box.id} is {instance.actual_status.value}: it will not start; destroy it with down().")

@@ -23,7 +23,6 @@ from .offload import Session
 from .profiles import Profile
 from .records import ActualStatus, Instance
 from .selection import Candidate
-from .store import StoredInstance
 
 if TYPE_CHECKING:
     from .fleet import Fleet
@@ -132,7 +131,7 @@ class _Launch:
         record["instance_id"] = created.id
         try:
             self.emit("created", f"instance {created.id} created", created.id)
-            instance = self.wait_running(created.id)
+            self.wait_running(created.id)
             session = self.connect(created.id)
             self.fleet.arm_watchdog(session, created.id)
         except (_AttemptFailed, TransportError) as exc:
@@ -145,7 +144,7 @@ class _Launch:
             record["error"] = repr(exc)
             self.cleanup(record, created.id)
             raise
-        self.fleet.store.update(self.fleet.url, created.id, state="running", machine_id=instance.machine_id, note="ready")
+        self.fleet.store.update(self.fleet.url, created.id, note="worker ready")
         stored = self.fleet.store.get(self.fleet.url, created.id)
         assert stored is not None
         self.emit("ready", f"{self.name} ready: worker answers on instance {created.id}", created.id)
@@ -208,15 +207,3 @@ class _Launch:
         else:
             lines.append("Nothing was left billing. Try again later, or relax the profile (see `vastnb offers`).")
         return ProvisionError("\n".join(lines), attempts=self.attempts)
-
-
-def stored_instance(fleet: Fleet, profile: Profile, candidate: Candidate, name: str, label: str,
-                    instance_id: int, key: str | None, keep: bool) -> StoredInstance:  # fmt: skip
-    """The state-store row for an instance just created."""
-    offer = candidate.offer
-    return StoredInstance(
-        url=fleet.url, id=instance_id, name=name, profile=profile.name, label=label, session=fleet.session_id,
-        keep=keep, offer_id=offer.id, machine_id=offer.machine_id, gpu=offer.gpu_name, num_gpus=offer.num_gpus,
-        price_per_hour=candidate.price, bid=candidate.bid, max_duration_hours=profile.max_duration_hours,
-        instance_key=key, state="created", created_at=time.time(), destroyed_at=None,
-    )  # fmt: skip

@@ -205,7 +205,7 @@ class VastMagics(Magics):
         progress.finish(box=box)
         self.boxes[box.name] = box
         self.current = box.name
-        _display(StatusCard(box))
+        StatusCard(box).display()
 
     def _ps(self, words: list[str], _: str | None) -> Any:
         self._parse("ps", words)
@@ -221,7 +221,7 @@ class VastMagics(Magics):
         from .widgets import StatusCard
 
         args = self._parse("status", words)
-        _display(StatusCard(self._box(args.name)))
+        StatusCard(self._box(args.name)).display()
 
     def _down(self, words: list[str], _: str | None) -> None:
         args = self._parse("down", words)
@@ -256,13 +256,13 @@ class VastMagics(Magics):
             wanted = _names(args.push) if args.push is not None else free_names(cell)
         except SyntaxError as exc:
             raise UsageError(f"the cell is not valid Python: {exc}") from None
-        missing = [n for n in _names(args.push) if n not in user_ns] if args.push else []
+        missing = [n for n in wanted if n not in user_ns] if args.push is not None else []
         if missing:
             raise UsageError(f"--push names what the notebook does not define: {', '.join(missing)}")
         push = {n: user_ns[n] for n in wanted if n in user_ns and not _internal(n)}
-        for name, value in push.items():
-            if _size(value) > LARGE_PUSH:
-                print(f"[vastnb] pushing {name} ({_size(value) / 2**20:.0f} MiB) to the box on every run; "
+        for name, size in ((n, _size(v)) for n, v in push.items()):
+            if size > LARGE_PUSH:
+                print(f"[vastnb] pushing {name} ({size / 2**20:.0f} MiB) to the box on every run; "
                       "use --push to choose what to send", file=sys.stderr)  # fmt: skip
         box = self._box(args.on)
         if args.detach:
@@ -299,12 +299,6 @@ def _internal(name: str) -> bool:
     """IPython's own names (In, Out, exit, _1...): never pushed. Modules are pushed: they
     travel by name and are imported on the box."""
     return name.startswith("_") or name in ("In", "Out", "get_ipython", "exit", "quit")
-
-
-def _display(obj: Any) -> None:
-    from IPython.display import display
-
-    display(obj)
 
 
 def load_ipython_extension(ipython: Any) -> None:

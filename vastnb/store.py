@@ -46,32 +46,36 @@ CREATE INDEX IF NOT EXISTS history_instance ON history (url, id);
 """
 
 
-def process_token(pid: int) -> str | None:
-    """Something that tells this process from a later one with the same pid: its start
-    time in clock ticks since boot (Linux). None if no such process (or not knowable)."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces
+    and parentheses): state first. None if no such process; [] if not readable."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except FileNotFoundError:
         return None
     except OSError:
-        return "?"
-    # The command name (field 2) may hold spaces and parentheses: split after its end.
-    return stat.rsplit(")", 1)[1].split()[19]
+        return []
 
 
-def _zombie(pid: int) -> bool:
-    """Whether ``pid`` has exited and waits for its parent to reap it (it runs no more;
-    under a parent that never reaps, such as some containers' init, it never will)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return False
+def process_token(pid: int) -> str | None:
+    """Something that tells this process from a later one with the same pid: its start
+    time in clock ticks since boot (Linux). None if no such process (or not knowable)."""
+    fields = _stat(pid)
+    if fields is None:
+        return None
+    return fields[19] if fields else "?"
 
 
 def _alive(pid: int, token: str | None) -> bool:
     if Path("/proc/self/stat").exists():
-        now = process_token(pid)
-        return now is not None and (token is None or now == token) and not _zombie(pid)
+        fields = _stat(pid)
+        if fields is None:
+            return False
+        if not fields:  # it exists, but cannot be read: the token cannot be checked
+            return token in (None, "?")
+        # An exited process its parent has not reaped yet (a zombie) runs no more; under
+        # a parent that never reaps, such as some containers' init, it never will.
+        return (token is None or fields[19] == token) and fields[0] not in ("Z", "X")
     try:  # no /proc (macOS): the pid alone
         os.kill(pid, 0)
     except ProcessLookupError:

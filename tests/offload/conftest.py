@@ -17,7 +17,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -78,10 +77,7 @@ def end_processes(home: str | Path, grace: float = EXIT_GRACE) -> list[int]:
 
 def stop_master(transport: SSHTransport) -> None:
     """End the ControlMaster connection of ``transport`` (ControlPersist would keep it 5 min)."""
-    if transport.control_dir is None:
-        return
-    subprocess.run(["ssh", *transport.ssh_options(), "-O", "exit", f"{transport.user}@{transport.host}"],
-                   capture_output=True, timeout=10)  # fmt: skip
+    transport.close_master()
 
 
 def control_dir() -> Path:

@@ -37,6 +37,9 @@ class Transport(ABC):
     def describe(self) -> str:
         """Where, for messages: ``root@1.2.3.4:22`` or ``local /path``."""
 
+    def close_master(self) -> None:
+        """End any connection kept open for later sessions (the box is going away)."""
+
     def failure(self, returncode: int | None, stderr: str) -> TransportError:
         """The error for a process that died before the session started."""
         tail = stderr.strip()[-800:]
