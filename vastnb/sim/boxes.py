@@ -18,13 +18,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vastnb_worker.relay import PID_NAME
+
 from ..offload.transport import LocalTransport
 from ..store import process_token
 
 __all__ = ["Boxes", "SimBoxTransport"]
 
 POWER = "powered"
-PID_FILE = "daemon.pid"  # written by the worker daemon in its home
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL, as `docker stop` gives (10 s)
 
 
@@ -56,10 +57,8 @@ class Boxes:
 
     def remove(self, instance_id: int) -> None:
         """Destroyed: the processes are killed at once and the disk is gone."""
-        home = self.home(instance_id)
-        (home / POWER).unlink(missing_ok=True)
-        _end_group(home, 0.0)
-        shutil.rmtree(home, ignore_errors=True)
+        self.power_off(instance_id, grace=0.0)
+        shutil.rmtree(self.home(instance_id), ignore_errors=True)
 
     def powered(self, instance_id: int) -> bool:
         return (self.home(instance_id) / POWER).exists()
@@ -67,7 +66,7 @@ class Boxes:
 
 def _end_group(home: Path, grace: float) -> None:
     try:
-        pid = int((home / PID_FILE).read_text().split()[0])
+        pid = int((home / PID_NAME).read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return  # no worker ever started there
     token = process_token(pid)

@@ -21,12 +21,11 @@ from typing import Any, Dict, List, Optional
 from . import __version__, protocol, watchdog
 from .protocol import Channel, ChannelClosed, Frame, Kind
 from .output import Forwarder, flush_streams
-from .relay import SOCKET_NAME
+from .relay import PID_NAME, SOCKET_NAME
 from .tasks import Task, TaskStream, error_outcome, execute, result_outcome
 
 __all__ = ["Daemon", "SOCKET_NAME", "serve"]
 
-PID_NAME = "daemon.pid"  # the daemon's pid, a process-group leader (the sim kills the group)
 KEEP_TASKS = 50  # finished tasks kept for reattach, newest first
 
 
@@ -49,6 +48,7 @@ class Daemon:
         self._lock = threading.Lock()
         self._in_user_code = False
         self._health: Optional[dict] = None
+        self._health_ready = threading.Event()
         self.forwarders: List[Forwarder] = []  # set by serve(): fds 1 and 2 -> the task
         threading.Thread(target=self._measure_health, daemon=True).start()
 
@@ -132,6 +132,8 @@ class Daemon:
             self._health = health(self.home)
         except Exception as exc:  # health is a report, never a reason to fail
             self._health = {"error": repr(exc)}
+        finally:
+            self._health_ready.set()
 
     # -- connection threads -----------------------------------------------------------------
 
@@ -211,9 +213,7 @@ class Daemon:
                 _remove_pid(self.home)
                 os._exit(0)
             return False
-        deadline = time.monotonic() + 2.0
-        while self._health is None and time.monotonic() < deadline:
-            time.sleep(0.01)
+        self._health_ready.wait(2.0)
         channel.send(Kind.HELLO, meta={"versions": self.versions, "health": self._health, "pid": os.getpid()})
         return True
 

@@ -16,10 +16,11 @@ from typing import List
 
 from .protocol import widen
 
-__all__ = ["relay", "SOCKET_NAME"]
+__all__ = ["relay", "SOCKET_NAME", "PID_NAME"]
 
 # Every connection runs a relay: it imports as little as it can (not the daemon).
 SOCKET_NAME = "worker.sock"  # relative to the worker's home, which is the daemon's cwd at bind time
+PID_NAME = "daemon.pid"  # in the home: the daemon's pid, a process-group leader (the sim kills the group)
 
 START_TIMEOUT = 20.0
 #: The relay's exit status when the daemon ended without letting the connection go:
@@ -51,10 +52,10 @@ def _start_daemon(home: str, daemon_argv: List[str]) -> socket.socket:
             pass
         import subprocess
 
-        log = open(os.path.join(home, "daemon.log"), "ab")
-        # A new session: no SIGHUP when the SSH connection that started it goes away.
-        subprocess.Popen(daemon_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                         start_new_session=True, close_fds=True)  # fmt: skip
+        with open(os.path.join(home, "daemon.log"), "ab") as log:  # the daemon keeps its own copy
+            # A new session: no SIGHUP when the SSH connection that started it goes away.
+            subprocess.Popen(daemon_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                             start_new_session=True, close_fds=True)  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
