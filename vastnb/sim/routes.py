@@ -117,10 +117,9 @@ class SimAPI:
                 if fault.status == 429:
                     return SimResponse(429, (fault.body or "API requests too frequent").encode(), "text/plain")
                 return SimResponse(fault.status, (fault.body or f"<html>{fault.status} Bad Gateway</html>").encode(), "text/html")
-            if fault and fault.kind == "race" and (ask := re.search(r"/asks/(\d+)", path)):
-                self.market.take_offer(int(ask.group(1)))
-            if fault and fault.kind == "outbid" and (ask := re.search(r"/asks/(\d+)", path)):
-                self.market.raise_min_bid(int(ask.group(1)))
+            if fault and fault.kind in ("race", "outbid") and (ask := re.search(r"/asks/(\d+)", path)):
+                act = self.market.take_offer if fault.kind == "race" else self.market.raise_min_bid
+                act(int(ask.group(1)))
             threshold = self.limiter.check(key or "anonymous", limit) if limit else None
             if threshold is not None:
                 return SimResponse(429, f"API requests too frequent endpoint threshold={threshold}".encode(), "text/plain")

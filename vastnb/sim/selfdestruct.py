@@ -82,8 +82,8 @@ def finish(handled: Handled, end_machine: Callable[[int], None] | None = None) -
     machine with ``end_machine(instance_id)``, as a destroy does."""
     for path in handled.paths:
         path.unlink(missing_ok=True)
-    for instance_id in handled.destroyed:
-        if end_machine is not None:
+    if end_machine is not None:
+        for instance_id in handled.destroyed:
             end_machine(instance_id)
 
 

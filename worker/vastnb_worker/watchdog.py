@@ -173,7 +173,11 @@ class Watchdog:
 
     def pending(self) -> bool:
         with self.cond:
-            return self.config is not None and not (self.fired and self.fired["done"])
+            return self.config is not None and not self._done()
+
+    def _done(self) -> bool:
+        """Whether the armed instance is already destroyed (or asked to be). Under ``cond``."""
+        return bool(self.fired and self.fired["done"])
 
     def status(self) -> Dict[str, Any]:
         with self.cond:
@@ -199,7 +203,7 @@ class Watchdog:
             with self.cond:
                 self.cond.wait(self._period(self.config))
                 config = self.config
-                if config is None or (self.fired and self.fired["done"]) or time.monotonic() < self.next_try:
+                if config is None or self._done() or time.monotonic() < self.next_try:
                     continue  # disarmed, done, or waiting to try again
             reason = self._due(config)
             if not reason:
