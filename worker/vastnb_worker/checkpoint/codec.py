@@ -19,7 +19,7 @@ from typing import Any, List, Optional
 from ..errors import CheckpointCorruptError, CheckpointError
 from .snapshot import Snapshot
 
-__all__ = ["write_part", "read_part", "SUFFIX"]
+__all__ = ["codec_of", "write_part", "read_part", "SUFFIX"]
 
 #: The file name suffix of each codec's objects.
 SUFFIX = {"torch": ".pt", "pickle": ".pkl"}
@@ -33,18 +33,24 @@ _ALLOWED = {
 }  # fmt: skip
 
 
+def codec_of(snapshot: Snapshot) -> str:
+    """The codec :func:`write_part` writes ``snapshot`` with."""
+    return "torch" if snapshot.uses_torch else "pickle"
+
+
 def write_part(snapshot: Snapshot, path: str) -> str:
-    """Write ``snapshot`` to ``path``; returns the codec used."""
+    """Write ``snapshot`` to ``path``; returns the codec used (:func:`codec_of`)."""
     snapshot.wait_copies()
-    if snapshot.uses_torch:
+    codec = codec_of(snapshot)
+    if codec == "torch":
         import torch
 
         torch.save(snapshot.tree, path)
-        return "torch"
-    with open(path, "wb") as file:
-        # Protocol 4 reads on Python 3.8+, whatever Python loads it.
-        pickle.dump(snapshot.tree, file, protocol=4)
-    return "pickle"
+    else:
+        with open(path, "wb") as file:
+            # Protocol 4 reads on Python 3.8+, whatever Python loads it.
+            pickle.dump(snapshot.tree, file, protocol=4)
+    return codec
 
 
 def read_part(path: str, codec: str, *, map_location: Any = None, where: str = "") -> Any:

@@ -21,12 +21,12 @@ import time
 import warnings
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from ..errors import CheckpointError, StorageError
 from .cache import Cache
-from .codec import SUFFIX, write_part
-from .manifest import CheckpointInfo, Part, expired, file_sha256, folder_step, step_of
+from .codec import SUFFIX, codec_of, write_part
+from .manifest import CheckpointInfo, Part, expired, file_sha256, folder_step, manifest_key, step_of
 from .reader import CheckpointWarning
 from .snapshot import BufferPool, Snapshot
 from .stores import Store
@@ -35,6 +35,8 @@ __all__ = ["Job", "Writer"]
 
 #: Objects uploaded side by side (each one is multipart, with its own concurrency).
 UPLOADERS = 2
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -75,13 +77,13 @@ class Writer:
         self._jobs: "queue.Queue[Optional[Job]]" = queue.Queue()
         self._uploads: "queue.Queue[Optional[Tuple[Future[None], str, str]]]" = queue.Queue()
         self._idle = threading.Condition()
-        self._pending = 0
-        self._in_flight: List[str] = []
-        self._thread = threading.Thread(target=self._run, name="vastnb-checkpoint", daemon=True)
+        self._in_flight: List[str] = []  # ids submitted and not yet stored or failed
+        self._thread = threading.Thread(target=_serve, args=(self._jobs, self._run_job), name="vastnb-checkpoint",
+                                        daemon=True)  # fmt: skip
         self._thread.start()
         # Daemon threads: an upload that hangs must never keep a preempted process alive.
-        self._uploaders = [threading.Thread(target=self._upload_loop, name=f"vastnb-upload-{i}", daemon=True)
-                           for i in range(UPLOADERS)]  # fmt: skip
+        self._uploaders = [threading.Thread(target=_serve, args=(self._uploads, self._upload), daemon=True,
+                                            name=f"vastnb-upload-{i}") for i in range(UPLOADERS)]  # fmt: skip
         for thread in self._uploaders:
             thread.start()
 
@@ -99,7 +101,6 @@ class Writer:
     def submit(self, job: Job) -> "Future[CheckpointInfo]":
         """Queue ``job`` in the slot :meth:`reserve` gave."""
         with self._idle:
-            self._pending += 1
             self._in_flight.append(job.id)
         self._jobs.put(job)
         return job.future
@@ -108,7 +109,7 @@ class Writer:
         """Wait until every submitted checkpoint is stored or failed; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._idle:
-            while self._pending:
+            while self._in_flight:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -128,37 +129,35 @@ class Writer:
 
     # The writing thread.
 
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            try:
-                info = self._store(job)
-            except BaseException as exc:  # every failure is reported, none dies with the thread
-                self._fail(job, exc)
-            else:
-                job.future.set_result(info)  # stored: retention is housekeeping, after
-                self._tidy()
-            finally:
-                for _, snapshot in job.parts:  # a failed job's buffers still go back
-                    self.pool.give(snapshot.buffers)
-                    snapshot.buffers = []
-                with self._idle:
-                    self._in_flight.remove(job.id)
-                    self._pending -= 1
-                    self._idle.notify_all()
-                self._slots.release()
+    def _run_job(self, job: Job) -> None:
+        try:
+            info = self._store(job)
+        except BaseException as exc:  # every failure is reported, none dies with the thread
+            self._fail(job, exc)
+        else:
+            job.future.set_result(info)  # stored: retention is housekeeping, after
+            self._tidy()
+        finally:
+            for _, snapshot in job.parts:  # a failed job's buffers still go back
+                self._give_back(snapshot)
+            with self._idle:
+                self._in_flight.remove(job.id)
+                self._idle.notify_all()
+            self._slots.release()
+
+    def _give_back(self, snapshot: Snapshot) -> None:
+        self.pool.give(snapshot.buffers)
+        snapshot.buffers = []
 
     def _store(self, job: Job) -> CheckpointInfo:
         folder = self.cache.folder(job.id)
         parts: List[Part] = []
         uploads: List["Future[None]"] = []
         for name, snapshot in job.parts:
-            path = os.path.join(folder, name + SUFFIX["torch" if snapshot.uses_torch else "pickle"])
-            codec = write_part(snapshot, path)
-            self.pool.give(snapshot.buffers)  # written: the host copy can serve the next save
-            snapshot.buffers = []
+            codec = codec_of(snapshot)
+            path = os.path.join(folder, name + SUFFIX[codec])
+            write_part(snapshot, path)
+            self._give_back(snapshot)  # written: the host copy can serve the next save
             key = f"{job.id}/{name}{SUFFIX[codec]}"
             upload: "Future[None]" = Future()
             if self.cache.move:  # the store takes the file away: hash it first
@@ -180,18 +179,14 @@ class Writer:
         self._cached.append(info.id)
         return info
 
-    def _upload_loop(self) -> None:
-        while True:
-            item = self._uploads.get()
-            if item is None:
-                return
-            upload, key, path = item
-            try:
-                self._retry(key, lambda: self.store.put_file(key, path, move=self.cache.move))
-            except BaseException as exc:
-                upload.set_exception(exc)
-            else:
-                upload.set_result(None)
+    def _upload(self, item: "Tuple[Future[None], str, str]") -> None:
+        upload, key, path = item
+        try:
+            self._retry(key, lambda: self.store.put_file(key, path, move=self.cache.move))
+        except BaseException as exc:
+            upload.set_exception(exc)
+        else:
+            upload.set_result(None)
 
     def _retry(self, what: str, action: Callable[[], None]) -> None:
         for attempt in range(self.retries + 1):
@@ -219,7 +214,7 @@ class Writer:
         (a crash) up to the newest complete step, and the cache's older checkpoints."""
         ids = [found for found in map(step_of, self.store.list()) if found]
         for old in expired(ids, self.keep_last, self.keep_every):
-            self.store.delete(old + ".json")
+            self.store.delete(manifest_key(old))
             self.store.delete_folder(old)
         newest = max((step for _, step in ids), default=-1)
         complete = {cid for cid, _ in ids}
@@ -246,3 +241,12 @@ class Writer:
         self._prune_cache(failed=job.id)
         self.failure = failure
         job.future.set_exception(failure)
+
+
+def _serve(items: "queue.Queue[Optional[T]]", handle: Callable[[T], None]) -> None:
+    """A thread's loop: handle each item until None comes."""
+    while True:
+        item = items.get()
+        if item is None:
+            return
+        handle(item)
