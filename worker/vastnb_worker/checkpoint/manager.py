@@ -164,16 +164,17 @@ class CheckpointManager:
                   extras: Optional[Mapping[str, Any]], metrics: Optional[Mapping[str, Any]]) -> Job:  # fmt: skip
         """The checkpoint's state in host memory, in the slot reserved for it."""
         try:
+            checkpoint_id = new_id(step)
             parts = [(name, take_snapshot(obj.state_dict(), self._pool, name))
                      for name, obj in zip(_OBJECTS, (model, optimizer, scheduler)) if obj is not None]  # fmt: skip
             state = take_snapshot(dict(extras or {}), self._pool, "extras")
         except BaseException:
-            self._writer.release()  # refused (not plain data): the slot is free again
+            self._writer.release()  # refused (a bad step, not plain data): the slot is free again
             raise
         state.tree = {"step": step, "rng": rng.capture(), "extras": state.tree}  # RNG states are fresh plain data
         parts.append(("state", state))
-        self._pool.limit = max(self._pool.limit, sum(_bytes(snap.buffers) for _, snap in parts))
-        return Job(id=new_id(step), step=step, time=started, metrics=_plain_metrics(metrics), parts=parts)
+        self._pool.fit([snap for _, snap in parts])
+        return Job(id=checkpoint_id, step=step, time=started, metrics=_plain_metrics(metrics), parts=parts)
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until every checkpoint saved so far is stored (False on timeout). Raises
@@ -245,9 +246,10 @@ class CheckpointManager:
     def _load(self, step: Optional[int], model: Any, optimizer: Any, scheduler: Any, map_location: Any,
               restore_rng: bool) -> Optional[Checkpoint]:  # fmt: skip
         self._check_open()
-        cache = None if self.cache.move else self.cache
         objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
-        return load_from(self.store, cache, objects, step=step, map_location=map_location, restore_rng=restore_rng)
+        # A cache that keeps nothing (a scratch or staging folder) is never read from.
+        return load_from(self.store, self.cache, objects, step=step, map_location=map_location,
+                         restore_rng=restore_rng)  # fmt: skip
 
     def _raise_failure(self) -> None:
         failure, self._writer.failure = self._writer.failure, None
@@ -260,10 +262,6 @@ class CheckpointManager:
 
     def __repr__(self) -> str:
         return f"CheckpointManager({self.url!r}, every_steps={self.every_steps}, every_seconds={self.every_seconds})"
-
-
-def _bytes(buffers: List[Any]) -> int:
-    return sum(b.numel() * b.element_size() for b in buffers)
 
 
 def _plain_metrics(metrics: Optional[Mapping[str, Any]]) -> Dict[str, Any]:

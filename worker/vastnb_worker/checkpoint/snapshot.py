@@ -55,11 +55,14 @@ class BufferPool:
         self._bytes = 0
         self.limit = 0
 
+    def fit(self, snapshots: List["Snapshot"]) -> None:
+        """Let the pool keep the buffers of ``snapshots`` (one checkpoint's), when they are
+        the largest checkpoint so far."""
+        self.limit = max(self.limit, sum(_nbytes(b) for snap in snapshots for b in snap.buffers))
+
     def take(self, tensor: Any) -> Any:
         """An uninitialised host tensor with the shape and dtype of ``tensor``, pinned when
         ``tensor`` is on a GPU (pinned memory is what lets the copy run asynchronously)."""
-        import torch
-
         pinned = tensor.device.type == "cuda"
         key = (tuple(tensor.shape), tensor.dtype, pinned)
         with self._lock:
@@ -68,6 +71,8 @@ class BufferPool:
                 buffer = free.pop()
                 self._bytes -= _nbytes(buffer)
                 return buffer
+        import torch
+
         return torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=pinned)
 
     def give(self, buffers: List[Any]) -> None:
@@ -110,7 +115,7 @@ def take_snapshot(tree: Any, pool: BufferPool, where: str) -> Snapshot:
             items = [copy(item, f"{path}[{i}]") for i, item in enumerate(value)]
             result = items if type(value) is list else type(value)(items)
         elif torch is not None and isinstance(value, torch.Tensor):
-            result = _copy_tensor(value, pool, snap, devices)
+            result = _copy_tensor(torch, value, pool, snap, devices)
         elif torch is not None and isinstance(value, (torch.dtype, torch.device, torch.Size)):
             snap.uses_torch = True
             return value
@@ -124,22 +129,17 @@ def take_snapshot(tree: Any, pool: BufferPool, where: str) -> Snapshot:
         return result
 
     snap.tree = copy(tree, where)
-    if devices:
-        import torch as torch_module
-
-        for device in devices:
-            with torch_module.cuda.device(device):
-                event = torch_module.cuda.Event()
-                event.record()  # after the copies queued on this device's current stream
-                snap.events.append(event)
+    for device in devices:  # any: torch is imported
+        with torch.cuda.device(device):
+            event = torch.cuda.Event()
+            event.record()  # after the copies queued on this device's current stream
+            snap.events.append(event)
     return snap
 
 
-def _copy_tensor(tensor: Any, pool: BufferPool, snap: Snapshot, devices: Dict[Any, None]) -> Any:
+def _copy_tensor(torch: Any, tensor: Any, pool: BufferPool, snap: Snapshot, devices: Dict[Any, None]) -> Any:
     snap.uses_torch = True
     tensor = tensor.detach()
-    import torch
-
     if tensor.layout != torch.strided or tensor.is_quantized or tensor.device.type not in ("cpu", "cuda"):
         return tensor.to("cpu", copy=True)  # sparse, quantized, other devices: plain copy, not pooled
     buffer = pool.take(tensor)
