@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from ..errors import CheckpointCorruptError, CheckpointError
 from . import rng
@@ -57,12 +57,11 @@ def load_from(
 ) -> Optional[Checkpoint]:
     """Load the newest sound checkpoint (or the one of ``step``) into ``objects`` (name ->
     object with ``load_state_dict``, or None). See :meth:`CheckpointManager.load_latest`."""
-    infos = candidates(store, step)
+    infos: Iterable[CheckpointInfo] = candidates(store, step)
     if step is not None:
-        wanted = list(infos)
-        if not wanted:
+        infos = list(infos)
+        if not infos:
             raise CheckpointError(f"{store.url} holds no complete checkpoint of step {step}", step=step)
-        infos = iter(wanted)
     for info in infos:
         try:
             states = read(store, info, cache, map_location=map_location)

@@ -59,6 +59,7 @@ def _manifest(store: Store, name: str) -> Optional[CheckpointInfo]:
 def read(store: Store, info: CheckpointInfo, cache: Optional[Cache], *, map_location: Any = None) -> Dict[str, Any]:
     """Every part of ``info``, decoded, by name. Raises :class:`CheckpointCorruptError`
     when an object is missing or does not match the manifest."""
+    keeper = cache if cache is not None and cache.keep else None  # one that keeps nothing is not read
     scratch: Optional[str] = None
     try:
         states: Dict[str, Any] = {}
@@ -66,16 +67,17 @@ def read(store: Store, info: CheckpointInfo, cache: Optional[Cache], *, map_loca
             where = f"{info.url}/{part.key}"
             path = _local(store, part.key)
             verified = False
-            if path is None and cache is not None and cache.keep:
-                path = cache.holds(info.id, part)  # checks size and sha256
+            if path is None and keeper is not None:
+                path = keeper.holds(info.id, part)  # checks size and sha256
                 verified = path is not None
             if path is None:  # download, to the cache when it keeps files, else to a scratch folder
-                if cache is not None and cache.keep:
-                    folder = cache.folder(info.id)
+                if keeper is not None:
+                    keeper.folder(info.id)
+                    target = keeper.path(info.id, part)
                 else:
                     scratch = scratch or tempfile.mkdtemp(prefix="vastnb-load-")
-                    folder = scratch
-                path = _download(store, part.key, os.path.join(folder, os.path.basename(part.key)), where)
+                    target = os.path.join(scratch, os.path.basename(part.key))
+                path = _download(store, part.key, target, where)
             size, digest = (part.size, part.sha256) if verified else file_sha256(path)
             if (size, digest) != (part.size, part.sha256):
                 raise CheckpointCorruptError(f"{where} does not match its manifest (size {size}, expected "
