@@ -33,8 +33,9 @@ __all__ = ["Part", "CheckpointInfo", "new_id", "manifest_key", "step_of", "folde
 
 FORMAT = "vastnb-checkpoint"
 VERSION = 1
-_NAME = re.compile(r"^(ckpt-(\d{12})-[0-9a-f]{8})\.json$")
-_FOLDER = re.compile(r"^ckpt-(\d{12})-[0-9a-f]{8}$")
+_ID = r"ckpt-(\d{12})-[0-9a-f]{8}"
+_NAME = re.compile(rf"^({_ID})\.json$")
+_FOLDER = re.compile(rf"^{_ID}$")
 
 
 @dataclass(frozen=True)

@@ -131,9 +131,7 @@ class S3Store(Store):
         prefix = self._prefix(folder)
 
         def list_all() -> List[str]:
-            # The delimiter leaves sub-folders out (they come back as CommonPrefixes).
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix,
-                                                                          Delimiter="/")  # fmt: skip
+            pages = self._pages(prefix)
             return sorted(o["Key"][len(prefix):] for page in pages for o in page.get("Contents", []))
 
         return self._call("list", folder, list_all)
@@ -144,8 +142,7 @@ class S3Store(Store):
         prefix = self._prefix(folder)
 
         def list_all() -> List[str]:
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix,
-                                                                          Delimiter="/")  # fmt: skip
+            pages = self._pages(prefix)
             return [p["Prefix"][len(prefix):].rstrip("/") for page in pages for p in page.get("CommonPrefixes", [])]
 
         found = set(self._call("list", folder, list_all))
@@ -164,6 +161,11 @@ class S3Store(Store):
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
         self._call("delete", folder, delete_all)
+
+    def _pages(self, prefix: str) -> Any:
+        """The listing of what is directly under ``prefix``: the delimiter leaves the
+        objects of sub-folders out (the sub-folders come back as CommonPrefixes)."""
+        return self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
 
     def _prefix(self, folder: str) -> str:
         return self._key(folder.strip("/")).rstrip("/") + "/" if (folder or self.prefix) else ""

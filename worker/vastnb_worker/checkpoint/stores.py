@@ -141,19 +141,16 @@ class LocalStore(Store):
         return path
 
     def list(self, folder: str = "") -> List[str]:
-        path = self._path(folder) if folder else self.root
-        try:
-            entries = list(os.scandir(path))
-        except FileNotFoundError:
-            return []
-        return sorted(e.name for e in entries if e.is_file() and not e.name.startswith(".partial-"))
+        return sorted(e.name for e in self._scan(folder) if e.is_file() and not e.name.startswith(".partial-"))
 
     def folders(self, folder: str = "") -> List[str]:
+        return sorted(e.name for e in self._scan(folder) if e.is_dir() and not e.name.startswith("."))
+
+    def _scan(self, folder: str) -> "List[os.DirEntry[str]]":
         try:
-            entries = list(os.scandir(self._path(folder) if folder else self.root))
+            return list(os.scandir(self._path(folder) if folder else self.root))
         except FileNotFoundError:
             return []
-        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
 
     def delete_folder(self, folder: str) -> None:
         shutil.rmtree(self._path(folder), ignore_errors=True)
@@ -202,16 +199,17 @@ class MemoryStore(Store):
             file.write(data)
 
     def list(self, folder: str = "") -> List[str]:
-        prefix = folder.rstrip("/") + "/" if folder else ""
-        with self._lock:
-            keys = list(self.objects)
-        return sorted(k[len(prefix):] for k in keys if k.startswith(prefix) and "/" not in k[len(prefix):])
+        return sorted(k for k in self._below(folder) if "/" not in k)
 
     def folders(self, folder: str = "") -> List[str]:
+        return sorted({k.split("/")[0] for k in self._below(folder) if "/" in k})
+
+    def _below(self, folder: str) -> List[str]:
+        """The keys under ``folder``, relative to it."""
         prefix = folder.rstrip("/") + "/" if folder else ""
         with self._lock:
             keys = list(self.objects)
-        return sorted({k[len(prefix):].split("/")[0] for k in keys if k.startswith(prefix) and "/" in k[len(prefix):]})
+        return [k[len(prefix):] for k in keys if k.startswith(prefix)]
 
     def delete_folder(self, folder: str) -> None:
         prefix = folder.rstrip("/") + "/"
