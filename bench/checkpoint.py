@@ -178,7 +178,7 @@ def main() -> None:
         warm = stalls[1:] or stalls
         row("save(), later (buffers reused), median", statistics.median(warm), "s", seed_stall, "seed")
         print("upload throughput (on the same moto endpoint)")
-        for (rate, training), n in zip(rates, range(len(rates))):
+        for n, (rate, training) in enumerate(rates):
             label = f"checkpoint {n}: save() return -> manifest written" + (", training" if training else "")
             row(label, rate, "MiB/s", best, "best boto3")
         for rate, label, chunk_mib, n_threads in tried:
