@@ -23,7 +23,7 @@ from ..errors import CheckpointError
 from . import rng
 from .cache import Cache
 from .loading import Checkpoint, load_from
-from .manifest import CheckpointInfo, new_id, versions
+from .manifest import CheckpointInfo, new_id
 from .pipeline import Job, Writer
 from .preemption import Preemption
 from .reader import catalogue
@@ -92,7 +92,7 @@ class CheckpointManager:
             self.cache = Cache.scratch()
         self._pool = BufferPool()
         self._writer = Writer(self.store, self.cache, self._pool, max_in_flight=max_in_flight, retries=retries,
-                              keep_last=keep_last, keep_every=keep_every, versions=versions)  # fmt: skip
+                              keep_last=keep_last, keep_every=keep_every)  # fmt: skip
         self.preemption = Preemption(grace_seconds, install=handle_sigterm)
         self._last_step: Optional[int] = None
         self._last_time = time.monotonic()

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 from ..errors import CheckpointError, StorageError
 from .cache import Cache
 from .codec import SUFFIX, codec_of, write_part
-from .manifest import CheckpointInfo, Part, expired, file_sha256, folder_step, manifest_key, step_of
+from .manifest import CheckpointInfo, Part, expired, file_sha256, folder_step, manifest_key, step_of, versions
 from .reader import CheckpointWarning
 from .snapshot import BufferPool, Snapshot
 from .stores import Store
@@ -64,13 +64,11 @@ class Writer:
         retries: int = 3,
         keep_last: Optional[int] = 3,
         keep_every: Optional[int] = None,
-        versions: Callable[[], Dict[str, str]] = dict,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
         self.store, self.cache, self.pool = store, cache, pool
         self.retries, self.keep_last, self.keep_every = retries, keep_last, keep_every
-        self.versions = versions
         self.failure: Optional[CheckpointError] = None
         self._cached: "collections.deque[str]" = collections.deque(maxlen=max(cache.keep, 1))
         self._slots = threading.BoundedSemaphore(max_in_flight)
@@ -174,7 +172,7 @@ class Writer:
             if error is not None:
                 raise error  # the first failure fails the checkpoint: it gets no manifest
         info = CheckpointInfo(id=job.id, step=job.step, time=job.time, metrics=job.metrics, parts=tuple(parts),
-                              versions=self.versions(), url=self.store.url)  # fmt: skip
+                              versions=versions(), url=self.store.url)  # fmt: skip
         self._retry(f"manifest of step {job.step}", lambda: self.store.put_bytes(info.manifest_key, info.to_json()))
         self._cached.append(info.id)
         return info
