@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InstanceGoneError
 from .offload import CellResult, RemoteTask, Session
+from .offload.session import CELL_NAME
 from .records import Instance
 from .store import StoredInstance
 
@@ -150,10 +151,13 @@ class Box:
         """Start ``fn`` on the box and return at once: a handle to wait on or reattach."""
         return self.session.submit(fn, *args, **kwargs)
 
-    def run_cell(self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = ()) -> CellResult:
+    def run_cell(
+        self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
+    ) -> CellResult:  # fmt: skip
         """Run notebook ``source`` on the box with ``push`` defined; the ``pull`` names
-        come back, and ``.value`` is the last expression's value."""
-        return self.session.run_cell(source, push=push, pull=pull)
+        come back, and ``.value`` is the last expression's value. ``name`` is how a
+        traceback names the cell."""
+        return self.session.run_cell(source, push=push, pull=pull, name=name)
 
     def health(self) -> dict[str, Any]:
         """The box's Python, CUDA, GPUs, memory and disk, as its worker reports them."""

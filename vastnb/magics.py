@@ -23,6 +23,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from .box import Box
 from .client import Client
 from .offload import CellResult, RemoteTask
+from .offload.session import CELL_NAME
 
 __all__ = ["VastMagics", "load_ipython_extension", "free_names"]
 
@@ -265,14 +266,16 @@ class VastMagics(Magics):
                 print(f"[vastnb] pushing {name} ({size / 2**20:.0f} MiB) to the box on every run; "
                       "use --push to choose what to send", file=sys.stderr)  # fmt: skip
         box = self._box(args.on)
+        # Tracebacks name the notebook's cell and its lines: line 1 is the %%vast line.
+        cell, name = "\n" + cell, self._cell_name()
         if args.detach:
-            task = box.session.submit_cell(cell, push=push, pull=pull)
+            task = box.session.submit_cell(cell, push=push, pull=pull, name=name)
             self.tasks[task.id] = task
             if args.out:
                 user_ns[args.out] = task
             print(f"task {task.id} runs on {box.name}; %vast attach {task.id} brings its output and result back")
             return None
-        result = box.run_cell(cell, push=push, pull=pull)
+        result = box.run_cell(cell, push=push, pull=pull, name=name)
         if args.out:
             user_ns[args.out] = result
         return self._show(result, quiet=cell.rstrip().endswith(";"))
@@ -285,6 +288,12 @@ class VastMagics(Magics):
             return result  # a function's value
         self.shell.user_ns.update(result)
         return None if quiet else result.value
+
+    def _cell_name(self) -> str:
+        """How IPython names the running cell in tracebacks: ``Cell In[3]``."""
+        running = getattr(self.shell.displayhook, "exec_result", None)
+        count = getattr(running, "execution_count", None)
+        return f"Cell In[{count}]" if count else CELL_NAME
 
     def _box(self, name: str | None) -> Box:
         name = name or self.current

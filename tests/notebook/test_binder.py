@@ -44,9 +44,12 @@ def _run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.Com
 def _local_requirements(tmp: Path) -> Path:
     """binder/requirements.txt less its extra index lines. The PyTorch CPU index that Binder
     uses cannot be reached from this project's machines; their pip takes the same CPU build
-    of the pinned torch from its local wheel folder instead. Every requirement is kept."""
+    of the pinned torch from its local wheel folder instead. Every requirement is kept, and
+    the constraints file it names is the same file (its path made absolute for the copy)."""
     lines = REQUIREMENTS.read_text().splitlines()
     kept = [line for line in lines if not line.strip().startswith(("--extra-index-url", "--index-url", "-i "))]
+    kept = [f"-c {(REQUIREMENTS.parent / line.split(None, 1)[1]).resolve()}" if line.startswith("-c ") else line for line in kept]
+    assert any(line.startswith("-c ") and line.endswith("requirements.lock") for line in kept), "binder installs what CI tested"
     assert any(line.strip() == "torch==2.13.0" for line in kept), "binder/requirements.txt must pin torch==2.13.0"
     path = tmp / "requirements.txt"
     path.write_text("\n".join(kept) + "\n")

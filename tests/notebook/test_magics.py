@@ -19,6 +19,9 @@ from vastnb.launch import LaunchPolicy
 from vastnb.magics import VastMagics, free_names
 from vastnb.sim import SimConfig
 
+#: vastnb's own code: no message or traceback a user sees should point into it.
+VASTNB_CODE = str(Path(inspect.getfile(VastMagics)).parent) + os.sep
+
 
 @pytest.fixture(scope="module")
 def shell() -> InteractiveShell:
@@ -43,14 +46,14 @@ def ip(shell: InteractiveShell, client: Client) -> InteractiveShell:
 
 def run(ip: InteractiveShell, source: str) -> Any:
     """Run a cell; its result (the value it displays), raising if it failed."""
-    result = ip.run_cell(source)
+    result = ip.run_cell(source, store_history=True)
     result.raise_error()
     return result.result
 
 
 def fails(ip: InteractiveShell, source: str, capsys: pytest.CaptureFixture[str]) -> str:
     """Run a cell that must fail; what the user sees (stdout and stderr)."""
-    result = ip.run_cell(source)
+    result = ip.run_cell(source, store_history=True)
     assert not result.success
     out, err = capsys.readouterr()
     return out + err
@@ -116,7 +119,7 @@ def test_bad_arguments_get_a_usage_message_not_a_traceback(ip: InteractiveShell,
 def test_a_vast_error_shows_its_message_only(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
     seen = fails(ip, "%vast launch nosuchprofile", capsys)
     assert "ProfileError" in seen and "nosuchprofile" in seen
-    assert "Traceback" not in seen and "vastnb/" not in seen
+    assert "Traceback" not in seen and VASTNB_CODE not in seen
 
 
 def test_launch_then_run_a_cell_with_push_pull_and_the_last_value(launched: InteractiveShell,
@@ -145,9 +148,24 @@ def test_dash_o_stores_the_handle_and_push_names_what_goes(launched: Interactive
 
 def test_a_remote_error_shows_the_box_traceback_without_vastnb(launched: InteractiveShell,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    seen = fails(launched, "%%vast run\ndef f():\n    return 1 / 0\nf()", capsys)
-    assert "ZeroDivisionError" in seen and "return 1 / 0" in seen
-    assert "vastnb/" not in seen and "vastnb_worker" not in seen
+    ip = launched
+    cell = ip.execution_count  # the number the next cell gets: In[cell]
+    seen = fails(ip, "%%vast run\ndef f():\n    return 1 / 0\nf()", capsys)
+    assert "ZeroDivisionError" in seen
+    assert f"Cell In[{cell}], line 4, in <module>\n    f()" in seen  # the notebook cell's own line numbers
+    assert f"Cell In[{cell}], line 3, in f\n    return 1 / 0" in seen
+    assert VASTNB_CODE not in seen and "vastnb_worker" not in seen
+
+
+def test_a_function_from_a_notebook_cell_fails_with_its_cells_lines(launched: InteractiveShell, client: Client,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    ip = launched
+    ip.user_ns["vast"] = client
+    defined_in = ip.execution_count
+    run(ip, "def scale(batch):\n    factor = 0\n    return batch / factor")
+    seen = fails(ip, "vast.attach('nb1').run(scale, 3)", capsys)
+    assert f"Cell In[{defined_in}], line 3, in scale\n    return batch / factor" in seen
+    assert "<dynamic-code>" not in seen and "<vastnb:" not in seen
 
 
 def test_ctrl_c_interrupts_the_remote_work(launched: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,8 +23,9 @@ def test_remote_traceback_shows_the_users_code_only(box: Session) -> None:
     trace = error.remote_traceback
     assert trace.startswith("Traceback (most recent call last):")
     assert "in failing_function" in trace and "return x // (scale - 10)" in trace
-    assert f"line {failing_function.__code__.co_firstlineno + 2}" in trace
+    assert f'File "{__file__}", line {failing_function.__code__.co_firstlineno + 2}, in failing_function' in trace
     assert "vastnb_worker" not in trace and "cloudpickle" not in trace
+    assert "<dynamic-code>" not in trace and "<vastnb:" not in trace  # code ids stay between notebook and box
     assert trace.rstrip().endswith("ZeroDivisionError: integer division or modulo by zero")
     assert "ZeroDivisionError" in str(error) and "return x // (scale - 10)" in str(error)
     assert error.task is not None
@@ -75,6 +76,13 @@ def test_render_traceback_for_ipython(box: Session) -> None:
     assert "return x // (scale - 10)" in "\n".join(lines)
     assert lines[-1] == "ZeroDivisionError: integer division or modulo by zero"
     assert not any("vastnb_worker" in line or "vastnb/offload" in line for line in lines)
+
+
+def test_a_detached_tasks_traceback_too(box: Session) -> None:
+    task = box.submit(failing_function, 2)
+    with pytest.raises(RemoteError) as info:
+        task.result()
+    assert "return x // (scale - 10)" in info.value.remote_traceback
 
 
 def test_session_is_usable_after_errors_and_system_exit(box: Session) -> None:

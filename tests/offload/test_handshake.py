@@ -16,7 +16,7 @@ from vastnb.errors import HandshakeError, TransportError
 from vastnb.offload import LocalTransport, Session, SSHTransport, Transport
 from vastnb.offload.connection import Connection
 from vastnb.offload.zipapp import worker_zipapp
-from vastnb_worker import __version__
+from vastnb_worker import __version__, protocol
 from vastnb_worker.protocol import Channel, Kind
 
 from .conftest import Boxes, daemon_pids
@@ -45,7 +45,8 @@ def test_a_different_python_is_refused_with_both_versions_and_the_fix(box: Sessi
 
 
 def test_a_different_protocol_is_refused(box: Session, transport: Transport) -> None:
-    with pytest.raises(HandshakeError, match="protocol mismatch: the notebook has 999, the box has 1; update vastnb"):
+    box_has = f"the box has {protocol.PROTOCOL_VERSION}"
+    with pytest.raises(HandshakeError, match=f"protocol mismatch: the notebook has 999, {box_has}; update vastnb"):
         Connection.open(transport, {**box.versions, "protocol": 999}, timeout=10)
 
 

@@ -17,6 +17,7 @@ from vastnb_worker import protocol
 from vastnb_worker.protocol import Frame
 
 from ..errors import RemoteError, UnsafeResultError
+from .sourcemap import SOURCES
 
 if TYPE_CHECKING:
     from .session import Session
@@ -68,7 +69,8 @@ def safe(body: bytes, buffers: Sequence[Any]) -> Any:
 
 def raise_remote(frame: Frame, policy: ResultPolicy, task: int) -> NoReturn:
     """Raise what an ERROR frame reports: KeyboardInterrupt for an interrupted task (as a
-    local cell would), else a RemoteError carrying the box's traceback."""
+    local cell would), else a RemoteError carrying the box's traceback, rendered from the
+    notebook's own records of the code it shipped."""
     meta = frame.meta
     if meta.get("type") == "KeyboardInterrupt":
         raise KeyboardInterrupt(meta.get("message") or f"task {task} interrupted on the box")
@@ -81,7 +83,7 @@ def raise_remote(frame: Frame, policy: ResultPolicy, task: int) -> NoReturn:
     error = RemoteError(
         str(meta.get("type", "Exception")),
         str(meta.get("message", "")),
-        str(meta.get("traceback", "")),
+        SOURCES.render(meta),
         exception=exception if isinstance(exception, BaseException) else None,
         task=task,
     )

@@ -24,6 +24,7 @@ from ..errors import ConnectionLostError, HandshakeError, TransportError
 from .connection import Connection
 from .localmods import ship_local_modules
 from .results import RemoteTask, ResultPolicy, raise_remote, trusted
+from .sourcemap import SOURCES
 from .transport import Transport
 from .zipapp import worker_zipapp
 
@@ -32,6 +33,7 @@ __all__ = ["Session", "CellResult", "print_output"]
 Output = Callable[[str, str], None]
 INTERRUPT_GRACE = 10.0  # seconds the box gets to stop after Ctrl-C before we stop waiting
 RECONNECT_TIMEOUT = 10.0  # seconds to try to reach the box again after a drop, to name a task
+CELL_NAME = 'File "<cell>"'  # how a traceback names a cell run through the API
 
 
 def print_output(stream: str, text: str) -> None:
@@ -39,6 +41,11 @@ def print_output(stream: str, text: str) -> None:
     target = sys.stderr if stream == "stderr" else sys.stdout
     target.write(text)
     target.flush()
+
+
+def _cell(source: str, push: Mapping[str, Any] | None, pull: Iterable[str], name: str) -> tuple[Any, ...]:
+    """A CELL task's payload; the cell's source is recorded under ``name`` for tracebacks."""
+    return source, dict(push or {}), list(pull), SOURCES.name_source(name, source.splitlines(True))
 
 
 class CellResult(dict[str, Any]):
@@ -118,19 +125,23 @@ class Session:
         """``fn(*args, **kwargs)`` on the box; its value here."""
         return self._wait(*self._submit(Kind.CALL, (fn, args, kwargs), detach=False))
 
-    def run_cell(self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = ()) -> CellResult:
+    def run_cell(
+        self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
+    ) -> CellResult:  # fmt: skip
         """Run cell ``source`` in the box's namespace, after setting the ``push`` names.
-        Returns the ``pull`` names as a dict, with ``.value`` the last expression's value."""
-        pull = list(pull)
-        return self._wait(*self._submit(Kind.CELL, (source, dict(push or {}), pull), detach=False))  # type: ignore[no-any-return]
+        Returns the ``pull`` names as a dict, with ``.value`` the last expression's value.
+        ``name`` is how a traceback names the cell (the ``%%vast run`` magic: ``Cell In[3]``)."""
+        return self._wait(*self._submit(Kind.CELL, _cell(source, push, pull, name), detach=False))  # type: ignore[no-any-return]
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteTask:
         """Start ``fn`` detached: it keeps running if the connection drops. Returns at once."""
         return RemoteTask(self, self._submit(Kind.CALL, (fn, args, kwargs), detach=True)[1])
 
-    def submit_cell(self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = ()) -> RemoteTask:
+    def submit_cell(
+        self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
+    ) -> RemoteTask:  # fmt: skip
         """Start a cell detached; see :meth:`run_cell`."""
-        return RemoteTask(self, self._submit(Kind.CELL, (source, dict(push or {}), list(pull)), detach=True)[1], cell=True)
+        return RemoteTask(self, self._submit(Kind.CELL, _cell(source, push, pull, name), detach=True)[1], cell=True)
 
     def attach(self, task_id: int) -> Any:
         """Stream a task's output from its start, then return its value (or raise): for
@@ -175,7 +186,7 @@ class Session:
         attached task: the id comes with its first frame, see :meth:`_wait`) and its tag,
         by which the box can name it if that frame never comes."""
         ship_local_modules()
-        body, buffers = protocol.encode(payload)
+        body, buffers = protocol.encode(payload, code_filename=SOURCES.name_code)
         connection = self.connect()
         tag = f"{self._tag}.{next(self._tags)}"
         connection.send(kind, 0, {"detach": detach, "tag": tag}, body, buffers)

@@ -22,7 +22,7 @@ from . import __version__, protocol, watchdog
 from .protocol import Channel, ChannelClosed, Frame, Kind
 from .output import Forwarder, flush_streams
 from .relay import PID_NAME, SOCKET_NAME
-from .tasks import Task, TaskStream, error_outcome, execute, result_outcome
+from .tasks import Task, TaskStream, error_outcome, execute, failure, result_outcome
 
 __all__ = ["Daemon", "SOCKET_NAME", "serve"]
 
@@ -236,7 +236,8 @@ class Daemon:
         elif kind == Kind.ATTACH:
             task = self.tasks.get(frame.task)
             if task is None:
-                channel.send(Kind.ERROR, frame.task, {"type": "KeyError", "message": f"no task {frame.task} on this box (finished tasks are kept for the last {KEEP_TASKS})", "traceback": ""})
+                refusal = failure("KeyError", f"no task {frame.task} on this box (finished tasks are kept for the last {KEEP_TASKS})")
+                channel.send(refusal[0], frame.task, refusal[1])
             else:
                 task.subscribe(listener)
                 watched.append(task)

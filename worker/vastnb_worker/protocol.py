@@ -13,7 +13,9 @@ standard library (cloudpickle is imported by whoever encodes functions).
 
 from __future__ import annotations
 
+import collections
 import enum
+import functools
 import io
 import json
 import mmap
@@ -22,6 +24,7 @@ import pickle
 import struct
 import sys
 import threading
+import types
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = [
@@ -38,7 +41,7 @@ __all__ = [
 ]
 
 #: Bump on any change to the frame layout or to the meaning of a kind or meta key.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 _HEADER = struct.Struct("!BIIIQ")
 _LENGTH = struct.Struct("!Q")
@@ -53,7 +56,7 @@ class Kind(enum.IntEnum):
     CELL = 11  # client -> worker: run cell source in the namespace; body = (source, push, pull)
     OUTPUT = 20  # worker -> client: one chunk of a task's stdout/stderr (meta: stream, text)
     RESULT = 21  # worker -> client: the task's value (body)
-    ERROR = 22  # worker -> client: the task raised (meta: type, message, traceback)
+    ERROR = 22  # worker -> client: the task raised (meta: type, message, frames, exception; see tracebacks.py)
     ACCEPTED = 23  # worker -> client: a detached task is running (meta: task)
     INTERRUPT = 30  # client -> worker: interrupt task ``id``
     PING = 31
@@ -214,9 +217,13 @@ def _device_available(torch: Any, device: str) -> bool:
     return device.startswith("mps") and bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
-def encode(obj: Any) -> Tuple[bytes, List[Any]]:
+def encode(obj: Any, *, code_filename: Optional[Callable[[types.CodeType], str]] = None) -> Tuple[bytes, List[Any]]:
     """Pickle ``obj`` with cloudpickle (functions and classes by value), protocol 5; big
-    contiguous buffers (numpy arrays, tensors) come back separately, uncopied."""
+    contiguous buffers (numpy arrays, tensors) come back separately, uncopied.
+
+    ``code_filename``, if given, names each code object that travels: the code is rebuilt
+    with that ``co_filename`` (whatever the installed cloudpickle put there), so frames
+    running it can be traced back to the sender's own record of its source."""
     import cloudpickle
 
     buffers: List[Any] = []
@@ -232,7 +239,8 @@ def encode(obj: Any) -> Tuple[bytes, List[Any]]:
         return False
 
     stream = io.BytesIO()
-    pickler = cloudpickle.CloudPickler(stream, protocol=5, buffer_callback=out_of_band)
+    pickler_class = cloudpickle.CloudPickler if code_filename is None else _code_naming_pickler(cloudpickle, code_filename)
+    pickler = pickler_class(stream, protocol=5, buffer_callback=out_of_band)
     tensor_reducer = _tensor_reducer()
     if tensor_reducer is not None:
         base = pickler.reducer_override
@@ -244,6 +252,27 @@ def encode(obj: Any) -> Tuple[bytes, List[Any]]:
         pickler.reducer_override = reducer_override  # type: ignore[method-assign]
     pickler.dump(obj)
     return stream.getvalue(), buffers
+
+
+@functools.lru_cache(maxsize=8)
+def _code_naming_pickler(cloudpickle: Any, code_filename: Callable[[types.CodeType], str]) -> Any:
+    """cloudpickle's pickler, with code objects reduced by cloudpickle and then renamed
+    (cloudpickle 3.1.3 and later name every shipped code object "<dynamic-code>")."""
+    base_table = cloudpickle.CloudPickler.dispatch_table
+    reduce_code = base_table[types.CodeType]
+
+    def reduce(code: types.CodeType) -> Any:
+        rebuild, args = reduce_code(code)
+        return _named_code, (rebuild, args, code_filename(code))
+
+    class CodeNamingPickler(cloudpickle.CloudPickler):  # type: ignore[misc, name-defined]
+        dispatch_table = collections.ChainMap({types.CodeType: reduce}, base_table)
+
+    return CodeNamingPickler
+
+
+def _named_code(rebuild: Callable[..., types.CodeType], args: Tuple[Any, ...], filename: str) -> types.CodeType:
+    return rebuild(*args).replace(co_filename=filename)
 
 
 def decode(body: bytes, buffers: Sequence[Any] = ()) -> Any:

@@ -8,25 +8,18 @@ attaches later, or again after a dropped connection, sees all of it.
 from __future__ import annotations
 
 import ast
-import itertools
 import linecache
 import threading
 import time
-import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import protocol
+from . import protocol, tracebacks
 from .protocol import Frame, Kind
 
-__all__ = ["Task", "execute", "TaskStream", "WORKER_DIR"]
-
-#: Frames from these files are the worker's own, cut from tracebacks shown to users.
-WORKER_DIR = __file__.rsplit("/", 1)[0]
+__all__ = ["Task", "execute", "TaskStream", "failure"]
 
 Outcome = Tuple[Kind, dict, bytes, List[Any]]
 Listener = Callable[[Kind, int, dict, bytes, List[Any]], None]
-
-_cell_numbers = itertools.count(1)
 
 #: Results up to this size stay on the box after delivery, for a reattach.
 KEEP_DELIVERED = 1 << 20
@@ -84,8 +77,7 @@ class Task:
                 # Someone has the value; the box need not hold a big result any longer.
                 # (A small one is kept: "sent" is not "received" when the link is dying,
                 # and the session that started the task can still attach to it.)
-                outcome = (Kind.ERROR, {"type": "LookupError", "traceback": "", "message":
-                           f"task {self.id}'s result was already delivered to the session that started it"}, b"", [])  # fmt: skip
+                outcome = failure("LookupError", f"task {self.id}'s result was already delivered to the session that started it")
             self.outcome = outcome
 
 
@@ -149,19 +141,19 @@ def execute(task: Task, namespace: Dict[str, Any]) -> Any:
     if request.kind == Kind.CALL:
         fn, fn_args, fn_kwargs = args
         return fn(*fn_args, **fn_kwargs)
-    source, push, pull = args
+    source, push, pull, filename = args
     namespace.update(push)
-    value = run_cell(source, namespace)
+    value = run_cell(source, namespace, filename)
     missing = [name for name in pull if name not in namespace]
     if missing:
         raise NameError(f"cannot pull {', '.join(missing)}: not defined on the box after the cell ran")
     return {"value": value, "pull": {name: namespace[name] for name in pull}}
 
 
-def run_cell(source: str, namespace: Dict[str, Any]) -> Any:
-    """Execute cell source; the value of a final expression, as IPython would show it."""
-    filename = f"<cell-{next(_cell_numbers)}>"
-    # Registered so tracebacks show the cell's own lines.
+def run_cell(source: str, namespace: Dict[str, Any], filename: str) -> Any:
+    """Execute cell source as ``filename`` (the code id the notebook gave it); the value
+    of a final expression, as IPython would show it."""
+    # Registered so code on the box that reads source (inspect.getsource) finds the cell's.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     try:
         tree = ast.parse(source, filename, "exec")
@@ -174,31 +166,23 @@ def run_cell(source: str, namespace: Dict[str, Any]) -> Any:
     return eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
 
 
-def format_error(exc: BaseException) -> dict:
-    """The ERROR meta for ``exc``: its type, message and the traceback of the user's own
-    code (the worker's frames cut out)."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(WORKER_DIR)]
-    lines = ["Traceback (most recent call last):\n"] if frames else []
-    lines += traceback.format_list(frames)
-    lines += traceback.format_exception_only(type(exc), exc)
-    module = type(exc).__module__
-    name = type(exc).__qualname__ if module == "builtins" else f"{module}.{type(exc).__qualname__}"
-    return {"type": name, "message": str(exc), "traceback": "".join(lines)}
+def failure(kind: str, message: str) -> Outcome:
+    """An ERROR outcome that no user code raised: the worker's own refusal."""
+    return Kind.ERROR, {"type": kind, "message": message, "frames": [], "exception": f"{kind}: {message}\n"}, b"", []
 
 
 def _module_hint(exc: ModuleNotFoundError) -> str:
     return (
-        f"\nThe box has no module {exc.name!r}. If it is a file next to your notebook, vastnb ships it "
+        f"The box has no module {exc.name!r}. If it is a file next to your notebook, vastnb ships it "
         f"by value; otherwise install it on the box, or call cloudpickle.register_pickle_by_value({exc.name}) "
         "before running."
     )
 
 
 def error_outcome(exc: BaseException) -> Outcome:
-    meta = format_error(exc)
+    meta = tracebacks.describe(exc)
     if isinstance(exc, ModuleNotFoundError):
-        meta["traceback"] += _module_hint(exc)
-        meta["hint"] = _module_hint(exc).strip()
+        meta["hint"] = _module_hint(exc)
     try:
         body, buffers = protocol.encode(exc)
     except Exception:  # an exception that does not pickle still reports as text
@@ -210,7 +194,8 @@ def result_outcome(value: Any, *, cell: bool = False) -> Outcome:
     try:
         body, buffers = protocol.encode(value)
     except Exception as exc:
-        meta = format_error(exc.with_traceback(None))  # the pickler's frames say nothing to a user
+        meta = tracebacks.describe(exc.with_traceback(None))  # the pickler's frames say nothing to a user
         meta["message"] = f"the result could not be pickled: {exc}. Return plain data, arrays or tensors, or pull= names instead."
+        meta["exception"] = f"{meta['type']}: {meta['message']}\n"
         return Kind.ERROR, meta, b"", []
     return Kind.RESULT, {"cell": True} if cell else {}, body, buffers  # a cell's: a CellResult there
