@@ -22,7 +22,7 @@ import pandas as pd
 from . import __version__
 from .client import Client
 from .config import vastnb_home
-from .errors import VastError
+from .errors import TeardownError, VastError
 from .launch import LaunchEvent
 
 __all__ = ["main"]
@@ -82,7 +82,13 @@ def _down(args: argparse.Namespace) -> int:
         return 2
     with Client() as client:
         if args.all or args.orphans:
-            gone = client.down_all() if args.all else client.down_orphans()
+            try:  # every instance is tried; the failures are told after the last
+                gone = client.down_all() if args.all else client.down_orphans()
+            except TeardownError as exc:
+                if exc.destroyed:
+                    print(f"destroyed: {', '.join(map(str, exc.destroyed))}")
+                print(f"vastnb: {exc}", file=sys.stderr)
+                return 1
             print(f"destroyed: {', '.join(map(str, gone))}" if gone else "nothing to destroy")
             return 0
         failed = 0

@@ -200,12 +200,13 @@ class Client:
         return self.fleet.destroy(stored.id)
 
     def down_all(self) -> list[int]:
-        """Destroy every vastnb instance on the account; the ids destroyed."""
-        return [e.instance.id for e in self.fleet.entries() if self.fleet.destroy(e.instance.id)]
+        """Destroy every vastnb instance on the account; the ids destroyed. Every one is
+        tried: a :class:`~vastnb.errors.TeardownError` after the last names those that failed."""
+        return self.fleet.destroy_every([e.instance.id for e in self.fleet.entries()], "destroyed")
 
     def down_orphans(self) -> list[int]:
-        """Destroy every orphan; the ids destroyed."""
-        return [e.instance.id for e in self.fleet.orphans() if self.fleet.destroy(e.instance.id, "orphan destroyed")]
+        """Destroy every orphan; the ids destroyed. Every one is tried, as in :meth:`down_all`."""
+        return self.fleet.destroy_every([e.instance.id for e in self.fleet.orphans()], "orphan destroyed")
 
     def checkpoints(self, url: str, **store_options: Any) -> pd.DataFrame:
         """The complete checkpoints saved under ``url`` (a folder or ``s3://bucket/prefix``),

@@ -29,6 +29,7 @@ __all__ = [
     "StorageError",
     "ProvisionError",
     "InstanceGoneError",
+    "TeardownError",
 ]
 
 
@@ -199,3 +200,18 @@ class ProvisionError(VastError):
 class InstanceGoneError(VastError):
     """The instance no longer exists on the market (destroyed, or never created), or no
     instance has that name in vastnb's state store."""
+
+
+class TeardownError(VastError):
+    """A teardown tried every instance and some could not be destroyed. ``destroyed``
+    lists the ids it destroyed, ``failed`` maps each id it could not to why: those may
+    still be billing, and the message names the command that retries them."""
+
+    def __init__(self, destroyed: list[int], failed: dict[int, str]) -> None:
+        lines = [f"destroyed {len(destroyed)} of {len(destroyed) + len(failed)} instance(s); "
+                 f"{len(failed)} could NOT be destroyed and may still be billing:"]  # fmt: skip
+        lines += [f"  #{instance_id}: {why}" for instance_id, why in failed.items()]
+        lines.append(f"Retry with `vastnb down {' '.join(map(str, failed))}`, or destroy them at console.vast.ai.")
+        super().__init__("\n".join(lines))
+        self.destroyed = destroyed
+        self.failed = failed

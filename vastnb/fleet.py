@@ -23,8 +23,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import onstart
 from .box import Box
-from .errors import ConfigError, InstanceCreateError, InstanceGoneError
+from .errors import ConfigError, InstanceCreateError, InstanceGoneError, TeardownError, VastError
 from .keys import KeyPair, ensure_keypair, ensure_registered
 from .launch import LaunchPolicy, Progress, launch
 from .offload import Session, SSHTransport, Transport
@@ -120,27 +121,39 @@ class Fleet:
             self._keys = keys
         return self._keys
 
-    def create(self, profile: Profile, candidate: Candidate, name: str, *, keep: bool) -> CreatedInstance:
-        """Rent ``candidate`` and record it at once (before any waiting)."""
+    def create(self, profile: Profile, candidate: Candidate, name: str) -> CreatedInstance:
+        """Rent ``candidate``, its boot switch in its onstart, and record it at once
+        (before any waiting). Not kept: a launcher that dies before the box is ready
+        leaves an orphan, which the boot switch and the orphan sweep both end."""
         label = f"{LABEL_PREFIX}{name}:{self.session_id}"
         try:
             created = self.api.create_instance(
                 candidate.offer.id, image=profile.image, disk_gb=profile.disk_gb, label=label, price=candidate.bid,
-                runtype="ssh_direct" if profile.direct_ssh else "ssh",
+                runtype="ssh_direct" if profile.direct_ssh else "ssh", onstart=self._boot_switch(profile),
             )  # fmt: skip
         except InstanceCreateError as exc:
             if exc.created_instance_id is not None:
-                self._record(profile, candidate, name, label, exc.created_instance_id, None, keep)
+                self._record(profile, candidate, name, label, exc.created_instance_id, None)
             raise
-        self._record(profile, candidate, name, label, created.id, created.instance_api_key, keep)
+        self._record(profile, candidate, name, label, created.id, created.instance_api_key)
         return created
 
+    def _boot_switch(self, profile: Profile) -> str:
+        """The onstart that guards the instance from its container's first second."""
+        max_s = profile.max_duration_hours * 3600 if profile.max_duration_hours else None
+        boxes = self._sim_boxes
+        if boxes is not None:  # the embedded simulator: its spool folder, its boxes' folders, its clock
+            market = self.client.sim.market
+            return onstart.boot_switch(url=market.selfdestruct_url(), home=str(boxes.root / "{id}"),
+                                       silence_s=self.box.silence_s, max_s=max_s, clock=str(market.clock_path))  # fmt: skip
+        return onstart.boot_switch(url=self.api.base_url, home=self.box.home, silence_s=self.box.silence_s, max_s=max_s)
+
     def _record(self, profile: Profile, candidate: Candidate, name: str, label: str, instance_id: int,
-                key: str | None, keep: bool) -> None:  # fmt: skip
+                key: str | None) -> None:  # fmt: skip
         offer = candidate.offer
         self.store.record(StoredInstance(
             url=self.url, id=instance_id, name=name, profile=profile.name, label=label, session=self.session_id,
-            keep=keep, offer_id=offer.id, machine_id=offer.machine_id, gpu=offer.gpu_name, num_gpus=offer.num_gpus,
+            keep=False, offer_id=offer.id, machine_id=offer.machine_id, gpu=offer.gpu_name, num_gpus=offer.num_gpus,
             price_per_hour=candidate.price, bid=candidate.bid, max_duration_hours=profile.max_duration_hours,
             instance_key=key, state="created", created_at=time.time(), destroyed_at=None,
         ))  # fmt: skip
@@ -187,8 +200,12 @@ class Fleet:
         remaining = None
         if stored.max_duration_hours:
             remaining = stored.max_duration_hours * 3600 - (time.time() - stored.created_at)
-        url = self.client.sim.market.selfdestruct_url() if self._sim_boxes is not None else self.api.base_url
-        return session.call(watchdog.arm, instance_id, url, stored.instance_key, remaining_s=remaining, silence_s=self.box.silence_s)
+        url, clock = self.api.base_url, None
+        if self._sim_boxes is not None:  # the embedded simulator: its spool folder, on its clock
+            market = self.client.sim.market
+            url, clock = market.selfdestruct_url(), str(market.clock_path)
+        return session.call(watchdog.arm, instance_id, url, stored.instance_key, remaining_s=remaining,
+                            silence_s=self.box.silence_s, clock=clock)  # fmt: skip
 
     def wait_ready(self, box: Box, *, timeout: float) -> None:
         """After a start: wait until the instance runs and its worker answers."""
@@ -214,6 +231,21 @@ class Fleet:
         self.store.destroyed(self.url, instance_id, note if done else "already gone")
         return done
 
+    def destroy_every(self, instance_ids: list[int], note: str) -> list[int]:
+        """Destroy each of ``instance_ids``, going on past failures; the ids this call
+        destroyed. Raises :class:`~vastnb.errors.TeardownError` once all were tried, if
+        any could not be destroyed."""
+        destroyed, failed = [], {}
+        for instance_id in instance_ids:
+            try:
+                if self.destroy(instance_id, note):
+                    destroyed.append(instance_id)
+            except Exception as exc:  # whatever went wrong with one, the next is still tried
+                failed[instance_id] = str(exc) if isinstance(exc, VastError) else f"{type(exc).__name__}: {exc}"
+        if failed:
+            raise TeardownError(destroyed, failed)
+        return destroyed
+
     def forget(self, instance_id: int, note: str) -> None:
         self.store.destroyed(self.url, instance_id, note)
 
@@ -228,21 +260,20 @@ class Fleet:
             return
         mine = {s.id: s for s in self.store.instances(self.url) if s.session == self._session.id}
         kept = [s for s in mine.values() if s.keep]
-        doomed = {i: s.name for i, s in mine.items() if not s.keep}
+        doomed = [i for i, s in mine.items() if not s.keep]
         try:
             # Also what the market labels as ours but the store missed (a Ctrl-C that
             # landed between the create's answer and its row).
             for instance in self.api.list_instances():
                 parsed = parse_label(instance.label)
                 if parsed and parsed[1] == self._session.id and instance.id not in mine:
-                    doomed[instance.id] = parsed[0]
+                    doomed.append(instance.id)
         except Exception as exc:
             print(f"vastnb: could not list instances at exit ({exc}); destroying the recorded ones", file=sys.stderr)
-        for instance_id, name in doomed.items():
-            try:
-                self.destroy(instance_id, "destroyed at interpreter exit")
-            except Exception as exc:  # report every failure, then go on with the rest
-                print(f"vastnb: could not destroy instance {instance_id} ({name}) at exit: {exc}", file=sys.stderr)
+        try:
+            self.destroy_every(doomed, "destroyed at interpreter exit")
+        except TeardownError as exc:
+            print(f"vastnb: at exit, {exc}", file=sys.stderr)
         for stored in kept:
             price = f"${stored.price_per_hour:.3f}/h" if stored.price_per_hour is not None else "price unknown"
             print(f"vastnb: kept running: {stored.name} (#{stored.id}, {price}); "

@@ -114,7 +114,7 @@ class _Launch:
         self.emit("offer", f"offer {offer.id}: {offer.num_gpus}x {offer.gpu_name}, ${candidate.price:.3f}/h{bid}, "
                   f"{offer.country or '??'}, reliability {offer.reliability:.3f}", candidate=candidate)  # fmt: skip
         try:
-            created = self.fleet.create(self.profile, candidate, self.name, keep=self.keep)
+            created = self.fleet.create(self.profile, candidate, self.name)
         except OfferUnavailableError as exc:
             record["error"] = f"offer taken: {exc}"
             self.emit("retry", f"offer {offer.id} was rented by someone else; trying the next one")
@@ -144,7 +144,8 @@ class _Launch:
             record["error"] = repr(exc)
             self.cleanup(record, created.id)
             raise
-        self.fleet.store.update(self.fleet.url, created.id, note="worker ready")
+        # Kept only now: a launcher that died before this point left an orphan, not a kept box.
+        self.fleet.store.update(self.fleet.url, created.id, keep=self.keep, note="worker ready")
         stored = self.fleet.store.get(self.fleet.url, created.id)
         assert stored is not None
         self.emit("ready", f"{self.name} ready: worker answers on instance {created.id}", created.id)

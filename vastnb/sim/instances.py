@@ -108,10 +108,11 @@ def to_api(inst: Instance, now: float, ssh_address: tuple[str, int] | None) -> d
     return out
 
 
-def retire(state: dict[str, Any], inst: Instance, when: float) -> None:
-    """Remove a destroyed instance, keeping what ``/charges/`` still reports about it."""
+def retire(state: dict[str, Any], inst: Instance, when: float, *, by: str) -> None:
+    """Remove a destroyed instance, keeping what ``/charges/`` still reports about it,
+    and who destroyed it (``by``)."""
     state.setdefault("destroyed", {})[str(inst["id"])] = {
         "id": inst["id"], "label": inst["label"], "ledger": inst["ledger"], "traffic": inst["traffic"],
-        "inet_up_cost": inst["inet_up_cost"], "inet_down_cost": inst["inet_down_cost"], "destroyed_at": when,
+        "inet_up_cost": inst["inet_up_cost"], "inet_down_cost": inst["inet_down_cost"], "destroyed_at": when, "by": by,
     }  # fmt: skip
     del state["instances"][str(inst["id"])]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import secrets
 import time
 from collections.abc import Iterator, Mapping
@@ -32,6 +33,10 @@ __all__ = ["Market", "SimConfig", "SimError"]
 
 State = dict[str, Any]
 FAULT_STATES = frozenset({"exited", "offline", "unknown"})
+
+
+#: Vast's limit on a create's ``args``, ``args_str`` and ``onstart`` together, in characters.
+LAUNCH_LIMIT = 4096
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,20 @@ class Market(AccountMixin):
         with self._tx() as (state, _):  # boxes' self-destruct requests first, at their moment
             state["clock_offset"] += seconds
             self._advance_to(state, time.time() + state["clock_offset"])
+            if self.clock_path is not None:  # the boxes' switches read the clock here (never half-written)
+                partial = self.clock_path.with_suffix(f".{os.getpid()}.tmp")
+                partial.write_text(repr(state["clock_offset"]))
+                partial.replace(self.clock_path)
+
+    @property
+    def clock_path(self) -> Path | None:
+        """A file with the simulated clock's offset from this machine's, for the boxes."""
+        return None if self.store.path is None else self.store.path.parent / "clock"
+
+    def destroyed_by(self, instance_id: int) -> str | None:
+        """Who ended a destroyed instance ("the account's key", "itself: <why>"), or None."""
+        with self._tx() as (state, _):
+            return (state.get("destroyed", {}).get(str(instance_id)) or {}).get("by")
 
     def _advance_to(self, state: State, target: float) -> None:
         """Apply every scheduled transition and bill every second up to ``target``."""
@@ -171,9 +190,10 @@ class Market(AccountMixin):
             self.boxes.power_off(inst["id"])
 
     def _power_on(self, inst: dict[str, Any]) -> None:
-        """The instance runs: its machine answers, with the instance's SSH keys installed."""
+        """The instance runs: its machine answers, with the instance's SSH keys installed,
+        and its container's onstart runs, as Vast runs it at every start."""
         if self.boxes:
-            self.boxes.power_on(inst["id"])
+            self.boxes.power_on(inst["id"], onstart=inst.get("onstart"), key=inst["instance_api_key"])
         if self.config.authorized_keys is not None:
             keys = [k["key"] for k in inst.get("account_keys", [])] + [k["public_key"] for k in inst["ssh_keys"]]
             path = Path(self.config.authorized_keys)
@@ -255,6 +275,9 @@ class Market(AccountMixin):
                 raise SimError(400, "invalid_args", f"disk must be at least 8 GB, got {disk}", ask_id=offer_id)
             if len(str(payload.get("label") or "")) > 256:
                 raise SimError(400, "label_too_long", "label must be at most 256 characters", ask_id=offer_id)
+            if _launch_length(payload) > LAUNCH_LIMIT:
+                raise SimError(400, "invalid_args", f"args, args_str and onstart together must be at most {LAUNCH_LIMIT} "
+                               f"characters, got {_launch_length(payload)}", ask_id=offer_id)  # fmt: skip
             bid = None if payload.get("price") is None else number(payload["price"], "price")
             if bid is not None and not 0.001 <= bid <= 128:
                 raise SimError(400, "invalid_price", f"price must be between 0.001 and 128, got {bid}", ask_id=offer_id)
@@ -330,10 +353,11 @@ class Market(AccountMixin):
                 raise SimError(400, "label_too_long", "label must be at most 1024 characters")
             self._get(state, instance_id)["label"] = label
 
-    def destroy(self, instance_id: int) -> None:
-        """``DELETE /instances/{id}/``: gone for good; billing stops, the GPUs free up."""
+    def destroy(self, instance_id: int, *, by: str = "the account's key") -> None:
+        """``DELETE /instances/{id}/``: gone for good; billing stops, the GPUs free up.
+        ``by`` is kept with its charges: who ended it."""
         with self._tx() as (state, now):
-            retire(state, self._get(state, instance_id), now)
+            retire(state, self._get(state, instance_id), now, by=by)
             if self.boxes:
                 self.boxes.remove(instance_id)
 
@@ -387,6 +411,12 @@ class Market(AccountMixin):
                 self._power_on(inst)
             elif self.boxes:
                 self.boxes.power_off(instance_id)
+
+
+def _launch_length(payload: Mapping[str, Any]) -> int:
+    """What Vast limits together: ``args``, ``args_str`` and ``onstart``, in characters."""
+    args = payload.get("args") or []
+    return sum(map(len, map(str, args))) + len(str(payload.get("args_str") or "")) + len(str(payload.get("onstart") or ""))
 
 
 def _outbid(inst: dict[str, Any]) -> bool:

@@ -212,7 +212,8 @@ def _manage(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
 
 @route("DELETE", r"/api/v0/instances/(\d+)", limit="destroy")
 def _destroy(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
-    api.market.destroy(int(match.group(1)))
+    own = identity_of(request.headers, request.query) != api.market.api_key
+    api.market.destroy(int(match.group(1)), by="its own key" if own else "the account's key")
     return {"success": True}
 
 

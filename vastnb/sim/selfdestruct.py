@@ -115,6 +115,6 @@ def _apply(state: State, request: dict[str, Any], now: float, advance: Callable[
     when = min(request["at"] + state["clock_offset"], now)
     if when > state["last_advanced"]:
         advance(state, when)  # bill up to the request's moment, and not a second after
-    retire(state, inst, state["last_advanced"])
+    retire(state, inst, state["last_advanced"], by=f"itself: {str(request.get('reason') or 'no reason given')[:200]}")
     log.info("instance %s destroyed itself: %s", instance_id, str(request.get("reason") or "no reason given")[:200])
     return True

@@ -13,6 +13,10 @@ the account key). The watchdog then destroys the instance when
 The configuration lives in ``<home>/watchdog.json`` (mode 0600: it holds the key), so a
 restarted daemon re-arms itself. Everything the watchdog says goes to the daemon's
 log, never to a task's output, and never with the key in it.
+
+While armed, the watchdog beats in ``<home>/watchdog.beat`` (its last orchestrator
+contact): the boot switch (``bootswitch.py``), which guards the instance from its first
+second, stands by while the beats are fresh and takes over again if they stop.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import urllib.parse
 from typing import Any, Callable, Dict, Optional, TextIO, Tuple
 
 from . import __version__
+from .bootswitch import BEAT_NAME, clock_offset
 
 __all__ = ["arm", "status", "disarm", "start", "holds_daemon", "write_private", "CONFIG_NAME"]
 
@@ -47,7 +52,7 @@ _watchdog: Optional["Watchdog"] = None
 
 
 def arm(instance_id: int, api_url: str, instance_key: str, *, remaining_s: Optional[float],
-        silence_s: float = 1800.0) -> Dict[str, Any]:  # fmt: skip
+        silence_s: float = 1800.0, clock: Optional[str] = None) -> Dict[str, Any]:  # fmt: skip
     """Arm (or re-arm, replacing the configuration) this box's watchdog; its status.
 
     ``api_url`` is the Vast API base (``https://console.vast.ai/api/v0``; a bare host
@@ -55,8 +60,10 @@ def arm(instance_id: int, api_url: str, instance_key: str, *, remaining_s: Optio
     ``instance_key`` is the instance's own key. ``remaining_s`` is what is left of the
     profile's maximum duration (None: no limit); it becomes a deadline on this box's
     clock. ``silence_s`` is how long the box may go without any orchestrator connected.
+    ``clock`` names the simulator's clock file (see ``bootswitch.clock_offset``): a
+    simulated box's time is the simulator's.
     """
-    config = _validated(instance_id, api_url, instance_key, remaining_s, silence_s)
+    config = _validated(instance_id, api_url, instance_key, remaining_s, silence_s, clock)
     return _running().arm(config)
 
 
@@ -94,7 +101,7 @@ def _running() -> "Watchdog":
     return _watchdog
 
 
-def _validated(instance_id: Any, api_url: Any, key: Any, remaining_s: Any, silence_s: Any) -> Dict[str, Any]:
+def _validated(instance_id: Any, api_url: Any, key: Any, remaining_s: Any, silence_s: Any, clock: Any = None) -> Dict[str, Any]:
     if isinstance(instance_id, bool) or not isinstance(instance_id, int) or instance_id <= 0:
         raise ValueError(f"instance_id must be a positive integer, got {instance_id!r}")
     parts = urllib.parse.urlsplit(str(api_url))
@@ -109,9 +116,12 @@ def _validated(instance_id: Any, api_url: Any, key: Any, remaining_s: Any, silen
         raise ValueError(f"remaining_s must be a number of seconds or None, got {remaining_s!r}")
     if not _finite(silence_s) or silence_s <= 0:
         raise ValueError(f"silence_s must be a positive number of seconds, got {silence_s!r}")
-    now = time.time()
+    if clock is not None and not isinstance(clock, str):
+        raise ValueError(f"clock must be the path of the simulator's clock file or None, got {clock!r}")
+    now = time.time() + clock_offset(clock)
     return {"instance_id": instance_id, "api_url": str(api_url), "key": key.strip(), "armed_at": now,
-            "deadline": None if remaining_s is None else now + float(remaining_s), "silence_s": float(silence_s)}  # fmt: skip
+            "deadline": None if remaining_s is None else now + float(remaining_s), "silence_s": float(silence_s),
+            "clock": clock}  # fmt: skip
 
 
 def _finite(value: Any) -> bool:
@@ -123,11 +133,13 @@ class Watchdog:
 
     def __init__(self, home: str, contact: Contact, log: TextIO) -> None:
         self.path = os.path.join(home, CONFIG_NAME)
+        self.beat_path = os.path.join(home, BEAT_NAME)
         self.contact = contact
         self.log = log
         self.config: Optional[Dict[str, Any]] = None
         self.fired: Optional[Dict[str, Any]] = None
         self.next_try = 0.0  # time.monotonic() before which a failed destroy is not retried
+        self.contact_offset = 0.0  # the clock's offset when an orchestrator was last seen
         self.cond = threading.Condition()
 
     def restore(self) -> None:
@@ -140,7 +152,7 @@ class Watchdog:
                 raise ValueError(f"deadline must be epoch seconds or null, got {deadline!r}")
             # Validated as if armed now, then given back the deadline it was armed with.
             config = _validated(saved.get("instance_id"), saved.get("api_url"), saved.get("key"), None,
-                                saved.get("silence_s"))  # fmt: skip
+                                saved.get("silence_s"), saved.get("clock"))  # fmt: skip
             config.update(armed_at=saved.get("armed_at"), deadline=deadline)
         except FileNotFoundError:
             return
@@ -149,13 +161,16 @@ class Watchdog:
             return
         with self.cond:
             self.config = config
+            self.contact_offset = clock_offset(config.get("clock"))
         self._say(f"re-armed after a worker restart: {self._describe(config)}")
 
     def arm(self, config: Dict[str, Any]) -> Dict[str, Any]:
         write_private(self.path, json.dumps(config))
         with self.cond:
             self.config, self.fired, self.next_try = config, None, 0.0
+            self.contact_offset = clock_offset(config.get("clock"))  # an orchestrator is in touch now
             self.cond.notify_all()
+        self._beat(config)  # the boot switch hands over now, not at the next check
         self._say(f"armed: {self._describe(config)}")
         return self.status()
 
@@ -168,6 +183,7 @@ class Watchdog:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+        self._beat()  # disarmed: the boot switch stands down too
         if was is not None:
             self._say(f"disarmed for instance {was['instance_id']}")
 
@@ -190,9 +206,9 @@ class Watchdog:
             "armed": True,
             "instance_id": config["instance_id"],
             "deadline": deadline,
-            "seconds_left": None if deadline is None else max(0.0, deadline - time.time()),
+            "seconds_left": None if deadline is None else max(0.0, deadline - self._now(config)),
             "silence_s": config["silence_s"],
-            "silence_left_s": max(0.0, config["silence_s"] - self._silent_for()),
+            "silence_left_s": max(0.0, config["silence_s"] - self._silent_for(config)),
             "fired": dict(fired) if fired else None,
         }
 
@@ -203,6 +219,9 @@ class Watchdog:
             with self.cond:
                 self.cond.wait(self._period(self.config))
                 config = self.config
+            if config is not None:
+                self._beat(config)
+            with self.cond:
                 if config is None or self._done() or time.monotonic() < self.next_try:
                     continue  # disarmed, done, or waiting to try again
             reason = self._due(config)
@@ -215,29 +234,49 @@ class Watchdog:
                 with self.cond:
                     self.next_try = time.monotonic() + RETRY_AFTER
 
-    @staticmethod
-    def _period(config: Optional[Dict[str, Any]]) -> float:
+    def _period(self, config: Optional[Dict[str, Any]]) -> float:
         """Until the next check: short enough for the silence limit and the deadline."""
         if config is None:
             return CHECK_PERIOD
         period = min(CHECK_PERIOD, config["silence_s"] / 4)
         if config["deadline"] is not None:
-            period = min(period, config["deadline"] - time.time())
+            period = min(period, config["deadline"] - self._now(config))
         return max(0.05, period)
+
+    @staticmethod
+    def _now(config: Dict[str, Any]) -> float:
+        """The box's time: this machine's, or the simulator's clock for a simulated box."""
+        return time.time() + clock_offset(config.get("clock"))
 
     def _due(self, config: Dict[str, Any]) -> Optional[str]:
         """Why the instance must go now, or None."""
         deadline = config["deadline"]
-        if deadline is not None and time.time() >= deadline:
+        if deadline is not None and self._now(config) >= deadline:
             return f"its maximum duration ran out (deadline {_when(deadline)})"
-        silent = self._silent_for()
+        silent = self._silent_for(config)
         if silent >= config["silence_s"]:
             return f"no orchestrator has been in touch for {silent:.0f} s (limit {config['silence_s']:.0f} s)"
         return None
 
-    def _silent_for(self) -> float:
+    def _beat(self, config: Optional[Dict[str, Any]] = None) -> None:
+        """Tell the boot switch this watchdog is on duty, and when (on the box's clock) an
+        orchestrator was last in touch; with no ``config``: that it was disarmed."""
+        beat: Dict[str, Any] = {"disarmed": True}
+        if config is not None:
+            beat = {"contact": self._now(config) - self._silent_for(config)}
+        try:
+            write_private(self.beat_path, json.dumps(beat))
+        except OSError as exc:
+            self._say(f"cannot write {BEAT_NAME}: {exc}")
+
+    def _silent_for(self, config: Dict[str, Any]) -> float:
+        """Seconds without an orchestrator: real ones, plus the simulated clock's moves."""
         connections, last_contact = self.contact()
-        return 0.0 if connections > 0 else max(0.0, time.monotonic() - last_contact)
+        offset = clock_offset(config.get("clock"))
+        if connections > 0:
+            self.contact_offset = offset
+            return 0.0
+        return max(0.0, time.monotonic() - last_contact + offset - self.contact_offset)
 
     def _fire(self, config: Dict[str, Any], reason: str) -> None:
         self._say(f"destroying instance {config['instance_id']}: {reason}")
