@@ -69,6 +69,8 @@ def assert_hidden(key: str, exc: BaseException, logs: pytest.LogCaptureFixture, 
             "".join(traceback.TracebackException(type(e), e, e.__traceback__, capture_locals=True).format(chain=False))
             for e in chain(exc)
         ),
+        # httpx's exceptions keep the request, Authorization header and all.
+        "requests in the chain": "\n".join(repr(dict(e.request.headers)) for e in chain(exc) if _has_request(e)),
         "log messages": "\n".join(r.getMessage() for r in logs.records),
         "log records": "\n".join(repr(vars(r)) for r in logs.records),
         "objects": "\n".join(repr(o) for o in objects),
@@ -78,6 +80,13 @@ def assert_hidden(key: str, exc: BaseException, logs: pytest.LogCaptureFixture, 
         # No long piece of it either (a message cut in the middle of the key).
         pieces = [key[i : i + 12] for i in range(len(key) - 11)]
         assert not any(p in text for p in pieces), f"part of the API key shows in {where}"
+
+
+def _has_request(exc: BaseException) -> bool:
+    try:
+        return getattr(exc, "request", None) is not None
+    except RuntimeError:  # httpx: "The .request property has not been set."
+        return False
 
 
 def test_bad_key(connect, sim: Simulator, logs) -> None:
@@ -119,6 +128,7 @@ def test_connection_refused(logs) -> None:
         with api:
             exc = caught(lambda: api.current_user())
     assert isinstance(exc, APIConnectionError)
+    assert chain(exc) == [exc]  # nothing behind it to walk to
     assert_hidden(WRONG_KEY, exc, logs, api)
 
 

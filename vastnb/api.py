@@ -241,6 +241,7 @@ class VastAPI:
         attempt = 0
         while True:
             attempt += 1
+            failure: APIConnectionError | None = None
             try:
                 response = self._http.request(method, url, json=json, params=params)
             except httpx.TransportError as exc:
@@ -249,7 +250,7 @@ class VastAPI:
                 retryable = idempotent or isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
                 wait = self.retry.delay(attempt, rng=self._rng)
                 if not (retryable and self.retry.allows(attempt, max(time.monotonic() - started, slept), wait)):
-                    raise self._connection_error(method, path, exc, attempt) from None
+                    failure = self._connection_error(method, path, exc, attempt)
                 reason = type(exc).__name__
             else:
                 log.debug("%s %s -> %s (attempt %d)", method, path, response.status_code, attempt)
@@ -261,6 +262,10 @@ class VastAPI:
                 if not (retryable and self.retry.allows(attempt, elapsed, wait)):
                     return self._decode(method, path, response, attempt, elapsed)
                 reason = f"HTTP {status}"
+            if failure is not None:
+                # Raised here, not in the except block: there its __context__ would be httpx's
+                # exception, whose request carries the Authorization header.
+                raise failure
             log.info("%s %s: %s; retrying in %.1f s", method, path, reason, wait)
             self._sleep(wait)
             slept += wait

@@ -29,6 +29,7 @@ from .errors import ConfigError, InstanceCreateError, InstanceGoneError, Teardow
 from .keys import KeyPair, ensure_keypair, ensure_registered
 from .launch import LaunchPolicy, Progress, launch
 from .offload import Session, SSHTransport, Transport
+from .private import private_folder
 from .profiles import Profile
 from .records import ActualStatus, CreatedInstance, Instance
 from .selection import Candidate
@@ -352,6 +353,4 @@ class Fleet:
 def _control_dir() -> Path:
     """A short folder for OpenSSH ControlMaster sockets (a socket path must stay under
     ~100 bytes, and VASTNB_HOME may be deep)."""
-    path = Path(tempfile.gettempdir()) / f"vastnb-{os.getuid()}"
-    path.mkdir(mode=0o700, exist_ok=True)
-    return path
+    return private_folder(Path(tempfile.gettempdir()) / f"vastnb-{os.getuid()}", what="the SSH control-socket folder")

@@ -15,6 +15,7 @@ from pathlib import Path
 from .api import VastAPI
 from .config import user_config_dir
 from .errors import ConfigError
+from .private import private_folder
 
 __all__ = ["KeyPair", "ensure_keypair", "ensure_registered"]
 
@@ -40,7 +41,7 @@ def ensure_keypair(folder: Path | None = None) -> KeyPair:
     private = folder / KEY_NAME
     public = folder / f"{KEY_NAME}.pub"
     if not private.exists() or not public.exists():
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_folder(folder, what="vastnb's SSH key folder")
         for stale in (private, public):
             stale.unlink(missing_ok=True)  # half a pair (an interrupted run) is no pair
         try:

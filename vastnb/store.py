@@ -23,6 +23,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .private import private_folder
+
 __all__ = ["StateStore", "StoredInstance", "SessionInfo", "process_token"]
 
 SCHEMA = """
@@ -152,7 +154,7 @@ class StateStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(self.path.parent, what="vastnb's state folder (VASTNB_HOME)")
         # Per-instance keys live here: readable by the user only, from the first byte
         # (SQLite gives the -wal and -shm files the database file's mode).
         os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))

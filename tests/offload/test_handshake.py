@@ -4,10 +4,12 @@ aside. The bootstrap ships the worker once per box and explains a box without py
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -53,8 +55,11 @@ def test_a_different_protocol_is_refused(box: Session, transport: Transport) -> 
 def start_stale_worker(transport: Transport) -> int:
     """Start a worker on the box that states another release (another zipapp digest), as
     one left behind by an older vastnb would; its pid."""
-    data, _ = worker_zipapp()
-    stale = hashlib.sha256(b"an older release").hexdigest()
+    current, _ = worker_zipapp()
+    with zipfile.ZipFile(buffer := io.BytesIO(current), "a") as archive:
+        archive.comment = b"an older release"  # other bytes, the same code
+    data = buffer.getvalue()
+    stale = hashlib.sha256(data).hexdigest()
     lib = Path(str(transport.home)) / "lib"
     lib.mkdir(parents=True, exist_ok=True)
     (lib / f"{stale}.pyz").write_bytes(data)  # the bootstrap finds it cached: HAVE
@@ -122,6 +127,16 @@ def test_the_worker_is_shipped_once_and_cached_by_content(box: Session, transpor
     again = cached.stat()
     assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
     assert sorted(p.name for p in cached.parent.iterdir()) == [cached.name]
+
+
+def test_a_cached_worker_that_was_changed_is_shipped_again_not_run(box: Session, transport: Transport) -> None:
+    data, digest = worker_zipapp()
+    cached = Path(str(transport.home)) / "lib" / f"{digest}.pyz"
+    cached.parent.mkdir(parents=True)
+    with zipfile.ZipFile(cached, "w") as archive:  # a worker someone on the box replaced
+        archive.writestr("__main__.py", "import sys; sys.exit('the tampered worker ran')\n")
+    assert box.call(lambda: "the real worker") == "the real worker"
+    assert cached.read_bytes() == data
 
 
 def test_the_box_needs_nothing_installed(boxes: Boxes, link: str, request: pytest.FixtureRequest) -> None:

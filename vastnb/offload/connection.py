@@ -62,7 +62,7 @@ class Connection:
         try:
             process = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
-                start_new_session=True,  # Ctrl-C in the notebook must not kill ssh: we forward it
+                env=transport.env(), start_new_session=True,  # Ctrl-C in the notebook must not kill ssh: we forward it
             )  # fmt: skip
         except FileNotFoundError:  # no such program here: a local python, or ssh itself
             if argv[0] == "ssh":

@@ -37,6 +37,10 @@ class Transport(ABC):
     def describe(self) -> str:
         """Where, for messages: ``root@1.2.3.4:22`` or ``local /path``."""
 
+    def env(self) -> dict[str, str] | None:
+        """The environment of the process :meth:`argv` starts; None: this process's."""
+        return None
+
     def close_master(self) -> None:
         """End any connection kept open for later sessions (the box is going away)."""
 

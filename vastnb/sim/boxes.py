@@ -58,7 +58,7 @@ class Boxes:
         if onstart:
             _end_onstart(home, instance_id)  # a container runs one onstart at a time
             bin_dir = str(Path(sys.executable).parent)
-            env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": str(home),
+            env = {**self.transport(instance_id).env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
                    "CONTAINER_ID": str(instance_id), "CONTAINER_API_KEY": key}  # fmt: skip
             with open(home / "onstart.log", "ab") as log:
                 shell = subprocess.Popen(["/bin/sh", "-c", onstart], cwd=home, env=env, stdin=subprocess.DEVNULL,
@@ -144,6 +144,11 @@ class SimBoxTransport(LocalTransport):
         code = argv.index("-c") + 1
         argv[code] = guard + argv[code]
         return argv
+
+    def env(self) -> dict[str, str]:
+        """A box's own environment, as an SSH login on a rented box has it: a PATH, a
+        locale and the box's HOME (its folder), nothing of the notebook's (no keys)."""
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home), "LANG": "C.UTF-8"}
 
     def describe(self) -> str:
         return f"simulated instance {self.home.name} (local worker in {self.home})"

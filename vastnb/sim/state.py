@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from ..private import private_folder, write_private
 
 __all__ = ["StateStore"]
 
@@ -32,8 +33,8 @@ class StateStore:
         # The file lock serialises processes (and threads too, each opening the lock
         # file anew); this lock also covers the in-memory mode, which has no file.
         self._thread_lock = threading.RLock()
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        if path is not None:  # the state holds the simulated account's key
+            private_folder(path.parent, what="the simulator's state folder")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[State]:
@@ -71,6 +72,4 @@ class StateStore:
 
     def _write(self, state: State) -> None:
         assert self.path is not None
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(state, separators=(",", ":")))
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps(state, separators=(",", ":")))

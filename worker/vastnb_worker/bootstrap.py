@@ -1,6 +1,7 @@
 # The first thing that runs on a box, sent as the text of `python3 -I -c` (no files needed).
 # It answers one line on stdout (HAVE, SEND or OLD), receives the worker zipapp on stdin
-# when the box lacks it, caches it under its content hash, then becomes the relay.
+# when the box lacks it (or its cached copy no longer has the hash it is named by), caches
+# it under its content hash, then becomes the relay.
 # Plain old syntax on purpose: it must be able to say "too old" on any python3.
 import hashlib
 import os
@@ -17,7 +18,7 @@ def main():
     if not os.path.isdir(lib):
         os.makedirs(lib)
     path = os.path.join(lib, digest + ".pyz")
-    if os.path.exists(path):
+    if cached(path) == digest:
         os.write(1, b"HAVE\n")
     else:
         os.write(1, b"SEND\n")
@@ -37,6 +38,16 @@ def main():
             f.write(data)
         os.replace(tmp, path)
     os.execv(sys.executable, [sys.executable, "-I", path, "relay", "--home", home, "--digest", digest] + extra)
+
+
+def cached(path):
+    """The sha256 of the cached zipapp at ``path`` (None if there is none): only a copy
+    that still hashes to its name is run."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":
