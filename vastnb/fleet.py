@@ -205,8 +205,8 @@ class Fleet:
         if self._sim_boxes is not None:  # the embedded simulator: its spool folder, on its clock
             market = self.client.sim.market
             url, clock = market.selfdestruct_url(), str(market.clock_path)
-        return session.call(watchdog.arm, instance_id, url, stored.instance_key, remaining_s=remaining,
-                            silence_s=self.box.silence_s, clock=clock)  # fmt: skip
+        return session.control(watchdog.arm, instance_id, url, stored.instance_key, remaining_s=remaining,
+                               silence_s=self.box.silence_s, clock=clock)  # type: ignore[no-any-return]  # fmt: skip
 
     def wait_ready(self, box: Box, *, timeout: float) -> None:
         """After a start: wait until the instance runs and its worker answers."""

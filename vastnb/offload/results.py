@@ -8,12 +8,11 @@ or :func:`safe` (plain data, numpy arrays and tensors only; nothing that runs co
 
 from __future__ import annotations
 
-import io
 import pickle
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from vastnb_worker import protocol
+from vastnb_worker import protocol, safepickle
 from vastnb_worker.protocol import Frame
 
 from ..errors import RemoteError, UnsafeResultError
@@ -32,39 +31,21 @@ def trusted(body: bytes, buffers: Sequence[Any]) -> Any:
     return protocol.decode(body, buffers)
 
 
-# What :func:`safe` lets a pickle name: data types and array rebuilders, nothing that
-# imports arbitrary code or calls arbitrary functions.
-_SAFE_GLOBALS = {
-    ("builtins", name)
-    for name in ("dict", "list", "tuple", "set", "frozenset", "bytearray", "complex", "slice", "range", "bytes", "str", "int", "float", "bool")
-} | {
-    ("collections", "OrderedDict"), ("collections", "defaultdict"), ("collections", "deque"),
-    ("datetime", "datetime"), ("datetime", "date"), ("datetime", "timedelta"), ("datetime", "timezone"),
-    ("decimal", "Decimal"), ("fractions", "Fraction"),
-    ("numpy", "dtype"), ("numpy", "ndarray"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("vastnb_worker.protocol", "_rebuild_tensor"),
-}  # fmt: skip
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _SAFE_GLOBALS and not (module.startswith("numpy") and name.endswith("DType")):
-            raise pickle.UnpicklingError(
-                f"the box sent {module}.{name}, which the safe result policy refuses: only plain data, "
-                "numpy arrays and tensors come back. Use results=trusted for boxes you trust."
-            )
-        return super().find_class(module, name)
-
-
 def safe(body: bytes, buffers: Sequence[Any]) -> Any:
-    """Unpickle plain data, numpy arrays and torch tensors only."""
+    """Plain data, numpy arrays of plain dtypes and torch tensors only, checked before
+    anything is built (``vastnb_worker.safepickle``): whatever bytes a box sends, nothing
+    is imported or run, and nothing can crash the notebook."""
     try:
-        return _SafeUnpickler(io.BytesIO(body), buffers=buffers).load()
-    except pickle.UnpicklingError as exc:
-        raise UnsafeResultError(str(exc)) from None
+        return safepickle.loads(body, buffers)
+    except safepickle.Refused as exc:
+        raise UnsafeResultError(
+            f"the box sent {exc}; the safe result policy refuses it: only plain data, numpy arrays and "
+            "tensors come back. Return those, or use results=trusted for a box you trust (its pickles can "
+            "run code here)."
+        ) from None
+    except (pickle.UnpicklingError, ValueError, TypeError, EOFError, MemoryError, RecursionError, OverflowError,
+            IndexError, KeyError, AttributeError) as exc:  # fmt: skip
+        raise UnsafeResultError(f"the box sent a result that does not decode ({type(exc).__name__}: {exc})") from None
 
 
 def raise_remote(frame: Frame, policy: ResultPolicy, task: int) -> NoReturn:

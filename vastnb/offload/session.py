@@ -23,7 +23,7 @@ from vastnb_worker.protocol import Frame, Kind
 from ..errors import ConnectionLostError, HandshakeError, TransportError
 from .connection import Connection
 from .localmods import ship_local_modules
-from .results import RemoteTask, ResultPolicy, raise_remote, trusted
+from .results import RemoteTask, ResultPolicy, raise_remote, safe, trusted
 from .sourcemap import SOURCES
 from .transport import Transport
 from .zipapp import worker_zipapp
@@ -125,6 +125,12 @@ class Session:
         """``fn(*args, **kwargs)`` on the box; its value here."""
         return self._wait(*self._submit(Kind.CALL, (fn, args, kwargs), detach=False))
 
+    def control(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """A call vastnb makes for itself (arming the box's watchdog): its result is plain
+        data, decoded with the safe policy whatever the session's, so that no box can run
+        code here before the user has sent it anything."""
+        return self._wait(*self._submit(Kind.CALL, (fn, args, kwargs), detach=False), results=safe)
+
     def run_cell(
         self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
     ) -> CellResult:  # fmt: skip
@@ -224,9 +230,11 @@ class Session:
         else:
             self.on_output(frame.meta.get("stream", "stdout"), frame.meta.get("text", ""))
 
-    def _wait(self, connection: Connection, task: int, tag: str = "") -> Any:
+    def _wait(self, connection: Connection, task: int, tag: str = "", *, results: ResultPolicy | None = None) -> Any:
         """Stream ``task``'s output from ``connection`` until its outcome; Ctrl-C interrupts
-        it on the box. ``task`` 0 is the attached task just sent: the first frame tells its id."""
+        it on the box. ``task`` 0 is the attached task just sent: the first frame tells its id.
+        Its value is decoded with ``results`` (default: the session's policy)."""
+        results = results or self.results
         interrupted_at: float | None = None
         while True:
             try:
@@ -279,10 +287,10 @@ class Session:
             if frame.task != task:
                 continue
             if frame.kind == Kind.RESULT:
-                value = self.results(frame.body, frame.buffers)
+                value = results(frame.body, frame.buffers)
                 if frame.meta.get("cell"):
                     value, pulled = CellResult(value["pull"]), value
                     value.value = pulled["value"]
                 return value
             elif frame.kind == Kind.ERROR:
-                raise_remote(frame, self.results, task)
+                raise_remote(frame, results, task)

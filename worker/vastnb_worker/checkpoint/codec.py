@@ -6,8 +6,9 @@ Two codecs, chosen per part by what it holds:
   checkpoint can hold only tensors and plain data, and big tensors are mapped from the file
   rather than read into fresh memory.
 - ``pickle``: plain Python data (and numpy arrays), for state without torch. It is read
-  with an unpickler that refuses every class outside a short list of data types, which is
-  what makes ``pickle`` safe here; torch is never imported for it.
+  with ``vastnb_worker.safepickle``, which rebuilds plain data and plain-dtype arrays
+  from checked arguments and refuses everything else: what makes ``pickle`` safe here;
+  torch is never imported for it.
 """
 
 from __future__ import annotations
@@ -17,21 +18,13 @@ import pickle
 from typing import Any, List, Optional
 
 from ..errors import CheckpointCorruptError, CheckpointError
+from ..safepickle import Refused, SafeUnpickler
 from .snapshot import Snapshot
 
 __all__ = ["codec_of", "write_part", "read_part", "SUFFIX"]
 
 #: The file name suffix of each codec's objects.
 SUFFIX = {"torch": ".pt", "pickle": ".pkl"}
-
-# What a plain-data pickle may name: containers and numpy's array and scalar rebuilders.
-_ALLOWED = {
-    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "complex"), ("collections", "OrderedDict"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-}  # fmt: skip
-
 
 def codec_of(snapshot: Snapshot) -> str:
     """The codec :func:`write_part` writes ``snapshot`` with."""
@@ -71,21 +64,12 @@ def read_part(path: str, codec: str, *, map_location: Any = None, where: str = "
                                              f"loaded, as that could run code: {exc}") from exc  # fmt: skip
     if codec == "pickle":
         with open(path, "rb") as file:
-            return _PlainUnpickler(file, where).load()
+            try:
+                return SafeUnpickler(file).load()
+            except Refused as exc:
+                raise CheckpointCorruptError(f"{where} holds {exc}; it is not loaded, as that could run code "
+                                             "or crash this process") from None  # fmt: skip
     raise CheckpointError(f"{where} was written with codec {codec!r}, which this vastnb does not know: upgrade vastnb")
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    def __init__(self, file: Any, where: str) -> None:
-        super().__init__(file)
-        self.where = where
-
-    def find_class(self, module: str, name: str) -> Any:
-        dtype_class = module == "numpy.dtypes" and name.endswith("DType")
-        if (module, name) not in _ALLOWED and not dtype_class:
-            raise CheckpointCorruptError(f"{self.where} names {module}.{name}, which is not plain data; it is "
-                                         "not loaded, as that could run code")  # fmt: skip
-        return super().find_class(module, name)
 
 
 def _numpy_globals() -> List[Any]:

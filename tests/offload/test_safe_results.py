@@ -1,0 +1,108 @@
+"""The safe result policy against a box that plays the attacker.
+
+Each payload is what a box with root could send in place of a result: a few hundred bytes
+that, under the old allow-list, crashed the notebook (a numpy dtype with forged flags
+hiding an object field), imported and ran a numpy submodule, or asked for 2 GiB. Each is
+decoded in a child process, so a crash fails the test instead of ending the run.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from vastnb.errors import UnsafeResultError
+from vastnb.offload import Session, safe
+from vastnb_worker import protocol
+
+
+class Reduced:
+    """Pickles as ``fn(*args)`` then ``state``, whatever ``fn`` is: a forged payload."""
+
+    def __init__(self, fn: Any, args: tuple[Any, ...], state: Any = None) -> None:
+        self.fn, self.args, self.state = fn, args, state
+
+    def __reduce__(self) -> Any:
+        return (self.fn, self.args) if self.state is None else (self.fn, self.args, self.state)
+
+
+def forged_dtype_array() -> bytes:
+    """An array whose dtype claims no object field, with one: 8 raw bytes become a pointer."""
+    obj = Reduced(np.dtype, ("O8", False, True), (3, "|", None, None, None, -1, -1, 0))  # flags forged to 0
+    void = Reduced(np.dtype, ("V8", False, True), (3, "|", None, ("a",), {"a": (obj, 0)}, 8, 1, 0))
+    array = Reduced(MULTIARRAY._reconstruct, (np.ndarray, (0,), b"b"), (1, (1,), void, False, b"\x41" * 8))
+    return pickle.dumps([array], protocol=5)
+
+
+MULTIARRAY = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+NUMERIC = np._core.numeric if hasattr(np, "_core") else np.core.numeric
+
+ATTACKS = {
+    "forged dtype flags": forged_dtype_array,
+    "bytearray(2**31)": lambda: pickle.dumps(Reduced(bytearray, (2**31,)), protocol=5),
+    "bytes(2**31)": lambda: pickle.dumps(Reduced(bytes, (2**31,)), protocol=5),
+    "list(range(10**12))": lambda: pickle.dumps(Reduced(list, (range(10**12),)), protocol=5),
+    # Raw opcodes: GLOBAL module name, an empty tuple or a string argument, REDUCE.
+    "a numpy submodule": lambda: b"cnumpy.f2py.__main__\nmain\n)R.",
+    "os.system": lambda: b"cos\nsystem\n(S'echo pwned'\ntR.",
+    "an object dtype": lambda: pickle.dumps(np.array([None, 1], dtype=object), protocol=5),
+    "a structured dtype": lambda: pickle.dumps(np.zeros(2, dtype=[("a", "f8"), ("b", "i4")]), protocol=5),
+    "a shape the buffer does not fill": lambda: pickle.dumps(
+        Reduced(NUMERIC._frombuffer, (bytearray(16), np.dtype("f8"), (10**6,), "C")), protocol=5),
+}
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_a_hostile_payload_is_refused_without_a_crash_or_an_import(attack: str) -> None:
+    payload = ATTACKS[attack]()
+    probe = textwrap.dedent(f"""
+        import sys
+        from vastnb.offload import safe
+        from vastnb.errors import UnsafeResultError
+        try:
+            value = safe({payload!r}, [])
+        except UnsafeResultError as exc:
+            print("refused:", exc)
+        else:
+            print("decoded:", type(value).__name__)
+        print("imported:", sorted(m for m in sys.modules if m.startswith("numpy.f2py")))
+    """)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"the decoder died ({done.returncode}): {done.stderr[-2000:]}"
+    assert "refused: the box sent" in done.stdout, done.stdout
+    assert "imported: []" in done.stdout and "pwned" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"loss": [0.5, 0.25], "step": 3, "name": "run", "done": True, "when": None},
+        np.arange(12.0).reshape(3, 4),
+        np.zeros((4, 4))[:, 1],  # not contiguous: numpy's other pickle form
+        np.array(["2024-01-01T00:00"], dtype="datetime64[m]"),
+        np.float32(1.5),
+        {"weight": torch.randn(3, 2), "half": torch.ones(2, dtype=torch.bfloat16)},
+    ],
+    ids=["plain data", "array", "strided array", "datetimes", "numpy scalar", "state_dict"],
+)
+def test_plain_results_come_back_under_the_safe_policy(value: Any) -> None:
+    body, buffers = protocol.encode(value)
+    got = safe(body, [bytearray(b) for b in buffers])
+    assert repr(got) == repr(value)
+
+
+def test_vastnbs_own_calls_decode_safely_whatever_the_sessions_policy(box: Session) -> None:
+    class Anything:
+        pass
+
+    assert box.control(dict, a=1) == {"a": 1}
+    with pytest.raises(UnsafeResultError, match="the safe result policy refuses it"):
+        box.control(Anything)  # trusted session: its result would be unpickled as anything
+    assert isinstance(box.call(Anything), object)  # the user's own calls keep the session's policy

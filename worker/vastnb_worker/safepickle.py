@@ -1,0 +1,237 @@
+"""Unpickling bytes that may come from an attacker: data out, never code run, never a crash.
+
+A pickle names the callables that rebuild its objects; an ordinary unpickler imports and
+calls whatever it names. This one hands out only its own rebuilders, which check their
+arguments before anything is built:
+
+- plain data: containers, numbers, strings, bytes, dates, Decimal, Fraction, slices;
+  a ``range`` is bounded and ``bytes(n)``/``bytearray(n)`` (a 31-byte pickle can ask for
+  2 GiB that way) are refused;
+- numpy arrays and scalars of plain dtypes (booleans, integers, floats, complex numbers,
+  fixed-width strings, datetimes and timedeltas): numpy's dtype is rebuilt from its name
+  and byte order alone, never from the pickle's dtype state (whose forged flags can hide an
+  object field and crash the process), and an array only from a buffer whose size matches
+  its shape;
+- torch tensors as the worker sends them (a numpy array and a dtype name).
+
+No module is imported because a pickle names it (numpy and torch are imported only when an
+array or tensor is actually rebuilt). Anything else is refused with :class:`Refused`.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import decimal
+import fractions
+import io
+import math
+import pickle
+import re
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+__all__ = ["Refused", "loads", "SafeUnpickler", "MAX_RANGE"]
+
+#: The longest ``range`` a pickle may build (a list of it is built by the next opcode).
+MAX_RANGE = 1 << 20
+
+# numpy dtype names that are plain data: bool, ints, floats, complex, bytes/str, dates.
+_PLAIN_DTYPE = re.compile(r"(b1|[iu][1248]|f[248]|f16|c(8|16|32)|[SU]\d{1,7}|[Mm]8)\Z")
+_DATE_UNITS = frozenset({"Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs", "as", "generic"})
+_TORCH_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8",
+                           "bool", "complex64", "complex128"})  # fmt: skip
+
+
+class Refused(pickle.UnpicklingError):
+    """The pickle asks for something that is not plain data (``what`` names it)."""
+
+    def __init__(self, what: str, why: str = "it is not plain data") -> None:
+        super().__init__(f"{what}: {why}")
+        self.what = what
+
+
+def loads(data: bytes, buffers: Sequence[Any] = (), *, extra: Optional[Dict[Tuple[str, str], Any]] = None) -> Any:
+    """Unpickle ``data`` (protocol 5 buffers in ``buffers``) as plain data; :class:`Refused`
+    for anything else. ``extra`` allows more names (module, name) -> object."""
+    return SafeUnpickler(io.BytesIO(data), buffers=buffers, extra=extra).load()
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """See the module doc. ``extra`` allows more names (module, name) -> object."""
+
+    def __init__(self, file: Any, *, buffers: Sequence[Any] = (), extra: Optional[Dict[Tuple[str, str], Any]] = None) -> None:
+        super().__init__(file, buffers=buffers)
+        self._extra = extra or {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = _REBUILDERS.get((module, name), self._extra.get((module, name)))
+        if found is None:
+            raise Refused(f"{module}.{name}")
+        return found
+
+    def load(self) -> Any:
+        return _settled(super().load(), {})
+
+
+# -- plain data -----------------------------------------------------------------------------
+
+
+def _range(*args: int) -> range:
+    made = range(*args)
+    if len(made) > MAX_RANGE:
+        raise Refused("builtins.range", f"{len(made)} items is more than {MAX_RANGE}")
+    return made
+
+
+def _no_size(kind: type) -> Callable[..., Any]:
+    def make(*args: Any) -> Any:
+        if args and isinstance(args[0], int):  # bytes(2**31): memory, not data
+            raise Refused(f"builtins.{kind.__name__}", "a size, not data")
+        return kind(*args)
+
+    return make
+
+
+# -- numpy ----------------------------------------------------------------------------------
+
+
+class _DType:
+    """Stands for a numpy dtype while the pickle is read: its name, byte order and (for
+    dates) unit are kept; the rest of the pickle's dtype state is never given to numpy."""
+
+    def __init__(self, name: Any, align: Any = False, copy: Any = True) -> None:
+        if not isinstance(name, str) or not _PLAIN_DTYPE.match(name):
+            raise Refused(f"numpy.dtype({name!r})", "not a plain dtype (structured and object dtypes are refused)")
+        self.name, self.order, self.unit = name, "|", None
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) < 8:
+            raise Refused("numpy.dtype", "malformed state")
+        order = state[1]
+        if order not in ("<", ">", "|", "="):
+            raise Refused("numpy.dtype", f"byte order {order!r}")
+        self.order = order
+        if self.name in ("M8", "m8"):  # state[8]: (metadata, (unit, count, ...))
+            meta = state[8] if len(state) > 8 and isinstance(state[8], tuple) and len(state[8]) == 2 else (None, None)
+            unit, count = meta[1][:2] if isinstance(meta[1], tuple) and len(meta[1]) >= 2 else (None, None)
+            unit = unit.decode("ascii", "replace") if isinstance(unit, bytes) else unit
+            if unit not in _DATE_UNITS or not (isinstance(count, int) and 1 <= count <= 1000):
+                raise Refused("numpy.dtype", f"date unit {unit!r} x {count!r}")
+            self.unit = unit if count == 1 else f"{count}{unit}"
+
+    def real(self) -> Any:
+        import numpy
+
+        spec = self.name + (f"[{self.unit}]" if self.unit else "")
+        return numpy.dtype(spec).newbyteorder(self.order) if self.order in "<>" else numpy.dtype(spec)
+
+
+def _dtype(value: Any) -> Any:
+    if not isinstance(value, _DType):
+        raise Refused("numpy array", "its dtype is not a plain numpy dtype")
+    return value.real()
+
+
+def _shape(shape: Any) -> Tuple[int, ...]:
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise Refused("numpy array", f"shape {shape!r}")
+    return shape
+
+
+def _array(data: Any, dtype: Any, shape: Any, order: Any) -> Any:
+    """A numpy array over ``data``, whose size must be exactly what the shape needs."""
+    import numpy
+
+    real, shape = _dtype(dtype), _shape(shape)
+    if order not in ("C", "F"):
+        raise Refused("numpy array", f"order {order!r}")
+    size = memoryview(data).nbytes
+    if size != math.prod(shape) * real.itemsize:
+        raise Refused("numpy array", f"{size} bytes for shape {shape} of {real}")
+    return numpy.frombuffer(data, dtype=real).reshape(shape, order=order)
+
+
+def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> Any:
+    return _array(buffer, dtype, shape, order)
+
+
+def _scalar(dtype: Any, data: Any = b"") -> Any:
+    if not isinstance(data, bytes):
+        raise Refused("numpy scalar", "its data is not bytes")
+    return _array(data, dtype, (), "C")[()]
+
+
+class _Array:
+    """Stands for an array built the old way (``_reconstruct``, then its state), until the
+    state arrives; replaced by the real array once the pickle is read."""
+
+    array: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) != 5 or not isinstance(state[4], (bytes, bytearray)):
+            raise Refused("numpy array", "malformed state (object arrays are refused)")
+        _, shape, dtype, fortran, raw = state
+        self.array = _array(bytearray(raw), dtype, shape, "F" if fortran else "C")
+
+
+def _reconstruct(kind: Any, shape: Any, typecode: Any) -> _Array:
+    if kind is not _NDARRAY:
+        raise Refused("numpy _reconstruct", "only plain arrays")
+    return _Array()
+
+
+_NDARRAY = object()  # what the pickle gets for numpy.ndarray: only _reconstruct takes it
+
+
+# -- torch ----------------------------------------------------------------------------------
+
+
+def _tensor(array: Any, dtype: Any, requires_grad: Any, device: Any) -> Any:
+    from .protocol import _rebuild_tensor
+
+    array = _settled(array, {})
+    if type(array).__module__ != "numpy" or dtype not in _TORCH_DTYPES or not isinstance(requires_grad, bool):
+        raise Refused("torch tensor", f"a {dtype!r} tensor from {type(array).__name__}")
+    if not isinstance(device, str) or not re.match(r"(cpu|cuda(:\d{1,3})?|mps)\Z", device):
+        raise Refused("torch tensor", f"device {device!r}")
+    return _rebuild_tensor(array, dtype, requires_grad, device)
+
+
+def _settled(value: Any, seen: Dict[int, Any]) -> Any:
+    """``value`` with every :class:`_Array` replaced by its array (containers rebuilt
+    where one holds such a stand-in)."""
+    if isinstance(value, _Array):
+        if value.array is None:
+            raise Refused("numpy array", "no state")
+        return value.array
+    if id(value) in seen:
+        return seen[id(value)]
+    if type(value) in (list, dict, tuple, set, frozenset, collections.OrderedDict):
+        seen[id(value)] = value
+        if isinstance(value, list):
+            value[:] = [_settled(v, seen) for v in value]
+        elif isinstance(value, dict):
+            for key in list(value):
+                value[key] = _settled(value[key], seen)
+        elif any(isinstance(v, (_Array, list, dict, tuple)) for v in value):
+            value = type(value)(_settled(v, seen) for v in value)
+            seen[id(value)] = value
+    return value
+
+
+_REBUILDERS: Dict[Tuple[str, str], Any] = {
+    **{("builtins", k.__name__): k for k in (complex, slice, set, frozenset, list, tuple, dict, str, int, float, bool)},
+    ("builtins", "range"): _range,
+    ("builtins", "bytes"): _no_size(bytes),
+    ("builtins", "bytearray"): _no_size(bytearray),
+    **{("collections", k.__name__): k for k in (collections.OrderedDict, collections.defaultdict, collections.deque)},
+    **{("datetime", k.__name__): k for k in (datetime.datetime, datetime.date, datetime.time, datetime.timedelta, datetime.timezone)},
+    ("decimal", "Decimal"): decimal.Decimal,
+    ("fractions", "Fraction"): fractions.Fraction,
+    **{(core, "_frombuffer"): _frombuffer for core in ("numpy.core.numeric", "numpy._core.numeric")},
+    **{(core, "scalar"): _scalar for core in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(core, "_reconstruct"): _reconstruct for core in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    ("numpy", "dtype"): _DType,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("vastnb_worker.protocol", "_rebuild_tensor"): _tensor,
+}  # fmt: skip
