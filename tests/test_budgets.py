@@ -119,6 +119,21 @@ REFUSALS = [
     ("invalid YAML", "budgets:\n  - team: [a\n", 3, None, ["invalid YAML"]),
     ("empty file", "\n", 1, None, ["empty"]),
     ("top level a list", "- team: a\n", 1, None, ["the budgets file must be a mapping", "not a list"]),
+    # Huge, infinite and negative numbers: each named with the allowed range.
+    ("huge limit", edit("1000", "1.7e+308"), 4, "monthly_limit_usd",
+     ["must be at most 1e+09, not 1.7e+308", "allowed: above 0 and at most 1e+09 USD"]),
+    ("limit too long for a float", edit("1000", "1" + "0" * 400), 4, "monthly_limit_usd",
+     ["far too large", "above 0 and at most 1e+09 USD"]),
+    ("limit with 5,000 digits", edit("1000", "9" * 5000), 4, "monthly_limit_usd", ["far too large"]),
+    ("infinite per-job limit", edit("100\n", ".inf\n"), 5, "per_job_limit_usd",
+     ["finite number (above 0 and at most 1e+09 USD), not .inf"]),
+    ("negative limit", edit("1000", "-1.0e+308"), 4, "monthly_limit_usd", ["must be more than 0, not -1e+308"]),
+    ("threshold not a number", GOOD + "    alert_thresholds: [0.5, .nan]\n", 6, "alert_thresholds",
+     ["finite number (above 0 and at most 1), not .nan"]),
+    ("10,000 nested lists", "budgets: " + "[" * 10_000 + "]" * 10_000 + "\n", 1, None,
+     ["values are nested more than 32 levels deep", "remove the extra"]),
+    ("10,000 nested mappings", "budgets:\n  - " + "{a: " * 10_000 + "}" * 10_000 + "\n", 2, None,
+     ["values are nested more than 32 levels deep"]),
 ]
 
 

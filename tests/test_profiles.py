@@ -205,6 +205,40 @@ REFUSALS = [
      ["one word", "dev-test"]),
     ("merge key", GOOD.replace("dev-test:", "dev-test: &b") + "copy:\n  <<: *b\n", 8, "<<",
      ["merge keys (<<)"]),
+    # Huge, infinite and negative numbers: each named with the allowed range.
+    ("huge price", edit("0.25", "1.7e+308"), 4, "max_price_per_hour",
+     ["must be at most 1000, not 1.7e+308", "allowed: above 0 and at most 1000 $/h"]),
+    ("price too long for a float", edit("0.25", "1" + "0" * 400), 4, "max_price_per_hour",
+     ["far too large", "above 0 and at most 1000 $/h", "(401 characters)"]),
+    ("price with 5,000 digits", edit("0.25", "9" * 5000), 4, "max_price_per_hour", ["far too large"]),
+    ("negative infinite price", edit("0.25", "-.inf"), 4, "max_price_per_hour",
+     ["finite number (above 0 and at most 1000 $/h), not -.inf"]),
+    ("huge GPU count", edit("num_gpus: 1", "num_gpus: 1000000000000000000000"), 3, "num_gpus",
+     ["must be at most 64, not 1e+21", "allowed: from 1 to 64"]),
+    ("GPU count with 5,000 digits", edit("num_gpus: 1", "num_gpus: " + "9" * 5000), 3, "num_gpus",
+     ["far too large", "from 1 to 64"]),
+    ("negative GPU count", edit("num_gpus: 1", "num_gpus: -3"), 3, "num_gpus",
+     ["must be at least 1, not -3 (allowed: from 1 to 64)"]),
+    ("huge hours", edit("max_duration_hours: 2", "max_duration_hours: 1.0e+300"), 6, "max_duration_hours",
+     ["must be at most 8760", "above 0 and at most 8760 hours"]),
+    ("hours not a number", edit("max_duration_hours: 2", "max_duration_hours: .nan"), 6, "max_duration_hours",
+     ["finite number (above 0 and at most 8760 hours), not .nan"]),
+    ("negative hours", edit("max_duration_hours: 2", "max_duration_hours: -1"), 6, "max_duration_hours",
+     ["must be more than 0, not -1", "above 0 and at most 8760 hours"]),
+    ("infinite reliability", edit("0.90", ".inf"), 5, "min_reliability", ["finite number (from 0 to 1)"]),
+    ("huge reliability", edit("0.90", "1" + "0" * 400), 5, "min_reliability", ["far too large", "from 0 to 1"]),
+    ("huge disk", GOOD + "  disk_gb: 1.7e+308\n", 7, "disk_gb",
+     ["must be at most 100000, not 1.7e+308", "from 8 to 100000 GB"]),
+    ("huge GPU RAM", GOOD + "  min_gpu_ram_gb: 1.0e+308\n", 7, "min_gpu_ram_gb",
+     ["must be at most 1024", "above 0 and at most 1024 GB"]),
+    ("huge CUDA", GOOD + "  min_cuda: 1.0e+308\n", 7, "min_cuda", ["must be at most 99"]),
+    ("bid above Vast's range", edit("0.25", "500") + "  interruptible: true\n  bid: 200\n", 8, "bid",
+     ["must be at most 128 when it is a fixed $/h, not 200", "from 0.001 to 128 $/h"]),
+    ("bid below Vast's range", GOOD + "  interruptible: true\n  bid: 0.0001\n", 8, "bid",
+     ["must be at least 0.001"]),
+    ("huge bid", GOOD + "  interruptible: true\n  bid: 1" + "0" * 400 + "\n", 8, "bid", ["far too large"]),
+    ("huge bid percentage", GOOD + "  interruptible: true\n  bid: min+1" + "0" * 400 + "%\n", 8, "bid",
+     ["at most 1000% to the minimum bid"]),
 ]
 
 
@@ -251,6 +285,34 @@ def test_file_refusals_name_file_and_line(tmp_path: Path, text: str, line: int, 
     assert str(info.value).startswith(f"{file}, line {line}: "), str(info.value)
     for fragment in fragments:
         assert fragment in str(info.value), (fragment, str(info.value))
+
+
+NESTED = [
+    # (id, file text, line where the nesting goes too deep)
+    ("10,000 nested lists", "dev-test: " + "[" * 10_000 + "]" * 10_000 + "\n", 1),
+    ("10,000 nested mappings", "dev-test: " + "{a: " * 10_000 + "1" + "}" * 10_000 + "\n", 1),
+    ("10,000 nested lists, unclosed", "dev-test:\n  gpu: " + "[" * 10_000 + "\n", 2),
+    ("block mappings", "".join(" " * i + f"k{i}:\n" for i in range(3000)), 32),
+    ("block lists", "".join(" " * i + "-\n" for i in range(3000)), 33),
+]
+
+
+@pytest.mark.parametrize(("text", "line"), [r[1:] for r in NESTED], ids=[r[0] for r in NESTED])
+def test_deep_nesting_is_a_profile_error_not_a_recursion_error(tmp_path: Path, text: str, line: int) -> None:
+    file = write(tmp_path, text)
+    with pytest.raises(ProfileError) as info:
+        load_profiles(file)
+    message = str(info.value)
+    assert message.startswith(f"{file}, line {line}: values are nested more than 32 levels deep"), message
+    assert "remove the extra" in message and "\n" not in message
+    assert isinstance(info.value, ConfigError) and info.value.path == str(file)
+
+
+def test_nesting_a_file_needs_still_loads(tmp_path: Path) -> None:
+    deep_but_fine = GOOD + "  countries: [[[[[[[[[[US]]]]]]]]]]\n"  # 14 levels: refused for its shape only
+    with pytest.raises(ProfileError, match="countries must hold 2-letter|must be a list of text"):
+        load_profiles(write(tmp_path, deep_but_fine))
+    assert list(load_profiles(write(tmp_path, GOOD + "  countries: [US, CA]\n"))) == ["dev-test"]
 
 
 def test_profile_errors_are_config_errors(tmp_path: Path) -> None:

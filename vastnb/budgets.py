@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .profiles import find_profile_file
-from .yamlspec import Field, at_least, check_mapping, compose_file, fail, line_of, sequence_items
+from .yamlspec import Field, Range, check_mapping, compose_file, fail, line_of, sequence_items, within
 
 __all__ = ["BUDGETS_FILE", "DEFAULT_ALERT_THRESHOLDS", "Budget", "load_budgets"]
 
 BUDGETS_FILE = "budgets.yaml"
 #: Alert at half the monthly limit, at 80%, and when it is reached.
 DEFAULT_ALERT_THRESHOLDS: tuple[float, ...] = (0.5, 0.8, 1.0)
+#: The largest limit a budget may set, in US dollars: any more is a typo, not a budget.
+MAX_LIMIT_USD = 1e9
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,11 @@ def _check_name(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
 
 
-def _check_fraction(value: float) -> str | None:
-    return None if 0 < value <= 1 else f"must hold fractions above 0 and at most 1, not {value:g}"
+class _Fraction(Range):
+    """An alert threshold: above 0 and at most 1."""
+
+    def __call__(self, value: float) -> str | None:
+        return None if 0 < value <= 1 else f"must hold fractions above 0 and at most 1, not {value:g}"
 
 
 def _check_ascending(values: tuple[float, ...]) -> str | None:
@@ -73,12 +78,12 @@ _ROOT = (
 _FIELDS = (
     Field("team", "str", required=True, check=_check_name, example="ml-research"),
     Field("project", "str", check=_check_name, example="llm-finetune"),
-    Field("monthly_limit_usd", "number", required=True, check=at_least(0, inclusive=False),
+    Field("monthly_limit_usd", "number", required=True, check=within(0, MAX_LIMIT_USD, above=True, unit="USD"),
           expect="a monthly limit in US dollars, above 0", example="1000"),
-    Field("per_job_limit_usd", "number", check=at_least(0, inclusive=False),
+    Field("per_job_limit_usd", "number", check=within(0, MAX_LIMIT_USD, above=True, unit="USD"),
           expect="a per-job limit in US dollars, above 0", example="100"),
     Field("alert_thresholds", "list[number]", default=DEFAULT_ALERT_THRESHOLDS, check=_check_ascending,
-          item_check=_check_fraction, expect="a list of fractions of the monthly limit",
+          item_check=_Fraction(0, 1, above=True), expect="a list of fractions of the monthly limit",
           example="[0.5, 0.8, 1.0]"),
 )
 

@@ -23,12 +23,24 @@ import yaml
 from .config import user_config_dir
 from .errors import ProfileError
 from .gpus import resolve_gpu, suggest_gpu
-from .yamlspec import Field, at_least, check_mapping, compose_file, describe, fail, line_of, mapping_items
+from .yamlspec import Field, Range, check_mapping, compose_file, describe, fail, line_of, mapping_items, within
 
 __all__ = ["PROFILES_FILE", "DEFAULT_IMAGE", "Profile", "find_profile_file", "load_profiles", "get_profile"]
 
 PROFILES_FILE = "gpu_profiles.yaml"
 DEFAULT_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
+
+# The most each number in a profile may be: far above anything Vast rents, so only a typo
+# (or a unit mix-up) reaches them, and never so large that arithmetic on them overflows.
+MAX_GPUS = 64
+MAX_PRICE_PER_HOUR = 1000.0  # $/h for the whole instance
+MAX_DURATION_HOURS = 8760.0  # one year
+MAX_DISK_GB = 100_000.0
+MAX_GPU_RAM_GB = 1024.0  # per GPU
+MAX_CUDA = 99.0
+#: Vast's range for a bid, $/h per machine (vast-api.md, create instance).
+BID_RANGE = (0.001, 128.0)
+MAX_BID_PERCENT = 1000.0  # "min+N%"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")  # one word, so `%vast launch NAME` can parse it
 _BID = re.compile(r"min(?:\+(\d+(?:\.\d+)?)%)?\Z")
@@ -128,17 +140,31 @@ def _check_gpu(name: str) -> str | None:
             "as Vast spells it, quoted ('RTX 4090'); a family such as A100 or H100 matches every variant")
 
 
-def _check_reliability(value: float) -> str | None:
-    if 0 <= value <= 1:
-        return None
-    percent = f" (for {value:g}% write {value / 100:g})" if 10 <= value <= 100 else ""
-    return f"must be a fraction between 0 and 1, not {value:g}{percent}"
+class _Reliability(Range):
+    """From 0 to 1, with a hint when the value looks like a percentage."""
+
+    def __call__(self, value: float) -> str | None:
+        if 0 <= value <= 1:
+            return None
+        percent = f" (for {value:g}% write {value / 100:g})" if 10 <= value <= 100 else ""
+        return f"must be a fraction between 0 and 1, not {value:g}{percent}"
 
 
 def _check_bid(value: str | float) -> str | None:
+    low, high = BID_RANGE
+    allowed = f"(allowed: from {low:g} to {high:g} $/h, Vast's range for a bid)"
     if isinstance(value, float):
-        return None if value > 0 else f"must be more than 0 when it is a fixed $/h, not {value:g}"
-    if _BID.match(value):
+        if value <= 0:
+            return f"must be more than 0 when it is a fixed $/h, not {value:g} {allowed}"
+        if value < low:
+            return f"must be at least {low:g} when it is a fixed $/h, not {value:g} {allowed}"
+        if value > high:
+            return f"must be at most {high:g} when it is a fixed $/h, not {value:g} {allowed}"
+        return None
+    match = _BID.match(value)
+    if match and match.group(1) is not None and float(match.group(1)) > MAX_BID_PERCENT:
+        return f"must add at most {MAX_BID_PERCENT:g}% to the minimum bid (min+N%), not {value!r}"
+    if match:
         return None
     return f"must be min, min+N% (e.g. \"min+10%\") or a fixed $/h such as 0.20, not {value!r}"
 
@@ -156,22 +182,23 @@ def _check_image(value: str) -> str | None:
 _FIELDS = (
     Field("gpu", "str|list[str]", required=True, item_check=_check_gpu,
           expect="a GPU name or family, or a list of them", example="RTX_4090"),
-    Field("num_gpus", "int", required=True, check=at_least(1), expect="a whole number of GPUs, at least 1",
-          example="1"),
-    Field("max_price_per_hour", "number", required=True, check=at_least(0, inclusive=False),
+    Field("num_gpus", "int", required=True, check=within(1, MAX_GPUS),
+          expect=f"a whole number of GPUs, from 1 to {MAX_GPUS}", example="1"),
+    Field("max_price_per_hour", "number", required=True, check=within(0, MAX_PRICE_PER_HOUR, above=True, unit="$/h"),
           expect="a price in $/h for the whole instance, disk included", example="0.50"),
-    Field("min_reliability", "number", required=True, check=_check_reliability,
+    Field("min_reliability", "number", required=True, check=_Reliability(0, 1),
           expect="a fraction between 0 and 1", example="0.95"),
-    Field("max_duration_hours", "number", required=True, check=at_least(0, inclusive=False),
-          expect="a number of hours above 0", example="24"),
+    Field("max_duration_hours", "number", required=True,
+          check=within(0, MAX_DURATION_HOURS, above=True, unit="hours"),
+          expect=f"a number of hours above 0, at most {MAX_DURATION_HOURS:g} (a year)", example="24"),
     Field("description", "str", default="", example="Quick experiments on one cheap GPU"),
-    Field("min_gpu_ram_gb", "number", check=at_least(0, inclusive=False), example="24"),
-    Field("disk_gb", "number", default=20.0, check=at_least(8),
-          expect="a disk size in GB, at least 8 (Vast's minimum)", example="20"),
+    Field("min_gpu_ram_gb", "number", check=within(0, MAX_GPU_RAM_GB, above=True, unit="GB"), example="24"),
+    Field("disk_gb", "number", default=20.0, check=within(8, MAX_DISK_GB, unit="GB"),
+          expect=f"a disk size in GB, from 8 (Vast's minimum) to {MAX_DISK_GB:g}", example="20"),
     Field("image", "str", default=DEFAULT_IMAGE, check=_check_image, example=DEFAULT_IMAGE),
     Field("interruptible", "bool", default=False, example="true"),
     Field("bid", "str|number", check=_check_bid, expect="min, min+N% or a fixed $/h", example="min"),
-    Field("min_cuda", "number", check=at_least(0, inclusive=False), example="12.1"),
+    Field("min_cuda", "number", check=within(0, MAX_CUDA, above=True), example="12.1"),
     Field("countries", "list[str]", default=(), item_check=_check_country, example="[US, CA, 'NO']"),
     Field("verified_only", "bool", default=True, example="true"),
     Field("direct_ssh", "bool", default=False, example="false"),

@@ -23,8 +23,12 @@ from .errors import ProfileError
 
 __all__ = [
     "Kind", "Check", "Field", "Checked", "compose_file", "check_mapping", "mapping_items", "sequence_items",
-    "describe", "fail", "line_of", "at_least",
+    "describe", "fail", "line_of", "at_least", "within", "Range", "MAX_DEPTH",
 ]
+
+#: How deeply values may nest (lists and mappings inside each other, scalars included).
+#: These files need 5 at most; the limit keeps a runaway file from exhausting the stack.
+MAX_DEPTH = 32
 
 #: The value types a field may declare. "node" hands back the raw node, for nesting.
 Kind = Literal["str", "int", "number", "bool", "list[str]", "list[number]", "str|list[str]", "str|number",
@@ -83,8 +87,35 @@ def line_of(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
 
+class _TooDeep(Exception):
+    """Raised by :class:`_Loader` at the node that nests past :data:`MAX_DEPTH`."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing to nest past :data:`MAX_DEPTH`: PyYAML composes nodes
+    recursively, so 10,000 nested brackets would otherwise end in a RecursionError."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self._depth >= MAX_DEPTH:
+            raise _TooDeep(self.peek_event().start_mark.line + 1)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
 def compose_file(path: Path) -> yaml.Node:
-    """Parse ``path`` into a YAML node tree; refuse unreadable, invalid or empty files."""
+    """Parse ``path`` into a YAML node tree; refuse unreadable, invalid, too deeply nested
+    or empty files."""
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -93,7 +124,10 @@ def compose_file(path: Path) -> yaml.Node:
     except OSError as exc:
         fail(f"cannot read the file ({exc.strerror or exc}); check that it is readable", source, None)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
+    except _TooDeep as exc:
+        fail(f"values are nested more than {MAX_DEPTH} levels deep (lists or mappings inside each other), "
+             "far more than this file needs; remove the extra '[', '{' or indentation", source, exc.line)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = str(exc.problem or exc.context)
@@ -160,11 +194,17 @@ def _scalar(node: yaml.Node, field: Field, source: str, key: str, want: str) -> 
     tag = node.tag.removeprefix(_TAG) if isinstance(node, yaml.ScalarNode) else ""
     ok = {"str": ("str",), "int": ("int",), "number": ("int", "float"), "bool": ("bool",)}[want]  # never bool
     if tag in ok:
-        value = SafeConstructor().construct_object(node)  # YAML's own rules: 0x10, 1_000, .5
-        if want == "number":
-            value = float(value)
-            if not math.isfinite(value):
-                fail(f"{key} must be a finite number, not {node.value}", source, line_of(node), key)
+        allowed = _allowed(field)
+        try:
+            value = SafeConstructor().construct_object(node)  # YAML's own rules: 0x10, 1_000, .5
+            if want == "number":
+                value = float(value)
+        except (OverflowError, ValueError):  # more digits than Python converts, or beyond a float
+            fail(f"{key} must be {allowed or field.wanted}, not {_short(node.value)}, which is far too large",
+                 source, line_of(node), key)
+        if want == "number" and not math.isfinite(value):
+            fail(f"{key} must be a finite number{f' ({allowed})' if allowed else ''}, not {node.value}", source,
+                 line_of(node), key)
         return value
     fix = f"; write e.g. `{key}: {field.example}`" if field.example else ""
     if want == "str" and tag in ("bool", "int", "float"):
@@ -237,6 +277,57 @@ def check_mapping(node: yaml.Node, fields: Iterable[Field], source: str, *, what
                  f"`{field.name}: {field.example}`", source, start, field.name)
         values.setdefault(field.name, field.default)
     return Checked(values, lines, start)
+
+
+def _short(text: str) -> str:
+    """A value as written, cut short when it is long (a number of 5,000 digits)."""
+    return text if len(text) <= 24 else f"{text[:12]}...{text[-4:]} ({len(text)} characters)"
+
+
+def _allowed(field: Field) -> str:
+    """The range a field's check allows, in words ("from 1 to 64"), or "" when unknown."""
+    return str(getattr(field.check, "allowed", "") or getattr(field.item_check, "allowed", ""))
+
+
+def _g(value: float) -> str:
+    """A number for a message: 0.25, 1e+12; an integer too large for a float, cut short."""
+    try:
+        return f"{value:g}"
+    except OverflowError:
+        return _short(str(value))
+
+
+@dataclass(frozen=True)
+class Range:
+    """A check that a number lies from ``low`` to ``high`` (above ``low`` when ``above``).
+
+    Its messages name the allowed range; ``allowed`` words it for other messages.
+    """
+
+    low: float
+    high: float
+    above: bool = False
+    unit: str = ""
+
+    @property
+    def allowed(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        if self.above:
+            return f"above {self.low:g} and at most {self.high:g}{unit}"
+        return f"from {self.low:g} to {self.high:g}{unit}"
+
+    def __call__(self, value: float) -> str | None:
+        if value < self.low or (self.above and value == self.low):
+            least = "more than" if self.above else "at least"
+            return f"must be {least} {self.low:g}, not {_g(value)} (allowed: {self.allowed})"
+        if value > self.high:
+            return f"must be at most {self.high:g}, not {_g(value)} (allowed: {self.allowed})"
+        return None
+
+
+def within(low: float, high: float, *, above: bool = False, unit: str = "") -> Range:
+    """A check that a number is from ``low`` to ``high`` (above ``low`` when ``above``)."""
+    return Range(low, high, above, unit)
 
 
 def at_least(low: float, *, inclusive: bool = True) -> Check:

@@ -13,7 +13,12 @@ from typing import Any
 from . import billing
 from .errors import SimError
 
-__all__ = ["AccountMixin"]
+__all__ = ["AccountMixin", "MAX_BALANCE", "MAX_TRAFFIC_BYTES"]
+
+#: The largest balance, credit or debt, a test may give the account, in dollars.
+MAX_BALANCE = 1e9
+#: The most bytes one call may bill as traffic: an exabyte.
+MAX_TRAFFIC_BYTES = 1e18
 
 
 class AccountMixin:
@@ -85,14 +90,34 @@ class AccountMixin:
             return [r for r in (billing.charge_record(i, start, end) for i in records) if r is not None]
 
     def record_traffic(self, instance_id: int, *, up_bytes: int = 0, down_bytes: int = 0) -> None:
-        """Bill bytes moved to and from an instance."""
+        """Bill bytes moved to and from an instance (each from 0 to :data:`MAX_TRAFFIC_BYTES`)."""
+        for name, count in (("up_bytes", up_bytes), ("down_bytes", down_bytes)):
+            if not _within(count, 0, MAX_TRAFFIC_BYTES):
+                raise ValueError(f"{name} must be a number of bytes from 0 to {MAX_TRAFFIC_BYTES:g}, not "
+                                 f"{_shown(count)}")
         with self._tx() as (state, now):
             inst = self._get(state, instance_id)
             state["user"]["balance"] -= billing.record_traffic(inst, now, up_bytes / 1e9, down_bytes / 1e9)
 
     def set_balance(self, dollars: float) -> None:
+        """Set the account's balance, in dollars (from -:data:`MAX_BALANCE` to :data:`MAX_BALANCE`)."""
+        if not _within(dollars, -MAX_BALANCE, MAX_BALANCE):
+            raise ValueError(f"the balance must be from {-MAX_BALANCE:g} to {MAX_BALANCE:g} dollars, not "
+                             f"{_shown(dollars)}")
         with self._tx() as (state, _):
             state["user"]["balance"] = float(dollars)
+
+
+def _within(value: Any, low: float, high: float) -> bool:
+    """Whether ``value`` is a real number (not a bool) from ``low`` to ``high``; NaN is not."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
+def _shown(value: Any) -> str:
+    """``value`` for a message, cut short (an integer of 5,000 digits cannot even be printed)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    return repr(value)[:40]
 
 
 def _ssh_key(key: str) -> str:

@@ -13,24 +13,23 @@ from typing import Any
 from .errors import SimError, number
 from .routes import SimAPI, SimRequest, route
 
-__all__: list[str] = []
+__all__ = ["MAX_FAULT_TIMES"]
+
+#: The most requests one injected fault may hit.
+MAX_FAULT_TIMES = 10_000
 
 
 @route("POST", "/_sim/advance")
 def _advance(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
-    seconds = number(request.object().get("seconds", 0), "seconds")
-    if seconds < 0:
-        raise SimError(400, "invalid_args", "the clock only moves forward")
+    seconds = number(request.object().get("seconds", 0), "seconds")  # the clock only moves forward
     api.market.advance(seconds)
     return {"success": True, "now": api.market.now()}
 
 
 @route("POST", r"/_sim/preempt/(\d+)")
 def _preempt(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
-    resume_after = request.object().get("resume_after", 60.0)
-    if resume_after is not None:
-        resume_after = number(resume_after, "resume_after")
-    api.market.preempt(int(match.group(1)), resume_after=resume_after)
+    # The market checks resume_after (None: no automatic resume).
+    api.market.preempt(int(match.group(1)), resume_after=request.object().get("resume_after", 60.0))
     return {"success": True}
 
 
@@ -53,8 +52,8 @@ def _take(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
 def _fault(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
     body = dict(request.object())
     times, status = body.get("times", 1), body.get("status", 503)
-    if not isinstance(times, int) or isinstance(times, bool) or times < 1:
-        raise SimError(400, "invalid_args", f"bad fault: times must be a whole number >= 1, got {times!r}")
+    if not isinstance(times, int) or isinstance(times, bool) or not 1 <= times <= MAX_FAULT_TIMES:
+        raise SimError(400, "invalid_args", f"times must be a whole number from 1 to {MAX_FAULT_TIMES}, got {times!r}")
     if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
         raise SimError(400, "invalid_args", f"bad fault: status must be an HTTP status code, got {status!r}")
     try:

@@ -24,7 +24,7 @@ from . import billing, selfdestruct
 from .account import AccountMixin
 from .boxes import Boxes
 from .catalogue import generate_offers
-from .errors import SimError, number
+from .errors import MAX_ADVANCE_S, Range, SimError, number
 from .instances import new_instance, retire, to_api
 from .search import SearchError, search_offers
 from .state import StateStore
@@ -112,8 +112,9 @@ class Market(AccountMixin):
 
     def advance(self, seconds: float) -> None:
         """Move the simulated clock forward: transitions fire and billing accrues."""
-        if not seconds >= 0:
-            raise ValueError(f"the clock only moves forward, not by {seconds}")
+        if not 0 <= seconds <= MAX_ADVANCE_S:  # NaN fails too
+            raise ValueError(f"the clock only moves forward, by 0 to {MAX_ADVANCE_S:g} seconds at a time, not by "
+                             f"{seconds}")
         with self._tx() as (state, _):  # boxes' self-destruct requests first, at their moment
             state["clock_offset"] += seconds
             self._advance_to(state, time.time() + state["clock_offset"])
@@ -270,17 +271,17 @@ class Market(AccountMixin):
                 raise SimError(404, "no_such_ask", f"error 404/3603: no_such_ask Instance type by id {offer_id} is not available.", ask_id=offer_id)
             if not payload.get("image") and not payload.get("template_hash_id"):
                 raise SimError(400, "invalid_args", "image is required", ask_id=offer_id)
-            disk = number(payload.get("disk", 10.0), "disk")
-            if disk < 8:
-                raise SimError(400, "invalid_args", f"disk must be at least 8 GB, got {disk}", ask_id=offer_id)
+            disk = _argument(offer_id, payload.get("disk", 10.0), "disk")
+            if not isinstance(payload.get("args") or [], list):
+                raise SimError(400, "invalid_args", "args must be a list of strings, got "
+                               f"{type(payload['args']).__name__}", ask_id=offer_id)  # fmt: skip
             if len(str(payload.get("label") or "")) > 256:
                 raise SimError(400, "label_too_long", "label must be at most 256 characters", ask_id=offer_id)
             if _launch_length(payload) > LAUNCH_LIMIT:
                 raise SimError(400, "invalid_args", f"args, args_str and onstart together must be at most {LAUNCH_LIMIT} "
                                f"characters, got {_launch_length(payload)}", ask_id=offer_id)  # fmt: skip
-            bid = None if payload.get("price") is None else number(payload["price"], "price")
-            if bid is not None and not 0.001 <= bid <= 128:
-                raise SimError(400, "invalid_price", f"price must be between 0.001 and 128, got {bid}", ask_id=offer_id)
+            bid = None if payload.get("price") is None else _argument(offer_id, payload["price"], "price",
+                                                                      code="invalid_price")  # fmt: skip
             offer = {**offer, "min_bid": state.get("min_bids", {}).get(str(offer_id), offer["min_bid"])}
             outbid = bid is not None and bid < offer["min_bid"]
             instance_id = state["next_id"]
@@ -366,9 +367,8 @@ class Market(AccountMixin):
             inst = self._get(state, instance_id)
             if not inst["is_bid"]:
                 raise SimError(400, "invalid_args", f"instance {instance_id} is on-demand; only interruptible instances have a bid")
-            price = number(price, "price")
-            if not 0.001 <= price <= 32 * max(1, inst["num_gpus"]):
-                raise SimError(400, "invalid_args", f"price must be between 0.001 and {32 * inst['num_gpus']}")
+            # Vast's range for a changed bid: up to $32/h per GPU.
+            price = number(price, "price", within=Range(0.001, 32 * max(1, inst["num_gpus"]), "$/h"))
             inst["gpu_dph"] = price
             if price < inst["min_bid"]:
                 if inst["intended_status"] == "running" or _outbid(inst):
@@ -388,6 +388,8 @@ class Market(AccountMixin):
     def preempt(self, instance_id: int, *, resume_after: float | None = 60.0) -> None:
         """Outbid a bid instance: stopped in all three state fields, then (optionally) an
         automatic resume ``resume_after`` simulated seconds later, as Vast does."""
+        if resume_after is not None:
+            resume_after = number(resume_after, "resume_after")
         with self._tx() as (state, now):
             inst = self._get(state, instance_id)
             if not inst["is_bid"]:
@@ -411,6 +413,15 @@ class Market(AccountMixin):
                 self._power_on(inst)
             elif self.boxes:
                 self.boxes.power_off(instance_id)
+
+
+def _argument(offer_id: int, value: Any, name: str, *, code: str = "invalid_args") -> float:
+    """A numeric create argument (see :func:`~vastnb.sim.errors.number`); its errors carry
+    ``ask_id``, as all of Vast's create errors do."""
+    try:
+        return number(value, name, code=code)
+    except SimError as exc:
+        raise SimError(exc.status, exc.code, exc.msg, ask_id=offer_id) from None
 
 
 def _launch_length(payload: Mapping[str, Any]) -> int:

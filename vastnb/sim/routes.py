@@ -8,7 +8,9 @@ bodies, status codes and quirks follow ``shared/vast-api.md``.
 from __future__ import annotations
 
 import json
+import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +20,43 @@ from .errors import number
 from .market import Market, SimError
 from .listing import filter_records, page_token, parse_page_token
 
-__all__ = ["SimAPI", "SimRequest", "SimResponse"]
+__all__ = ["SimAPI", "SimRequest", "SimResponse", "MAX_BODY_BYTES", "loads"]
 
 V1_MAX_LIMIT = 25
 CHARGES_MAX_LIMIT = 500
+#: The largest request body the simulator takes, in bytes. Vast's biggest bodies (a create
+#: with 32 KiB of env and 4 KiB of onstart, a search) are far smaller.
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def loads(text: str | bytes, what: str, *, code: str = "invalid_request") -> Any:
+    """Parse JSON strictly: NaN, Infinity, and numbers beyond a float (``1e999``, an
+    integer of 400 digits) are refused with a 400 ``code``, as is text that is not JSON,
+    so that no request can bring a non-finite number into the market. ``what`` names the
+    text in messages."""
+
+    def refuse(literal: str) -> Any:
+        shown = literal if len(literal) <= 24 else f"a number of {len(literal)} digits"
+        raise SimError(400, code, f"{what} holds {shown}, which is not a finite JSON number; send a number in range")
+
+    def real(literal: str) -> float:
+        value = float(literal)
+        return value if math.isfinite(value) else refuse(literal)
+
+    def whole(literal: str) -> int:
+        if len(literal) > _FLOAT_DIGITS:  # checked first: int() refuses more than 4,300 digits
+            refuse(literal)
+        value = int(literal)
+        return value if abs(value) <= _LARGEST_FLOAT else refuse(literal)
+
+    try:
+        return json.loads(text, parse_constant=refuse, parse_float=real, parse_int=whole)
+    except ValueError:  # UnicodeDecodeError included
+        raise SimError(400, code, f"{what} is not valid JSON") from None
+
+
+_LARGEST_FLOAT = int(sys.float_info.max)
+_FLOAT_DIGITS = len(str(_LARGEST_FLOAT)) + 1  # and a sign
 
 
 @dataclass(frozen=True)
@@ -35,10 +70,7 @@ class SimRequest:
     def json(self) -> Any:
         if not self.body.strip():
             return {}
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            raise SimError(400, "invalid_request", "the request body is not valid JSON") from None
+        return loads(self.body, "the request body")
 
     def object(self) -> Mapping[str, Any]:
         """The JSON body, which must be an object (an empty body is an empty one)."""
@@ -57,7 +89,18 @@ class SimResponse:
 
     @classmethod
     def of(cls, status: int, data: Any) -> SimResponse:
-        return cls(status, json.dumps(data).encode())
+        return cls(status, json.dumps(data, allow_nan=False).encode())  # JSON has no NaN or Infinity
+
+
+def too_large(length: int | str) -> SimResponse:
+    """The answer to a body of ``length`` bytes (as a number, or the digits a
+    Content-Length header announced), over :data:`MAX_BODY_BYTES`."""
+    size = str(length)
+    if len(size) > 24:
+        size = f"a {len(size)}-digit number of"
+    return SimResponse.of(413, {"success": False, "error": "request_too_large",
+                                "msg": f"the request body is {size} bytes, over the limit of {MAX_BODY_BYTES} bytes; "
+                                       "send a smaller body"})  # fmt: skip
 
 
 Handler = Callable[["SimAPI", SimRequest, re.Match[str]], Any]
@@ -87,6 +130,8 @@ class SimAPI:
         self.faults = Faults()
 
     def handle(self, request: SimRequest) -> SimResponse:
+        if len(request.body) > MAX_BODY_BYTES:
+            return too_large(len(request.body))
         try:
             return self._handle(request)
         except SimError as exc:
@@ -143,16 +188,22 @@ def _search(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
     body = request.json()
     if not isinstance(body, Mapping):
         raise SimError(400, "invalid_args", "the search body must be a JSON object of field: {op: value}")
-    return {"offers": api.market.search(body)}
+    return {"offers": _offers(api, body)}
 
 
 @route("GET", "/api/v0/bundles", limit="search", auth=False)
 def _search_legacy(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
-    try:
-        body = json.loads(request.query.get("q") or "{}")
-    except ValueError:
-        raise SimError(400, "invalid_args", "q must be a JSON object") from None
-    return {"offers": api.market.search(body)}
+    body = loads(request.query.get("q") or "{}", "q", code="invalid_args")
+    if not isinstance(body, Mapping):
+        raise SimError(400, "invalid_args", "q must be a JSON object")
+    return {"offers": _offers(api, body)}
+
+
+def _offers(api: SimAPI, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The offers a search body asks for; the disk it prices them with must be a sane size."""
+    if body.get("allocated_storage") is not None:
+        number(body["allocated_storage"], "allocated_storage")
+    return api.market.search(body)
 
 
 @route("PUT", r"/api/v0/asks/(\d+)", limit="create")
@@ -293,7 +344,4 @@ def _json_param(request: SimRequest, name: str, default: Any) -> Any:
     raw = request.query.get(name)
     if not raw:
         return default
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise SimError(400, "invalid_args", f"{name} must be JSON") from None
+    return loads(raw, name, code="invalid_args")
