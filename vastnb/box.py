@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import InstanceGoneError
-from .offload import CellResult, RemoteTask, Session
+from .offload import CellResult, RemoteTask, ResultPolicy, Session, safe, trusted
 from .offload.session import CELL_NAME
 from .records import Instance
 from .store import StoredInstance
@@ -20,7 +20,7 @@ from .store import StoredInstance
 if TYPE_CHECKING:
     from .fleet import Fleet
 
-__all__ = ["Box"]
+__all__ = ["Box", "RunOptions"]
 
 
 class Box:
@@ -28,12 +28,21 @@ class Box:
 
     ``run(fn, *args)`` runs ``fn`` on the box and returns its value; ``run_cell(source)``
     runs notebook source there. ``stop()``, ``start()`` and ``down()`` manage the rental.
+
+    What comes back is decoded with the safe policy: plain data, numpy arrays and torch
+    tensors (state_dicts included), never anything that runs code here, whatever the box
+    sends. A box is a stranger's machine, whose operator can change what it returns.
+    ``box.trust = True`` (or ``box.options(trust=True)`` for one call, ``%%vast run
+    --trust`` for one cell) brings back any object (models, functions, your own classes)
+    by full pickle: do it only for a box you trust, as such a result can run code in this
+    notebook when it is unpickled.
     """
 
-    def __init__(self, fleet: Fleet, record: StoredInstance, *, session: Session | None = None) -> None:
+    def __init__(self, fleet: Fleet, record: StoredInstance, *, session: Session | None = None, trust: bool = False) -> None:
         self._fleet = fleet
         self._record = record
         self._session = session
+        self.trust = trust
 
     def __repr__(self) -> str:
         r = self._record
@@ -140,16 +149,16 @@ class Box:
         if not self._record.live:
             raise InstanceGoneError(f"instance {self.id} ({self.name}) was destroyed: launch a new box.")
         if self._session is None:
-            self._session = Session(self._fleet.transport(self.id))
+            self._session = Session(self._fleet.transport(self.id), results=safe)
         return self._session
 
     def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` on the box, with its output streamed here; its value."""
-        return self.session.call(fn, *args, **kwargs)
+        return self.options().run(fn, *args, **kwargs)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteTask:
         """Start ``fn`` on the box and return at once: a handle to wait on or reattach."""
-        return self.session.submit(fn, *args, **kwargs)
+        return self.options().submit(fn, *args, **kwargs)
 
     def run_cell(
         self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
@@ -157,13 +166,22 @@ class Box:
         """Run notebook ``source`` on the box with ``push`` defined; the ``pull`` names
         come back, and ``.value`` is the last expression's value. ``name`` is how a
         traceback names the cell."""
-        return self.session.run_cell(source, push=push, pull=pull, name=name)
+        return self.options().run_cell(source, push=push, pull=pull, name=name)
+
+    def options(self, *, trust: bool | None = None) -> RunOptions:
+        """This box with settings for the next calls, apart from their arguments:
+        ``box.options(trust=True).run(fn, *args, **kwargs)``. ``trust`` (default: the
+        box's ``trust``) brings results back by full pickle: see the class doc."""
+        return RunOptions(self, self.trust if trust is None else trust)
 
     def health(self) -> dict[str, Any]:
         """The box's Python, CUDA, GPUs, memory and disk, as its worker reports them."""
         return self.session.health
 
     # -- internals ----------------------------------------------------------------------
+
+    def _results(self, trust: bool) -> ResultPolicy:
+        return trusted if trust else safe
 
     def _close_session(self) -> None:
         if self._session is not None:
@@ -173,3 +191,34 @@ class Box:
 
     def _refresh(self) -> None:
         self._record = self._fleet.store.get(self._fleet.url, self.id) or self._record
+
+
+class RunOptions:
+    """A box with settings for the calls made through it (see :meth:`Box.options`)."""
+
+    def __init__(self, box: Box, trust: bool) -> None:
+        self.box, self.trust = box, trust
+
+    def __repr__(self) -> str:
+        return f"<{self.box!r} options trust={self.trust}>"
+
+    def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` on the box; its value (see :meth:`Box.run`)."""
+        return self.box.session.invoke(fn, args, kwargs, results=self.box._results(self.trust))
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteTask:
+        """Start ``fn`` detached (see :meth:`Box.submit`)."""
+        return self.box.session.invoke(fn, args, kwargs, results=self.box._results(self.trust), detach=True)  # type: ignore[no-any-return]
+
+    def run_cell(
+        self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
+    ) -> CellResult:  # fmt: skip
+        """Run notebook ``source`` on the box (see :meth:`Box.run_cell`)."""
+        return self.box.session.run_cell(source, push=push, pull=pull, name=name, results=self.box._results(self.trust))
+
+    def submit_cell(
+        self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
+    ) -> RemoteTask:  # fmt: skip
+        """Start notebook ``source`` detached; its task's ``result()`` is a :class:`CellResult`."""
+        return self.box.session.submit_cell(source, push=push, pull=pull, name=name, results=self.box._results(self.trust))
+

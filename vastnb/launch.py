@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .box import Box
 from .errors import InstanceCreateError, OfferUnavailableError, ProvisionError, TransportError, VastError
-from .offload import Session
+from .offload import Session, safe
 from .profiles import Profile
 from .records import ActualStatus, Instance
 from .selection import Candidate
@@ -181,7 +181,7 @@ class _Launch:
 
     def connect(self, instance_id: int) -> Session:
         self.emit("connecting", f"connecting to instance {instance_id}", instance_id)
-        session = Session(self.fleet.transport(instance_id), connect_timeout=self.policy.connect_deadline)
+        session = Session(self.fleet.transport(instance_id), results=safe, connect_timeout=self.policy.connect_deadline)
         session.connect()
         return session
 

@@ -139,6 +139,8 @@ class VastMagics(Magics):
         p["run"].add_argument("--pull", metavar="A,B", help="names to bring back into the notebook")
         p["run"].add_argument("-o", metavar="NAME", dest="out", help="store the run's handle in NAME")
         p["run"].add_argument("--detach", action="store_true", help="return at once; %%vast attach TASK brings it back")
+        p["run"].add_argument("--trust", action="store_true",
+                              help="bring back any object by full pickle (it can run code here): for a box you trust")  # fmt: skip
 
     @property
     def client(self) -> Client:
@@ -268,14 +270,15 @@ class VastMagics(Magics):
         box = self._box(args.on)
         # Tracebacks name the notebook's cell and its lines: line 1 is the %%vast line.
         cell, name = "\n" + cell, self._cell_name()
+        run = box.options(trust=args.trust or None)
         if args.detach:
-            task = box.session.submit_cell(cell, push=push, pull=pull, name=name)
+            task = run.submit_cell(cell, push=push, pull=pull, name=name)
             self.tasks[task.id] = task
             if args.out:
                 user_ns[args.out] = task
             print(f"task {task.id} runs on {box.name}; %vast attach {task.id} brings its output and result back")
             return None
-        result = box.run_cell(cell, push=push, pull=pull, name=name)
+        result = run.run_cell(cell, push=push, pull=pull, name=name)
         if args.out:
             user_ns[args.out] = result
         return self._show(result, quiet=cell.rstrip().endswith(";"))

@@ -2,8 +2,10 @@
 
 A rented box belongs to a stranger, so its answers are untrusted input. Every value
 and exception a box sends is unpickled here, through a :data:`ResultPolicy`:
-:func:`trusted` (the default: full pickle, so functions, classes and models come back)
-or :func:`safe` (plain data, numpy arrays and tensors only; nothing that runs code).
+:func:`safe` (plain data, numpy arrays and tensors only; nothing that runs code: what a
+launched ``Box`` uses unless the user trusts it) or :func:`trusted` (full pickle, so
+functions, classes and models come back: a bare ``Session``'s default, for a worker of
+one's own).
 """
 
 from __future__ import annotations
@@ -74,10 +76,11 @@ def raise_remote(frame: Frame, policy: ResultPolicy, task: int) -> NoReturn:
 class RemoteTask:
     """A task started detached on a box. It outlives the connection that started it."""
 
-    def __init__(self, session: Session, task_id: int, *, cell: bool = False) -> None:
+    def __init__(self, session: Session, task_id: int, *, cell: bool = False, results: ResultPolicy | None = None) -> None:
         self.session = session
         self.id = task_id
         self._cell = cell
+        self.results = results  # how its value is decoded; None: the session's policy
 
     def __repr__(self) -> str:
         return f"<RemoteTask {self.id} on {self.session.transport.describe()}>"
@@ -91,7 +94,7 @@ class RemoteTask:
 
     def result(self) -> Any:
         """Stream the task's output from the start, wait, and return its value."""
-        return self.session.attach(self.id)
+        return self.session.attach(self.id, results=self.results)
 
     def interrupt(self) -> None:
         self.session.interrupt(self.id)

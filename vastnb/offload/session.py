@@ -125,6 +125,18 @@ class Session:
         """``fn(*args, **kwargs)`` on the box; its value here."""
         return self._wait(*self._submit(Kind.CALL, (fn, args, kwargs), detach=False))
 
+    def invoke(
+        self, fn: Callable[..., Any], args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, *,
+        results: ResultPolicy | None = None, detach: bool = False,
+    ) -> Any:  # fmt: skip
+        """``fn(*args, **kwargs)`` with the call's settings apart from its arguments (so
+        none of ``fn``'s own can be taken): its value decoded with ``results`` (default:
+        the session's policy), or with ``detach``, a :class:`RemoteTask` at once."""
+        payload = (fn, tuple(args), dict(kwargs or {}))
+        if detach:
+            return RemoteTask(self, self._submit(Kind.CALL, payload, detach=True)[1], results=results)
+        return self._wait(*self._submit(Kind.CALL, payload, detach=False), results=results)
+
     def control(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """A call vastnb makes for itself (arming the box's watchdog): its result is plain
         data, decoded with the safe policy whatever the session's, so that no box can run
@@ -133,11 +145,13 @@ class Session:
 
     def run_cell(
         self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
+        results: ResultPolicy | None = None,
     ) -> CellResult:  # fmt: skip
         """Run cell ``source`` in the box's namespace, after setting the ``push`` names.
         Returns the ``pull`` names as a dict, with ``.value`` the last expression's value.
-        ``name`` is how a traceback names the cell (the ``%%vast run`` magic: ``Cell In[3]``)."""
-        return self._wait(*self._submit(Kind.CELL, _cell(source, push, pull, name), detach=False))  # type: ignore[no-any-return]
+        ``name`` is how a traceback names the cell (the ``%%vast run`` magic: ``Cell In[3]``);
+        ``results`` decodes what comes back (default: the session's policy)."""
+        return self._wait(*self._submit(Kind.CELL, _cell(source, push, pull, name), detach=False), results=results)  # type: ignore[no-any-return]
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteTask:
         """Start ``fn`` detached: it keeps running if the connection drops. Returns at once."""
@@ -145,16 +159,18 @@ class Session:
 
     def submit_cell(
         self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
+        results: ResultPolicy | None = None,
     ) -> RemoteTask:  # fmt: skip
         """Start a cell detached; see :meth:`run_cell`."""
-        return RemoteTask(self, self._submit(Kind.CELL, _cell(source, push, pull, name), detach=True)[1], cell=True)
+        task = self._submit(Kind.CELL, _cell(source, push, pull, name), detach=True)[1]
+        return RemoteTask(self, task, cell=True, results=results)
 
-    def attach(self, task_id: int) -> Any:
+    def attach(self, task_id: int, *, results: ResultPolicy | None = None) -> Any:
         """Stream a task's output from its start, then return its value (or raise): for
-        a cell, a :class:`CellResult`."""
+        a cell, a :class:`CellResult`. ``results`` as in :meth:`invoke`."""
         connection = self.connect()
         connection.send(Kind.ATTACH, task_id)
-        return self._wait(connection, task_id)
+        return self._wait(connection, task_id, results=results)
 
     def tasks(self) -> list[dict[str, Any]]:
         """Every task the box remembers: id, kind, state, detached, times."""

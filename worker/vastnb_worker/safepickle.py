@@ -4,7 +4,8 @@ A pickle names the callables that rebuild its objects; an ordinary unpickler imp
 calls whatever it names. This one hands out only its own rebuilders, which check their
 arguments before anything is built:
 
-- plain data: containers, numbers, strings, bytes, dates, Decimal, Fraction, slices;
+- plain data: containers, numbers, strings, bytes, dates, Decimal, Fraction, slices,
+  Python's own exceptions;
   a ``range`` is bounded and ``bytes(n)``/``bytearray(n)`` (a 31-byte pickle can ask for
   2 GiB that way) are refused;
 - numpy arrays and scalars of plain dtypes (booleans, integers, floats, complex numbers,
@@ -20,6 +21,7 @@ array or tensor is actually rebuilt). Anything else is refused with :class:`Refu
 
 from __future__ import annotations
 
+import builtins
 import collections
 import datetime
 import decimal
@@ -221,6 +223,8 @@ def _settled(value: Any, seen: Dict[int, Any]) -> Any:
 
 _REBUILDERS: Dict[Tuple[str, str], Any] = {
     **{("builtins", k.__name__): k for k in (complex, slice, set, frozenset, list, tuple, dict, str, int, float, bool)},
+    # An exception is data too (its type, its arguments): the box's errors come back as themselves.
+    **{("builtins", n): k for n, k in vars(builtins).items() if isinstance(k, type) and issubclass(k, BaseException)},
     ("builtins", "range"): _range,
     ("builtins", "bytes"): _no_size(bytes),
     ("builtins", "bytearray"): _no_size(bytearray),
