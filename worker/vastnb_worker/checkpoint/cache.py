@@ -5,6 +5,10 @@ process restarted on the same machine resumes from local files (after checking t
 sha256 against the manifest in the store) instead of downloading them. For a local-folder
 store the "cache" is a staging folder inside the store: files are renamed into place, and
 nothing is kept twice.
+
+Checkpoint ids and file names come from manifests, which a shared bucket may forge: every
+path is checked to be a file directly in a checkpoint's folder directly under the cache's
+root, links resolved, before anything is written there.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import shutil
 import tempfile
 from typing import Iterable, Optional
 
-from .manifest import Part, file_sha256
+from ..errors import CheckpointCorruptError
+from .manifest import Part, file_sha256, folder_step
 
 __all__ = ["Cache", "default_cache_root"]
 
@@ -49,12 +54,33 @@ class Cache:
         return cls(tempfile.mkdtemp(prefix="vastnb-ckpt-"), keep=0)
 
     def folder(self, checkpoint_id: str) -> str:
-        path = os.path.join(self.root, checkpoint_id)
+        """The folder of ``checkpoint_id``'s files, made if need be."""
+        path = self._inside(checkpoint_id)
         os.makedirs(path, exist_ok=True)
         return path
 
     def path(self, checkpoint_id: str, part: Part) -> str:
-        return os.path.join(self.root, checkpoint_id, os.path.basename(part.key))
+        """Where ``part`` of ``checkpoint_id`` is cached."""
+        name = os.path.basename(part.key)
+        if not name or name.startswith("."):  # "", ".", "..", or a name hidden like the partial files
+            raise self._refused(os.path.join(checkpoint_id, name))
+        return os.path.join(self._inside(checkpoint_id), name)
+
+    def _inside(self, checkpoint_id: str) -> str:
+        """``root/checkpoint_id``, once sure it is a checkpoint's folder directly in the
+        cache's root, links resolved (a manifest's id is never trusted with a path)."""
+        if folder_step(checkpoint_id) is None:
+            raise self._refused(checkpoint_id)
+        path = os.path.join(self.root, checkpoint_id)
+        real = os.path.realpath(path)
+        if os.path.dirname(real) != os.path.realpath(self.root) or os.path.basename(real) != checkpoint_id:
+            raise self._refused(checkpoint_id)
+        return path
+
+    def _refused(self, name: str) -> CheckpointCorruptError:
+        return CheckpointCorruptError(f"refused to write {name!r:.100} in the checkpoint cache {self.root}: it is not "
+                                      "a file in a checkpoint's folder there, so the checkpoint that names it is not "
+                                      "loaded")  # fmt: skip
 
     def holds(self, checkpoint_id: str, part: Part) -> Optional[str]:
         """The cached file for ``part`` when its size and sha256 match, else None."""
@@ -64,7 +90,7 @@ class Cache:
                 return None
         except OSError:
             return None
-        return path if file_sha256(path) == (part.size, part.sha256) else None
+        return path if file_sha256(path, part.size + 1) == (part.size, part.sha256) else None
 
     def prune(self, keep_ids: Iterable[str]) -> None:
         """Remove every checkpoint folder except those of ``keep_ids``."""

@@ -1,5 +1,12 @@
 """Loading: pick the newest checkpoint that checks out, put its state back.
 
+Whatever is wrong with the newest checkpoint (a refused manifest, an object missing, of the
+wrong size or checksum, or one that does not decode), the one before it is loaded, with a
+warning that says why; asking for one step raises that reason instead. What is wrong with
+this machine or the store (a StorageError, a module that is not installed, a failing disk)
+stops the search and is raised: an older checkpoint is no answer to that, and going back
+through all of them would end in None, a fresh start.
+
 Also the functions a notebook uses without a manager: :func:`load_latest` and
 :func:`list_checkpoints`, given a store's URL.
 """
@@ -8,12 +15,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from ..errors import CheckpointCorruptError, CheckpointError
 from . import rng
 from .cache import Cache
-from .manifest import CheckpointInfo
+from .manifest import MAX_MANIFEST_BYTES, CheckpointInfo
 from .reader import CheckpointWarning, candidates, catalogue, read
 from .stores import Store, open_store
 
@@ -54,25 +61,31 @@ def load_from(
     step: Optional[int] = None,
     map_location: Any = "cpu",
     restore_rng: bool = False,
+    max_manifest_bytes: int = MAX_MANIFEST_BYTES,
 ) -> Optional[Checkpoint]:
     """Load the newest sound checkpoint (or the one of ``step``) into ``objects`` (name ->
     object with ``load_state_dict``, or None). See :meth:`CheckpointManager.load_latest`."""
-    infos: Iterable[CheckpointInfo] = candidates(store, step)
-    if step is not None:
-        infos = list(infos)
-        if not infos:
-            raise CheckpointError(f"{store.url} holds no complete checkpoint of step {step}", step=step)
-    for info in infos:
+    for candidate in candidates(store, step, max_manifest_bytes=max_manifest_bytes):
+        if not isinstance(candidate, CheckpointInfo):  # its manifest was refused
+            if step is not None:
+                raise candidate
+            _skip(f"the checkpoint of step {candidate.step}", candidate)
+            continue
         try:
-            states = read(store, info, cache, map_location=map_location)
+            states = read(store, candidate, cache, map_location=map_location)
         except CheckpointCorruptError as exc:
             if step is not None:
                 raise
-            warnings.warn(f"skipping the checkpoint of step {info.step} ({info.id}): {exc}", CheckpointWarning,
-                          stacklevel=4)  # fmt: skip
+            _skip(f"the checkpoint of step {candidate.step} ({candidate.id})", exc)
             continue
-        return _apply(info, states, objects, restore_rng)
+        return _apply(candidate, states, objects, restore_rng)
+    if step is not None:
+        raise CheckpointError(f"{store.url} holds no complete checkpoint of step {step}", step=step)
     return None
+
+
+def _skip(what: str, reason: CheckpointError) -> None:
+    warnings.warn(f"skipping {what}: {reason}", CheckpointWarning, stacklevel=5)
 
 
 def _apply(info: CheckpointInfo, states: Dict[str, Any], objects: Mapping[str, Any], restore_rng: bool) -> Checkpoint:
@@ -86,7 +99,12 @@ def _apply(info: CheckpointInfo, states: Dict[str, Any], objects: Mapping[str, A
         obj.load_state_dict(states.pop(name))
     state = states.pop("state", {})
     if restore_rng and state.get("rng"):
-        rng.restore(state["rng"])
+        try:
+            rng.restore(state["rng"])
+        except Exception as exc:  # saved by another version of Python, numpy or torch, or not by vastnb
+            raise CheckpointError(f"the random number generator states saved with step {info.step} in {info.url} "
+                                  f"cannot be restored here ({type(exc).__name__}: {exc}): load it with "
+                                  "restore_rng=False", step=info.step) from exc  # fmt: skip
     return Checkpoint(step=info.step, info=info, extras=state.get("extras", {}), states=states)
 
 
@@ -98,26 +116,29 @@ def load_latest(
     *,
     map_location: Any = "cpu",
     restore_rng: bool = False,
+    max_manifest_bytes: int = MAX_MANIFEST_BYTES,
     **store_options: Any,
 ) -> Optional[Checkpoint]:
     """Load the newest complete, verified checkpoint at ``url`` (see
-    :class:`CheckpointManager` for URLs and ``store_options``) into ``model``,
-    ``optimizer`` and ``scheduler``, without a manager: from a notebook, to look at or use
-    a run's latest state. RNG states are left alone unless ``restore_rng``. Returns None
-    when there is no checkpoint."""
+    :class:`CheckpointManager` for URLs, ``max_manifest_bytes`` and ``store_options``)
+    into ``model``, ``optimizer`` and ``scheduler``, without a manager: from a notebook, to
+    look at or use a run's latest state. RNG states are left alone unless ``restore_rng``.
+    Returns None when there is no checkpoint."""
     store = open_store(url, **store_options)
     try:
         objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
-        return load_from(store, None, objects, map_location=map_location, restore_rng=restore_rng)
+        return load_from(store, None, objects, map_location=map_location, restore_rng=restore_rng,
+                         max_manifest_bytes=max_manifest_bytes)  # fmt: skip
     finally:
         store.close()
 
 
-def list_checkpoints(url: str, **store_options: Any) -> List[CheckpointInfo]:
+def list_checkpoints(url: str, *, max_manifest_bytes: int = MAX_MANIFEST_BYTES,
+                     **store_options: Any) -> List[CheckpointInfo]:  # fmt: skip
     """The complete checkpoints at ``url``, highest step first (manifests only: nothing
-    is downloaded or verified)."""
+    is downloaded or verified; a manifest over ``max_manifest_bytes`` is skipped unread)."""
     store = open_store(url, **store_options)
     try:
-        return catalogue(store)
+        return catalogue(store, max_manifest_bytes=max_manifest_bytes)
     finally:
         store.close()

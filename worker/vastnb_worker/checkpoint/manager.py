@@ -23,7 +23,7 @@ from ..errors import CheckpointError
 from . import rng
 from .cache import Cache
 from .loading import Checkpoint, load_from
-from .manifest import CheckpointInfo, new_id
+from .manifest import MAX_MANIFEST_BYTES, CheckpointInfo, new_id
 from .pipeline import Job, Writer
 from .preemption import Preemption
 from .reader import catalogue
@@ -59,6 +59,8 @@ class CheckpointManager:
     final checkpoint before exiting. ``handle_sigterm=False`` leaves SIGTERM alone (it
     is only ever handled in the main thread). ``retries``: further attempts for an object
     whose upload failed, with backoff, before the checkpoint is reported failed.
+    ``max_manifest_bytes``: a manifest in the store bigger than this (vastnb writes a few
+    KiB) is refused unread, as a shared bucket may hold anything.
 
     Close it (or use ``with``) so that the last checkpoint is waited for.
     """
@@ -76,6 +78,7 @@ class CheckpointManager:
         grace_seconds: float = GRACE,
         handle_sigterm: bool = True,
         retries: int = 3,
+        max_manifest_bytes: int = MAX_MANIFEST_BYTES,
         **store_options: Any,
     ) -> None:
         if every_steps is not None and every_steps < 1:
@@ -84,6 +87,7 @@ class CheckpointManager:
         self.url = self.store.url
         self.every_steps = every_steps
         self.every_seconds = every_seconds
+        self.max_manifest_bytes = max_manifest_bytes
         if isinstance(self.store, LocalStore):  # write beside the store, then rename in: no copy
             self.cache = Cache(f"{self.store.root}/.staging", keep=0, move=True)
         elif cache:
@@ -213,7 +217,7 @@ class CheckpointManager:
 
     def checkpoints(self) -> List[CheckpointInfo]:
         """The complete checkpoints in the store, highest step first."""
-        return catalogue(self.store)
+        return catalogue(self.store, max_manifest_bytes=self.max_manifest_bytes)
 
     def load_latest(
         self,
@@ -227,8 +231,9 @@ class CheckpointManager:
         """Resume from the highest complete step: load its state into ``model``,
         ``optimizer`` and ``scheduler``, restore the RNG states, and return the
         :class:`Checkpoint` (``.step``, ``.extras``, ``.metrics``); None when the store holds
-        no checkpoint. A checkpoint whose objects do not match its manifest is skipped with
-        a warning, never loaded. Files come from the local cache when it has them."""
+        no checkpoint. A checkpoint that does not check out (a refused manifest, objects that
+        do not match it or do not decode) is skipped with a warning, never loaded, and the
+        one before it is tried. Files come from the local cache when it has them."""
         found = self._load(None, model, optimizer, scheduler, map_location, restore_rng)
         if found is not None:
             self._last_step = found.step
@@ -238,7 +243,7 @@ class CheckpointManager:
              map_location: Any = "cpu", restore_rng: bool = True) -> Checkpoint:  # fmt: skip
         """Like :meth:`load_latest`, for the checkpoint of ``step``: raises
         :class:`CheckpointError` when there is none, :class:`CheckpointCorruptError` when
-        its objects do not match its manifest."""
+        its manifest is refused or its objects do not match it or do not decode."""
         found = self._load(step, model, optimizer, scheduler, map_location, restore_rng)
         assert found is not None
         return found
@@ -249,7 +254,7 @@ class CheckpointManager:
         objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
         # A cache that keeps nothing (a scratch or staging folder) is never read from.
         return load_from(self.store, self.cache, objects, step=step, map_location=map_location,
-                         restore_rng=restore_rng)  # fmt: skip
+                         restore_rng=restore_rng, max_manifest_bytes=self.max_manifest_bytes)  # fmt: skip
 
     def _raise_failure(self) -> None:
         failure, self._writer.failure = self._writer.failure, None

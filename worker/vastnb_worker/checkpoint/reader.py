@@ -4,6 +4,12 @@
 fetches one checkpoint's objects (from the store's own folder, the local cache, or a
 download), checks each against the size and sha256 in its manifest, and decodes them. The
 caller skips a checkpoint that fails the check and tries the next one.
+
+The store may be shared, or written by someone hostile, so nothing read from it is trusted
+further than it was checked: a manifest is read up to a size cap and checked field by field
+(see ``manifest.py``); an object is read no further than the size its manifest states, and
+a download enters the cache only once its size and sha256 match; an object that matches but
+does not decode is corrupt like one that does not match.
 """
 
 from __future__ import annotations
@@ -12,96 +18,170 @@ import os
 import shutil
 import tempfile
 import warnings
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Union
 
-from ..errors import CheckpointCorruptError, CheckpointError
+from ..errors import CheckpointCorruptError, CheckpointError, StorageError
 from .cache import Cache
 from .codec import read_part
-from .manifest import CheckpointInfo, file_sha256, step_of
-from .stores import Store
+from .manifest import MAX_MANIFEST_BYTES, CheckpointInfo, Part, file_sha256, step_of
+from .stores import ObjectSizeError, Store
 
-__all__ = ["catalogue", "candidates", "read", "CheckpointWarning"]
+__all__ = ["catalogue", "candidates", "read", "Candidate", "CheckpointWarning"]
+
+#: What :func:`candidates` yields: a checkpoint to try, or the error that says why a
+#: manifest in the store was refused.
+Candidate = Union[CheckpointInfo, CheckpointError]
 
 
 class CheckpointWarning(UserWarning):
     """A checkpoint was skipped (corrupt, incomplete) or could not be saved."""
 
 
-def catalogue(store: Store) -> List[CheckpointInfo]:
-    """The complete checkpoints in ``store``, highest step first. A manifest that cannot be
-    parsed is skipped with a warning."""
-    return list(candidates(store))
+def catalogue(store: Store, *, max_manifest_bytes: int = MAX_MANIFEST_BYTES) -> List[CheckpointInfo]:
+    """The complete checkpoints in ``store``, highest step first. A manifest that is
+    refused (unreadable, too big, from a newer vastnb) is skipped with a warning."""
+    found: List[CheckpointInfo] = []
+    for candidate in candidates(store, max_manifest_bytes=max_manifest_bytes):
+        if isinstance(candidate, CheckpointInfo):
+            found.append(candidate)
+        else:
+            warnings.warn(f"skipping the checkpoint of step {candidate.step}: {candidate}", CheckpointWarning,
+                          stacklevel=3)  # fmt: skip
+    return found
 
 
-def candidates(store: Store, step: Optional[int] = None) -> Iterator[CheckpointInfo]:
+def candidates(store: Store, step: Optional[int] = None, *,
+               max_manifest_bytes: int = MAX_MANIFEST_BYTES) -> Iterator[Candidate]:  # fmt: skip
     """Like :func:`catalogue` (or only ``step``'s), reading each manifest only when the
-    caller gets that far: resuming a long run reads one or two, not thousands."""
+    caller gets that far: resuming a long run reads one or two, not thousands. Each step's
+    checkpoints come newest first, then the manifests of that step that were refused, as
+    the error that says why."""
     by_step: Dict[int, List[str]] = {}
     for name in store.list():
         found = step_of(name)
         if found is not None and step in (None, found[1]):
             by_step.setdefault(found[1], []).append(name)
     for number in sorted(by_step, reverse=True):
-        infos = [info for info in map(lambda name: _manifest(store, name), by_step[number]) if info]
+        found_here = [_manifest(store, name, number, max_manifest_bytes) for name in by_step[number]]
+        infos = [c for c in found_here if isinstance(c, CheckpointInfo)]
         yield from sorted(infos, key=lambda info: info.time, reverse=True)  # a step saved twice: the later first
+        yield from (c for c in found_here if isinstance(c, CheckpointError))
 
 
-def _manifest(store: Store, name: str) -> Optional[CheckpointInfo]:
+def _manifest(store: Store, name: str, step: int, limit: int) -> Optional[Candidate]:
+    """The manifest ``name``, parsed and checked; the error that refuses it; or None when it
+    is gone (deleted by retention since the listing)."""
     try:
-        return CheckpointInfo.from_json(store.get_bytes(name), url=store.url)
-    except FileNotFoundError:  # deleted by retention since the listing
+        return CheckpointInfo.from_json(store.get_bytes_capped(name, limit), url=store.url, name=name)
+    except FileNotFoundError:
         return None
+    except ObjectSizeError as exc:
+        size = f"more than {limit} bytes" if exc.found is None else f"{exc.found} bytes"
+        return CheckpointCorruptError(f"checkpoint manifest {store.url}/{name} holds {size}, and a manifest may hold "
+                                      f"{limit} (vastnb writes a few KiB), so it is refused unread: delete it if you "
+                                      "do not know where it came from, or pass a larger max_manifest_bytes= to read "
+                                      "it", step=step)  # fmt: skip
+    except StorageError:  # the store failed, not this checkpoint: an older one is no answer
+        raise
     except CheckpointError as exc:
-        warnings.warn(f"skipping {store.url}/{name}: {exc}", CheckpointWarning, stacklevel=4)
-        return None
+        return exc
 
 
 def read(store: Store, info: CheckpointInfo, cache: Optional[Cache], *, map_location: Any = None) -> Dict[str, Any]:
     """Every part of ``info``, decoded, by name. Raises :class:`CheckpointCorruptError`
-    when an object is missing or does not match the manifest."""
+    when an object is missing, does not match the manifest, or does not decode."""
     keeper = cache if cache is not None and cache.keep else None  # one that keeps nothing is not read
     scratch: Optional[str] = None
     try:
         states: Dict[str, Any] = {}
         for part in info.parts:
             where = f"{info.url}/{part.key}"
-            path = _local(store, part.key)
-            verified = False
-            if path is None and keeper is not None:
+            path = _local(store, part.key, where, info.step)
+            if path is not None:
+                _verify(path, part, where, info.step)
+            elif keeper is not None:
                 path = keeper.holds(info.id, part)  # checks size and sha256
-                verified = path is not None
-            if path is None:  # download, to the cache when it keeps files, else to a scratch folder
-                if keeper is not None:
+                if path is None:
                     keeper.folder(info.id)
-                    target = keeper.path(info.id, part)
-                else:
-                    scratch = scratch or tempfile.mkdtemp(prefix="vastnb-load-")
-                    target = os.path.join(scratch, os.path.basename(part.key))
-                path = _download(store, part.key, target, where)
-            size, digest = (part.size, part.sha256) if verified else file_sha256(path)
-            if (size, digest) != (part.size, part.sha256):
-                raise CheckpointCorruptError(f"{where} does not match its manifest (size {size}, expected "
-                                             f"{part.size}; sha256 {digest[:12]}..., expected {part.sha256[:12]}...)",
-                                             step=info.step)  # fmt: skip
-            states[part.name] = read_part(path, part.codec, map_location=map_location, where=where)
+                    path = _download(store, part, keeper.path(info.id, part), where, info.step)
+            else:  # download to a scratch folder
+                scratch = scratch or tempfile.mkdtemp(prefix="vastnb-load-")
+                path = _download(store, part, os.path.join(scratch, os.path.basename(part.key)), where, info.step)
+            states[part.name] = _decode(path, part, where, info.step, map_location)
+        _check_state(states, info)
         return states
     finally:
         if scratch:  # tensors read with mmap keep their pages: removing the file is safe on POSIX
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _local(store: Store, key: str) -> Optional[str]:
+def _local(store: Store, key: str, where: str, step: int) -> Optional[str]:
     try:
         return store.local_path(key)
     except FileNotFoundError as exc:
-        raise CheckpointCorruptError(f"{store.url}/{key} is missing although its manifest lists it") from exc
+        raise CheckpointCorruptError(f"{where} is missing although its manifest lists it", step=step) from exc
 
 
-def _download(store: Store, key: str, path: str, where: str) -> str:
-    partial = path + ".partial"
+def _download(store: Store, part: Part, path: str, where: str, step: int) -> str:
+    """Download ``part`` to ``path``, reading no further than its stated size: the file
+    lands at ``path`` only once its size and sha256 match the manifest."""
+    fd, partial = tempfile.mkstemp(prefix=".partial-", dir=os.path.dirname(path))
+    os.close(fd)
     try:
-        store.get_file(key, partial)
+        store.get_file_sized(part.key, partial, part.size)
+        _verify(partial, part, where, step)
+        os.replace(partial, path)
     except FileNotFoundError as exc:
-        raise CheckpointCorruptError(f"{where} is missing although its manifest lists it") from exc
-    os.replace(partial, path)
+        raise CheckpointCorruptError(f"{where} is missing although its manifest lists it", step=step) from exc
+    except ObjectSizeError as exc:
+        raise _size_mismatch(part, where, step, exc.found) from exc
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
     return path
+
+
+def _verify(path: str, part: Part, where: str, step: int) -> None:
+    """Raise :class:`CheckpointCorruptError` unless the file at ``path`` has ``part``'s size
+    and sha256; the size is checked first, and no byte past it is ever read."""
+    found = os.stat(path).st_size
+    if found != part.size:
+        raise _size_mismatch(part, where, step, found)
+    size, digest = file_sha256(path, part.size + 1)
+    if (size, digest) != (part.size, part.sha256):
+        raise CheckpointCorruptError(f"{where} does not match its manifest (size {size}, expected {part.size}; "
+                                     f"sha256 {digest[:12]}..., expected {part.sha256[:12]}...): it was changed, or "
+                                     "only partly written, after its manifest", step=step)  # fmt: skip
+
+
+def _size_mismatch(part: Part, where: str, step: int, found: Optional[int]) -> CheckpointCorruptError:
+    size = f"more than {part.size} bytes" if found is None else f"{found} bytes"
+    return CheckpointCorruptError(f"{where} does not match its manifest: it holds {size}, the manifest states "
+                                  f"{part.size}; it was changed, or only partly written, after its manifest",
+                                  step=step)  # fmt: skip
+
+
+def _decode(path: str, part: Part, where: str, step: int, map_location: Any) -> Any:
+    try:
+        return read_part(path, part.codec, map_location=map_location, where=where)
+    except (CheckpointError, OSError):  # refused by the codec (corrupt), no torch here, a failing disk
+        raise
+    except ImportError as exc:  # this machine's fault, not the checkpoint's: an older one would fail alike
+        raise CheckpointError(f"{where} needs the module {exc.name or exc}, which this Python cannot import: install "
+                              "(or upgrade) it where you load the checkpoint", step=step) from exc  # fmt: skip
+    except Exception as exc:  # its checksum matched: written that way, by something other than vastnb
+        detail = f"{type(exc).__name__}: {exc}"
+        raise CheckpointCorruptError(f"{where} matches its manifest but is not {part.codec} data that vastnb can "
+                                     f"read ({detail:.200}): something other than vastnb wrote it, so it is not "
+                                     "loaded", step=step) from exc  # fmt: skip
+
+
+def _check_state(states: Dict[str, Any], info: CheckpointInfo) -> None:
+    """The ``state`` part, when there is one, must be what vastnb saves: a dict, with dicts
+    as its extras and RNG states."""
+    state = states.get("state", {})
+    if isinstance(state, dict) and all(isinstance(state.get(k, {}), dict) for k in ("extras", "rng")):
+        return
+    raise CheckpointCorruptError(f"the state saved with step {info.step} in {info.url} ({info.id}) is not what vastnb "
+                                 "saves (a dict, with a dict of extras and one of RNG states): something other than "
+                                 "vastnb wrote it, so it is not loaded", step=info.step)  # fmt: skip

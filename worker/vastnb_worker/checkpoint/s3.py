@@ -5,9 +5,11 @@ all work with ``endpoint_url``. Credentials come from boto3's usual chain (envir
 ``AWS_PROFILE``, ``~/.aws``, an instance role); ``AWS_ENDPOINT_URL_S3`` is honoured too.
 boto3 is imported here only, when an ``s3://`` or ``gs://`` store is opened.
 
-Large objects go up as concurrent multipart uploads. The errors a user can fix (no bucket,
-no permission, no credentials) become a :class:`StorageError` that names the bucket, the
-operation and the fix, and is not retried.
+Large objects go up as concurrent multipart uploads, and come down as concurrent ranged
+downloads, never past the size the caller expects (the object's size is asked first, and
+the file refuses any byte past it). The errors a user can fix (no bucket, no permission,
+no credentials) become a :class:`StorageError` that names the bucket, the operation and the
+fix, and is not retried.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from ..errors import StorageError
-from .stores import Store
+from .stores import ObjectSizeError, Store
 
 __all__ = ["S3Store", "transfer_config"]
 
@@ -111,6 +113,8 @@ class S3Store(Store):
     def _call(self, operation: str, key: str, call: Callable[[], T]) -> T:
         try:
             return call()
+        except ObjectSizeError:
+            raise
         except Exception as exc:  # boto3's exceptions are only importable with boto3
             raise self._translate(exc, operation, key) from exc
 
@@ -126,6 +130,30 @@ class S3Store(Store):
 
     def get_file(self, key: str, path: str) -> None:
         self._call("download", key, lambda: self._transfer().download(self.bucket, self._key(key), path).result())
+
+    def get_bytes_capped(self, key: str, limit: int) -> bytes:
+        answer = self._call("download", key, lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(key)))
+        body = answer["Body"]
+        try:
+            length = answer.get("ContentLength")
+            if length is not None and length > limit:
+                raise ObjectSizeError(key, length)  # closing the body hangs up: the rest is never read
+            data = self._call("download", key, lambda: _read_at_most(body, limit + 1))
+        finally:
+            body.close()
+        if len(data) > limit:
+            raise ObjectSizeError(key, None)
+        return data
+
+    def get_file_sized(self, key: str, path: str, size: int) -> None:
+        head = self._call("download", key, lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key)))
+        if head["ContentLength"] != size:
+            raise ObjectSizeError(key, head["ContentLength"])
+        # The object may be replaced between the HEAD and the download: the file takes no
+        # byte past ``size``, which stops the download there.
+        with open(path, "wb") as file:
+            target = _Capped(file, size, key)
+            self._call("download", key, lambda: self._transfer().download(self.bucket, self._key(key), target).result())
 
     def list(self, folder: str = "") -> List[str]:
         prefix = self._prefix(folder)
@@ -232,3 +260,38 @@ class S3Store(Store):
                         "endpoint_url and the network; the upload is retried.", retryable=True)  # fmt: skip
         detail = f"{code} (HTTP {status})" if code else f"{name}: {cause}"
         return fail(f"{operation} of {where} failed: {detail}.", retryable=status is None or status >= 500)
+
+
+class _Capped:
+    """A file that takes no byte past ``size``: what a download writes into. boto3's
+    transfer manager seeks and writes from one thread at a time."""
+
+    def __init__(self, file: Any, size: int, key: str) -> None:
+        self._file, self._size, self._key = file, size, key
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self._file.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._file.tell())
+
+    def write(self, data: bytes) -> int:
+        if self._file.tell() + len(data) > self._size:
+            raise ObjectSizeError(self._key, None)
+        return int(self._file.write(data))
+
+
+def _read_at_most(body: Any, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a response body, never more."""
+    blocks: List[bytes] = []
+    left = limit
+    while left > 0:
+        block = body.read(min(left, 1 << 20))
+        if not block:
+            break
+        blocks.append(block)
+        left -= len(block)
+    return b"".join(blocks)

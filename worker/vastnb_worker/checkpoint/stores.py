@@ -11,6 +11,10 @@ operations, so a new kind of store is a small class. S3 and every S3-compatible 
 - ``s3://bucket/prefix``: :class:`~vastnb_worker.checkpoint.s3.S3Store`; ``gs://`` is the same
   through GCS's S3-interoperable endpoint (HMAC keys);
 - ``memory://name``: :class:`MemoryStore`, one per name in this process (for tests).
+
+A store may be shared, or written by someone hostile, so what is read from it is read up to
+a size known beforehand and no further: :meth:`Store.get_bytes_capped` for manifests,
+:meth:`Store.get_file_sized` for data objects.
 """
 
 from __future__ import annotations
@@ -23,13 +27,27 @@ from abc import ABC, abstractmethod
 from typing import Any, Dict, List, Optional, Union
 from urllib.parse import unquote, urlparse
 
-__all__ = ["Store", "LocalStore", "MemoryStore", "open_store"]
+__all__ = ["Store", "LocalStore", "MemoryStore", "ObjectSizeError", "open_store"]
+
+#: Bytes read or written at a time when copying an object.
+_BLOCK = 8 << 20
+
+
+class ObjectSizeError(Exception):
+    """An object is not the size its reader allows: it holds ``found`` bytes (None: more
+    than were read, and how many more is not known)."""
+
+    def __init__(self, key: str, found: Optional[int]) -> None:
+        super().__init__(f"{key} holds {'more bytes' if found is None else f'{found} bytes'}")
+        self.key = key
+        self.found = found
 
 
 class Store(ABC):
-    """The operations a checkpoint needs. Missing objects raise ``FileNotFoundError``;
-    anything else the store refuses raises :class:`~vastnb_worker.errors.StorageError`.
-    Implementations must be safe to call from several threads at once."""
+    """The operations a checkpoint needs. Missing objects raise ``FileNotFoundError``; an
+    object of another size than a reader allows, :class:`ObjectSizeError`; anything else
+    the store refuses raises :class:`~vastnb_worker.errors.StorageError`. Implementations
+    must be safe to call from several threads at once."""
 
     #: The store's address, as a user would write it (never with credentials).
     url: str = ""
@@ -71,6 +89,25 @@ class Store(ABC):
     def local_path(self, key: str) -> Optional[str]:
         """A local file holding the object, to read in place, or None to fetch it."""
         return None
+
+    def get_bytes_capped(self, key: str, limit: int) -> bytes:
+        """The whole object ``key``, which may hold at most ``limit`` bytes: a bigger one
+        raises :class:`ObjectSizeError`, once no more than ``limit + 1`` bytes were read.
+        (This default reads the whole object: a store that can stop sooner overrides it.)"""
+        data = self.get_bytes(key)
+        if len(data) > limit:
+            raise ObjectSizeError(key, len(data))
+        return data
+
+    def get_file_sized(self, key: str, path: str, size: int) -> None:
+        """Write the object ``key``, which must hold exactly ``size`` bytes, to the local file
+        ``path``; another size raises :class:`ObjectSizeError`, and no more than ``size + 1``
+        bytes are read. (This default downloads the whole object, then checks: a store that
+        can stop sooner overrides it.)"""
+        self.get_file(key, path)
+        found = os.path.getsize(path)
+        if found != size:
+            raise ObjectSizeError(key, found)
 
     def close(self) -> None:
         """Release connections. The store is not used afterwards."""
@@ -133,6 +170,30 @@ class LocalStore(Store):
 
     def get_file(self, key: str, path: str) -> None:
         shutil.copyfile(self._path(key), path)
+
+    def get_bytes_capped(self, key: str, limit: int) -> bytes:
+        with open(self._path(key), "rb") as file:
+            data = file.read(limit + 1)
+            if len(data) > limit:
+                found = os.fstat(file.fileno()).st_size
+                raise ObjectSizeError(key, found if found > limit else None)
+        return data
+
+    def get_file_sized(self, key: str, path: str, size: int) -> None:
+        with open(self._path(key), "rb") as source:
+            found = os.fstat(source.fileno()).st_size
+            if found != size:
+                raise ObjectSizeError(key, found)
+            with open(path, "wb") as target:
+                left = size
+                while left:
+                    block = source.read(min(left, _BLOCK))
+                    if not block:
+                        raise ObjectSizeError(key, size - left)  # cut short while it was read
+                    target.write(block)
+                    left -= len(block)
+            if source.read(1):
+                raise ObjectSizeError(key, None)  # grew while it was read
 
     def local_path(self, key: str) -> Optional[str]:
         path = self._path(key)
@@ -198,6 +259,13 @@ class MemoryStore(Store):
         with open(path, "wb") as file:
             file.write(data)
 
+    def get_file_sized(self, key: str, path: str, size: int) -> None:
+        data = self.get_bytes(key)
+        if len(data) != size:
+            raise ObjectSizeError(key, len(data))
+        with open(path, "wb") as file:
+            file.write(data)
+
     def list(self, folder: str = "") -> List[str]:
         return sorted(k for k in self._below(folder) if "/" not in k)
 
@@ -248,7 +316,7 @@ def open_store(url: Union[str, "os.PathLike[str]"], **options: Any) -> Store:
 
 def _copy_into(path: str, file: Any) -> None:
     with open(path, "rb") as source:
-        shutil.copyfileobj(source, file, 8 << 20)
+        shutil.copyfileobj(source, file, _BLOCK)
 
 
 def _unlink(path: str) -> None:
