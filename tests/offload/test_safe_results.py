@@ -15,12 +15,13 @@ import textwrap
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from vastnb.errors import UnsafeResultError
 from vastnb.offload import Session, safe
-from vastnb_worker import protocol
+from vastnb_worker import protocol, tables
 
 
 class Reduced:
@@ -78,6 +79,47 @@ def test_a_hostile_payload_is_refused_without_a_crash_or_an_import(attack: str) 
     assert done.returncode == 0, f"the decoder died ({done.returncode}): {done.stderr[-2000:]}"
     assert "refused: the box sent" in done.stdout, done.stdout
     assert "imported: []" in done.stdout and "pwned" not in done.stdout
+
+
+FRAMES = {
+    "numbers, strings, missing values": lambda: pd.DataFrame({"step": [1, 2, 3], "loss": [0.5, None, 0.2],
+                                                              "tag": ["a", None, "c"], "ok": [True, False, True]}),
+    "dates, zones, categories": lambda: pd.DataFrame({
+        "at": pd.date_range("2024-01-01", periods=3, freq="h"),
+        "local": pd.date_range("2024-01-01", periods=3, tz="Europe/Paris"),
+        "size": pd.Categorical(["s", "l", "s"], categories=["s", "l"], ordered=True),
+    }, index=pd.Index([10, 20, 30], name="step")).assign(raw=pd.Series(["x", "y", "z"], index=[10, 20, 30], dtype=object)),
+    "a series": lambda: pd.Series([1.5, 2.5], index=pd.CategoricalIndex(["train", "eval"]), name="loss"),
+    "a big frame": lambda: pd.DataFrame(np.arange(80_000.0).reshape(10_000, 8), columns=list("abcdefgh")),
+}
+
+
+@pytest.mark.parametrize("make", FRAMES.values(), ids=FRAMES.keys())
+def test_dataframes_come_back_as_themselves_under_the_safe_policy(make: Any) -> None:
+    value = make()
+    body, buffers = protocol.encode(value)
+    got = safe(body, [bytearray(b) for b in buffers])
+    check = pd.testing.assert_frame_equal if isinstance(value, pd.DataFrame) else pd.testing.assert_series_equal
+    check(got, value, check_freq=False)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("frame", [("a", ("strings", [1, 2], "object", None))], ("range", 0, 2, 1, None)),  # "strings" that are not
+        ("frame", [("t", ("datetime_tz", np.zeros(1, "M8[ns]"), "../../etc/passwd", None))], ("range", 0, 1, 1, None)),
+        ("frame", [("c", ("categorical", np.zeros(1, "f8"), ("strings", ["a"], "object", None), False, None))],
+         ("range", 0, 1, 1, None)),
+        ("frame", [("a", ("array", [1, 2], None))], ("range", 0, 2, 1, None)),  # a list posing as an array
+        ("series", [], ("range", 0, 0, 1, None)),
+        ("frame", [(object(), ("array", np.zeros(1), None))], ("range", 0, 1, 1, None)),
+    ],
+    ids=["non-strings", "a zone that is a path", "float codes", "a list for an array", "an empty series", "an odd label"],
+)
+def test_a_forged_table_is_refused(args: tuple[Any, ...]) -> None:
+    payload = pickle.dumps(Reduced(tables.rebuild_table, args), protocol=5)
+    with pytest.raises(UnsafeResultError):
+        safe(payload, [])
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,8 @@ import threading
 import types
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
+from .tables import table_reducer
+
 __all__ = [
     "PROTOCOL_VERSION",
     "Kind",
@@ -219,7 +221,8 @@ def _device_available(torch: Any, device: str) -> bool:
 
 def encode(obj: Any, *, code_filename: Optional[Callable[[types.CodeType], str]] = None) -> Tuple[bytes, List[Any]]:
     """Pickle ``obj`` with cloudpickle (functions and classes by value), protocol 5; big
-    contiguous buffers (numpy arrays, tensors) come back separately, uncopied.
+    contiguous buffers (numpy arrays, tensors) come back separately, uncopied. Tensors
+    and pandas objects travel as plain arrays and columns (``tables.py``).
 
     ``code_filename``, if given, names each code object that travels: the code is rebuilt
     with that ``co_filename`` (whatever the installed cloudpickle put there), so frames
@@ -241,13 +244,16 @@ def encode(obj: Any, *, code_filename: Optional[Callable[[types.CodeType], str]]
     stream = io.BytesIO()
     pickler_class = cloudpickle.CloudPickler if code_filename is None else _code_naming_pickler(cloudpickle, code_filename)
     pickler = pickler_class(stream, protocol=5, buffer_callback=out_of_band)
-    tensor_reducer = _tensor_reducer()
-    if tensor_reducer is not None:
+    reducers = [r for r in (_tensor_reducer(), table_reducer()) if r is not None]
+    if reducers:
         base = pickler.reducer_override
 
         def reducer_override(obj: Any) -> Any:
-            reduced = tensor_reducer(obj)
-            return base(obj) if reduced is NotImplemented else reduced
+            for reducer in reducers:
+                reduced = reducer(obj)
+                if reduced is not NotImplemented:
+                    return reduced
+            return base(obj)
 
         pickler.reducer_override = reducer_override  # type: ignore[method-assign]
     pickler.dump(obj)

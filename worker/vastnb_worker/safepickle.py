@@ -13,7 +13,8 @@ arguments before anything is built:
   and byte order alone, never from the pickle's dtype state (whose forged flags can hide an
   object field and crash the process), and an array only from a buffer whose size matches
   its shape;
-- torch tensors as the worker sends them (a numpy array and a dtype name).
+- torch tensors as the worker sends them (a numpy array and a dtype name);
+- pandas DataFrames and Series as the worker sends them (``tables.py``: plain columns).
 
 No module is imported because a pickle names it (numpy and torch are imported only when an
 array or tensor is actually rebuilt). Anything else is refused with :class:`Refused`.
@@ -199,6 +200,60 @@ def _tensor(array: Any, dtype: Any, requires_grad: Any, device: Any) -> Any:
     return _rebuild_tensor(array, dtype, requires_grad, device)
 
 
+# -- pandas ---------------------------------------------------------------------------------
+
+_LABEL = (str, int, float, bool, type(None))
+_ZONE = re.compile(r"[A-Za-z0-9_+\-/:]{1,64}\Z")
+_STRING_DTYPES = frozenset({"object", "str", "string"})
+
+
+def _table(kind: Any, columns: Any, index: Any) -> Any:
+    """A DataFrame or Series sent as plain columns (``tables.py``), checked first."""
+    from .tables import rebuild_table
+
+    if kind not in ("frame", "series") or not isinstance(columns, list) or len(columns) > 1_000_000:
+        raise Refused("pandas object", "malformed")
+    if kind == "series" and len(columns) != 1:
+        raise Refused("pandas Series", "not one column")
+    for entry in columns:
+        if not (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], _LABEL)):
+            raise Refused("pandas column", "malformed")
+        _check_column(entry[1])
+    _check_column(index)
+    return rebuild_table(kind, [(name, _settled_column(column)) for name, column in columns], _settled_column(index))
+
+
+def _check_column(column: Any) -> None:
+    def array(value: Any, kinds: str) -> bool:
+        value = _settled(value, {})
+        return type(value).__module__ == "numpy" and type(value).__name__ == "ndarray" and value.dtype.kind in kinds
+
+    ok = isinstance(column, tuple) and len(column) >= 3 and isinstance(column[-1], _LABEL)
+    kind = column[0] if ok else None
+    if kind == "range":
+        ok = len(column) == 5 and all(isinstance(n, int) and not isinstance(n, bool) for n in column[1:4]) and column[3] != 0
+    elif kind == "array":
+        ok = len(column) == 3 and array(column[1], "biufcmM")
+    elif kind == "strings":
+        ok = (len(column) == 4 and isinstance(column[1], list) and column[2] in _STRING_DTYPES
+              and all(item is None or isinstance(item, str) for item in column[1]))  # fmt: skip
+    elif kind == "categorical":
+        ok = len(column) == 5 and array(column[1], "iu") and isinstance(column[3], bool) and column[2][0] != "categorical"
+        if ok:
+            _check_column(column[2])
+    elif kind == "datetime_tz":
+        ok = len(column) == 4 and array(column[1], "M") and isinstance(column[2], str) and bool(_ZONE.match(column[2]))
+    else:
+        ok = False
+    if not ok:
+        raise Refused("pandas column", f"a malformed {kind!r} column")
+
+
+def _settled_column(column: Tuple[Any, ...]) -> Tuple[Any, ...]:
+    return tuple(_settled(part, {}) if isinstance(part, (_Array, tuple)) and part and not isinstance(part, str) else part
+                 for part in column)  # fmt: skip
+
+
 def _settled(value: Any, seen: Dict[int, Any]) -> Any:
     """``value`` with every :class:`_Array` replaced by its array (containers rebuilt
     where one holds such a stand-in)."""
@@ -238,4 +293,5 @@ _REBUILDERS: Dict[Tuple[str, str], Any] = {
     ("numpy", "dtype"): _DType,
     ("numpy", "ndarray"): _NDARRAY,
     ("vastnb_worker.protocol", "_rebuild_tensor"): _tensor,
+    ("vastnb_worker.tables", "rebuild_table"): _table,
 }  # fmt: skip
