@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from vastnb_worker.protocol import Channel, ChannelClosed, Frame, Kind
+from vastnb_worker.protocol import MAX_FRAME, BadFrame, Channel, ChannelClosed, Frame, Kind
 from vastnb_worker.relay import WORKER_DIED
 
 from ..errors import ConnectionLostError, HandshakeError, TransportError
@@ -29,25 +29,29 @@ _CLOSED = None  # what the reader thread queues when the stream ends
 class Connection:
     """A live worker connection. Use :meth:`open`."""
 
-    def __init__(self, transport: Transport, process: subprocess.Popen[bytes], stderr_tail: collections.deque[str]) -> None:
+    def __init__(self, transport: Transport, process: subprocess.Popen[bytes], stderr_tail: collections.deque[str], *,
+                 max_frame: int = MAX_FRAME) -> None:  # fmt: skip
         self.transport = transport
         self.process = process
         self._stderr_tail = stderr_tail
         assert process.stdin is not None and process.stdout is not None
-        self.channel = Channel(process.stdout.fileno(), process.stdin.fileno())
+        self.channel = Channel(process.stdout.fileno(), process.stdin.fileno(), max_frame=max_frame)
+        self.lost_because = ""  # why the stream was given up, when the box sent something that is not a frame
         self.frames: queue.Queue[Frame | None] = queue.Queue()
         self.hello: dict[str, Any] = {}
         self.alive = True
 
     @classmethod
-    def open(cls, transport: Transport, versions: dict[str, Any], *, timeout: float = 120.0) -> Connection:
+    def open(cls, transport: Transport, versions: dict[str, Any], *, timeout: float = 120.0,
+             max_frame: int = MAX_FRAME) -> Connection:  # fmt: skip
         """Start the worker and shake hands, retrying (bounded by ``timeout``) while a
-        new box settles: its SSH key still propagating, its sshd still starting."""
+        new box settles: its SSH key still propagating, its sshd still starting. A frame
+        from the box over ``max_frame`` bytes ends the connection unread."""
         deadline = time.monotonic() + timeout
         delay = 0.5
         while True:
             try:
-                return cls._open_once(transport, versions)
+                return cls._open_once(transport, versions, max_frame)
             except TransportError as exc:
                 retryable = any(p in str(getattr(exc, "stderr", "")) for p in transport.retry_patterns)
                 if not retryable or time.monotonic() + delay > deadline:
@@ -56,7 +60,7 @@ class Connection:
                 delay = min(delay * 2, 8.0)
 
     @classmethod
-    def _open_once(cls, transport: Transport, versions: dict[str, Any]) -> Connection:
+    def _open_once(cls, transport: Transport, versions: dict[str, Any], max_frame: int) -> Connection:
         data, digest = worker_zipapp()
         argv = transport.argv([digest, str(len(data))])
         try:
@@ -70,7 +74,7 @@ class Connection:
             raise transport.failure(127, f"{argv[0]}: not found") from None
         tail: collections.deque[str] = collections.deque(maxlen=40)
         threading.Thread(target=_drain, args=(process, tail), daemon=True).start()
-        connection = cls(transport, process, tail)
+        connection = cls(transport, process, tail, max_frame=max_frame)
         try:
             connection._bootstrap(data)
             connection._handshake(versions)
@@ -130,8 +134,12 @@ class Connection:
         try:
             while True:
                 self.frames.put(self.channel.receive())
+        except BadFrame as exc:
+            self.lost_because = str(exc)
         except (ChannelClosed, ValueError, OSError):
             pass
+        except Exception as exc:  # whatever went wrong, the session must learn the stream is over, not hang
+            self.lost_because = f"reading its frames failed ({type(exc).__name__}: {exc})"
         self.alive = False
         self.frames.put(_CLOSED)
 
@@ -164,7 +172,8 @@ class Connection:
             return None
         if frame is _CLOSED:
             self.frames.put(_CLOSED)  # every later caller learns it too
-            raise ConnectionLostError(f"the connection to {self.transport.describe()} was lost")
+            why = f": {self.lost_because}" if self.lost_because else ""
+            raise ConnectionLostError(f"the connection to {self.transport.describe()} was lost{why}")
         return frame
 
     def close(self) -> None:

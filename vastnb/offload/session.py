@@ -64,11 +64,13 @@ class Session:
         on_output: Output = print_output,
         results: ResultPolicy = trusted,
         connect_timeout: float = 120.0,
+        max_frame_bytes: int = protocol.MAX_FRAME,
     ) -> None:
         self.transport = transport
         self.on_output = on_output
         self.results = results
         self.connect_timeout = connect_timeout
+        self.max_frame_bytes = max_frame_bytes  # the biggest result (or output chunk) taken from the box
         self._connection: Connection | None = None
         self._worker_pid: int | None = None
         self._tag = f"{os.getpid()}.{id(self):x}"  # names this session's attached tasks
@@ -89,13 +91,17 @@ class Session:
             return self._connection
         if self._connection is not None:
             self._connection.close()
+        def open_connection() -> Connection:
+            return Connection.open(self.transport, self.versions, timeout=timeout or self.connect_timeout,
+                                   max_frame=self.max_frame_bytes)  # fmt: skip
+
         try:
-            connection = Connection.open(self.transport, self.versions, timeout=timeout or self.connect_timeout)
+            connection = open_connection()
         except HandshakeError as exc:
             if not getattr(exc, "restarting", False):
                 raise
             # A stale worker from another release stepped aside; the next one is ours.
-            connection = Connection.open(self.transport, self.versions, timeout=timeout or self.connect_timeout)
+            connection = open_connection()
         pid = connection.hello.get("pid")
         if self._worker_pid is not None and pid != self._worker_pid:
             warnings.warn(f"the worker on {self.transport.describe()} restarted: names defined by earlier cells are gone", stacklevel=3)
@@ -263,6 +269,12 @@ class Session:
                     self._show(task, frame)
                     continue
             except ConnectionLostError:
+                if connection.lost_because:  # the box sent what is not a frame: nothing to reattach to
+                    self._abandon()
+                    raise ConnectionLostError(
+                        f"{self.transport.describe()} sent something vastnb does not accept, and the connection was "
+                        f"closed: {connection.lost_because}. The next call reconnects.",
+                    ) from None
                 if connection.worker_died():
                     raise ConnectionLostError(
                         f"the worker on {self.transport.describe()} ended while task {task or '(just sent)'} ran: "

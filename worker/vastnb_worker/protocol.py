@@ -35,6 +35,9 @@ __all__ = [
     "Frame",
     "Channel",
     "ChannelClosed",
+    "BadFrame",
+    "FrameTooLarge",
+    "MAX_FRAME",
     "widen",
     "encode",
     "decode",
@@ -48,6 +51,11 @@ PROTOCOL_VERSION = 2
 _HEADER = struct.Struct("!BIIIQ")
 _LENGTH = struct.Struct("!Q")
 _MAX_META = 16 * 1024 * 1024
+#: The most bytes (body and buffers together) one frame may carry by default: generous for
+#: real results (a model's weights), a bound for a peer that claims terabytes.
+MAX_FRAME = 64 << 30
+#: The most out-of-band buffers one frame may carry.
+MAX_BUFFERS = 1 << 16
 _MMAP_FROM = 1 << 20  # a corrupt header must not make us allocate gigabytes
 
 
@@ -100,15 +108,24 @@ class ChannelClosed(EOFError):
     """The other side went away (EOF, or a reset) before a whole frame arrived."""
 
 
+class BadFrame(ChannelClosed):
+    """The other side sent something that is not a frame: the stream is given up."""
+
+
+class FrameTooLarge(BadFrame):
+    """The other side announced a frame over this channel's limit; nothing of it was read."""
+
+
 class Channel:
     """Frames over a pair of file descriptors (pipes or a socket), one code path.
 
     Writes from several threads are serialised; reads are for one thread.
     """
 
-    def __init__(self, read_fd: int, write_fd: int) -> None:
+    def __init__(self, read_fd: int, write_fd: int, *, max_frame: int = MAX_FRAME) -> None:
         self.read_fd = read_fd
         self.write_fd = write_fd
+        self.max_frame = max_frame
         for fd in {read_fd, write_fd}:
             widen(fd)
         self._reader = io.open(read_fd, "rb", buffering=1 << 16, closefd=False)
@@ -131,13 +148,23 @@ class Channel:
     def receive(self) -> Frame:
         """Read one frame; raises :class:`ChannelClosed` at EOF."""
         kind, task, meta_len, count, body_len = _HEADER.unpack(self._read_exact(_HEADER.size))
-        if meta_len > _MAX_META:
-            raise ChannelClosed(f"corrupt frame header (meta of {meta_len} bytes): the stream is out of sync")
+        if meta_len > _MAX_META or count > MAX_BUFFERS:
+            raise BadFrame(f"corrupt frame header (meta of {meta_len} bytes, {count} buffers): the stream is out of sync")
         lengths = [_LENGTH.unpack(self._read_exact(8))[0] for _ in range(count)]
-        meta = json.loads(self._read_exact(meta_len)) if meta_len else {}
+        size = body_len + sum(lengths)
+        if size > self.max_frame:
+            raise FrameTooLarge(f"a frame of {size:,} bytes was announced, over the limit of {self.max_frame:,}; "
+                                "if results this big are expected, raise the session's max_frame_bytes")  # fmt: skip
+        try:
+            meta = json.loads(bytes(self._read_exact(meta_len))) if meta_len else {}
+            frame_kind = Kind(kind)
+        except (ValueError, RecursionError) as exc:  # not JSON, too deeply nested, an unknown kind
+            raise BadFrame(f"a malformed frame arrived ({type(exc).__name__}): the stream is given up") from None
+        if not isinstance(meta, dict):
+            raise BadFrame("a malformed frame arrived (its meta is not a mapping): the stream is given up")
         body = bytes(self._read_exact(body_len)) if body_len else b""
         buffers = [self._read_exact(n) for n in lengths]
-        return Frame(Kind(kind), task, meta, body, buffers)
+        return Frame(frame_kind, task, meta, body, buffers)
 
     def _read_exact(self, size: int) -> Any:
         # Big buffers land in an anonymous mapping: its pages are zero until touched, so
