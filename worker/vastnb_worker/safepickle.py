@@ -31,9 +31,9 @@ import io
 import math
 import pickle
 import re
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["Refused", "loads", "SafeUnpickler", "MAX_RANGE"]
+__all__ = ["Refused", "loads", "SafeUnpickler", "MAX_RANGE", "numpy_substitutes", "settled"]
 
 #: The longest ``range`` a pickle may build (a list of it is built by the next opcode).
 MAX_RANGE = 1 << 20
@@ -73,7 +73,23 @@ class SafeUnpickler(pickle.Unpickler):
         return found
 
     def load(self) -> Any:
-        return _settled(super().load(), {})
+        return settled(super().load())
+
+
+def settled(value: Any) -> Any:
+    """``value`` as read by an unpickler given these rebuilders (this one, or torch's
+    weights-only loader given :func:`numpy_substitutes`): its stand-ins made real."""
+    return _settled(value, {})
+
+
+def numpy_substitutes() -> List[Tuple[Any, str]]:
+    """numpy's names, each with the rebuilder that stands in for it here, in the
+    ``(object, "module.name")`` form torch's weights-only loader takes
+    (``torch.serialization.safe_globals``): numpy arrays in a torch checkpoint are then
+    rebuilt as :func:`loads` rebuilds them, never by numpy from the file's dtype state.
+    Call :func:`settled` on what that loader returns."""
+    found = [(value, f"{module}.{name}") for (module, name), value in _REBUILDERS.items() if module.startswith("numpy")]
+    return found + [(_Array, f"{__name__}._Array"), (_DType, f"{__name__}._DType")]
 
 
 # -- plain data -----------------------------------------------------------------------------
@@ -261,6 +277,8 @@ def _settled(value: Any, seen: Dict[int, Any]) -> Any:
         if value.array is None:
             raise Refused("numpy array", "no state")
         return value.array
+    if isinstance(value, _DType):
+        return value.real()
     if id(value) in seen:
         return seen[id(value)]
     if type(value) in (list, dict, tuple, set, frozenset, collections.OrderedDict):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import linecache
 import re
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 __all__ = ["code_filename", "code_id", "describe", "MAX_FRAMES"]
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import pickle
-from typing import Any, List, Optional
+from typing import Any
 
 from ..errors import CheckpointCorruptError, CheckpointError
-from ..safepickle import Refused, SafeUnpickler
+from ..safepickle import Refused, SafeUnpickler, numpy_substitutes, settled
 from .snapshot import Snapshot
 
 __all__ = ["codec_of", "write_part", "read_part", "SUFFIX"]
@@ -54,12 +54,14 @@ def read_part(path: str, codec: str, *, map_location: Any = None, where: str = "
             import torch
         except ImportError as exc:
             raise CheckpointError(f"{where} holds torch tensors: install torch to load it") from exc
-        # safe_globals (torch >= 2.5) lets numpy arrays through the weights-only loader.
+        # safe_globals (torch >= 2.5) lets numpy arrays through the weights-only loader,
+        # rebuilt by our checked stand-ins under numpy's names, never by numpy from the
+        # file's dtype state (a forged one crashes the process).
         allow = getattr(torch.serialization, "safe_globals", None)
-        with allow(_numpy_globals()) if allow else contextlib.nullcontext():
+        with allow(numpy_substitutes()) if allow else contextlib.nullcontext():
             try:
-                return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
-            except pickle.UnpicklingError as exc:
+                return settled(torch.load(path, map_location=map_location, weights_only=True, mmap=True))
+            except (pickle.UnpicklingError, Refused) as exc:
                 raise CheckpointCorruptError(f"{where} holds more than tensors and plain data; it is not "
                                              f"loaded, as that could run code: {exc}") from exc  # fmt: skip
     if codec == "pickle":
@@ -70,18 +72,3 @@ def read_part(path: str, codec: str, *, map_location: Any = None, where: str = "
                 raise CheckpointCorruptError(f"{where} holds {exc}; it is not loaded, as that could run code "
                                              "or crash this process") from None  # fmt: skip
     raise CheckpointError(f"{where} was written with codec {codec!r}, which this vastnb does not know: upgrade vastnb")
-
-
-def _numpy_globals() -> List[Any]:
-    """numpy's array and scalar rebuilders, for torch's weights-only loader; [] without numpy."""
-    try:
-        import numpy
-    except ImportError:
-        return []
-    core: Optional[Any] = getattr(numpy, "_core", None) or getattr(numpy, "core", None)
-    multiarray = getattr(core, "multiarray", None)
-    found: List[Any] = [numpy.ndarray, numpy.dtype]
-    found += [getattr(multiarray, n) for n in ("_reconstruct", "scalar") if hasattr(multiarray, n)]
-    dtypes = getattr(numpy, "dtypes", None)
-    found += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")] if dtypes else []
-    return found
