@@ -11,7 +11,6 @@ tests move forward with :meth:`Market.advance`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import secrets
 import time
@@ -23,10 +22,9 @@ from typing import Any
 from . import billing, selfdestruct
 from .account import AccountMixin
 from .boxes import Boxes
-from .catalogue import generate_offers
 from .errors import MAX_ADVANCE_S, Range, SimError, number
 from .instances import new_instance, retire, to_api
-from .search import SearchError, search_offers
+from .offers import OffersMixin
 from .state import StateStore
 
 __all__ = ["Market", "SimConfig", "SimError"]
@@ -55,10 +53,11 @@ class SimConfig:
     authorized_keys: Path | None = None
 
 
-class Market(AccountMixin):
+class Market(OffersMixin, AccountMixin):
     """The simulator's state and rules. ``home`` None keeps everything in memory.
 
-    The account side (SSH keys, user, charges, balance) lives in :class:`AccountMixin`.
+    The offers live in :class:`OffersMixin`, the account side (SSH keys, user, charges,
+    balance) in :class:`AccountMixin`.
     """
 
     def __init__(self, home: Path | None = None, config: SimConfig | None = None) -> None:
@@ -201,63 +200,6 @@ class Market(AccountMixin):
             present = set(path.read_text().splitlines()) if path.exists() else set()
             with path.open("a") as f:
                 f.writelines(f"{k}\n" for k in keys if k not in present)
-
-    # -- offers -----------------------------------------------------------------------------
-
-    @functools.cached_property
-    def catalogue(self) -> list[dict[str, Any]]:
-        """Every offer the market knows, rented or not (generated from the seed)."""
-        return generate_offers(seed=self.config.seed, count=self.config.offers)
-
-    @functools.cached_property
-    def _offer_index(self) -> dict[int, dict[str, Any]]:
-        return {o["id"]: o for o in self.catalogue}
-
-    @functools.cached_property
-    def _machine_gpus(self) -> dict[int, int]:
-        """GPUs per machine: its largest offer (smaller offers are slices of it)."""
-        sizes: dict[int, int] = {}
-        for o in self.catalogue:
-            sizes[o["machine_id"]] = max(sizes.get(o["machine_id"], 0), o["num_gpus"])
-        return sizes
-
-    def _available(self, state: State) -> list[dict[str, Any]]:
-        """Offers that can be rented now, with ``rented`` set where the caller rents."""
-        used: dict[int, int] = {}
-        for inst in state["instances"].values():
-            used[inst["machine_id"]] = used.get(inst["machine_id"], 0) + inst["num_gpus"]
-        taken = set(state["taken"])
-        min_bids = state.get("min_bids", {})
-        out = []
-        for offer in self.catalogue:
-            machine_used = used.get(offer["machine_id"], 0)
-            if offer["id"] in taken or offer["num_gpus"] > self._machine_gpus[offer["machine_id"]] - machine_used:
-                continue
-            if str(offer["id"]) in min_bids:
-                offer = {**offer, "min_bid": min_bids[str(offer["id"])]}
-            out.append({**offer, "rented": True} if machine_used else offer)
-        return out
-
-    def search(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """``POST /bundles/``: the offers matching ``body``."""
-        with self._tx() as (state, _):
-            try:
-                return search_offers(self._available(state), body)
-            except SearchError as exc:
-                raise SimError(400, "invalid_args", str(exc)) from None
-
-    def take_offer(self, offer_id: int) -> None:
-        """Someone else rents ``offer_id`` (the race between search and create)."""
-        with self._tx() as (state, _):
-            state["taken"].append(int(offer_id))
-
-    def raise_min_bid(self, offer_id: int, factor: float = 2.0) -> None:
-        """Demand for ``offer_id`` jumps: its minimum bid is multiplied by ``factor``, so
-        a bid made from an earlier search is now too low (Vast's spot pitfall)."""
-        with self._tx() as (state, _):
-            offer = self._offer_index[int(offer_id)]
-            bids = state.setdefault("min_bids", {})
-            bids[str(offer_id)] = round(bids.get(str(offer_id), offer["min_bid"]) * factor, 4)
 
     # -- instances --------------------------------------------------------------------------
 
