@@ -65,15 +65,18 @@ class SafeUnpickler(pickle.Unpickler):
     def __init__(self, file: Any, *, buffers: Sequence[Any] = (), extra: Optional[Dict[Tuple[str, str], Any]] = None) -> None:
         super().__init__(file, buffers=buffers)
         self._extra = extra or {}
+        self._stand_ins = False  # whether the pickle named what leaves stand-ins to settle
 
     def find_class(self, module: str, name: str) -> Any:
         found = _REBUILDERS.get((module, name), self._extra.get((module, name)))
         if found is None:
             raise Refused(f"{module}.{name}")
+        self._stand_ins = self._stand_ins or found is _DType or found is _reconstruct
         return found
 
     def load(self) -> Any:
-        return settled(super().load())
+        value = super().load()
+        return settled(value) if self._stand_ins else value  # plain data needs no second walk
 
 
 def settled(value: Any) -> Any:
