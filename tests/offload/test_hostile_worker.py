@@ -37,6 +37,8 @@ FAKE = textwrap.dedent('''
     elif scenario == "traceback":  # a traceback naming the user's secrets and escaping the terminal
         frames = [{"file": sys.argv[2], "line": 1, "name": "steal"}, {"code": "f" * 16, "line": 1, "name": "x\\x1b[2J"}]
         channel.send(Kind.ERROR, 1, {"type": "Exception", "message": "boom", "frames": frames, "exception": "Exception: boom\\n"})
+    elif scenario == "flood":  # an error whose type and message are megabytes of terminal escapes
+        channel.send(Kind.ERROR, 1, {"type": "\x1b[2J" * 100_000, "message": "\x1b]0;pwned\x07" * 200_000})
     elif scenario == "garbage":  # not even a frame
         os.write(1, bytes(range(256)) * 16)
     sys.stdin.read()
@@ -90,3 +92,11 @@ def test_a_traceback_cannot_print_a_local_file_or_escape_the_terminal(tmp_path: 
         box.call(int)
     shown = str(info.value) + "\n".join(info.value._render_traceback_())
     assert "hunter2" not in shown and "\x1b" not in shown
+
+
+def test_an_error_flooded_with_escapes_is_bounded_and_inert() -> None:
+    with session("flood") as box, pytest.raises(RemoteError) as info:
+        box.call(int)
+    error = info.value
+    assert len(error.remote_type) <= 500 and len(error.remote_message) <= 20_000
+    assert "\x1b" not in str(error) and "\x07" not in str(error)

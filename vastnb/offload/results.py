@@ -18,7 +18,7 @@ from vastnb_worker import protocol, safepickle
 from vastnb_worker.protocol import Frame
 
 from ..errors import RemoteError, UnsafeResultError
-from .sourcemap import SOURCES
+from .sourcemap import FIELD, SOURCES, TEXT, clean
 
 if TYPE_CHECKING:
     from .session import Session
@@ -64,8 +64,8 @@ def raise_remote(frame: Frame, policy: ResultPolicy, task: int) -> NoReturn:
         except Exception:  # the type may not exist here: the text says it all anyway
             exception = None
     error = RemoteError(
-        str(meta.get("type", "Exception")),
-        str(meta.get("message", "")),
+        clean(meta.get("type"), FIELD, oneline=True) or "Exception",  # the box's words, bounded and inert
+        clean(meta.get("message"), TEXT),
         SOURCES.render(meta),
         exception=exception if isinstance(exception, BaseException) else None,
         task=task,

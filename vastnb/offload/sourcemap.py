@@ -22,13 +22,13 @@ from typing import Any, NamedTuple
 
 from vastnb_worker.tracebacks import MAX_FRAMES, code_filename
 
-__all__ = ["SourceMap", "SOURCES"]
+__all__ = ["SourceMap", "SOURCES", "clean", "FIELD", "TEXT"]
 
 _CODE_ID = re.compile(r"[0-9a-f]{16}\Z")
 _CODE_FILENAME = re.compile(r"<vastnb:([0-9a-f]{16})>")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # terminal escapes included; \t and \n kept
-_FIELD = 500  # characters kept of a path, a function name or a line the box sends
-_EXCEPTION = 20_000  # characters kept of the exception's own lines
+FIELD = 500  # characters kept of a path, a function name, a type name or a line the box sends
+TEXT = 20_000  # characters kept of an exception's message and its own lines
 _REPEATS = 3  # identical frames shown before "[Previous line repeated N more times]"
 UNKNOWN = 'File "<code sent from another kernel>"'
 
@@ -105,28 +105,28 @@ class SourceMap:
                 out.append(f"  [Previous line repeated {repeats - _REPEATS + 1} more times]\n")
             previous = shown
         out.append(self._exception(meta))
-        hint = _clean(meta.get("hint"), _FIELD * 2)
+        hint = clean(meta.get("hint"), FIELD * 2)
         if hint:
             out.append(f"\n{hint}\n")
         return "".join(out)
 
     def _frame(self, frame: Mapping[str, Any]) -> str:
-        line, name = _int(frame.get("line")), _clean(frame.get("name"), _FIELD, oneline=True)
+        line, name = _int(frame.get("line")), clean(frame.get("name"), FIELD, oneline=True)
         code = frame.get("code")
         if isinstance(code, str) and _CODE_ID.match(code):
             source = self._records.get(code)
             where = source.where if source else UNKNOWN
             text = source.lines[line - 1] if source and 0 < line <= len(source.lines) else ""
         else:
-            where = f'File "{_clean(frame.get("file"), _FIELD, oneline=True)}"'
-            text = _clean(frame.get("text"), _FIELD, oneline=True)
+            where = f'File "{clean(frame.get("file"), FIELD, oneline=True)}"'
+            text = clean(frame.get("text"), FIELD, oneline=True)
         shown = f"  {where}, line {line}, in {name}\n"
         return shown + _source_line(text.rstrip("\r\n") + "\n", line, frame.get("columns")) if text.strip() else shown
 
     def _exception(self, meta: Mapping[str, Any]) -> str:
-        text = _clean(meta.get("exception"), _EXCEPTION)
+        text = clean(meta.get("exception"), TEXT)
         if not text.strip():
-            text = f"{_clean(meta.get('type'), _FIELD, oneline=True)}: {_clean(meta.get('message'), _EXCEPTION)}\n"
+            text = f"{clean(meta.get('type'), FIELD, oneline=True)}: {clean(meta.get('message'), TEXT)}\n"
         # A SyntaxError in code the notebook sent names it by its id: say where it is.
         return _CODE_FILENAME.sub(lambda m: self._where_of(m.group(1)), text)
 
@@ -152,7 +152,7 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 31 else 0
 
 
-def _clean(value: Any, limit: int, *, oneline: bool = False) -> str:
+def clean(value: Any, limit: int, *, oneline: bool = False) -> str:
     """Text from the box, safe to print: a string, cut to ``limit`` characters, without
     terminal control sequences (nor line breaks, for a one-line field)."""
     if not isinstance(value, str):
