@@ -19,6 +19,7 @@ from .store import StoredInstance
 
 if TYPE_CHECKING:
     from .fleet import Fleet
+    from .grants import Renewal
 
 __all__ = ["Box", "RunOptions"]
 
@@ -43,6 +44,7 @@ class Box:
         self._record = record
         self._session = session
         self.trust = trust
+        self._grants: list[Renewal] = []
 
     def __repr__(self) -> str:
         r = self._record
@@ -174,6 +176,22 @@ class Box:
         box's ``trust``) brings results back by full pickle: see the class doc."""
         return RunOptions(self, self.trust if trust is None else trust)
 
+    def grant_storage(
+        self, url: str, *, duration_s: int = 3600, endpoint_url: str | None = None, own_keys: bool = False,
+    ) -> Renewal:  # fmt: skip
+        """Give the box short-lived credentials for ``url`` (an ``s3://bucket/prefix``) and
+        nothing else: STS credentials whose session policy allows that prefix's objects
+        only, sent over this box's session (never through Vast's API), renewed before
+        they expire until the box is closed or destroyed. Code on the box (a
+        ``CheckpointManager(url)``) then needs no keys. A store without STS raises;
+        ``own_keys=True`` sends your own long-lived keys instead, with a warning. See
+        :mod:`vastnb.grants`."""
+        from .grants import keep_granted
+
+        renewal = keep_granted(self.session, url, duration_s=duration_s, endpoint_url=endpoint_url, own_keys=own_keys)
+        self._grants.append(renewal)
+        return renewal
+
     def health(self) -> dict[str, Any]:
         """The box's Python, CUDA, GPUs, memory and disk, as its worker reports them."""
         return self.session.health
@@ -184,6 +202,9 @@ class Box:
         return trusted if trust else safe
 
     def _close_session(self) -> None:
+        for renewal in self._grants:
+            renewal.stop()
+        self._grants.clear()
         if self._session is not None:
             self._session.close()
             self._session.transport.close_master()
