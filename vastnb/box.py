@@ -39,11 +39,11 @@ class Box:
     notebook when it is unpickled.
     """
 
-    def __init__(self, fleet: Fleet, record: StoredInstance, *, session: Session | None = None, trust: bool = False) -> None:
+    def __init__(self, fleet: Fleet, record: StoredInstance, *, session: Session | None = None) -> None:
         self._fleet = fleet
         self._record = record
         self._session = session
-        self.trust = trust
+        self.trust = False
         self._grants: list[Renewal] = []
 
     def __repr__(self) -> str:
@@ -198,9 +198,6 @@ class Box:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _results(self, trust: bool) -> ResultPolicy:
-        return trusted if trust else safe
-
     def _close_session(self) -> None:
         for renewal in self._grants:
             renewal.stop()
@@ -219,27 +216,27 @@ class RunOptions:
 
     def __init__(self, box: Box, trust: bool) -> None:
         self.box, self.trust = box, trust
+        self.results: ResultPolicy = trusted if trust else safe
 
     def __repr__(self) -> str:
         return f"<{self.box!r} options trust={self.trust}>"
 
     def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` on the box; its value (see :meth:`Box.run`)."""
-        return self.box.session.invoke(fn, args, kwargs, results=self.box._results(self.trust))
+        return self.box.session.invoke(fn, args, kwargs, results=self.results)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteTask:
         """Start ``fn`` detached (see :meth:`Box.submit`)."""
-        return self.box.session.invoke(fn, args, kwargs, results=self.box._results(self.trust), detach=True)  # type: ignore[no-any-return]
+        return self.box.session.invoke(fn, args, kwargs, results=self.results, detach=True)  # type: ignore[no-any-return]
 
     def run_cell(
         self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
     ) -> CellResult:  # fmt: skip
         """Run notebook ``source`` on the box (see :meth:`Box.run_cell`)."""
-        return self.box.session.run_cell(source, push=push, pull=pull, name=name, results=self.box._results(self.trust))
+        return self.box.session.run_cell(source, push=push, pull=pull, name=name, results=self.results)
 
     def submit_cell(
         self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
     ) -> RemoteTask:  # fmt: skip
         """Start notebook ``source`` detached; its task's ``result()`` is a :class:`CellResult`."""
-        return self.box.session.submit_cell(source, push=push, pull=pull, name=name, results=self.box._results(self.trust))
-
+        return self.box.session.submit_cell(source, push=push, pull=pull, name=name, results=self.results)

@@ -142,12 +142,17 @@ class Fleet:
     def _boot_switch(self, profile: Profile) -> str:
         """The onstart that guards the instance from its container's first second."""
         max_s = profile.max_duration_hours * 3600 if profile.max_duration_hours else None
-        boxes = self._sim_boxes
-        if boxes is not None:  # the embedded simulator: its spool folder, its boxes' folders, its clock
-            market = self.client.sim.market
-            return onstart.boot_switch(url=market.selfdestruct_url(), home=str(boxes.root / "{id}"),
-                                       silence_s=self.box.silence_s, max_s=max_s, clock=str(market.clock_path))  # fmt: skip
-        return onstart.boot_switch(url=self.api.base_url, home=self.box.home, silence_s=self.box.silence_s, max_s=max_s)
+        url, clock = self._self_destruct()
+        home = str(self._sim_boxes.root / "{id}") if self._sim_boxes is not None else self.box.home
+        return onstart.boot_switch(url=url, home=home, silence_s=self.box.silence_s, max_s=max_s, clock=clock)
+
+    def _self_destruct(self) -> tuple[str, str | None]:
+        """How a box destroys itself: (the API base, or the embedded simulator's spool
+        folder; the simulator's clock file, which a simulated box's time follows)."""
+        if self._sim_boxes is None:
+            return self.api.base_url, None
+        market = self.client.sim.market
+        return str(market.selfdestruct_url()), str(market.clock_path)
 
     def _record(self, profile: Profile, candidate: Candidate, name: str, label: str, instance_id: int,
                 key: str | None) -> None:  # fmt: skip
@@ -201,10 +206,7 @@ class Fleet:
         remaining = None
         if stored.max_duration_hours:
             remaining = stored.max_duration_hours * 3600 - (time.time() - stored.created_at)
-        url, clock = self.api.base_url, None
-        if self._sim_boxes is not None:  # the embedded simulator: its spool folder, on its clock
-            market = self.client.sim.market
-            url, clock = market.selfdestruct_url(), str(market.clock_path)
+        url, clock = self._self_destruct()
         return session.control(watchdog.arm, instance_id, url, stored.instance_key, remaining_s=remaining,
                                silence_s=self.box.silence_s, clock=clock)  # type: ignore[no-any-return]  # fmt: skip
 

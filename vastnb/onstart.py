@@ -22,12 +22,10 @@ from typing import Any
 
 import vastnb_worker.bootswitch
 
-__all__ = ["LIMIT", "boot_switch", "BootSwitchConfig"]
+__all__ = ["LIMIT", "boot_switch"]
 
 #: Vast's limit on ``args``, ``args_str`` and ``onstart`` together, in characters.
 LIMIT = 4096
-
-BootSwitchConfig = dict[str, Any]  # url, home, silence_s, max_s, clock: see bootswitch.main
 
 
 def boot_switch(
@@ -39,7 +37,7 @@ def boot_switch(
     waited out before the switch takes over (tests)."""
     if not url.startswith("file:") and not re.search(r"/api/v\d+$", url.rstrip("/")):
         url = f"{url.rstrip('/')}/api/v0"  # a bare host (VAST_URL style): the API lives under /api/v0
-    config: BootSwitchConfig = {"url": url.rstrip("/"), "home": home, "silence_s": silence_s, "max_s": max_s}
+    config: dict[str, Any] = {"url": url.rstrip("/"), "home": home, "silence_s": silence_s, "max_s": max_s}
     config.update({k: v for k, v in (("clock", clock), ("beat_s", beat_s)) if v is not None})
     loader = f'import base64,zlib;exec(zlib.decompress(base64.b64decode("{_packed()}")))'
     command = f"nohup python3 -I -S -c {shlex.quote(loader)} {shlex.quote(json.dumps(config))} >/dev/null 2>&1 &"
@@ -51,23 +49,26 @@ def boot_switch(
 @functools.lru_cache(maxsize=1)
 def _packed() -> str:
     """The boot switch's source, less docstrings and annotations, compressed, base64."""
-    tree = ast.parse(Path(vastnb_worker.bootswitch.__file__).read_text())
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-            node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
-        if isinstance(node, ast.arg):
-            node.annotation = None
-        if isinstance(node, ast.FunctionDef):
-            node.returns = None
-    tree = _AnnAssignToAssign().visit(tree)
+    tree = _Stripped().visit(ast.parse(Path(vastnb_worker.bootswitch.__file__).read_text()))
     return base64.b64encode(zlib.compress(ast.unparse(ast.fix_missing_locations(tree)).encode(), 9)).decode()
 
 
-class _AnnAssignToAssign(ast.NodeTransformer):
-    """``answer: Optional[str] = None`` -> ``answer = None``."""
+class _Stripped(ast.NodeTransformer):
+    """What the program does, without what only a reader needs: docstrings and annotations."""
 
-    def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
-        if node.value is None:
-            return ast.Pass()
-        return ast.Assign(targets=[node.target], value=node.value, lineno=node.lineno)
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
+        return super().generic_visit(node)
+
+    def visit_arg(self, node: ast.arg) -> ast.AST:
+        node.annotation = None
+        return node
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        node.returns = None
+        return self.generic_visit(node)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:  # ``x: T = v`` -> ``x = v``
+        return ast.Pass() if node.value is None else ast.Assign(targets=[node.target], value=node.value, lineno=node.lineno)

@@ -3,7 +3,8 @@
 vastnb keeps keys under ``VASTNB_HOME`` (the state store holds each instance's own key,
 the simulator's state its account key), its SSH key pair in the user's config folder, and
 OpenSSH control sockets (live, authenticated connections to boxes) in a folder under the
-temp folder. Each such folder is made mode 0700 and each such file 0600. A folder that
+temp folder. Each such folder is made mode 0700 and each such file 0600 (written with
+``vastnb_worker.watchdog.write_private``). A folder that
 exists but belongs to another user, or that others may write to, is refused: whoever
 controls it could read the keys, or put their own socket where vastnb's would be.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["private_folder", "write_private"]
+__all__ = ["private_folder"]
 
 
 def private_folder(path: Path, *, what: str) -> Path:
@@ -40,16 +41,3 @@ def private_folder(path: Path, *, what: str) -> Path:
         os.chmod(path, 0o700)
     return path
 
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file + rename), mode 0600 from the
-    first byte."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

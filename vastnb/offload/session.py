@@ -91,6 +91,7 @@ class Session:
             return self._connection
         if self._connection is not None:
             self._connection.close()
+
         def open_connection() -> Connection:
             return Connection.open(self.transport, self.versions, timeout=timeout or self.connect_timeout,
                                    max_frame=self.max_frame_bytes)  # fmt: skip
@@ -129,7 +130,7 @@ class Session:
 
     def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` on the box; its value here."""
-        return self._wait(*self._submit(Kind.CALL, (fn, args, kwargs), detach=False))
+        return self.invoke(fn, args, kwargs)
 
     def invoke(
         self, fn: Callable[..., Any], args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, *,
@@ -147,7 +148,7 @@ class Session:
         """A call vastnb makes for itself (arming the box's watchdog): its result is plain
         data, decoded with the safe policy whatever the session's, so that no box can run
         code here before the user has sent it anything."""
-        return self._wait(*self._submit(Kind.CALL, (fn, args, kwargs), detach=False), results=safe)
+        return self.invoke(fn, args, kwargs, results=safe)
 
     def run_cell(
         self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
@@ -161,7 +162,7 @@ class Session:
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteTask:
         """Start ``fn`` detached: it keeps running if the connection drops. Returns at once."""
-        return RemoteTask(self, self._submit(Kind.CALL, (fn, args, kwargs), detach=True)[1])
+        return self.invoke(fn, args, kwargs, detach=True)  # type: ignore[no-any-return]
 
     def submit_cell(
         self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,

@@ -92,18 +92,17 @@ class SourceMap:
         frames = meta.get("frames")
         frames = [f for f in frames[: MAX_FRAMES + 1] if isinstance(f, Mapping)] if isinstance(frames, list) else []
         omitted = meta.get("omitted") if isinstance(meta.get("omitted"), Mapping) else {}
-        out = ["Traceback (most recent call last):\n"] if frames else []
-        previous, repeats = "", 0
-        for index, frame in enumerate(frames):
+        shown = [self._frame(frame) for frame in frames]
+        out = ["Traceback (most recent call last):\n"] if shown else []
+        repeats = 0
+        for index, text in enumerate(shown):
             if index == _int(omitted.get("after")) and _int(omitted.get("count")):
                 out.append(f"  [... {_int(omitted.get('count'))} frames omitted ...]\n")
-            shown = self._frame(frame)
-            repeats = repeats + 1 if shown == previous else 0
+            repeats = repeats + 1 if index and text == shown[index - 1] else 0
             if repeats < _REPEATS:
-                out.append(shown)
-            elif index == len(frames) - 1 or self._frame(frames[index + 1]) != shown:
+                out.append(text)
+            elif index == len(shown) - 1 or shown[index + 1] != text:  # the run ends here
                 out.append(f"  [Previous line repeated {repeats - _REPEATS + 1} more times]\n")
-            previous = shown
         out.append(self._exception(meta))
         hint = clean(meta.get("hint"), FIELD * 2)
         if hint:

@@ -11,13 +11,14 @@ tests move forward with :meth:`Market.advance`.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from vastnb_worker.watchdog import write_private
 
 from . import billing, selfdestruct
 from .account import AccountMixin
@@ -118,9 +119,7 @@ class Market(OffersMixin, AccountMixin):
             state["clock_offset"] += seconds
             self._advance_to(state, time.time() + state["clock_offset"])
             if self.clock_path is not None:  # the boxes' switches read the clock here (never half-written)
-                partial = self.clock_path.with_suffix(f".{os.getpid()}.tmp")
-                partial.write_text(repr(state["clock_offset"]))
-                partial.replace(self.clock_path)
+                write_private(str(self.clock_path), repr(state["clock_offset"]), sync=False)
 
     @property
     def clock_path(self) -> Path | None:

@@ -2,7 +2,7 @@
 
 :class:`SimAPI` is transport-neutral. :mod:`vastnb.sim.transport` hands it httpx
 requests in process; :mod:`vastnb.sim.server` serves it over HTTP on loopback. Routes,
-bodies, status codes and quirks follow ``shared/vast-api.md``.
+bodies, status codes and quirks follow the real Vast API's.
 """
 
 from __future__ import annotations

@@ -115,6 +115,7 @@ def _apply(state: State, request: dict[str, Any], now: float, advance: Callable[
     when = min(request["at"] + state["clock_offset"], now)
     if when > state["last_advanced"]:
         advance(state, when)  # bill up to the request's moment, and not a second after
-    retire(state, inst, state["last_advanced"], by=f"itself: {str(request.get('reason') or 'no reason given')[:200]}")
-    log.info("instance %s destroyed itself: %s", instance_id, str(request.get("reason") or "no reason given")[:200])
+    reason = str(request.get("reason") or "no reason given")[:200]
+    retire(state, inst, state["last_advanced"], by=f"itself: {reason}")
+    log.info("instance %s destroyed itself: %s", instance_id, reason)
     return True

@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..private import private_folder, write_private
+from vastnb_worker.watchdog import write_private
+
+from ..private import private_folder
 
 __all__ = ["StateStore"]
 
@@ -72,4 +74,5 @@ class StateStore:
 
     def _write(self, state: State) -> None:
         assert self.path is not None
-        write_private(self.path, json.dumps(state, separators=(",", ":")))
+        # The whole state on every call: no fsync (a simulator, not a ledger).
+        write_private(str(self.path), json.dumps(state, separators=(",", ":")), sync=False)

@@ -211,7 +211,7 @@ _NDARRAY = object()  # what the pickle gets for numpy.ndarray: only _reconstruct
 def _tensor(array: Any, dtype: Any, requires_grad: Any, device: Any) -> Any:
     from .protocol import _rebuild_tensor
 
-    array = _settled(array, {})
+    array = settled(array)
     if type(array).__module__ != "numpy" or dtype not in _TORCH_DTYPES or not isinstance(requires_grad, bool):
         raise Refused("torch tensor", f"a {dtype!r} tensor from {type(array).__name__}")
     if not isinstance(device, str) or not re.match(r"(cpu|cuda(:\d{1,3})?|mps)\Z", device):
@@ -234,17 +234,17 @@ def _table(kind: Any, columns: Any, index: Any) -> Any:
         raise Refused("pandas object", "malformed")
     if kind == "series" and len(columns) != 1:
         raise Refused("pandas Series", "not one column")
+    columns, index = settled(columns), settled(index)  # stand-ins made real arrays, then checked
     for entry in columns:
         if not (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], _LABEL)):
             raise Refused("pandas column", "malformed")
         _check_column(entry[1])
     _check_column(index)
-    return rebuild_table(kind, [(name, _settled_column(column)) for name, column in columns], _settled_column(index))
+    return rebuild_table(kind, columns, index)
 
 
 def _check_column(column: Any) -> None:
     def array(value: Any, kinds: str) -> bool:
-        value = _settled(value, {})
         return type(value).__module__ == "numpy" and type(value).__name__ == "ndarray" and value.dtype.kind in kinds
 
     ok = isinstance(column, tuple) and len(column) >= 3 and isinstance(column[-1], _LABEL)
@@ -268,33 +268,30 @@ def _check_column(column: Any) -> None:
         raise Refused("pandas column", f"a malformed {kind!r} column")
 
 
-def _settled_column(column: Tuple[Any, ...]) -> Tuple[Any, ...]:
-    return tuple(_settled(part, {}) if isinstance(part, (_Array, tuple)) and part and not isinstance(part, str) else part
-                 for part in column)  # fmt: skip
-
-
-def _settled(value: Any, seen: Dict[int, Any]) -> Any:
-    """``value`` with every :class:`_Array` replaced by its array (containers rebuilt
-    where one holds such a stand-in)."""
+def _settled(value: Any, seen: Dict[int, Tuple[Any, Any]]) -> Any:
+    """``value`` with every stand-in (:class:`_Array`, :class:`_DType`) made real;
+    lists and dicts are changed in place, tuples and sets rebuilt where one holds a
+    stand-in. ``seen`` maps ``id(original)`` to (original, result): shared and cyclic
+    containers are settled once, and the originals stay alive (their ids unique)."""
     if isinstance(value, _Array):
         if value.array is None:
             raise Refused("numpy array", "no state")
         return value.array
     if isinstance(value, _DType):
         return value.real()
+    if type(value) not in (list, dict, tuple, set, frozenset, collections.OrderedDict):
+        return value
     if id(value) in seen:
-        return seen[id(value)]
-    if type(value) in (list, dict, tuple, set, frozenset, collections.OrderedDict):
-        seen[id(value)] = value
-        if isinstance(value, list):
-            value[:] = [_settled(v, seen) for v in value]
-        elif isinstance(value, dict):
-            for key in list(value):
-                value[key] = _settled(value[key], seen)
-        elif any(isinstance(v, (_Array, list, dict, tuple)) for v in value):
-            value = type(value)(_settled(v, seen) for v in value)
-            seen[id(value)] = value
-    return value
+        return seen[id(value)][1]
+    seen[id(value)] = (value, value)
+    if isinstance(value, list):
+        value[:] = [_settled(v, seen) for v in value]
+    elif isinstance(value, dict):
+        for key in list(value):
+            value[key] = _settled(value[key], seen)
+    elif any(isinstance(v, (_Array, _DType, list, dict, tuple)) for v in value):
+        seen[id(value)] = (value, type(value)(_settled(v, seen) for v in value))
+    return seen[id(value)][1]
 
 
 _REBUILDERS: Dict[Tuple[str, str], Any] = {

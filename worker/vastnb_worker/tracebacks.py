@@ -78,4 +78,3 @@ def _frame(summary: traceback.FrameSummary) -> Dict[str, Any]:
     if colno is not None and end_colno is not None and getattr(summary, "end_lineno", None) == summary.lineno:
         frame["columns"] = [colno, end_colno]
     return frame
-

@@ -265,7 +265,7 @@ class Watchdog:
         if config is not None:
             beat = {"contact": self._now(config) - self._silent_for(config)}
         try:
-            write_private(self.beat_path, json.dumps(beat))
+            write_private(self.beat_path, json.dumps(beat), sync=False)  # every few seconds: no fsync
         except OSError as exc:
             self._say(f"cannot write {BEAT_NAME}: {exc}")
 
@@ -375,16 +375,18 @@ def _request_destroy(config: Dict[str, Any], reason: str) -> str:
     return "requested"
 
 
-def write_private(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file + rename), readable by its owner only."""
+def write_private(path: str, text: str, *, sync: bool = True) -> None:
+    """Write ``text`` to ``path`` atomically (temp file + rename), readable by its owner
+    only; flushed to disk first unless ``sync`` is False (for what is rewritten often)."""
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
