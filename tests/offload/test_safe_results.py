@@ -131,8 +131,9 @@ def test_a_forged_table_is_refused(args: tuple[Any, ...]) -> None:
         np.array(["2024-01-01T00:00"], dtype="datetime64[m]"),
         np.float32(1.5),
         {"weight": torch.randn(3, 2), "half": torch.ones(2, dtype=torch.bfloat16)},
+        [(shared := (np.eye(3)[:, 1], np.dtype("f4"))), shared],  # one tuple of stand-ins, met twice
     ],
-    ids=["plain data", "array", "strided array", "datetimes", "numpy scalar", "state_dict"],
+    ids=["plain data", "array", "strided array", "datetimes", "numpy scalar", "state_dict", "a shared tuple"],
 )
 def test_plain_results_come_back_under_the_safe_policy(value: Any) -> None:
     body, buffers = protocol.encode(value)

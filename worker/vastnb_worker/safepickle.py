@@ -145,7 +145,7 @@ class _DType:
         import numpy
 
         spec = self.name + (f"[{self.unit}]" if self.unit else "")
-        return numpy.dtype(spec).newbyteorder(self.order) if self.order in "<>" else numpy.dtype(spec)
+        return numpy.dtype(self.order + spec if self.order in "<>" else spec)  # '<f4' is float32 here
 
 
 def _dtype(value: Any) -> Any:
