@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from vastnb import Client
-from vastnb.launch import LaunchEvent, LaunchPolicy
+from vastnb.lifecycle.launch import LaunchEvent, LaunchPolicy
 from vastnb.offload import LocalTransport, Session
 from vastnb.sim import SimConfig
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from vastnb.api import VastAPI
-from vastnb.retry import RetryPolicy
-from vastnb.secret import Secret
+from vastnb.market.api import VastAPI
+from vastnb.market.retry import RetryPolicy
+from vastnb.base.secret import Secret
 from vastnb.sim import SimConfig, Simulator
 
 from sshd import SSHServer  # tests/sshd.py: a real OpenSSH server on 127.0.0.1

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from vastnb.api import VastAPI
+from vastnb.market.api import VastAPI
 from vastnb.errors import (
     APIError,
     AuthError,
@@ -15,9 +15,9 @@ from vastnb.errors import (
     OfferUnavailableError,
     VastError,
 )
-from vastnb.query import parse_query
-from vastnb.records import ActualStatus, Charge, CreatedInstance, Instance, Offer, SSHKey, User
-from vastnb.secret import Secret
+from vastnb.market.query import parse_query
+from vastnb.market.records import ActualStatus, Charge, CreatedInstance, Instance, Offer, SSHKey, User
+from vastnb.base.secret import Secret
 from vastnb.sim import Simulator
 
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq1x5cQeZ0t0hXK7b1Yt7e5m2dJ3u8fT0k2n4QvZc9a you@laptop"

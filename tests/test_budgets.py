@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vastnb.budgets import DEFAULT_ALERT_THRESHOLDS, Budget, load_budgets
+from vastnb.profiles.budgets import DEFAULT_ALERT_THRESHOLDS, Budget, load_budgets
 from vastnb.errors import ProfileError
 
 GOOD = """\
@@ -186,7 +186,7 @@ def test_a_folder_without_budgets_is_an_error(isolated: Path, monkeypatch: pytes
 def test_vastnb_profiles_naming_a_profiles_file_finds_budgets_beside_it_or_the_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vastnb.profiles import find_profile_file
+    from vastnb.profiles.profile import find_profile_file
 
     profiles = tmp_path / "team" / "my_profiles.yaml"
     profiles.parent.mkdir()

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from vastnb.cli import main
+from vastnb.front.cli import main
 
 
 
@@ -71,7 +71,7 @@ def test_sim_serve_refuses_a_non_loopback_host(capsys: pytest.CaptureFixture[str
 def test_sim_serve_serves_the_vast_api_on_loopback(isolated: Path) -> None:
     """`vastnb sim serve` in its own process, queried over HTTP like any Vast client would."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "vastnb.cli", "sim", "serve", "--port", "0", "--rate-limits", "0"],
+        [sys.executable, "-m", "vastnb.front.cli", "sim", "serve", "--port", "0", "--rate-limits", "0"],
         stdout=subprocess.PIPE,
         text=True,
         env=os.environ.copy(),

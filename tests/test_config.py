@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vastnb.config import find_api_key, vast_url, vastnb_home
-from vastnb.secret import Secret
+from vastnb.base.config import find_api_key, vast_url, vastnb_home
+from vastnb.base.secret import Secret
 
 
 

@@ -1,4 +1,4 @@
-"""Package-level promises: the public surface, and the tier rules of design.md §3."""
+"""Package-level promises: the public surface, light imports, the worker's independence."""
 
 from __future__ import annotations
 
@@ -14,11 +14,34 @@ import vastnb
 def test_all_lists_exactly_the_public_names() -> None:
     public = {
         name
-        for name, value in vars(vastnb).items()
-        if not name.startswith("_") and not inspect.ismodule(value) and name != "annotations"
+        for name in dir(vastnb)
+        if not name.startswith("_") and not inspect.ismodule(getattr(vastnb, name)) and name != "annotations"
     }
     assert public | {"__version__"} == set(vastnb.__all__)
     assert all(hasattr(vastnb, name) for name in vastnb.__all__)
+
+
+def test_the_documented_checkpoints_function_is_reachable() -> None:
+    """``vastnb.checkpoints(url)`` is the function, not the module that defines it."""
+    import vastnb.storage.checkpoints  # importing the module must not shadow the function
+
+    assert callable(vastnb.checkpoints) and not inspect.ismodule(vastnb.checkpoints)
+    assert vastnb.checkpoints is vastnb.storage.checkpoints.checkpoints
+
+
+def test_importing_vastnb_and_its_packages_loads_nothing_heavy() -> None:
+    """pandas, numpy, httpx, ipywidgets, boto3 and torch load when used, not on import."""
+    code = textwrap.dedent(
+        """
+        import sys, pkgutil, importlib, vastnb
+        for package in ("base", "profiles", "market", "offload", "storage", "sim", "backends", "lifecycle", "front", "front.widgets"):
+            importlib.import_module("vastnb." + package)
+        heavy = ("pandas", "numpy", "httpx", "ipywidgets", "boto3", "torch")
+        print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
+        """
+    )
+    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
 
 
 def test_every_error_is_a_vast_error() -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from vastnb import Client, ConfigError
-from vastnb.fleet import _control_dir
-from vastnb.launch import LaunchPolicy
-from vastnb.private import private_folder
+from vastnb.lifecycle.fleet import _control_dir
+from vastnb.lifecycle.launch import LaunchPolicy
+from vastnb.base.private import private_folder
 from vastnb.sim import SimConfig
 
 NOBODY = 65534

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from vastnb.errors import ConfigError, ProfileError
-from vastnb.profiles import DEFAULT_IMAGE, Profile, find_profile_file, get_profile, load_profiles
+from vastnb.profiles.profile import DEFAULT_IMAGE, Profile, find_profile_file, get_profile, load_profiles
 
 GOOD = """\
 dev-test:

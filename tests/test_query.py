@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vastnb.errors import ConfigError, VastError
-from vastnb.query import (
+from vastnb.market.query import (
     ALIASES,
     DEFAULT_FILTERS,
     OFFER_FIELDS,

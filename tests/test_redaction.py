@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from vastnb.api import VastAPI
+from vastnb.market.api import VastAPI
 from vastnb.errors import (
     APIConnectionError,
     APIError,
@@ -25,8 +25,8 @@ from vastnb.errors import (
     RateLimitError,
     VastError,
 )
-from vastnb.retry import RetryPolicy
-from vastnb.secret import MASK, Secret, redact
+from vastnb.market.retry import RetryPolicy
+from vastnb.base.secret import MASK, Secret, redact
 from vastnb.sim import Simulator
 
 #: A key the simulator does not know: sent, refused, and never to be seen again.

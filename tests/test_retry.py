@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from vastnb.api import VastAPI
+from vastnb.market.api import VastAPI
 from vastnb.errors import APIConnectionError, APIError, RateLimitError
-from vastnb.retry import NO_RETRY, RETRY_STATUSES, RetryPolicy, parse_threshold
-from vastnb.secret import Secret
+from vastnb.market.retry import NO_RETRY, RETRY_STATUSES, RetryPolicy, parse_threshold
+from vastnb.base.secret import Secret
 from vastnb.sim import SimConfig, Simulator
 
 THRESHOLD_429 = "API requests too frequent endpoint threshold=3.5"

@@ -5,50 +5,77 @@
     vast.offers("training-standard")  # DataFrame, cheapest first
     with vast.launch("dev-test") as box:  # a ready box; destroyed when the block ends
         box.run(train, epochs=3)
+    vastnb.checkpoints("s3://bucket/runs/exp1")   # DataFrame of a run's checkpoints
+
+The public names load on first use (PEP 562): ``import vastnb`` stays light, and pandas,
+httpx or boto3 load only when something that needs them is used. The packages and what
+each may import are in docs/architecture.md.
 """
 
 from __future__ import annotations
 
+import importlib
+import typing
+
+from vastnb import errors
+from vastnb.errors import *  # noqa: F403  (the error tree is public, all of it)
+
 __version__ = "0.1.0"
 
-from .api import VastAPI
-from .box import Box
-from .budgets import Budget, load_budgets
-from .checkpoints import CheckpointManager, load_latest
-from .client import Client
-from .fleet import BoxOptions
-from .launch import LaunchEvent, LaunchPolicy
-from . import errors
-from .errors import *  # noqa: F403  (the error tree is public, all of it)
-from .profiles import Profile, load_profiles
-from .records import ActualStatus, Instance, Offer
-from .retry import RetryPolicy
+#: public name -> the module that defines it
+_LAZY = {
+    "Client": "vastnb.client",
+    "Box": "vastnb.lifecycle.box",
+    "RunOptions": "vastnb.lifecycle.box",
+    "BoxOptions": "vastnb.lifecycle.fleet",
+    "LaunchPolicy": "vastnb.lifecycle.launch",
+    "LaunchEvent": "vastnb.lifecycle.launch",
+    "InstanceState": "vastnb.lifecycle.states",
+    "VastAPI": "vastnb.market.api",
+    "RetryPolicy": "vastnb.market.retry",
+    "Offer": "vastnb.market.records",
+    "Instance": "vastnb.market.records",
+    "ActualStatus": "vastnb.market.records",
+    "Profile": "vastnb.profiles.profile",
+    "load_profiles": "vastnb.profiles.profile",
+    "Budget": "vastnb.profiles.budgets",
+    "load_budgets": "vastnb.profiles.budgets",
+    "CheckpointManager": "vastnb.storage.checkpoints",
+    "load_latest": "vastnb.storage.checkpoints",
+    "checkpoints": "vastnb.storage.checkpoints",
+}
 
-__all__ = [
-    "__version__",
-    "Client",
-    "Box",
-    "BoxOptions",
-    "LaunchPolicy",
-    "LaunchEvent",
-    "VastAPI",
-    "load_ipython_extension",
-    "RetryPolicy",
-    "Profile",
-    "load_profiles",
-    "Budget",
-    "load_budgets",
-    "CheckpointManager",
-    "load_latest",
-    "Offer",
-    "Instance",
-    "ActualStatus",
-    *errors.__all__,
-]
+__all__ = ["__version__", "load_ipython_extension", *_LAZY, *errors.__all__]
+
+if typing.TYPE_CHECKING:
+    from vastnb.backends.base import BoxOptions
+    from vastnb.client import Client
+    from vastnb.lifecycle.box import Box, RunOptions
+    from vastnb.lifecycle.launch import LaunchEvent, LaunchPolicy
+    from vastnb.lifecycle.states import InstanceState
+    from vastnb.market.api import VastAPI
+    from vastnb.market.records import ActualStatus, Instance, Offer
+    from vastnb.market.retry import RetryPolicy
+    from vastnb.profiles.budgets import Budget, load_budgets
+    from vastnb.profiles.profile import Profile, load_profiles
+    from vastnb.storage.checkpoints import CheckpointManager, checkpoints, load_latest
+
+
+def __getattr__(name: str) -> typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vastnb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def load_ipython_extension(ipython: object) -> None:
     """``%load_ext vastnb``: the ``%vast`` and ``%%vast run`` magics."""
-    from .magics import load_ipython_extension as load
+    from vastnb.front.magics import load_ipython_extension as load
 
     load(ipython)

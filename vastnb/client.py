@@ -17,21 +17,21 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pandas as pd
 
-from .api import VastAPI
-from .box import Box
-from .config import find_api_key, vastnb_home
-from .errors import ConfigError, InstanceGoneError, NoOffersError
-from .fleet import BoxOptions, Fleet, FleetEntry, parse_label
-from .launch import LaunchPolicy, Progress
-from .profiles import Profile, get_profile, load_profiles
-from .query import looks_like_query, parse_order, parse_query
-from .records import Offer
-from .retry import RetryPolicy
-from .secret import Secret
-from .selection import Candidate, broad_query, explain, profile_query, rank
+from vastnb.market.api import VastAPI
+from vastnb.lifecycle.box import Box
+from vastnb.base.config import find_api_key, vastnb_home
+from vastnb.errors import ConfigError, InstanceGoneError, NoOffersError
+from vastnb.lifecycle.fleet import BoxOptions, Fleet, FleetEntry, parse_label
+from vastnb.lifecycle.launch import LaunchPolicy, Progress
+from vastnb.profiles.profile import Profile, get_profile, load_profiles
+from vastnb.market.query import looks_like_query, parse_order, parse_query
+from vastnb.market.records import Offer
+from vastnb.market.retry import RetryPolicy
+from vastnb.base.secret import Secret
+from vastnb.market.selection import Candidate, broad_query, explain, profile_query, rank
 
 if TYPE_CHECKING:
-    from .sim import SimConfig
+    from vastnb.sim import SimConfig
 
 __all__ = ["Client", "BACKENDS"]
 
@@ -77,7 +77,7 @@ class Client:
         self._profiles: dict[str, Profile] | None = None
         self.sim = None
         if backend == "sim":
-            from .sim import Simulator
+            from vastnb.sim import Simulator
 
             self.sim = Simulator(self.home, sim_config)
             key, url, transport = Secret(self.sim.market.api_key), SIM_URL, self.sim.transport()
@@ -169,7 +169,7 @@ class Client:
         """Rent the cheapest offer that fits ``profile`` and return its box, its worker
         ready. ``interruptible=True`` rents at a ``bid`` ("min", "min+10%" or $/h).
         ``keep=True`` leaves it running when this Python process exits; otherwise it is
-        destroyed then. ``progress`` is called with each :class:`~vastnb.launch.LaunchEvent`.
+        destroyed then. ``progress`` is called with each :class:`~vastnb.lifecycle.launch.LaunchEvent`.
         Use it as ``with vast.launch(...) as box:`` to destroy it when the block ends."""
         chosen = profile if isinstance(profile, Profile) else self.profile(profile)
         chosen = chosen.rented_as(interruptible=interruptible, bid=bid)
@@ -211,7 +211,7 @@ class Client:
     def checkpoints(self, url: str, **store_options: Any) -> pd.DataFrame:
         """The complete checkpoints saved under ``url`` (a folder or ``s3://bucket/prefix``),
         one row each: step, time, size and metrics. See :class:`vastnb.CheckpointManager`."""
-        from .checkpoints import checkpoints
+        from vastnb.storage.checkpoints import checkpoints
 
         return checkpoints(url, **store_options)
 

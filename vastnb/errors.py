@@ -30,6 +30,7 @@ __all__ = [
     "ProvisionError",
     "InstanceGoneError",
     "TeardownError",
+    "LifecycleError",
 ]
 
 
@@ -187,14 +188,13 @@ class ProvisionError(VastError):
     (if any), why it failed, and whether that instance was destroyed. A message that
     says an instance may still be billing names it and the command that ends it."""
 
-    def __init__(self, message: str, *, attempts: list[dict[str, object]] | None = None) -> None:
+    def __init__(
+        self, message: str, *, attempts: list[dict[str, object]] | None = None, left_billing: list[int] | None = None
+    ) -> None:
         super().__init__(message)
         self.attempts = attempts or []
-
-    @property
-    def left_billing(self) -> list[int]:
-        """Instances this launch created and could not destroy."""
-        return [int(a["instance_id"]) for a in self.attempts if a.get("instance_id") and not a.get("destroyed")]  # type: ignore[call-overload]
+        #: Instances this launch created that are still billing (they could not be destroyed).
+        self.left_billing = left_billing or []
 
 
 class InstanceGoneError(VastError):
@@ -215,3 +215,9 @@ class TeardownError(VastError):
         super().__init__("\n".join(lines))
         self.destroyed = destroyed
         self.failed = failed
+
+
+class LifecycleError(VastError):
+    """A change of an instance's recorded state that its life does not allow (destroyed
+    is final, for one): a bug in vastnb, or another process that changed the instance at
+    the same moment. ``vastnb ps`` shows where it is now."""

@@ -17,7 +17,7 @@ import pytest
 from vastnb_worker.grants import installed
 
 from vastnb.errors import ConfigError, VastError
-from vastnb.grants import OBJECT_ACTIONS, Grant, grant, keep_granted
+from vastnb.storage.grants import OBJECT_ACTIONS, Grant, grant, keep_granted
 from vastnb.offload import LocalTransport, Session
 
 from .conftest import SECRET

@@ -1,4 +1,4 @@
-"""The notebook's view of a run's checkpoints: ``vastnb.checkpoints.checkpoints(url)``."""
+"""The notebook's view of a run's checkpoints: ``vastnb.storage.checkpoints.checkpoints(url)``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from vastnb import CheckpointManager
-from vastnb.checkpoints import checkpoints
+from vastnb.storage.checkpoints import checkpoints
 from vastnb_worker.checkpoint import list_checkpoints
 
 

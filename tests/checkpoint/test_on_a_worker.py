@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vastnb.checkpoints import checkpoints
+from vastnb.storage.checkpoints import checkpoints
 from vastnb.offload import LocalTransport, Session
 
 CELL = """

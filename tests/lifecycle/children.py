@@ -11,7 +11,7 @@ from pathlib import Path
 PRELUDE = """
 import sys
 import vastnb
-from vastnb.launch import LaunchPolicy
+from vastnb.lifecycle.launch import LaunchPolicy
 from vastnb.sim import SimConfig
 vast = vastnb.Client(backend="sim", sim_config=SimConfig(create_delay=0.05, load_delay=0.05),
                      launch_policy=LaunchPolicy(poll=0.02))

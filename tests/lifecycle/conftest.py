@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from vastnb import Client
-from vastnb.launch import LaunchEvent, LaunchPolicy
-from vastnb.retry import RetryPolicy
+from vastnb.lifecycle.launch import LaunchEvent, LaunchPolicy
+from vastnb.market.retry import RetryPolicy
 from vastnb.sim import SimConfig
 
 #: Simulated instances that come up in half a second, through every state.

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from vastnb import Client
-from vastnb.fleet import BoxOptions
+from vastnb.lifecycle.fleet import BoxOptions
 from vastnb.offload import Session
-from vastnb.onstart import LIMIT, boot_switch
+from vastnb.lifecycle.onstart import LIMIT, boot_switch
 from vastnb.sim import Market, SimError, Simulator
 from vastnb_worker import watchdog
 from vastnb_worker.relay import PID_NAME

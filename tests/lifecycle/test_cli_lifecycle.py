@@ -1,7 +1,7 @@
 """The lifecycle commands of the ``vastnb`` CLI, as a user types them: ``launch``, ``ps``,
 ``down`` and ``demo``, on the simulated market (no API key in these tests).
 
-``launch``, ``ps`` and ``down`` run in process through ``vastnb.cli.main``; ``demo`` runs
+``launch``, ``ps`` and ``down`` run in process through ``vastnb.front.cli.main``; ``demo`` runs
 as a real command. Simulated boxes are real local worker processes: every test that
 makes one destroys everything on its market at the end, passed or failed.
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from vastnb import Client
-from vastnb.cli import main
-from vastnb.launch import LaunchPolicy
+from vastnb.front.cli import main
+from vastnb.lifecycle.launch import LaunchPolicy
 from vastnb.sim import SimConfig, Simulator
 
 STAGE = re.compile(r"^\[\s*\d+\.\d+s\] (\w+): ", re.M)
@@ -167,7 +167,7 @@ def test_down_with_a_typo_among_names_still_destroys_the_others(capsys: pytest.C
 KERNEL = """
     import os, signal
     from vastnb import Client
-    from vastnb.launch import LaunchPolicy
+    from vastnb.lifecycle.launch import LaunchPolicy
     from vastnb.sim import SimConfig
     vast = Client(backend="sim", sim_config=SimConfig(create_delay=0.05, load_delay=0.05),
                   launch_policy=LaunchPolicy(poll=0.02))
@@ -243,7 +243,7 @@ def test_ctrl_c_during_launch_leaves_nothing_billing(market: object, isolated: P
 
 def _vastnb_command() -> list[str]:
     script = Path(sys.executable).with_name("vastnb")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "vastnb.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "vastnb.front.cli"]
 
 
 def test_demo_runs_the_whole_loop_and_leaves_nothing(isolated: Path, vastnb_home: Path) -> None:

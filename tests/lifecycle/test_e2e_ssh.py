@@ -15,9 +15,9 @@ import pytest
 
 from vastnb import Client
 from vastnb.errors import ProvisionError
-from vastnb.fleet import BoxOptions
-from vastnb.keys import ensure_keypair
-from vastnb.launch import LaunchPolicy
+from vastnb.lifecycle.fleet import BoxOptions
+from vastnb.backends.keys import ensure_keypair
+from vastnb.lifecycle.launch import LaunchPolicy
 from vastnb.sim import SimConfig, Simulator
 
 from offload.conftest import end_processes  # tests/ is on sys.path (rootdir conftest)

@@ -8,7 +8,7 @@ import pytest
 
 from vastnb import Client
 from vastnb.errors import APIError, ProvisionError, RateLimitError
-from vastnb.launch import LaunchEvent, LaunchPolicy
+from vastnb.lifecycle.launch import LaunchEvent, LaunchPolicy
 from vastnb.sim import SimConfig
 
 from .conftest import FAST_POLICY, Events, billing

@@ -9,7 +9,7 @@ import pytest
 
 from vastnb import Client
 from vastnb.errors import ConfigError, InstanceGoneError, NoOffersError, ProfileError
-from vastnb.keys import ensure_keypair
+from vastnb.backends.keys import ensure_keypair
 
 from .conftest import Events, billing
 

@@ -1,4 +1,4 @@
-"""The state store (``vastnb.store.StateStore``) through its public API: what it keeps
+"""The state store (``vastnb.lifecycle.store.StateStore``) through its public API: what it keeps
 about instances and sessions, and that it stays right with several processes at once."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from vastnb.store import SessionInfo, StateStore, StoredInstance
+from vastnb.lifecycle.store import SessionInfo, StateStore, StoredInstance
 
 URL = "http://sim.vastnb.invalid"
 OTHER_URL = "https://console.vast.ai"
@@ -228,7 +228,7 @@ def test_an_unknown_session_is_none(store: StateStore) -> None:
 REGISTER = """
     import sys
     from pathlib import Path
-    from vastnb.store import StateStore
+    from vastnb.lifecycle.store import StateStore
     print(StateStore(Path(sys.argv[1])).new_session().id, flush=True)
 """
 
@@ -282,7 +282,7 @@ def test_a_running_subprocess_session_is_alive_until_it_exits(store: StateStore,
 WRITER = """
     import sys, time
     from pathlib import Path
-    from vastnb.store import StateStore, StoredInstance
+    from vastnb.lifecycle.store import StateStore, StoredInstance
     path, worker, start, count = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
     while time.time() < start:  # all together, on a database none of them has made yet
         time.sleep(0.001)
@@ -328,7 +328,7 @@ def test_several_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
 OPENER = """
     import sys, time
     from pathlib import Path
-    from vastnb.store import StateStore
+    from vastnb.lifecycle.store import StateStore
     folder, start, rounds, step = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     for k in range(rounds):
         while time.time() < start + k * step:  # spin: all of them at the same instant

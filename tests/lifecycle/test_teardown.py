@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vastnb import Client, TeardownError
-from vastnb.cli import main
+from vastnb.front.cli import main
 from vastnb.sim import Simulator
 
 REFUSAL = '{"success": false, "error": "invalid_args", "msg": "instance is locked by the host"}'

@@ -11,7 +11,7 @@ import torch
 from IPython.core.interactiveshell import InteractiveShell
 
 from vastnb import Client, UnsafeResultError
-from vastnb.magics import VastMagics
+from vastnb.front.magics import VastMagics
 
 
 def functions() -> tuple[Callable[[float], Any], Callable[..., list[object]]]:

@@ -15,8 +15,8 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from vastnb import Client
-from vastnb.launch import LaunchPolicy
-from vastnb.magics import VastMagics, free_names
+from vastnb.lifecycle.launch import LaunchPolicy
+from vastnb.front.magics import VastMagics, free_names
 from vastnb.sim import SimConfig
 
 #: vastnb's own code: no message or traceback a user sees should point into it.

@@ -16,9 +16,9 @@ import pytest
 
 from vastnb import Client, LaunchEvent, LaunchPolicy, Offer
 from vastnb.errors import ProvisionError
-from vastnb.selection import Candidate
+from vastnb.market.selection import Candidate
 from vastnb.sim import SimConfig
-from vastnb.widgets import LaunchProgress, StatusCard, rich_frontend
+from vastnb.front.widgets import LaunchProgress, StatusCard, rich_frontend
 
 FAST_SIM = SimConfig(create_delay=0.2, load_delay=0.3, schedule_delay=0.2)
 FAST_POLICY = LaunchPolicy(poll=0.05, connect_deadline=30.0)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from vastnb.gpus import GPU_NAMES
+from vastnb.base.gpus import GPU_NAMES
 from vastnb.sim.catalogue import DEFAULT_STORAGE_GB, generate_offers, offer_price
 
 DOC_NETS = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .results import RemoteTask, ResultPolicy, safe, trusted
-from .session import CellResult, Session, print_output
-from .transport import LocalTransport, SSHTransport, Transport
+from vastnb.offload.results import RemoteTask, ResultPolicy, safe, trusted
+from vastnb.offload.session import CellResult, Session, print_output
+from vastnb.offload.transport import LocalTransport, SSHTransport, Transport
 
 __all__ = [
     "Session",

@@ -17,9 +17,9 @@ from typing import Any
 from vastnb_worker.protocol import MAX_FRAME, BadFrame, Channel, ChannelClosed, Frame, Kind
 from vastnb_worker.relay import WORKER_DIED
 
-from ..errors import ConnectionLostError, HandshakeError, TransportError
-from .transport import Transport
-from .zipapp import worker_zipapp
+from vastnb.errors import ConnectionLostError, HandshakeError, TransportError
+from vastnb.offload.transport import Transport
+from vastnb.offload.zipapp import worker_zipapp
 
 __all__ = ["Connection"]
 

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from vastnb_worker import protocol, safepickle
 from vastnb_worker.protocol import Frame
 
-from ..errors import RemoteError, UnsafeResultError
-from .sourcemap import FIELD, SOURCES, TEXT, clean
+from vastnb.errors import RemoteError, UnsafeResultError
+from vastnb.offload.sourcemap import FIELD, SOURCES, TEXT, clean
 
 if TYPE_CHECKING:
-    from .session import Session
+    from vastnb.offload.session import Session
 
 __all__ = ["ResultPolicy", "trusted", "safe", "raise_remote", "RemoteTask"]
 

@@ -20,13 +20,13 @@ from vastnb_worker import __version__ as worker_version
 from vastnb_worker import protocol
 from vastnb_worker.protocol import Frame, Kind
 
-from ..errors import ConnectionLostError, HandshakeError, TransportError
-from .connection import Connection
-from .localmods import ship_local_modules
-from .results import RemoteTask, ResultPolicy, raise_remote, safe, trusted
-from .sourcemap import SOURCES
-from .transport import Transport
-from .zipapp import worker_zipapp
+from vastnb.errors import ConnectionLostError, HandshakeError, TransportError
+from vastnb.offload.connection import Connection
+from vastnb.offload.localmods import ship_local_modules
+from vastnb.offload.results import RemoteTask, ResultPolicy, raise_remote, safe, trusted
+from vastnb.offload.sourcemap import SOURCES
+from vastnb.offload.transport import Transport
+from vastnb.offload.zipapp import worker_zipapp
 
 __all__ = ["Session", "CellResult", "print_output"]
 

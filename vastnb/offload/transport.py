@@ -17,8 +17,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import HostKeyError, TransportError
-from .zipapp import bootstrap_source
+from vastnb.errors import HostKeyError, TransportError
+from vastnb.offload.zipapp import bootstrap_source
 
 __all__ = ["Transport", "LocalTransport", "SSHTransport"]
 

@@ -7,14 +7,26 @@ transport for in-process use, ``serve()`` a server on loopback. State lives unde
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
-from .market import Market, SimConfig, SimError
-from .routes import SimAPI
-from .server import SimServer
-from .transport import SimTransport
+from vastnb.sim.market import Market, SimConfig, SimError
+from vastnb.sim.routes import SimAPI
+from vastnb.sim.server import SimServer
 
 __all__ = ["Simulator", "Market", "SimConfig", "SimError", "SimAPI", "SimServer", "SimTransport"]
+
+
+if typing.TYPE_CHECKING:
+    from vastnb.sim.transport import SimTransport
+
+
+def __getattr__(name: str) -> typing.Any:  # SimTransport loads httpx: only when asked for
+    if name == "SimTransport":
+        from vastnb.sim.transport import SimTransport
+
+        return SimTransport
+    raise AttributeError(f"module 'vastnb.sim' has no attribute {name!r}")
 
 
 class Simulator:
@@ -26,6 +38,8 @@ class Simulator:
 
     def transport(self) -> SimTransport:
         """An httpx transport that answers from this simulator, in process."""
+        from vastnb.sim.transport import SimTransport
+
         return SimTransport(self.api)
 
     def serve(self, host: str = "127.0.0.1", port: int = 0, **kwargs: object) -> SimServer:

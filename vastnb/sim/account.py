@@ -10,8 +10,8 @@ import functools
 import secrets
 from typing import Any
 
-from . import billing
-from .errors import SimError
+from vastnb.sim import billing
+from vastnb.sim.errors import SimError
 
 __all__ = ["AccountMixin", "MAX_BALANCE", "MAX_TRAFFIC_BYTES"]
 

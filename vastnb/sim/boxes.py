@@ -24,8 +24,8 @@ from pathlib import Path
 
 from vastnb_worker.relay import PID_NAME
 
-from ..offload.transport import LocalTransport
-from ..store import process_token
+from vastnb.offload.transport import LocalTransport
+from vastnb.base.procs import process_token
 
 __all__ = ["Boxes", "SimBoxTransport"]
 

@@ -13,7 +13,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from vastnb.gpus import GPU_NAMES
+from vastnb.base.gpus import GPU_NAMES
 
 __all__ = ["DEFAULT_STORAGE_GB", "apply_pricing", "generate_offers", "offer_price"]
 

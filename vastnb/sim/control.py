@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .errors import SimError, number
-from .routes import SimAPI, SimRequest, route
+from vastnb.sim.errors import SimError, number
+from vastnb.sim.routes import SimAPI, SimRequest, route
 
 __all__ = ["MAX_FAULT_TIMES"]
 

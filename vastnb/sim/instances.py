@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from . import billing
+from vastnb.sim import billing
 
 __all__ = ["new_instance", "to_api"]
 

@@ -11,7 +11,7 @@ import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .market import SimError
+from vastnb.sim.market import SimError
 
 __all__ = ["STORED_COLUMNS", "filter_records", "page_token", "parse_page_token"]
 

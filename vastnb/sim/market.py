@@ -20,13 +20,13 @@ from typing import Any
 
 from vastnb_worker.watchdog import write_private
 
-from . import billing, selfdestruct
-from .account import AccountMixin
-from .boxes import Boxes
-from .errors import MAX_ADVANCE_S, Range, SimError, number
-from .instances import new_instance, retire, to_api
-from .offers import OffersMixin
-from .state import StateStore
+from vastnb.sim import billing, selfdestruct
+from vastnb.sim.account import AccountMixin
+from vastnb.sim.boxes import Boxes
+from vastnb.sim.errors import MAX_ADVANCE_S, Range, SimError, number
+from vastnb.sim.instances import new_instance, retire, to_api
+from vastnb.sim.offers import OffersMixin
+from vastnb.sim.state import StateStore
 
 __all__ = ["Market", "SimConfig", "SimError"]
 

@@ -10,9 +10,9 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from .catalogue import generate_offers
-from .errors import SimError
-from .search import SearchError, search_offers
+from vastnb.sim.catalogue import generate_offers
+from vastnb.sim.errors import SimError
+from vastnb.sim.search import SearchError, search_offers
 
 __all__ = ["OffersMixin"]
 

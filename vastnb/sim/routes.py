@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .gate import Faults, RateLimiter, identity_of, instance_key_target
-from .errors import number
-from .market import Market, SimError
-from .listing import filter_records, page_token, parse_page_token
+from vastnb.sim.gate import Faults, RateLimiter, identity_of, instance_key_target
+from vastnb.sim.errors import number
+from vastnb.sim.market import Market, SimError
+from vastnb.sim.listing import filter_records, page_token, parse_page_token
 
 __all__ = ["SimAPI", "SimRequest", "SimResponse", "MAX_BODY_BYTES", "loads"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .instances import retire
+from vastnb.sim.instances import retire
 
 __all__ = ["FOLDER", "Handled", "folder_of", "url_of", "process", "finish"]
 

@@ -14,8 +14,8 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from . import control  # noqa: F401  (registers the /_sim/ routes)
-from .routes import MAX_BODY_BYTES, SimAPI, SimRequest, SimResponse, too_large
+from vastnb.sim import control  # noqa: F401  (registers the /_sim/ routes)
+from vastnb.sim.routes import MAX_BODY_BYTES, SimAPI, SimRequest, SimResponse, too_large
 
 __all__ = ["SimServer", "MAX_BODY_BYTES"]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from vastnb_worker.watchdog import write_private
 
-from ..private import private_folder
+from vastnb.base.private import private_folder
 
 __all__ = ["StateStore"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from . import control  # noqa: F401  (registers the /_sim/ routes)
-from .routes import SimAPI, SimRequest
+from vastnb.sim import control  # noqa: F401  (registers the /_sim/ routes)
+from vastnb.sim.routes import SimAPI, SimRequest
 
 __all__ = ["SimTransport"]
 

@@ -23,20 +23,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import onstart
-from .box import Box
-from .errors import ConfigError, InstanceCreateError, InstanceGoneError, TeardownError, VastError
-from .keys import KeyPair, ensure_keypair, ensure_registered
-from .launch import LaunchPolicy, Progress, launch
-from .offload import Session, SSHTransport, Transport
-from .private import private_folder
-from .profiles import Profile
-from .records import ActualStatus, CreatedInstance, Instance
-from .selection import Candidate
-from .store import SessionInfo, StateStore, StoredInstance
+from vastnb.lifecycle import onstart
+from vastnb.lifecycle.box import Box
+from vastnb.errors import ConfigError, InstanceCreateError, InstanceGoneError, TeardownError, VastError
+from vastnb.backends.keys import KeyPair, ensure_keypair, ensure_registered
+from vastnb.lifecycle.launch import LaunchPolicy, Progress, launch
+from vastnb.offload import Session, SSHTransport, Transport
+from vastnb.base.private import private_folder
+from vastnb.profiles.profile import Profile
+from vastnb.market.records import ActualStatus, CreatedInstance, Instance
+from vastnb.market.selection import Candidate
+from vastnb.lifecycle.store import SessionInfo, StateStore, StoredInstance
 
 if TYPE_CHECKING:
-    from .client import Client
+    from vastnb.client import Client
 
 __all__ = ["Fleet", "BoxOptions", "FleetEntry", "LABEL_PREFIX"]
 

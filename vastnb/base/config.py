@@ -10,7 +10,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .secret import Secret
+from vastnb.base.secret import Secret
 
 __all__ = ["DEFAULT_VAST_URL", "user_config_dir", "vastnb_home", "vast_url", "find_api_key", "api_key_files"]
 

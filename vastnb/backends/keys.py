@@ -12,10 +12,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .api import VastAPI
-from .config import user_config_dir
-from .errors import ConfigError
-from .private import private_folder
+from vastnb.market.api import VastAPI
+from vastnb.base.config import user_config_dir
+from vastnb.errors import ConfigError
+from vastnb.base.private import private_folder
 
 __all__ = ["KeyPair", "ensure_keypair", "ensure_registered"]
 

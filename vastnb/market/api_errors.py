@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import (
+from vastnb.errors import (
     APIError,
     AuthError,
     InstanceCreateError,

@@ -20,10 +20,10 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from .box import Box
-from .client import Client
-from .offload import CellResult, RemoteTask
-from .offload.session import CELL_NAME
+from vastnb.lifecycle.box import Box
+from vastnb.client import Client
+from vastnb.offload import CellResult, RemoteTask
+from vastnb.offload.session import CELL_NAME
 
 __all__ = ["VastMagics", "load_ipython_extension", "free_names"]
 
@@ -195,7 +195,7 @@ class VastMagics(Magics):
     def _launch(self, words: list[str], _: str | None) -> None:
         args = self._parse("launch", words)
         self.client.profile(args.profile)  # a typo is refused before any display
-        from .widgets import LaunchProgress, StatusCard
+        from vastnb.front.widgets import LaunchProgress, StatusCard
 
         progress = LaunchProgress(args.profile, simulated=self.client.simulated)
         progress.display()
@@ -221,7 +221,7 @@ class VastMagics(Magics):
         print(f"%%vast run now goes to {box.name} (#{box.id})")
 
     def _status(self, words: list[str], _: str | None) -> None:
-        from .widgets import StatusCard
+        from vastnb.front.widgets import StatusCard
 
         args = self._parse("status", words)
         StatusCard(self._box(args.name)).display()

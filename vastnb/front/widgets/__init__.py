@@ -1,7 +1,7 @@
 """What a notebook shows of a launch and of a box: ipywidgets in a notebook, text elsewhere.
 
 :class:`LaunchProgress` is a launch's progress callback: it lists each
-:class:`~vastnb.launch.LaunchEvent` with its elapsed time. :class:`StatusCard` shows a
+:class:`~vastnb.lifecycle.launch.LaunchEvent` with its elapsed time. :class:`StatusCard` shows a
 box (state, GPU, $/h, uptime, cost so far) with Stop, Start and Destroy buttons.
 
 Both keep their state in traits and decide nothing: they show what ``launch()`` emits
@@ -13,8 +13,8 @@ one form a sanitize regex can match: ``4.1s``, ``$0.205/h``, ``$0.0012``, ``#200
 
 from __future__ import annotations
 
-from .base import rich_frontend
-from .card import StatusCard
-from .progress import LaunchProgress
+from vastnb.front.widgets.base import rich_frontend
+from vastnb.front.widgets.card import StatusCard
+from vastnb.front.widgets.progress import LaunchProgress
 
 __all__ = ["LaunchProgress", "StatusCard", "rich_frontend"]

@@ -15,7 +15,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import ConfigError
+from vastnb.errors import ConfigError
 
 __all__ = ["private_folder"]
 

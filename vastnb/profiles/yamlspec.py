@@ -19,7 +19,7 @@ from typing import Any, Literal, NoReturn
 import yaml
 from yaml.constructor import SafeConstructor
 
-from .errors import ProfileError
+from vastnb.errors import ProfileError
 
 __all__ = [
     "Kind", "Check", "Field", "Checked", "compose_file", "check_mapping", "mapping_items", "sequence_items",

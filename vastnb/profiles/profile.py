@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
-from .config import user_config_dir
-from .errors import ProfileError
-from .gpus import resolve_gpu, suggest_gpu
-from .yamlspec import Field, Range, check_mapping, compose_file, describe, fail, line_of, mapping_items, within
+from vastnb.base.config import user_config_dir
+from vastnb.errors import ProfileError
+from vastnb.base.gpus import resolve_gpu, suggest_gpu
+from vastnb.profiles.yamlspec import Field, Range, check_mapping, compose_file, describe, fail, line_of, mapping_items, within
 
 __all__ = ["PROFILES_FILE", "DEFAULT_IMAGE", "Profile", "find_profile_file", "load_profiles", "get_profile"]
 
@@ -226,7 +226,7 @@ def find_profile_file(filename: str, path: str | os.PathLike[str] | None = None)
     """Where ``filename`` (``gpu_profiles.yaml`` or ``budgets.yaml``) is read from.
 
     ``path`` (a file, or a folder holding ``filename``) > ``VASTNB_PROFILES`` (the same) >
-    ``./profiles/`` > :func:`~vastnb.config.user_config_dir` > the defaults in the wheel.
+    ``./profiles/`` > :func:`~vastnb.base.config.user_config_dir` > the defaults in the wheel.
     A ``path`` or ``VASTNB_PROFILES`` that does not exist is an error.
     """
     env = os.environ.get("VASTNB_PROFILES")

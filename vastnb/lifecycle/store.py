@@ -23,9 +23,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .private import private_folder
+from vastnb.base.private import private_folder
+from vastnb.base.procs import alive, process_token
 
-__all__ = ["StateStore", "StoredInstance", "SessionInfo", "process_token"]
+__all__ = ["StateStore", "StoredInstance", "SessionInfo"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -48,45 +49,6 @@ CREATE INDEX IF NOT EXISTS history_instance ON history (url, id);
 """
 
 
-def _stat(pid: int) -> list[str] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces
-    and parentheses): state first. None if no such process; [] if not readable."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return []
-
-
-def process_token(pid: int) -> str | None:
-    """Something that tells this process from a later one with the same pid: its start
-    time in clock ticks since boot (Linux). None if no such process (or not knowable)."""
-    fields = _stat(pid)
-    if fields is None:
-        return None
-    return fields[19] if fields else "?"
-
-
-def _alive(pid: int, token: str | None) -> bool:
-    if Path("/proc/self/stat").exists():
-        fields = _stat(pid)
-        if fields is None:
-            return False
-        if not fields:  # it exists, but cannot be read: the token cannot be checked
-            return token in (None, "?")
-        # An exited process its parent has not reaped yet (a zombie) runs no more; under
-        # a parent that never reaps, such as some containers' init, it never will.
-        return (token is None or fields[19] == token) and fields[0] not in ("Z", "X")
-    try:  # no /proc (macOS): the pid alone
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclass(frozen=True)
 class SessionInfo:
     """One Python process that launches instances."""
@@ -106,7 +68,7 @@ class SessionInfo:
             return False
         if self.host != socket.gethostname():
             return True
-        return _alive(self.pid, self.token)
+        return alive(self.pid, self.token)
 
 
 @dataclass(frozen=True)

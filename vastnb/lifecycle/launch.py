@@ -17,15 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .box import Box
-from .errors import InstanceCreateError, OfferUnavailableError, ProvisionError, TransportError, VastError
-from .offload import Session, safe
-from .profiles import Profile
-from .records import ActualStatus, Instance
-from .selection import Candidate
+from vastnb.lifecycle.box import Box
+from vastnb.errors import InstanceCreateError, OfferUnavailableError, ProvisionError, TransportError, VastError
+from vastnb.offload import Session, safe
+from vastnb.profiles.profile import Profile
+from vastnb.market.records import ActualStatus, Instance
+from vastnb.market.selection import Candidate
 
 if TYPE_CHECKING:
-    from .fleet import Fleet
+    from vastnb.lifecycle.fleet import Fleet
 
 __all__ = ["LaunchPolicy", "LaunchEvent", "Progress", "launch"]
 

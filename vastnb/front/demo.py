@@ -10,8 +10,8 @@ import sys
 
 import cloudpickle
 
-from .client import Client
-from .launch import LaunchEvent
+from vastnb.client import Client
+from vastnb.lifecycle.launch import LaunchEvent
 
 __all__ = ["run_demo", "train"]
 

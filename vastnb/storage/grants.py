@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .errors import ConfigError
-from .secret import Secret, redact
+from vastnb.errors import ConfigError
+from vastnb.base.secret import Secret, redact
 
 __all__ = ["OBJECT_ACTIONS", "Grant", "Renewal", "grant", "keep_granted"]
 

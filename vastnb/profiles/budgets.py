@@ -1,6 +1,6 @@
 """Budgets: what a team, or one of its projects, may spend; loaded strictly from ``budgets.yaml``.
 
-The file is found like ``gpu_profiles.yaml`` (see :func:`vastnb.profiles.find_profile_file`)
+The file is found like ``gpu_profiles.yaml`` (see :func:`vastnb.profiles.profile.find_profile_file`)
 and checked as strictly: a budget that is silently misread is a budget that is not enforced.
 """
 
@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .profiles import find_profile_file
-from .yamlspec import Field, Range, check_mapping, compose_file, fail, line_of, sequence_items, within
+from vastnb.profiles.profile import find_profile_file
+from vastnb.profiles.yamlspec import Field, Range, check_mapping, compose_file, fail, line_of, sequence_items, within
 
 __all__ = ["BUDGETS_FILE", "DEFAULT_ALERT_THRESHOLDS", "Budget", "load_budgets"]
 

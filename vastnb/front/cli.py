@@ -19,11 +19,11 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from . import __version__
-from .client import Client
-from .config import vastnb_home
-from .errors import TeardownError, VastError
-from .launch import LaunchEvent
+from vastnb import __version__
+from vastnb.client import Client
+from vastnb.base.config import vastnb_home
+from vastnb.errors import TeardownError, VastError
+from vastnb.lifecycle.launch import LaunchEvent
 
 __all__ = ["main"]
 
@@ -53,7 +53,7 @@ def _offers(args: argparse.Namespace) -> int:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from .fleet import BoxOptions
+    from vastnb.lifecycle.fleet import BoxOptions
 
     box_options = BoxOptions(silence_s=args.silence * 60)
     with Client(profiles=args.profiles, box=box_options) as client:
@@ -102,14 +102,14 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from vastnb.front.demo import run_demo
 
     run_demo()
     return 0
 
 
 def _sim_serve(args: argparse.Namespace) -> int:
-    from .sim import SimConfig, Simulator
+    from vastnb.sim import SimConfig, Simulator
 
     sim = Simulator(vastnb_home(), SimConfig(seed=args.seed), rate_limit_scale=args.rate_limits)
     server = sim.serve(args.host, args.port, verbose=args.verbose)

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 
 from traitlets import Bool, Float, Int, Unicode
 
-from ..errors import InstanceGoneError
-from .base import View
+from vastnb.errors import InstanceGoneError
+from vastnb.front.widgets.base import View
 
 if TYPE_CHECKING:
     import ipywidgets
 
-    from ..box import Box
+    from vastnb.lifecycle.box import Box
 
 __all__ = ["StatusCard"]
 

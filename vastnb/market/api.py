@@ -17,17 +17,17 @@ from typing import Any
 
 import httpx
 
-from . import __version__
-from .config import vast_url
-from .errors import APIConnectionError, APIError, InstanceCreateError, NotFoundError, RateLimitError, VastError
-from .records import Charge, CreatedInstance, Instance, Offer, SSHKey, User
-from .api_errors import error_for
-from .retry import RETRY_STATUSES, RetryPolicy, parse_threshold
-from .secret import Secret, redact
+from vastnb import __version__
+from vastnb.base.config import vast_url
+from vastnb.errors import APIConnectionError, APIError, InstanceCreateError, NotFoundError, RateLimitError, VastError
+from vastnb.market.records import Charge, CreatedInstance, Instance, Offer, SSHKey, User
+from vastnb.market.api_errors import error_for
+from vastnb.market.retry import RETRY_STATUSES, RetryPolicy, parse_threshold
+from vastnb.base.secret import Secret, redact
 
 __all__ = ["VastAPI"]
 
-log = logging.getLogger("vastnb.api")
+log = logging.getLogger("vastnb.market.api")
 
 V1_PAGE_LIMIT = 25  # the v1 list's maximum page size
 CHARGES_PAGE_LIMIT = 500

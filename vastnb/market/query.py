@@ -12,7 +12,7 @@ import difflib
 import re
 from typing import Any, NamedTuple, TypeAlias
 
-from .errors import ConfigError
+from vastnb.errors import ConfigError
 
 __all__ = [
     "Query", "DEFAULT_FILTERS", "OFFER_FIELDS", "ALIASES", "UNIT_MULTIPLIERS",

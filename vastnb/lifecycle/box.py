@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import InstanceGoneError
-from .offload import CellResult, RemoteTask, ResultPolicy, Session, safe, trusted
-from .offload.session import CELL_NAME
-from .records import Instance
-from .store import StoredInstance
+from vastnb.errors import InstanceGoneError
+from vastnb.offload import CellResult, RemoteTask, ResultPolicy, Session, safe, trusted
+from vastnb.offload.session import CELL_NAME
+from vastnb.market.records import Instance
+from vastnb.lifecycle.store import StoredInstance
 
 if TYPE_CHECKING:
-    from .fleet import Fleet
-    from .grants import Renewal
+    from vastnb.lifecycle.fleet import Fleet
+    from vastnb.storage.grants import Renewal
 
 __all__ = ["Box", "RunOptions"]
 
@@ -185,8 +185,8 @@ class Box:
         they expire until the box is closed or destroyed. Code on the box (a
         ``CheckpointManager(url)``) then needs no keys. A store without STS raises;
         ``own_keys=True`` sends your own long-lived keys instead, with a warning. See
-        :mod:`vastnb.grants`."""
-        from .grants import keep_granted
+        :mod:`vastnb.storage.grants`."""
+        from vastnb.storage.grants import keep_granted
 
         renewal = keep_granted(self.session, url, duration_s=duration_s, endpoint_url=endpoint_url, own_keys=own_keys)
         self._grants.append(renewal)

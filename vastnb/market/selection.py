@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from .profiles import Profile
-from .query import DEFAULT_FILTERS, Query
-from .records import Offer
+from vastnb.profiles.profile import Profile
+from vastnb.market.query import DEFAULT_FILTERS, Query
+from vastnb.market.records import Offer
 
 __all__ = ["Candidate", "Constraint", "NoMatchReport", "profile_query", "broad_query", "rank", "explain"]
 

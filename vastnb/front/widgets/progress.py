@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 from traitlets import Bool, List, Unicode
 from traitlets import Instance as InstanceOf
 
-from ..launch import LaunchEvent
-from .base import View, describe
+from vastnb.lifecycle.launch import LaunchEvent
+from vastnb.front.widgets.base import View, describe
 
 if TYPE_CHECKING:
     import ipywidgets
 
-    from ..box import Box
+    from vastnb.lifecycle.box import Box
 
 __all__ = ["LaunchProgress", "Row", "STEPS"]
 
@@ -63,7 +63,7 @@ def _detail(event: LaunchEvent) -> str:
 class LaunchProgress(View):
     """A launch's live progress; pass it as ``progress=`` to :meth:`vastnb.Client.launch`.
 
-    Each :class:`~vastnb.launch.LaunchEvent` becomes a row: offer chosen (GPU, $/h,
+    Each :class:`~vastnb.lifecycle.launch.LaunchEvent` becomes a row: offer chosen (GPU, $/h,
     country, reliability) -> created -> loading -> running -> SSH -> worker ready, each
     with its elapsed time, and retries and cleanups as extra rows. Call :meth:`finish`
     when ``launch()`` returns or raises. ``rich=None`` draws widgets in a notebook and
