@@ -47,6 +47,23 @@ def test_offers_takes_a_query_in_several_words(capsys: pytest.CaptureFixture[str
     assert rows and all(r["gpu"] == "RTX 3090" and r["num_gpus"] == 2 for r in rows)
 
 
+def test_offers_sorts_a_query_by_order(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["offers", "gpu_name=RTX_4090", "--limit", "5", "--order", "reliability-", "--json"]) == 0
+    reliability = [row["reliability"] for row in json.loads(capsys.readouterr().out)["rows"]]
+    assert len(reliability) == 5 and reliability == sorted(reliability, reverse=True)
+
+
+def test_help_lists_the_commands_and_a_bad_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in ("profiles", "offers", "launch", "ps", "down", "demo", "sim"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["ps", "--detach"])  # a %%vast run flag: not the command line's
+    assert exit_.value.code == 2 and "unrecognized arguments: --detach" in capsys.readouterr().err
+
+
 def test_errors_are_one_clear_line_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["offers", "gpu_nam=RTX_4090"]) == 1
     err = capsys.readouterr().err

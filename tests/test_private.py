@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from vastnb import Client, ConfigError
-from vastnb.lifecycle.fleet import _control_dir
+from vastnb.backends.base import control_dir
 from vastnb.lifecycle.launch import LaunchPolicy
 from vastnb.base.private import private_folder
 from vastnb.sim import SimConfig
@@ -55,13 +55,13 @@ def test_the_ssh_control_folder_made_by_someone_else_is_refused(tmp_path: Path, 
     planted.mkdir()
     planted.chmod(0o777)  # made first by another user, open to all
     with pytest.raises(ConfigError, match="SSH control-socket folder"):
-        _control_dir()
+        control_dir()
 
 
 def test_state_files_holding_keys_are_the_users_alone(isolated: Path) -> None:
     home = isolated / "vastnb"
     with Client(backend="sim", home=home) as vast:
-        vast.fleet.store.get(vast.fleet.url, 1)  # the store exists
+        vast.fleet.rental(1)  # the store exists
         vast.sim.market.now()  # type: ignore[union-attr]  # so does the market's state
     assert mode(home) == 0o700 and mode(home / "state.db") == 0o600
     assert mode(home / "sim") == 0o700 and mode(home / "sim" / "market.json") == 0o600

@@ -27,7 +27,7 @@ _LAZY = {
     "Client": "vastnb.client",
     "Box": "vastnb.lifecycle.box",
     "RunOptions": "vastnb.lifecycle.box",
-    "BoxOptions": "vastnb.lifecycle.fleet",
+    "BoxOptions": "vastnb.backends.base",
     "LaunchPolicy": "vastnb.lifecycle.launch",
     "LaunchEvent": "vastnb.lifecycle.launch",
     "InstanceState": "vastnb.lifecycle.states",

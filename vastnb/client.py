@@ -17,26 +17,26 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pandas as pd
 
-from vastnb.market.api import VastAPI
+from vastnb.backends import NAMES, open_backend
+from vastnb.backends.base import Backend, BoxOptions
 from vastnb.lifecycle.box import Box
 from vastnb.base.config import find_api_key, vastnb_home
-from vastnb.errors import ConfigError, InstanceGoneError, NoOffersError
-from vastnb.lifecycle.fleet import BoxOptions, Fleet, FleetEntry, parse_label
+from vastnb.errors import InstanceGoneError, NoOffersError
+from vastnb.lifecycle.fleet import Fleet, FleetEntry, parse_label
+from vastnb.lifecycle.store import StateStore
 from vastnb.lifecycle.launch import LaunchPolicy, Progress
 from vastnb.profiles.profile import Profile, get_profile, load_profiles
 from vastnb.market.query import looks_like_query, parse_order, parse_query
 from vastnb.market.records import Offer
 from vastnb.market.retry import RetryPolicy
-from vastnb.base.secret import Secret
 from vastnb.market.selection import Candidate, broad_query, explain, profile_query, rank
 
 if TYPE_CHECKING:
-    from vastnb.sim import SimConfig
+    from vastnb.sim import SimConfig, Simulator
 
 __all__ = ["Client", "BACKENDS"]
 
-BACKENDS = ("vast", "sim")
-SIM_URL = "http://sim.vastnb.invalid"  # never resolved: the in-process transport answers
+BACKENDS = NAMES
 SIM_MARK = "SIMULATED"
 INSTANCE_COLUMNS = ("id", "name", "profile", "gpu", "state", "price_per_hour", "uptime_hours", "cost", "owner", "keep")
 
@@ -68,26 +68,17 @@ class Client:
         sim_config: SimConfig | None = None,
     ) -> None:
         key = find_api_key(api_key)
-        backend = backend or os.environ.get("VASTNB_BACKEND") or ("vast" if key else "sim")
-        if backend not in BACKENDS:
-            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r} (check VASTNB_BACKEND).")
-        self.backend = backend
+        self.backend = backend or os.environ.get("VASTNB_BACKEND") or ("vast" if key else "sim")
         self.home = Path(home) if home else vastnb_home()
         self._profiles_path = profiles
         self._profiles: dict[str, Profile] | None = None
-        self.sim = None
-        if backend == "sim":
-            from vastnb.sim import Simulator
-
-            self.sim = Simulator(self.home, sim_config)
-            key, url, transport = Secret(self.sim.market.api_key), SIM_URL, self.sim.transport()
-        elif key is None:
-            raise ConfigError(
-                "The vast backend needs an API key: pass api_key=..., set VAST_API_KEY, or run "
-                "`vastai set api-key`. Without one, use backend='sim' to try everything on the simulator."
-            )
-        self.api = VastAPI(key, base_url=url, transport=transport, retry=retry)
-        self._box_options, self._launch_policy = box, launch_policy
+        #: The backend boundary: the market's API, how boxes are reached and how they end
+        #: themselves (see :mod:`vastnb.backends`).
+        self.provider: Backend = open_backend(
+            self.backend, key=key, home=self.home, url=url, transport=transport, retry=retry, box=box, sim_config=sim_config
+        )
+        self.api = self.provider.api
+        self._launch_policy = launch_policy
 
     def __repr__(self) -> str:
         return f"Client(backend={self.backend!r}, url={self.api.base_url!r})"
@@ -95,13 +86,18 @@ class Client:
     @property
     def simulated(self) -> bool:
         """True when every price and figure comes from the simulated marketplace."""
-        return self.backend == "sim"
+        return self.provider.simulated
+
+    @property
+    def sim(self) -> Simulator | None:
+        """The embedded simulator (to move its clock or inject faults), on the sim backend."""
+        return getattr(self.provider, "simulator", None)
 
     def close(self) -> None:
         """End this client: its session's boxes are destroyed (kept ones are listed)."""
         if "fleet" in self.__dict__:
             self.fleet.close()
-        self.api.close()
+        self.provider.close()
 
     def __enter__(self) -> Client:
         return self
@@ -154,7 +150,7 @@ class Client:
     @cached_property
     def fleet(self) -> Fleet:
         """The instances this client launches and manages (the state store behind them)."""
-        return Fleet(self, box=self._box_options, policy=self._launch_policy)
+        return Fleet(self.provider, StateStore(self.home / "state.db"), policy=self._launch_policy, select=self.select)
 
     def launch(
         self,
@@ -192,12 +188,12 @@ class Client:
     def down(self, ref: str | int) -> bool:
         """Destroy the instance called ``ref`` (name or id). False if already gone."""
         try:
-            stored = self.fleet.resolve(ref)
+            rental = self.fleet.resolve(ref)
         except InstanceGoneError:
             if isinstance(ref, int) or str(ref).isdigit():
                 return self.fleet.destroy(int(ref))  # an id the store never saw
             raise
-        return self.fleet.destroy(stored.id)
+        return self.fleet.destroy(rental.id)
 
     def down_all(self) -> list[int]:
         """Destroy every vastnb instance on the account; the ids destroyed. Every one is
@@ -220,7 +216,7 @@ class Client:
         costs = self.fleet.costs(since - 3600) if entries else {}
         rows = []
         for e in entries:
-            i, s = e.instance, e.stored
+            i, s = e.instance, e.rental
             uptime = i.raw.get("uptime_mins")
             rows.append({
                 "id": i.id,

@@ -182,6 +182,39 @@ def test_renewal_replaces_the_credentials_before_expiry(box: Session, moto_url: 
     assert box.control(installed)["expires"] == current.expiration.isoformat()
 
 
+#: A cell that runs until a control call releases it (a gate shared by the box's worker process).
+GATE = """
+import sys, threading, types
+gate = sys.modules.get("vastnb_test_gate") or sys.modules.setdefault(
+    "vastnb_test_gate", types.SimpleNamespace(release=threading.Event()))
+"""
+BLOCK = GATE + "released = gate.release.wait(120)\n"
+RELEASE = GATE + "gate.release.set()\n"
+
+
+def test_a_grant_is_installed_and_renewed_while_a_cell_runs(box: Session, moto_url: str, bucket: str) -> None:
+    task = box.submit_cell(BLOCK, pull=["released"])
+    deadline = time.monotonic() + 60
+    while task.state() != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        # Installed, then renewed after about a second, while the cell still runs.
+        renewal = keep_granted(box, f"s3://{bucket}/runs", duration_s=900, endpoint_url=moto_url, margin=0.999)
+        try:
+            while renewal.renewals < 1 and renewal.error is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            renewal.stop()
+            renewal._thread.join(60)
+        assert renewal.renewals >= 1 and renewal.error is None
+        assert renewal.grant.expiration is not None
+        assert box.control(installed)["expires"] == renewal.grant.expiration.isoformat()
+        assert task.state() == "running"  # none of this waited for the cell
+    finally:
+        box.control(exec, RELEASE, {})
+    assert task.result()["released"] is True
+
+
 def test_renewal_is_scheduled_at_the_margin(box: Session, moto_url: str, bucket: str) -> None:
     now = [datetime.now(timezone.utc)]
     renewal = keep_granted(box, f"s3://{bucket}/runs", duration_s=1000, endpoint_url=moto_url)

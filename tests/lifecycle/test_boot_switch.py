@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from vastnb import Client
-from vastnb.lifecycle.fleet import BoxOptions
+from vastnb.backends.base import BoxOptions
+from vastnb.backends.local import local_transport
 from vastnb.offload import Session
 from vastnb.lifecycle.onstart import LIMIT, boot_switch
 from vastnb.sim import Market, SimError, Simulator
@@ -111,7 +112,7 @@ def test_the_worker_takes_over_and_the_switch_takes_back_when_the_worker_dies(si
     assert market.boxes is not None
     # Short limits, so that this runs in seconds of real time: silence 4 s, beats stale after 1.5 s.
     instance_id, key = rent(market, switch_for(market, silence_s=4.0, beat_s=1.5))
-    session = Session(market.boxes.transport(instance_id))
+    session = Session(local_transport(market.boxes.local(instance_id)))
     session.call(watchdog.arm, instance_id, market.selfdestruct_url(), key, remaining_s=None, silence_s=4.0,
                  clock=str(market.clock_path))  # fmt: skip
     time.sleep(6.0)  # past the silence limit, with an orchestrator connected: the worker is on duty
@@ -126,7 +127,7 @@ def test_on_duty_the_workers_watchdog_counts_silence_on_the_simulators_clock(sim
     market = sim.market
     assert market.boxes is not None
     instance_id, key = rent(market, switch_for(market, silence_s=600.0))
-    with Session(market.boxes.transport(instance_id)) as session:
+    with Session(local_transport(market.boxes.local(instance_id))) as session:
         session.call(watchdog.arm, instance_id, market.selfdestruct_url(), key, remaining_s=None, silence_s=600.0,
                      clock=str(market.clock_path))  # fmt: skip
     market.advance(700)  # the orchestrator left; the simulated clock passes the silence limit
@@ -138,7 +139,7 @@ def test_a_disarmed_watchdog_stands_the_switch_down_too(sim: Simulator) -> None:
     market = sim.market
     assert market.boxes is not None
     instance_id, key = rent(market, switch_for(market, silence_s=4.0))
-    with Session(market.boxes.transport(instance_id)) as session:
+    with Session(local_transport(market.boxes.local(instance_id))) as session:
         session.call(watchdog.arm, instance_id, market.selfdestruct_url(), key, remaining_s=None, silence_s=4.0)
         session.call(watchdog.disarm)  # the user wants this box to stay
     wait_for(lambda: "standing down" in switch_log(market, instance_id), "the boot switch to stand down")

@@ -15,7 +15,7 @@ import pytest
 
 from vastnb import Client
 from vastnb.errors import ProvisionError
-from vastnb.lifecycle.fleet import BoxOptions
+from vastnb.backends.base import BoxOptions
 from vastnb.backends.keys import ensure_keypair
 from vastnb.lifecycle.launch import LaunchPolicy
 from vastnb.sim import SimConfig, Simulator

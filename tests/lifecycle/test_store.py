@@ -1,5 +1,6 @@
 """The state store (``vastnb.lifecycle.store.StateStore``) through its public API: what it keeps
-about instances and sessions, and that it stays right with several processes at once."""
+about instances and sessions, that a state changes only as the state machine allows, and
+that it stays right with several processes at once. Migrations: test_migrations.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from vastnb.lifecycle.store import SessionInfo, StateStore, StoredInstance
+from vastnb.errors import LifecycleError
+from vastnb.lifecycle.rental import Rental
+from vastnb.lifecycle.states import InstanceState
+from vastnb.lifecycle.store import SessionInfo, StateStore
 
 URL = "http://sim.vastnb.invalid"
 OTHER_URL = "https://console.vast.ai"
@@ -23,15 +27,22 @@ KEY = "ik_5ecret_per_instance_key_0123456789abcdef"
 
 
 def stored(instance_id: int = 101, *, name: str = "exp1", url: str = URL, session: str = "s1",
-           created_at: float | None = None, **changes: object) -> StoredInstance:  # fmt: skip
+           created_at: float | None = None, **changes: object) -> Rental:  # fmt: skip
     """A plausible row, as launch writes it right after the create call."""
-    row = StoredInstance(
+    row = Rental(
         url=url, id=instance_id, name=name, profile="dev-test", label=f"vastnb:{name}:{session}",
-        session=session, keep=False, offer_id=5001, machine_id=77, gpu="RTX 4090", num_gpus=1,
-        price_per_hour=0.205, bid=None, max_duration_hours=2.0, instance_key=KEY, state="created",
+        session=session, keep=False, offer_id=5001, machine_id=77, gpu_name="RTX 4090", num_gpus=1,
+        dph_total=0.205, bid=None, max_duration_hours=2.0, instance_key=KEY, state=InstanceState.CREATED,
         created_at=time.time() if created_at is None else created_at, destroyed_at=None,
     )  # fmt: skip
     return replace(row, **changes)  # type: ignore[arg-type]
+
+
+S = InstanceState
+
+
+def destroy(store: StateStore, instance_id: int, note: str = "destroyed") -> Rental | None:
+    return store.transition(URL, instance_id, S.DESTROYED, note)
 
 
 @pytest.fixture
@@ -68,10 +79,10 @@ def test_a_second_store_on_the_same_file_sees_the_rows(store: StateStore) -> Non
 def test_find_prefers_the_live_instance_of_a_name(store: StateStore) -> None:
     t = time.time()
     store.record(stored(1, name="exp1", created_at=t - 30))
-    store.destroyed(URL, 1)
+    destroy(store, 1)
     store.record(stored(2, name="exp1", created_at=t - 20))
     store.record(stored(3, name="exp1", created_at=t - 10))
-    store.destroyed(URL, 3)  # the newest is gone: the older live one is the one meant
+    destroy(store, 3)  # the newest is gone: the older live one is the one meant
     found = store.find(URL, "exp1")
     assert found is not None and found.id == 2
 
@@ -80,7 +91,7 @@ def test_find_gives_the_latest_when_all_of_a_name_are_destroyed(store: StateStor
     t = time.time()
     for n in (1, 2, 3):
         store.record(stored(n, name="exp1", created_at=t + n))
-        store.destroyed(URL, n)
+        destroy(store, n)
     found = store.find(URL, "exp1")
     assert found is not None and found.id == 3 and not found.live
 
@@ -88,15 +99,17 @@ def test_find_gives_the_latest_when_all_of_a_name_are_destroyed(store: StateStor
 def test_update_changes_columns_and_keeps_the_others(store: StateStore) -> None:
     row = stored()
     store.record(row)
-    store.update(URL, 101, keep=True, price_per_hour=0.31, session="s2")
-    assert store.get(URL, 101) == replace(row, keep=True, price_per_hour=0.31, session="s2")
+    store.update(URL, 101, keep=True, session="s2")
+    assert store.get(URL, 101) == replace(row, keep=True, session="s2")
 
 
-def test_update_refuses_an_unknown_column_and_changes_nothing(store: StateStore) -> None:
+def test_update_refuses_the_state_and_unknown_columns_and_changes_nothing(store: StateStore) -> None:
     store.record(stored())
     before = store.get(URL, 101)
     with pytest.raises(ValueError, match="colour"):
-        store.update(URL, 101, state="running", colour="red")
+        store.update(URL, 101, keep=True, colour="red")
+    with pytest.raises(ValueError, match="transition"):
+        store.update(URL, 101, state="running")  # states change by transition() only
     with pytest.raises(ValueError):
         store.update(URL, 101, **{"state = 'running' --": 1})  # not a way into the SQL either
     assert store.get(URL, 101) == before
@@ -104,18 +117,18 @@ def test_update_refuses_an_unknown_column_and_changes_nothing(store: StateStore)
 
 
 def test_history_records_each_state_with_price_and_note(store: StateStore) -> None:
-    store.record(stored(price_per_hour=0.2))
-    store.update(URL, 101, state="loading")
-    store.update(URL, 101, state="running", price_per_hour=0.25, note="bid raised")
+    store.record(stored(dph_total=0.2))
+    store.transition(URL, 101, S.LOADING)
+    store.transition(URL, 101, S.RUNNING, note="worker ready")
     store.update(URL, 101, keep=True)  # no new state, no note: not history
     store.update(URL, 101, note="attached by session s9")  # a note alone is history
-    store.destroyed(URL, 101)
+    destroy(store, 101)
     history = store.history(URL, 101)
     assert [(state, price, note) for _, state, price, note in history] == [
         ("created", 0.2, "created"),
         ("loading", 0.2, None),
-        ("running", 0.25, "bid raised"),
-        ("running", 0.25, "attached by session s9"),
+        ("running", 0.2, "worker ready"),
+        ("running", 0.2, "attached by session s9"),
         ("destroyed", None, "destroyed"),
     ]
     times = [at for at, *_ in history]
@@ -125,14 +138,31 @@ def test_history_records_each_state_with_price_and_note(store: StateStore) -> No
 
 def test_destroyed_is_idempotent_and_the_first_time_counts(store: StateStore) -> None:
     store.record(stored())
-    store.destroyed(URL, 101)
+    destroy(store, 101)
     first = store.get(URL, 101)
-    assert first is not None and not first.live and first.state == "destroyed" and first.destroyed_at is not None
+    assert first is not None and not first.live and not first.billing and first.destroyed_at is not None
+    assert first.state is S.DESTROYED
     time.sleep(0.01)
-    store.destroyed(URL, 101, note="already gone")
+    destroy(store, 101, note="already gone")
     again = store.get(URL, 101)
     assert again is not None and again.destroyed_at == first.destroyed_at
     assert store.history(URL, 101)[-1][1:] == ("destroyed", None, "already gone")
+
+
+def test_a_transition_the_state_machine_forbids_is_refused_and_changes_nothing(store: StateStore) -> None:
+    store.record(stored())
+    destroy(store, 101)
+    with pytest.raises(LifecycleError, match="cannot go from destroyed to running"):
+        store.transition(URL, 101, S.RUNNING)  # destroyed is final
+    store.record(stored(102))
+    store.transition(URL, 102, S.RUNNING)
+    store.transition(URL, 102, S.STOPPED)
+    with pytest.raises(LifecycleError, match="from stopped: starting, destroyed"):
+        store.transition(URL, 102, S.LOADING)  # a stopped box is started first
+    got = store.get(URL, 102)
+    assert got is not None and got.state is S.STOPPED and got.billing  # its disk still bills
+    assert [h[1] for h in store.history(URL, 102)] == ["created", "running", "stopped"]
+    assert store.transition(URL, 999, S.RUNNING) is None  # not ours: nothing to move
 
 
 def test_instances_lists_live_ones_by_default_oldest_first(store: StateStore) -> None:
@@ -141,7 +171,7 @@ def test_instances_lists_live_ones_by_default_oldest_first(store: StateStore) ->
     store.record(stored(1, name="a", created_at=t - 3))
     store.record(stored(2, name="b", created_at=t - 2))
     store.record(stored(4, name="other", url=OTHER_URL, created_at=t))
-    store.destroyed(URL, 2)
+    destroy(store, 2)
     assert [i.id for i in store.instances(URL)] == [1, 3]
     assert [i.id for i in store.instances(URL, live=True)] == [1, 3]
     assert [i.id for i in store.instances(URL, live=False)] == [1, 2, 3]
@@ -282,7 +312,9 @@ def test_a_running_subprocess_session_is_alive_until_it_exits(store: StateStore,
 WRITER = """
     import sys, time
     from pathlib import Path
-    from vastnb.lifecycle.store import StateStore, StoredInstance
+    from vastnb.lifecycle.rental import Rental
+    from vastnb.lifecycle.states import InstanceState
+    from vastnb.lifecycle.store import StateStore
     path, worker, start, count = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
     while time.time() < start:  # all together, on a database none of them has made yet
         time.sleep(0.001)
@@ -290,15 +322,15 @@ WRITER = """
     session = store.new_session().id
     for n in range(count):
         iid = worker * 1000 + n
-        store.record(StoredInstance(
+        store.record(Rental(
             url="http://sim.vastnb.invalid", id=iid, name=f"w{worker}-{n}", profile="dev-test",
             label=f"vastnb:w{worker}-{n}:{session}", session=session, keep=False, offer_id=None,
-            machine_id=None, gpu=None, num_gpus=None, price_per_hour=0.1, bid=None,
-            max_duration_hours=None, instance_key=None, state="created", created_at=time.time(),
+            machine_id=None, gpu_name=None, num_gpus=None, dph_total=0.1, bid=None,
+            max_duration_hours=None, instance_key=None, state=InstanceState.CREATED, created_at=time.time(),
             destroyed_at=None))
-        store.update("http://sim.vastnb.invalid", iid, state="running")
+        store.transition("http://sim.vastnb.invalid", iid, InstanceState.RUNNING)
         if n % 5 == 0:
-            store.destroyed("http://sim.vastnb.invalid", iid)
+            store.transition("http://sim.vastnb.invalid", iid, InstanceState.DESTROYED, "destroyed")
         store.instances("http://sim.vastnb.invalid")  # readers in the mix
     store.end_session(session)
 """

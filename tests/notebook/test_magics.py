@@ -83,8 +83,10 @@ def test_load_ext_works_beside_a_users_worker_py(tmp_path: Path, shell: Interact
 def test_help_lists_every_subcommand_with_the_api_docstring(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
     run(ip, "%vast help")
     lines = capsys.readouterr().out.splitlines()
-    for command in ("help", "profiles", "offers", "launch", "ps", "use", "status", "down", "attach"):
+    for command in ("help", "profiles", "offers", "launch", "ps", "use", "status", "down", "follow"):
         assert any(line.strip().startswith(f"%vast {command} ") for line in lines), command
+    follow = next(line for line in lines if line.strip().startswith("%vast follow "))
+    assert "%vast attach" in follow  # its older spelling, listed once
     assert any(line.strip().startswith("%%vast run ") for line in lines)
     first = inspect.getdoc(Client.launch).split(". ")[0]  # type: ignore[union-attr]
     launch = next(line for line in lines if line.strip().startswith("%vast launch "))
@@ -187,10 +189,23 @@ def test_detach_returns_at_once_and_attach_brings_the_output_back(launched: Inte
     run(ip, "%%vast run --detach --pull r -o job\nimport time\ntime.sleep(0.3)\nprint('detached work')\nr = 7\n'done'")
     out = capsys.readouterr().out
     task = ip.user_ns["job"].id
-    assert f"%vast attach {task}" in out
+    assert f"%vast attach {task}" in out  # the alias of follow, as notebooks/02 has it stored
     assert run(ip, f"%vast attach {task}") == "done"
     assert "detached work" in capsys.readouterr().out
     assert ip.user_ns["r"] == 7
+
+
+def test_follow_finds_a_detached_run_on_a_box_by_name(launched: InteractiveShell,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """A kernel that did not start the run (no handle): --on names the box it runs on."""
+    ip = launched
+    run(ip, "%%vast run --detach -o job\nprint('followed')\n6 * 7")
+    task = ip.user_ns["job"].id
+    magics = ip.magics_manager.registry["VastMagics"]
+    magics.tasks.clear()  # as in a new kernel: only the task's number is known
+    capsys.readouterr()
+    assert run(ip, f"%vast follow {task} --on nb1") == 42
+    assert "followed" in capsys.readouterr().out
 
 
 def test_ps_use_status_and_down(ip: InteractiveShell, client: Client, capsys: pytest.CaptureFixture[str]) -> None:
@@ -203,8 +218,27 @@ def test_ps_use_status_and_down(ip: InteractiveShell, client: Client, capsys: py
     run(ip, "%vast down")  # the box in use
     assert "destroyed one" in capsys.readouterr().out
     assert "no box in use" in fails(ip, "%%vast run\n1", capsys)
+    assert run(ip, "%vast ps --orphans").empty  # a live kernel's boxes are nobody's orphans
+    assert "one of them" in fails(ip, "%vast down two --all", capsys)
+    run(ip, "%vast down --orphans")
+    assert "nothing to destroy" in capsys.readouterr().out
     run(ip, "%vast down --all")
     assert client.sim is not None and client.sim.market.instances() == []
+
+
+def test_down_takes_several_names_and_a_typo_spares_none(ip: InteractiveShell, client: Client,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    client.launch("dev-test", name="a1")
+    client.launch("dev-test", name="a2")
+    seen = fails(ip, "%vast down a1 typo a2", capsys)
+    assert "destroyed a1" in seen and "destroyed a2" in seen and "typo" in seen
+    assert "Traceback" not in seen
+    assert client.sim is not None and client.sim.market.instances() == []
+
+
+def test_offers_takes_the_command_lines_order(ip: InteractiveShell) -> None:
+    table = run(ip, "%vast offers gpu_name=RTX_4090 --limit 5 -o reliability-")
+    assert len(table) == 5 and list(table["reliability"]) == sorted(table["reliability"], reverse=True)
 
 
 def test_free_names_are_what_the_cell_reads_from_outside() -> None:

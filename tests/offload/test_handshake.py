@@ -46,10 +46,26 @@ def test_a_different_python_is_refused_with_both_versions_and_the_fix(box: Sessi
     assert box.call(lambda: "unharmed") == "unharmed"  # the worker keeps serving its own clients
 
 
-def test_a_different_protocol_is_refused(box: Session, transport: Transport) -> None:
+@pytest.mark.parametrize("theirs", [protocol.PROTOCOL_VERSION - 1, 999], ids=["the previous protocol", "a future one"])
+def test_a_different_protocol_is_refused(box: Session, transport: Transport, boxes: Boxes, theirs: int) -> None:
+    assert protocol.PROTOCOL_VERSION == 3  # control calls outside the task queue
+    old_pid = box.call(os.getpid)
     box_has = f"the box has {protocol.PROTOCOL_VERSION}"
-    with pytest.raises(HandshakeError, match=f"protocol mismatch: the notebook has 999, {box_has}; update vastnb"):
-        Connection.open(transport, {**box.versions, "protocol": 999}, timeout=10)
+    with pytest.raises(HandshakeError, match=f"protocol mismatch: the notebook has {theirs}, {box_has}; update vastnb") as info:
+        Connection.open(transport, {**box.versions, "protocol": theirs}, timeout=10)
+    # Idle, a worker of another protocol steps aside: the notebook's own worker comes next.
+    assert info.value.restarting is True  # type: ignore[attr-defined]
+    assert boxes.session(transport).call(os.getpid) != old_pid
+
+
+def test_a_busy_worker_of_another_protocol_keeps_its_work(box: Session, transport: Transport) -> None:
+    task = box.submit(time.sleep, 30)
+    with pytest.raises(HandshakeError, match="protocol mismatch") as info:
+        Connection.open(transport, {**box.versions, "protocol": protocol.PROTOCOL_VERSION - 1}, timeout=10)
+    assert info.value.restarting is False  # type: ignore[attr-defined]
+    assert f"task(s) {task.id}" in str(info.value)
+    assert task.state() == "running"
+    task.interrupt()
 
 
 def start_stale_worker(transport: Transport) -> int:

@@ -1,7 +1,7 @@
 """The box watches itself: vastnb_worker.watchdog inside a real worker daemon.
 
 Each test runs a real daemon over ``LocalTransport`` and arms it, through
-``session.call(watchdog.arm, ...)``, against the simulator served over HTTP on loopback
+``session.control(watchdog.arm, ...)``, against the simulator served over HTTP on loopback
 (or its ``file://`` spool folder), with the instance's own key, as the orchestrator
 does. Limits are a second or two, so the watchdog fires within the test; nothing is
 patched, and every wait is a poll with a generous bound.
@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from vastnb.errors import RemoteError
+from vastnb.backends.local import local_transport
 from vastnb.offload import Session
 from vastnb.sim import Market, SimConfig, Simulator
 from vastnb_worker import watchdog
@@ -94,7 +95,7 @@ def daemon_log(home: Path) -> str:
 
 
 def test_silence_destroys_the_instance_once_the_last_connection_closes(box: Session, served: Rented, home: Path) -> None:
-    status = box.call(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=None, silence_s=1.0)
+    status = box.control(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=None, silence_s=1.0)
     assert status["armed"] and status["instance_id"] == served.instance_id
     assert status["deadline"] is None and status["seconds_left"] is None and status["silence_s"] == 1.0
     box.close()  # the orchestrator goes away: the silence clock starts
@@ -108,37 +109,49 @@ def test_silence_destroys_the_instance_once_the_last_connection_closes(box: Sess
 
 
 def test_an_open_connection_holds_off_the_silence_limit(box: Session, served: Rented, home: Path) -> None:
-    box.call(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=None, silence_s=0.5)
+    box.control(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=None, silence_s=0.5)
     # A task that outlasts the limit many times over, on the open connection.
     box.call(time.sleep, 1.5)
-    status = box.call(watchdog.status)
+    status = box.control(watchdog.status)
     assert status["fired"] is None and status["silence_left_s"] == 0.5
     assert not served.gone()
 
 
+def test_arming_is_no_task_and_does_not_wait_for_one(box: Session, served: Rented) -> None:
+    busy = box.submit(time.sleep, 300)  # the user's long cell; arming must not wait for it
+    status = box.control(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=3600.0, silence_s=600.0)
+    assert status["armed"] and status["instance_id"] == served.instance_id
+    [listed] = box.tasks()  # the arm call is no task
+    assert listed["task"] == busy.id and listed["state"] in ("queued", "running")  # and it did not wait for it
+    busy.interrupt()
+    with pytest.raises(KeyboardInterrupt):
+        busy.result()
+    box.control(watchdog.disarm)
+
+
 def test_the_maximum_duration_fires_while_connected(box: Session, served: Rented) -> None:
     host = served.url.removesuffix("/api/v0")  # as VAST_URL gives it: the box adds /api/v0
-    armed = box.call(watchdog.arm, served.instance_id, host, served.key, remaining_s=1.0, silence_s=600.0)
+    armed = box.control(watchdog.arm, served.instance_id, host, served.key, remaining_s=1.0, silence_s=600.0)
     assert armed["deadline"] == pytest.approx(time.time() + 1.0, abs=30)  # on the box's own clock
     wait_for(served.gone, "the instance to be destroyed")
-    status = wait_for(lambda: box.call(watchdog.status)["fired"], "the watchdog's report")
+    status = wait_for(lambda: box.control(watchdog.status)["fired"], "the watchdog's report")
     assert status["result"] == "destroyed" and "maximum duration" in status["reason"] and status["done"]
-    assert box.call(watchdog.status)["armed"]  # the same connection is still up and answering
+    assert box.control(watchdog.status)["armed"]  # the same connection is still up and answering
 
 
 def test_arming_again_replaces_the_configuration(box: Session, served: Rented, home: Path) -> None:
-    first = box.call(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=3600.0, silence_s=600.0)
+    first = box.control(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=3600.0, silence_s=600.0)
     assert 3500 < first["seconds_left"] <= 3600
-    second = box.call(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=None, silence_s=900.0)
+    second = box.control(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=None, silence_s=900.0)
     assert second["deadline"] is None and second["silence_s"] == 900.0
-    assert box.call(watchdog.status) == {**second, "silence_left_s": 900.0}
+    assert box.control(watchdog.status) == {**second, "silence_left_s": 900.0}
     saved = home / watchdog.CONFIG_NAME
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600  # it holds the instance's key
     config = json.loads(saved.read_text())
     assert config["deadline"] is None and config["silence_s"] == 900.0 and config["key"] == served.key
     assert not [p for p in home.iterdir() if p.name.endswith(".tmp")]
-    box.call(watchdog.disarm)
-    assert not saved.exists() and box.call(watchdog.status)["armed"] is False
+    box.control(watchdog.disarm)
+    assert not saved.exists() and box.control(watchdog.status)["armed"] is False
     assert not served.gone()
 
 
@@ -151,20 +164,20 @@ def test_bad_arguments_are_refused_on_the_box(box: Session, served: Rented) -> N
         ((served.instance_id, served.url, served.key), {"remaining_s": None, "silence_s": 0}),
     ]:
         with pytest.raises(RemoteError) as raised:
-            box.call(watchdog.arm, *args, **kwargs)
+            box.control(watchdog.arm, *args, **kwargs)
         assert raised.value.remote_type == "ValueError"
-    assert box.call(watchdog.status)["armed"] is False
+    assert box.control(watchdog.status)["armed"] is False
 
 
 def test_the_watchdog_survives_a_daemon_restart(boxes: Boxes, box: Session, served: Rented, home: Path) -> None:
-    armed = box.call(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=3600.0, silence_s=600.0)
+    armed = box.control(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=3600.0, silence_s=600.0)
     pid = int((home / "daemon.pid").read_text())
     assert daemon_pids(home, ("daemon",)) == [pid]
     os.kill(pid, signal.SIGKILL)  # out of memory, say: no clean exit
     wait_for(lambda: not daemon_pids(home, ("daemon",)), "the daemon to die")
     box.close()
     again = boxes.session(boxes.transport("local"))
-    status = again.call(watchdog.status)  # a new daemon, re-armed from its saved configuration
+    status = again.control(watchdog.status)  # a new daemon, re-armed from its saved configuration
     assert status["armed"] and status["instance_id"] == served.instance_id
     assert status["deadline"] == armed["deadline"] and status["silence_s"] == 600.0
     assert int((home / "daemon.pid").read_text()) != pid
@@ -176,7 +189,7 @@ def test_the_watchdog_survives_a_daemon_restart(boxes: Boxes, box: Session, serv
 
 def test_the_account_key_never_reaches_the_box(box: Session, served: Rented, home: Path) -> None:
     # The orchestrator hands the box the instance's key, nothing else; the box fires with it.
-    box.call(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=0.0)
+    box.control(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=0.0)
     wait_for(served.gone, "the instance to be destroyed")
     account_key = served.market.api_key.encode()
     found = []
@@ -192,7 +205,7 @@ def test_the_account_key_never_reaches_the_box(box: Session, served: Rented, hom
 
 def test_retries_through_server_errors(box: Session, served: Rented, home: Path) -> None:
     served.sim.api.faults.inject("status", path=r"/instances/\d+", method="DELETE", status=503, times=2)
-    box.call(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=0.0)
+    box.control(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=0.0)
     wait_for(served.gone, "the instance to be destroyed")
     log = daemon_log(home)
     assert log.count("HTTP 503") == 2 and f"instance {served.instance_id}: destroyed" in log
@@ -200,8 +213,8 @@ def test_retries_through_server_errors(box: Session, served: Rented, home: Path)
 
 def test_a_refused_key_destroys_nothing(box: Session, served: Rented, home: Path) -> None:
     other = Rented(served.sim, served.url)  # a second instance, whose key this box must not use
-    box.call(watchdog.arm, served.instance_id, served.url, other.key, remaining_s=0.0)
-    fired = wait_for(lambda: box.call(watchdog.status)["fired"], "the watchdog to fire")
+    box.control(watchdog.arm, served.instance_id, served.url, other.key, remaining_s=0.0)
+    fired = wait_for(lambda: box.control(watchdog.status)["fired"], "the watchdog to fire")
     assert fired["result"].startswith("refused: HTTP 401") and not fired["done"]
     assert not served.gone() and not other.gone()
 
@@ -213,8 +226,8 @@ def test_through_the_embedded_simulators_spool(box: Session, tmp_path: Path, hom
     instance_id, key = int(created["new_contract"]), str(created["instance_api_key"])
     url = market.selfdestruct_url()
     assert url and url.startswith("file://")
-    box.call(watchdog.arm, instance_id, url, key, remaining_s=0.0)
-    fired = wait_for(lambda: box.call(watchdog.status)["fired"], "the watchdog to fire")
+    box.control(watchdog.arm, instance_id, url, key, remaining_s=0.0)
+    fired = wait_for(lambda: box.control(watchdog.status)["fired"], "the watchdog to fire")
     assert fired["result"] == "requested" and fired["done"]
     assert market.show(instance_id) is None  # the market's next transaction carried it out
     assert not list((tmp_path / "embedded" / "sim" / "selfdestruct").iterdir())
@@ -231,9 +244,9 @@ def test_a_simulated_box_destroys_itself_and_its_machine_goes(tmp_path: Path) ->
     instance_id, key = int(created["new_contract"]), str(created["instance_api_key"])
     assert market.show(instance_id)["actual_status"] == "running"  # type: ignore[index]
     home = market.boxes.home(instance_id)
-    session = Session(market.boxes.transport(instance_id), connect_timeout=20)
+    session = Session(local_transport(market.boxes.local(instance_id)), connect_timeout=20)
     try:
-        session.call(watchdog.arm, instance_id, market.selfdestruct_url(), key, remaining_s=None, silence_s=0.5)
+        session.control(watchdog.arm, instance_id, market.selfdestruct_url(), key, remaining_s=None, silence_s=0.5)
         assert (home / "daemon.pid").exists() and daemon_pids(home, ("daemon",))
         session.close()
         wait_for(lambda: market.show(instance_id) is None, "the instance to be destroyed")

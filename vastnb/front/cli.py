@@ -1,9 +1,11 @@
 """The ``vastnb`` command line: the same calls as the Python API, printed for a terminal.
+Its subcommands and flags are those of the command table (:mod:`vastnb.front.commands`),
+shared with the ``%vast`` magics.
 
     vastnb profiles
     vastnb offers training-standard --limit 5 [--json]
-    vastnb offers "gpu_name=RTX_4090 num_gpus>=1 dph<0.5"
-    vastnb launch dev-test [--name exp1] [--interruptible] [--bid min]
+    vastnb offers "gpu_name=RTX_4090 num_gpus>=1 dph<0.5" [-o "dph_total,reliability-"]
+    vastnb launch dev-test [--name exp1] [--interruptible] [--bid min] [--silence 30]
     vastnb ps [--orphans] [--json]
     vastnb down exp1 | --all | --orphans
     vastnb demo
@@ -15,14 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from vastnb import __version__
 from vastnb.client import Client
 from vastnb.base.config import vastnb_home
 from vastnb.errors import TeardownError, VastError
+from vastnb.front.commands import TABLE, Command, add_arguments
 from vastnb.lifecycle.launch import LaunchEvent
 
 __all__ = ["main"]
@@ -53,14 +55,14 @@ def _offers(args: argparse.Namespace) -> int:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from vastnb.lifecycle.fleet import BoxOptions
+    from vastnb import BoxOptions  # the public name: wherever the lifecycle keeps it
 
     box_options = BoxOptions(silence_s=args.silence * 60)
     with Client(profiles=args.profiles, box=box_options) as client:
         client.profile(args.profile)  # a bad name is refused before anything else is said
         if client.simulated:
             print("SIMULATED marketplace (no Vast API key found): nothing is billed.")
-        # Launched from a terminal, a box outlives this command: it is kept.
+        # Launched from a terminal, a box outlives this command: it is kept, --keep or not.
         box = client.launch(args.profile, name=args.name, interruptible=args.interruptible or None,
                             bid=args.bid, keep=True, progress=LaunchEvent.print)  # fmt: skip
         print(f"{box.name} (#{box.id}) is running at ${box.price_per_hour:.3f}/h. "
@@ -126,58 +128,32 @@ def _sim_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What each of the table's commands runs, by its path of names.
+_RUN: dict[str, Callable[[argparse.Namespace], int]] = {
+    "profiles": _profiles, "offers": _offers, "launch": _launch, "ps": _ps, "down": _down, "demo": _demo,
+    "sim serve": _sim_serve,
+}  # fmt: skip
+
+
+def _add_commands(parser: argparse.ArgumentParser, command: Command, path: tuple[str, ...]) -> None:
+    """``command``'s flags on ``parser``, then its subcommands, each as the table says."""
+    add_arguments(parser, command, "cli")
+    subcommands = command.subcommands_for("cli")
+    if not subcommands:
+        parser.set_defaults(run=_RUN[" ".join(path)])
+        return
+    dest = f"{path[-1]}_command" if path else "command"
+    sub = parser.add_subparsers(dest=dest, required=True, metavar="COMMAND")
+    for child in subcommands:
+        # argparse lists an alias beside its command: "follow (attach)".
+        child_parser = sub.add_parser(child.name, aliases=list(child.aliases), help=child.help.replace("%", "%%"))
+        _add_commands(child_parser, child, (*path, child.name))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vastnb", description="Rent Vast.ai GPUs for training, from a notebook or here.")
-    parser.add_argument("--version", action="version", version=f"vastnb {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    profiles = commands.add_parser("profiles", help="list the GPU profiles")
-    profiles.add_argument("--profiles", metavar="PATH", help="profile file or folder (default: the search order)")
-    profiles.add_argument("--json", action="store_true", help="print JSON")
-    profiles.set_defaults(run=_profiles)
-
-    offers = commands.add_parser("offers", help="offers for a profile, or for a Vast CLI query, cheapest first")
-    offers.add_argument("spec", nargs="+", help="a profile name, or a query like 'gpu_name=RTX_4090 dph<0.5'")
-    offers.add_argument("--limit", type=int, default=20, help="show at most this many (default 20)")
-    offers.add_argument("-o", "--order", help="sort a query's results, CLI style: 'dph_total,reliability-'")
-    offers.add_argument("--profiles", metavar="PATH", help="profile file or folder")
-    offers.add_argument("--json", action="store_true", help="print JSON")
-    offers.set_defaults(run=_offers)
-
-    launch = commands.add_parser("launch", help="rent the cheapest offer for a profile; the box is kept running")
-    launch.add_argument("profile", help="a profile name (see `vastnb profiles`)")
-    launch.add_argument("--name", help="a name for the box (default: profile-XXXX)")
-    launch.add_argument("--interruptible", action="store_true", help="rent at a bid: cheaper, can be preempted")
-    launch.add_argument("--bid", help="min (default), min+N%%, or a fixed $/h; implies --interruptible")
-    launch.add_argument("--silence", type=float, default=30.0, metavar="MINUTES",
-                        help="the box destroys itself after this long without vastnb connected (default 30)")  # fmt: skip
-    launch.add_argument("--profiles", metavar="PATH", help="profile file or folder")
-    launch.set_defaults(run=_launch)
-
-    ps = commands.add_parser("ps", help="vastnb's instances: state, $/h, uptime, cost so far, owner")
-    ps.add_argument("--orphans", action="store_true", help="only instances no live session owns")
-    ps.add_argument("--json", action="store_true", help="print JSON")
-    ps.set_defaults(run=_ps)
-
-    down = commands.add_parser("down", help="destroy instances (billing stops)")
-    down.add_argument("names", nargs="*", metavar="NAME", help="instance names or ids")
-    down.add_argument("--all", action="store_true", help="every vastnb instance on the account")
-    down.add_argument("--orphans", action="store_true", help="every instance no live session owns")
-    down.set_defaults(run=_down)
-
-    demo = commands.add_parser("demo", help="launch a simulated box, train on it, show the cost, tear down")
-    demo.set_defaults(run=_demo)
-
-    sim = commands.add_parser("sim", help="the simulated marketplace")
-    sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="COMMAND")
-    serve = sim_commands.add_parser("serve", help="serve the simulated Vast API over HTTP on loopback")
-    serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default) or ::1")
-    serve.add_argument("--port", type=int, default=8123, help="0 picks a free port (default 8123)")
-    serve.add_argument("--seed", type=int, default=0, help="catalogue seed for a new market (default 0)")
-    serve.add_argument("--rate-limits", type=float, default=1.0, metavar="SCALE",
-                       help="Vast's per-endpoint rate limits times SCALE; 0 turns them off (default 1)")  # fmt: skip
-    serve.add_argument("--verbose", action="store_true", help="log every request")
-    serve.set_defaults(run=_sim_serve)
+    """The ``vastnb`` parser, built from the command table (:mod:`vastnb.front.commands`)."""
+    parser = argparse.ArgumentParser(prog="vastnb", description=TABLE.help)
+    _add_commands(parser, TABLE, ())
     return parser
 
 

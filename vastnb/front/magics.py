@@ -1,7 +1,9 @@
 """``%vast`` and ``%%vast run``: the notebook front, after ``%load_ext vastnb``.
 
 The magics stay thin: parse the arguments, make one call on the :class:`~vastnb.Client`
-or a :class:`~vastnb.Box`, display what comes back. Their help is the API's docstrings.
+or a :class:`~vastnb.Box`, display what comes back. Their subcommands and flags are those of
+the command table (:mod:`vastnb.front.commands`), shared with the ``vastnb`` command; their
+help is the API's docstrings.
 Bad arguments raise IPython's ``UsageError`` (a message, never a traceback), and a
 :class:`~vastnb.VastError` shows its message alone.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 import argparse
 import ast
 import builtins
-import inspect
 import shlex
 import sys
 from collections.abc import Callable
@@ -22,10 +23,12 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from vastnb.lifecycle.box import Box
 from vastnb.client import Client
+from vastnb.errors import VastError
+from vastnb.front.commands import Command, add_arguments, commands, find
 from vastnb.offload import CellResult, RemoteTask
 from vastnb.offload.session import CELL_NAME
 
-__all__ = ["VastMagics", "load_ipython_extension", "free_names"]
+__all__ = ["VastMagics", "load_ipython_extension", "free_names", "build_parsers"]
 
 #: A pushed value above this size gets a warning: it crosses the network on every run.
 LARGE_PUSH = 256 * 2**20
@@ -41,11 +44,27 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message or self.format_usage())
 
 
-def _first_line(fn: Callable[..., Any]) -> str:
-    """The first sentence of ``fn``'s docstring: what ``%vast help`` lists."""
-    text = (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ").replace("``", "")
+def _first_line(doc: str) -> str:
+    """The first sentence of a docstring: what ``%vast help`` lists."""
+    text = doc.split("\n\n")[0].replace("\n", " ").replace("``", "")
     end = text.find(". ")
     return text if end < 0 else text[: end + 1]
+
+
+def _spelling(command: Command) -> str:
+    return f"%%vast {command.name}" if command.cell else f"%vast {command.name}"
+
+
+def build_parsers() -> dict[str, _Parser]:
+    """A parser for each ``%vast`` subcommand of the command table, by name. Its help is the
+    API call's docstring; its last line names the command's other spellings (aliases)."""
+    parsers: dict[str, _Parser] = {}
+    for command in commands("magic"):
+        also = ", ".join(f"%vast {alias}" for alias in command.aliases)
+        parsers[command.name] = parser = _Parser(prog=f"%vast {command.name}", description=command.doc(),
+                                                 epilog=f"Also spelled {also}." if also else None, add_help=False)  # fmt: skip
+        add_arguments(parser, command, "magic")
+    return parsers
 
 
 def _names(text: str | None) -> list[str]:
@@ -102,45 +121,13 @@ class VastMagics(Magics):
         self.boxes: dict[str, Box] = {}
         self.current: str | None = None
         self.tasks: dict[int, RemoteTask] = {}
-        self._commands: dict[str, tuple[Callable[[list[str], str | None], Any], Callable[..., Any], _Parser]] = {}
-        for name, handler, doc in (
-            ("help", self._help, self._help),
-            ("profiles", self._profiles, Client.profiles),
-            ("offers", self._offers, Client.offers),
-            ("launch", self._launch, Client.launch),
-            ("ps", self._ps, Client.instances),
-            ("use", self._use, Client.attach),
-            ("status", self._status, Box.info),
-            ("down", self._down, Client.down),
-            ("attach", self._attach, RemoteTask.result),
-            ("run", self._run, Box.run_cell),
-        ):
-            self._commands[name] = (handler, doc, _Parser(prog=f"%vast {name}", description=inspect.getdoc(doc), add_help=False))
-        self._arguments()
-
-    def _arguments(self) -> None:
-        p = {name: parser for name, (_, _, parser) in self._commands.items()}
-        p["help"].add_argument("command", nargs="?", help="a subcommand")
-        p["offers"].add_argument("spec", nargs="+", help="a profile name, or a Vast CLI query")
-        p["offers"].add_argument("--limit", type=int, default=20)
-        p["launch"].add_argument("profile")
-        p["launch"].add_argument("--name")
-        p["launch"].add_argument("--interruptible", action="store_true")
-        p["launch"].add_argument("--bid", help="min, min+N%%, or $/h (implies --interruptible)")
-        p["launch"].add_argument("--keep", action="store_true", help="leave it running when the kernel exits")
-        p["use"].add_argument("name")
-        p["status"].add_argument("name", nargs="?")
-        p["down"].add_argument("name", nargs="?", help="default: the box in use")
-        p["down"].add_argument("--all", action="store_true", help="every vastnb instance on the account")
-        p["attach"].add_argument("task", type=int)
-        p["attach"].add_argument("--on", metavar="NAME")
-        p["run"].add_argument("--on", metavar="NAME", help="the box (default: the one in use)")
-        p["run"].add_argument("--push", metavar="A,B", help="names to send (default: those the cell reads)")
-        p["run"].add_argument("--pull", metavar="A,B", help="names to bring back into the notebook")
-        p["run"].add_argument("-o", metavar="NAME", dest="out", help="store the run's handle in NAME")
-        p["run"].add_argument("--detach", action="store_true", help="return at once; %%vast attach TASK brings it back")
-        p["run"].add_argument("--trust", action="store_true",
-                              help="bring back any object by full pickle (it can run code here): for a box you trust")  # fmt: skip
+        self._handlers: dict[str, Callable[[list[str], str | None], Any]] = {
+            "help": self._help, "profiles": self._profiles, "offers": self._offers, "launch": self._launch,
+            "ps": self._ps, "use": self._use, "status": self._status, "down": self._down, "follow": self._follow,
+            "run": self._run,
+        }  # fmt: skip
+        self._parsers = build_parsers()
+        assert self._handlers.keys() == self._parsers.keys(), "a %vast subcommand of the table without its handler"
 
     @property
     def client(self) -> Client:
@@ -158,17 +145,17 @@ class VastMagics(Magics):
             raise UsageError(f"cannot parse the arguments: {exc}") from None
         if not words:
             return self._help([], None)
-        command, *rest = words
-        if command not in self._commands:
-            raise UsageError(f"no %vast subcommand {command!r}; %vast help lists them: {', '.join(self._commands)}")
-        if (cell is not None) != (command == "run"):
-            raise UsageError("run is a cell magic: %%vast run [options] on the first line of a cell"
-                             if command == "run" else f"%%vast {command} is not a cell magic; use %vast {command}")  # fmt: skip
-        handler, _, _ = self._commands[command]
-        return handler(rest, cell)
+        name, *rest = words
+        command = find(name, "magic")  # an alias runs its command, and says nothing of it
+        if command is None:
+            raise UsageError(f"no %vast subcommand {name!r}; %vast help lists them: {', '.join(self._handlers)}")
+        if (cell is not None) != command.cell:
+            raise UsageError(f"{name} is a cell magic: %%vast {name} [options] on the first line of a cell"
+                             if command.cell else f"%%vast {name} is not a cell magic; use %vast {name}")  # fmt: skip
+        return self._handlers[command.name](rest, cell)
 
     def _parse(self, command: str, words: list[str]) -> argparse.Namespace:
-        return self._commands[command][2].parse_args(words)
+        return self._parsers[command].parse_args(words)
 
     # -- subcommands ----------------------------------------------------------------------
 
@@ -176,13 +163,14 @@ class VastMagics(Magics):
         """Every %vast subcommand, one line each; %vast help COMMAND for one in full."""
         args = self._parse("help", words)
         if args.command:
-            if args.command not in self._commands:
+            command = find(args.command, "magic")
+            if command is None:
                 raise UsageError(f"no %vast subcommand {args.command!r}")
-            parser = self._commands[args.command][2]
-            print(parser.format_help().replace("usage: ", "", 1).rstrip())
+            print(self._parsers[command.name].format_help().replace("usage: ", "", 1).rstrip())
             return
-        for name, (_, doc, parser) in self._commands.items():
-            print(f"  %{'%vast run' if name == 'run' else 'vast ' + name:<16} {_first_line(doc)}")
+        for command in commands("magic"):
+            also = f" (also spelled %vast {', '.join(command.aliases)})" if command.aliases else ""
+            print(f"  {_spelling(command):<17} {_first_line(command.doc())}{also}")
 
     def _profiles(self, words: list[str], _: str | None) -> Any:
         self._parse("profiles", words)
@@ -190,7 +178,7 @@ class VastMagics(Magics):
 
     def _offers(self, words: list[str], _: str | None) -> Any:
         args = self._parse("offers", words)
-        return self.client.offers(" ".join(args.spec), limit=args.limit)
+        return self.client.offers(" ".join(args.spec), limit=args.limit, order=args.order)
 
     def _launch(self, words: list[str], _: str | None) -> None:
         args = self._parse("launch", words)
@@ -211,8 +199,8 @@ class VastMagics(Magics):
         StatusCard(box).display()
 
     def _ps(self, words: list[str], _: str | None) -> Any:
-        self._parse("ps", words)
-        return self.client.instances()
+        args = self._parse("ps", words)
+        return self.client.orphans() if args.orphans else self.client.instances()
 
     def _use(self, words: list[str], _: str | None) -> None:
         args = self._parse("use", words)
@@ -228,23 +216,36 @@ class VastMagics(Magics):
 
     def _down(self, words: list[str], _: str | None) -> None:
         args = self._parse("down", words)
-        if args.all:
-            if args.name:
-                raise UsageError("%vast down takes a name or --all, not both")
-            gone = self.client.down_all()
-            self.boxes.clear()
-            self.current = None
+        if bool(args.names) + args.all + args.orphans > 1:
+            raise UsageError("%vast down takes names, or --all, or --orphans: one of them")
+        if args.all or args.orphans:
+            gone = self.client.down_all() if args.all else self.client.down_orphans()
+            for name in [n for n, box in self.boxes.items() if args.all or box.id in gone]:
+                self._forget(name)
             print(f"destroyed: {', '.join(map(str, gone))}" if gone else "nothing to destroy")
             return
-        box = self._box(args.name)
-        done = box.down()
-        self.boxes.pop(box.name, None)
-        if self.current == box.name:
-            self.current = None
-        print(f"destroyed {box.name} (#{box.id}): billing stopped" if done else f"{box.name} was already gone")
+        failed: list[VastError] = []
+        for name in args.names or [None]:  # none: the box in use; each on its own, a typo spares none
+            try:
+                box = self._box(name)
+                done = box.down()
+            except VastError as exc:
+                if failed or len(args.names) > 1:
+                    print(f"{name}: {exc}", file=sys.stderr)
+                failed.append(exc)
+                continue
+            self._forget(box.name)
+            print(f"destroyed {box.name} (#{box.id}): billing stopped" if done else f"{box.name} was already gone")
+        if failed:
+            raise failed[0]
 
-    def _attach(self, words: list[str], _: str | None) -> Any:
-        args = self._parse("attach", words)
+    def _forget(self, name: str) -> None:
+        self.boxes.pop(name, None)
+        if self.current == name:
+            self.current = None
+
+    def _follow(self, words: list[str], _: str | None) -> Any:
+        args = self._parse("follow", words)
         task = self.tasks.get(args.task)
         if task is None:
             task = RemoteTask(self._box(args.on).session, args.task, cell=True)
@@ -276,6 +277,7 @@ class VastMagics(Magics):
             self.tasks[task.id] = task
             if args.out:
                 user_ns[args.out] = task
+            # `attach`, the alias of follow: the line stored in notebooks/02-offload-patterns.ipynb.
             print(f"task {task.id} runs on {box.name}; %vast attach {task.id} brings its output and result back")
             return None
         result = run.run_cell(cell, push=push, pull=pull, name=name)

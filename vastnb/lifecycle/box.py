@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from vastnb.errors import InstanceGoneError
 from vastnb.offload import CellResult, RemoteTask, ResultPolicy, Session, safe, trusted
 from vastnb.offload.session import CELL_NAME
+from vastnb.lifecycle.rental import Rental
 from vastnb.market.records import Instance
-from vastnb.lifecycle.store import StoredInstance
 
 if TYPE_CHECKING:
     from vastnb.lifecycle.fleet import Fleet
@@ -39,7 +39,7 @@ class Box:
     notebook when it is unpickled.
     """
 
-    def __init__(self, fleet: Fleet, record: StoredInstance, *, session: Session | None = None) -> None:
+    def __init__(self, fleet: Fleet, record: Rental, *, session: Session | None = None) -> None:
         self._fleet = fleet
         self._record = record
         self._session = session
@@ -48,9 +48,9 @@ class Box:
 
     def __repr__(self) -> str:
         r = self._record
-        price = f" ${r.price_per_hour:.3f}/h" if r.price_per_hour is not None else ""
+        price = f" ${r.dph_total:.3f}/h" if r.dph_total is not None else ""
         mark = " SIMULATED" if self._fleet.simulated else ""
-        return f"<Box {r.name!r} #{r.id} {r.num_gpus}x {r.gpu} {r.state}{price}{mark}>"
+        return f"<Box {r.name!r} #{r.id} {r.num_gpus}x {r.gpu_name} {r.state.value}{price}{mark}>"
 
     # -- identity -----------------------------------------------------------------------
 
@@ -70,7 +70,12 @@ class Box:
     @property
     def price_per_hour(self) -> float | None:
         """What the rental costs per hour (the bid plus disk, for interruptible ones)."""
-        return self._record.price_per_hour
+        return self._record.dph_total
+
+    @property
+    def rental(self) -> Rental:
+        """vastnb's record of the instance: its state, owner, price as rented."""
+        return self._record
 
     @property
     def simulated(self) -> bool:
@@ -84,7 +89,7 @@ class Box:
 
     @keep.setter
     def keep(self, value: bool) -> None:
-        self._fleet.store.update(self._fleet.url, self.id, keep=int(bool(value)))
+        self._fleet.set_keep(self.id, value)
         self._refresh()
 
     # -- the rental ---------------------------------------------------------------------
@@ -116,17 +121,13 @@ class Box:
     def stop(self) -> None:
         """Stop the instance: GPU billing stops, its disk (and its files) stay, billed."""
         self._close_session()
-        self._fleet.api.stop_instance(self.id)
-        self._fleet.store.update(self._fleet.url, self.id, state="stopped")
+        self._fleet.stop(self.id)
         self._refresh()
 
     def start(self, *, wait: bool = True, timeout: float = 600.0) -> None:
         """Start a stopped instance again and (by default) wait until its worker answers.
         The worker starts fresh: names defined by earlier runs are gone."""
-        self._fleet.api.start_instance(self.id)
-        self._fleet.store.update(self._fleet.url, self.id, state="starting")
-        if wait:
-            self._fleet.wait_ready(self, timeout=timeout)
+        self._fleet.start(self, wait=wait, timeout=timeout)
         self._refresh()
 
     def down(self) -> bool:
@@ -208,7 +209,7 @@ class Box:
             self._session = None
 
     def _refresh(self) -> None:
-        self._record = self._fleet.store.get(self._fleet.url, self.id) or self._record
+        self._record = self._fleet.rental(self.id) or self._record
 
 
 class RunOptions:

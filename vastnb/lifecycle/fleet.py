@@ -1,10 +1,13 @@
-"""The fleet: the instances vastnb launched, who owns them, and their teardown.
+"""The fleet: the one owner of the instances vastnb rents.
 
-A :class:`Fleet` belongs to a :class:`~vastnb.Client`. It registers its Python process
-as a *session* in the state store before creating anything, labels every instance
-``vastnb:<name>:<session>``, and at interpreter exit destroys what this session
-launched (except boxes marked ``keep``, which it lists with their price). An *orphan* is
-a ``vastnb:`` instance on the account whose session has ended without keeping it:
+A :class:`Fleet` belongs to a :class:`~vastnb.Client`. It is the only writer of instance
+rows and of their state (every other part asks it): it records an instance right after
+the create call answers, moves it through the state machine of
+:mod:`~vastnb.lifecycle.states`, and destroys it. It registers its Python process as a
+*session* in the state store before creating anything, labels every instance
+``vastnb:<name>:<session>``, and at interpreter exit destroys what this session launched
+(except boxes marked ``keep``, which it lists with their price). An *orphan* is a
+``vastnb:`` instance on the account whose session has ended without keeping it:
 ``orphans()`` finds them, ``down_orphans()`` destroys them.
 """
 
@@ -12,54 +15,42 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import os
 import re
 import secrets
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from functools import cached_property
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from vastnb.lifecycle import onstart
-from vastnb.lifecycle.box import Box
+from vastnb.backends.base import Backend
 from vastnb.errors import ConfigError, InstanceCreateError, InstanceGoneError, TeardownError, VastError
-from vastnb.backends.keys import KeyPair, ensure_keypair, ensure_registered
+from vastnb.lifecycle import onstart
 from vastnb.lifecycle.launch import LaunchPolicy, Progress, launch
-from vastnb.offload import Session, SSHTransport, Transport
-from vastnb.base.private import private_folder
-from vastnb.profiles.profile import Profile
-from vastnb.market.records import ActualStatus, CreatedInstance, Instance
+from vastnb.lifecycle.readiness import NotReady, wait_ready
+from vastnb.lifecycle.rental import Rental
+from vastnb.lifecycle.states import InstanceState
+from vastnb.lifecycle.store import SessionInfo, StateStore
+from vastnb.market.records import CreatedInstance, Instance
 from vastnb.market.selection import Candidate
-from vastnb.lifecycle.store import SessionInfo, StateStore, StoredInstance
+from vastnb.offload import Session, Transport
+from vastnb.profiles.profile import Profile
 
 if TYPE_CHECKING:
-    from vastnb.client import Client
+    from vastnb.lifecycle.box import Box
 
-__all__ = ["Fleet", "BoxOptions", "FleetEntry", "LABEL_PREFIX"]
+__all__ = ["Fleet", "FleetEntry", "LABEL_PREFIX", "parse_label"]
 
 LABEL_PREFIX = "vastnb:"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 
 
 @dataclass(frozen=True)
-class BoxOptions:
-    """How boxes are reached and guarded. ``home`` may contain ``{id}``."""
-
-    home: str = "~/.cache/vastnb"  # where the worker lives on the box
-    python: str = "python3"  # the box's Python (3.9 or newer)
-    ssh_options: tuple[str, ...] = ()  # extra OpenSSH options, e.g. ("-F", "/dev/null")
-    silence_s: float = 1800.0  # the box destroys itself after this long with no orchestrator
-
-
-@dataclass(frozen=True)
 class FleetEntry:
-    """One ``vastnb:`` instance: what the market says, what the store says, who owns it."""
+    """One ``vastnb:`` instance on the market, with vastnb's record of it and its owner."""
 
     instance: Instance
-    stored: StoredInstance | None
+    rental: Rental | None
     owner: str  # "this session", "session <id> (pid N)", "kept", "orphan", "unknown"
 
     @property
@@ -71,7 +62,7 @@ def parse_label(label: str | None) -> tuple[str, str | None] | None:
     """(name, session) from a ``vastnb:<name>:<session>`` label; None if not vastnb's."""
     if not label or not label.startswith(LABEL_PREFIX):
         return None
-    rest = label[len(LABEL_PREFIX):]
+    rest = label[len(LABEL_PREFIX) :]
     name, _, session = rest.rpartition(":")
     return (name, session) if name else (rest, None)
 
@@ -79,20 +70,19 @@ def parse_label(label: str | None) -> tuple[str, str | None] | None:
 class Fleet:
     """Launching, reattaching, listing and destroying a client's instances."""
 
-    def __init__(self, client: Client, *, box: BoxOptions | None = None, policy: LaunchPolicy | None = None) -> None:
-        self.client = client
-        self.api = client.api
-        self.url = client.api.base_url
-        self.store = StateStore(client.home / "state.db")
-        self.box = box or BoxOptions()
-        # The simulator's boxes answer in milliseconds: poll it often.
-        self.policy = policy or (LaunchPolicy(poll=0.1) if client.sim is not None else LaunchPolicy())
+    def __init__(self, backend: Backend, store: StateStore, *, select: Callable[[Profile], list[Candidate]],
+                 policy: LaunchPolicy | None = None) -> None:  # fmt: skip
+        self.backend = backend
+        self.api = backend.api
+        self.url = backend.api.base_url
+        self.store = store
+        self.policy = policy or LaunchPolicy(poll=backend.poll)
+        self.select = select  # profile -> ranked candidates (the client's offer search)
         self._session: SessionInfo | None = None
-        self._keys: KeyPair | None = None
 
     @property
     def simulated(self) -> bool:
-        return self.client.simulated
+        return self.backend.simulated
 
     @property
     def session_id(self) -> str:
@@ -101,6 +91,23 @@ class Fleet:
             self._session = self.store.new_session()
             atexit.register(self.at_exit)
         return self._session.id
+
+    # -- the records: read by anyone, written here only ----------------------------------
+
+    def rental(self, instance_id: int) -> Rental | None:
+        """vastnb's record of ``instance_id`` (None if it never rented it)."""
+        return self.store.get(self.url, instance_id)
+
+    def transition(self, instance_id: int, state: InstanceState, note: str | None = None) -> Rental | None:
+        """Move ``instance_id`` to ``state`` (checked against the state machine)."""
+        return self.store.transition(self.url, instance_id, state, note)
+
+    def set_keep(self, instance_id: int, keep: bool) -> None:
+        self.store.update(self.url, instance_id, keep=int(bool(keep)))
+
+    def forget(self, instance_id: int, note: str) -> None:
+        """The market no longer has it: record it destroyed."""
+        self.transition(instance_id, InstanceState.DESTROYED, note)
 
     # -- launching ------------------------------------------------------------------------
 
@@ -113,14 +120,6 @@ class Fleet:
             raise ConfigError(f"an instance called {name!r} is already running (#{existing.id}): pick another name, "
                               f"or reattach to it with attach({name!r}).")  # fmt: skip
         return launch(self, profile, name, keep=keep, policy=self.policy, progress=progress)
-
-    def ensure_key(self) -> KeyPair:
-        """vastnb's key pair, registered on the account (Vast installs it on new instances)."""
-        if self._keys is None:
-            keys = ensure_keypair()
-            ensure_registered(self.api, keys)
-            self._keys = keys
-        return self._keys
 
     def create(self, profile: Profile, candidate: Candidate, name: str) -> CreatedInstance:
         """Rent ``candidate``, its boot switch in its onstart, and record it at once
@@ -142,57 +141,32 @@ class Fleet:
     def _boot_switch(self, profile: Profile) -> str:
         """The onstart that guards the instance from its container's first second."""
         max_s = profile.max_duration_hours * 3600 if profile.max_duration_hours else None
-        url, clock = self._self_destruct()
-        home = str(self._sim_boxes.root / "{id}") if self._sim_boxes is not None else self.box.home
-        return onstart.boot_switch(url=url, home=home, silence_s=self.box.silence_s, max_s=max_s, clock=clock)
-
-    def _self_destruct(self) -> tuple[str, str | None]:
-        """How a box destroys itself: (the API base, or the embedded simulator's spool
-        folder; the simulator's clock file, which a simulated box's time follows)."""
-        if self._sim_boxes is None:
-            return self.api.base_url, None
-        market = self.client.sim.market
-        return str(market.selfdestruct_url()), str(market.clock_path)
+        end = self.backend.self_destruct()
+        home = self.backend.worker_home()
+        return onstart.boot_switch(url=end.url, home=home, silence_s=self.backend.box.silence_s, max_s=max_s, clock=end.clock)
 
     def _record(self, profile: Profile, candidate: Candidate, name: str, label: str, instance_id: int,
                 key: str | None) -> None:  # fmt: skip
         offer = candidate.offer
-        self.store.record(StoredInstance(
+        self.store.record(Rental(
             url=self.url, id=instance_id, name=name, profile=profile.name, label=label, session=self.session_id,
-            keep=False, offer_id=offer.id, machine_id=offer.machine_id, gpu=offer.gpu_name, num_gpus=offer.num_gpus,
-            price_per_hour=candidate.price, bid=candidate.bid, max_duration_hours=profile.max_duration_hours,
-            instance_key=key, state="created", created_at=time.time(), destroyed_at=None,
+            keep=False, offer_id=offer.id, machine_id=offer.machine_id, gpu_name=offer.gpu_name, num_gpus=offer.num_gpus,
+            dph_total=candidate.price, bid=candidate.bid, max_duration_hours=profile.max_duration_hours,
+            instance_key=key, state=InstanceState.CREATED, created_at=time.time(), destroyed_at=None,
         ))  # fmt: skip
 
-    def reachable(self, instance: Instance) -> bool:
-        """Whether a running instance can take connections yet."""
-        boxes = self._sim_boxes
-        if boxes is not None:
-            return boxes.powered(instance.id)
-        return instance.ssh_address() is not None
-
-    @cached_property
-    def _sim_boxes(self) -> Any:
-        """The simulator's local machines, when instances are local worker processes."""
-        sim = self.client.sim
-        return sim.market.boxes if sim is not None and sim.market.config.ssh_address is None else None
+    def ready(self, instance_id: int, *, keep: bool | None = None) -> Rental:
+        """The worker answers: kept from now on if ``keep`` (only now: a launcher that
+        died before this point left an orphan, not a kept box)."""
+        if keep is not None:
+            self.store.update(self.url, instance_id, keep=int(keep), note="worker ready")
+        rental = self.rental(instance_id)
+        assert rental is not None
+        return rental
 
     def transport(self, instance_id: int) -> Transport:
         """How to reach instance ``instance_id``'s worker."""
-        if self._sim_boxes is not None:
-            return self._sim_boxes.transport(instance_id)
-        instance = self.api.show_instance(instance_id)
-        address = instance.ssh_address() if instance else None
-        if address is None:
-            state = instance.actual_status.value if instance else "gone"
-            raise InstanceGoneError(f"instance {instance_id} has no SSH address ({state}): start it first.")
-        hosts = self.client.home / "known_hosts"
-        hosts.mkdir(parents=True, exist_ok=True)
-        return SSHTransport(
-            host=address[0], port=address[1], user="root", identity=self.ensure_key().private,
-            known_hosts=hosts / str(instance_id), control_dir=_control_dir(),
-            home=self.box.home.format(id=instance_id), python=self.box.python, options=list(self.box.ssh_options),
-        )  # fmt: skip
+        return self.backend.transport(instance_id)
 
     def arm_watchdog(self, session: Session, instance_id: int) -> dict[str, Any]:
         """Tell the box to destroy itself past the profile's max duration, or after
@@ -200,29 +174,36 @@ class Fleet:
         key, never the account's."""
         from vastnb_worker import watchdog
 
-        stored = self.store.get(self.url, instance_id)
-        if stored is None or not stored.instance_key:
+        rental = self.rental(instance_id)
+        if rental is None or not rental.instance_key:
             return {}
         remaining = None
-        if stored.max_duration_hours:
-            remaining = stored.max_duration_hours * 3600 - (time.time() - stored.created_at)
-        url, clock = self._self_destruct()
-        return session.control(watchdog.arm, instance_id, url, stored.instance_key, remaining_s=remaining,
-                               silence_s=self.box.silence_s, clock=clock)  # type: ignore[no-any-return]  # fmt: skip
+        if rental.max_duration_hours:
+            remaining = rental.max_duration_hours * 3600 - (time.time() - rental.created_at)
+        end = self.backend.self_destruct()
+        armed: dict[str, Any] = session.control(watchdog.arm, instance_id, end.url, rental.instance_key, remaining_s=remaining,
+                                                silence_s=self.backend.box.silence_s, clock=end.clock)  # fmt: skip
+        return armed
 
-    def wait_ready(self, box: Box, *, timeout: float) -> None:
-        """After a start: wait until the instance runs and its worker answers."""
-        deadline = time.monotonic() + timeout
-        while True:
-            instance = box.info()
-            if instance.actual_status is ActualStatus.RUNNING and self.reachable(instance):
-                break
-            if instance.actual_status.is_failed:
-                raise InstanceGoneError(f"instance {box.id} is {instance.actual_status.value}: it will not start; destroy it with down().")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"instance {box.id} did not start within {timeout:.0f} s ({instance.status_msg}); it is still billing its disk.")
-            time.sleep(self.policy.poll)
-        self.store.update(self.url, box.id, state="running")
+    # -- a rented instance ---------------------------------------------------------------
+
+    def stop(self, instance_id: int) -> None:
+        """Stop the instance: GPU billing stops, its disk (and its files) stay, billed."""
+        self.api.stop_instance(instance_id)
+        self.transition(instance_id, InstanceState.STOPPED)
+
+    def start(self, box: Box, *, wait: bool, timeout: float) -> None:
+        """Start a stopped instance again; with ``wait``, until its worker answers."""
+        self.api.start_instance(box.id)
+        self.transition(box.id, InstanceState.STARTING)
+        if not wait:
+            return
+        try:
+            wait_ready(self, box.id, self.policy, timeout=timeout)
+        except NotReady as exc:
+            if exc.gone:
+                raise InstanceGoneError(f"instance {box.id} {exc}: destroy it with down().") from None
+            raise TimeoutError(f"instance {box.id} did not start: {exc}; it is still billing its disk.") from None
         self.arm_watchdog(box.session, box.id)
 
     # -- teardown -------------------------------------------------------------------------
@@ -231,7 +212,7 @@ class Fleet:
         """Destroy (idempotent); True if this call did it. API errors propagate: an
         instance that may still bill is never reported as gone."""
         done = self.api.destroy_instance(instance_id)
-        self.store.destroyed(self.url, instance_id, note if done else "already gone")
+        self.transition(instance_id, InstanceState.DESTROYED, note if done else "already gone")
         return done
 
     def destroy_every(self, instance_ids: list[int], note: str) -> list[int]:
@@ -249,9 +230,6 @@ class Fleet:
             raise TeardownError(destroyed, failed)
         return destroyed
 
-    def forget(self, instance_id: int, note: str) -> None:
-        self.store.destroyed(self.url, instance_id, note)
-
     def close(self) -> None:
         """End this session now, as at interpreter exit (see :meth:`at_exit`)."""
         atexit.unregister(self.at_exit)
@@ -261,9 +239,9 @@ class Fleet:
         """At interpreter exit: destroy this session's boxes, except kept ones (listed)."""
         if self._session is None or self._session.ended_at is not None:
             return
-        mine = {s.id: s for s in self.store.instances(self.url) if s.session == self._session.id}
-        kept = [s for s in mine.values() if s.keep]
-        doomed = [i for i, s in mine.items() if not s.keep]
+        mine = {r.id: r for r in self.store.instances(self.url) if r.session == self._session.id}
+        kept = [r for r in mine.values() if r.keep]
+        doomed = [i for i, r in mine.items() if not r.keep]
         try:
             # Also what the market labels as ours but the store missed (a Ctrl-C that
             # landed between the create's answer and its row).
@@ -277,10 +255,10 @@ class Fleet:
             self.destroy_every(doomed, "destroyed at interpreter exit")
         except TeardownError as exc:
             print(f"vastnb: at exit, {exc}", file=sys.stderr)
-        for stored in kept:
-            price = f"${stored.price_per_hour:.3f}/h" if stored.price_per_hour is not None else "price unknown"
-            print(f"vastnb: kept running: {stored.name} (#{stored.id}, {price}); "
-                  f"end it with `vastnb down {stored.name}`", file=sys.stderr)  # fmt: skip
+        for rental in kept:
+            price = f"${rental.dph_total:.3f}/h" if rental.dph_total is not None else "price unknown"
+            print(f"vastnb: kept running: {rental.name} (#{rental.id}, {price}); "
+                  f"end it with `vastnb down {rental.name}`", file=sys.stderr)  # fmt: skip
         self.store.end_session(self._session.id)
         self._session = dataclasses.replace(self._session, ended_at=time.time())
 
@@ -289,24 +267,24 @@ class Fleet:
     def entries(self) -> list[FleetEntry]:
         """Every ``vastnb:`` instance on the account, with its owner. Store rows whose
         instance is gone from the market are marked destroyed on the way."""
-        stored = {s.id: s for s in self.store.instances(self.url)}
+        rentals = {r.id: r for r in self.store.instances(self.url)}
         out = []
         for instance in self.api.list_instances():
             parsed = parse_label(instance.label)
             if parsed is None:
                 continue  # not ours: a user's own rentals are never touched
-            row = stored.pop(instance.id, None)
-            out.append(FleetEntry(instance, row, self._owner(row.session if row else parsed[1], row)))
-        for gone in stored.values():
+            rental = rentals.pop(instance.id, None)
+            out.append(FleetEntry(instance, rental, self._owner(rental.session if rental else parsed[1], rental)))
+        for gone in rentals.values():
             self.forget(gone.id, "gone from the market")
         return out
 
-    def _owner(self, session: str | None, row: StoredInstance | None) -> str:
+    def _owner(self, session: str | None, rental: Rental | None) -> str:
         if session is None:
             return "unknown"
         if self._session is not None and session == self._session.id:
             return "this session"
-        if row is not None and row.keep:
+        if rental is not None and rental.keep:
             return "kept"
         info = self.store.session(session)
         if info is None:
@@ -331,28 +309,24 @@ class Fleet:
         self.forget(instance_id, "gone from the market")
         return False
 
-    def resolve(self, ref: str | int) -> StoredInstance:
-        """The stored instance named ``ref`` (a name, or an instance id)."""
-        stored = None
+    def resolve(self, ref: str | int) -> Rental:
+        """The rental named ``ref`` (a name, or an instance id)."""
+        rental = None
         if isinstance(ref, int) or str(ref).isdigit():
-            stored = self.store.get(self.url, int(ref))
-        if stored is None:
-            stored = self.store.find(self.url, str(ref))
-        if stored is None:
+            rental = self.rental(int(ref))
+        if rental is None:
+            rental = self.store.find(self.url, str(ref))
+        if rental is None:
             raise InstanceGoneError(f"no instance called {ref!r} in vastnb's state store ({self.store.path}); "
                                     "`vastnb ps` lists the ones that exist.")  # fmt: skip
-        return stored
+        return rental
 
     def attach(self, ref: str | int) -> Box:
         """Adopt an instance launched earlier (by this or another session) as a Box."""
-        stored = self.resolve(ref)
-        if not stored.live or not self._exists(stored.id):
-            raise InstanceGoneError(f"instance {stored.id} ({stored.name}) was destroyed: launch a new one.")
-        self.store.update(self.url, stored.id, session=self.session_id, note=f"attached by session {self.session_id}")
-        return Box(self, self.store.get(self.url, stored.id) or stored)
+        from vastnb.lifecycle.box import Box
 
-
-def _control_dir() -> Path:
-    """A short folder for OpenSSH ControlMaster sockets (a socket path must stay under
-    ~100 bytes, and VASTNB_HOME may be deep)."""
-    return private_folder(Path(tempfile.gettempdir()) / f"vastnb-{os.getuid()}", what="the SSH control-socket folder")
+        rental = self.resolve(ref)
+        if not rental.live or not self._exists(rental.id):
+            raise InstanceGoneError(f"instance {rental.id} ({rental.name}) was destroyed: launch a new one.")
+        self.store.update(self.url, rental.id, session=self.session_id, note=f"attached by session {self.session_id}")
+        return Box(self, self.rental(rental.id) or rental)

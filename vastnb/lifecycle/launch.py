@@ -2,7 +2,8 @@
 
 select offers -> vastnb's SSH key on the account -> create (labelled ``vastnb:``) ->
 the id into the state store -> wait through Vast's states, each phase with a deadline
--> connect (retrying while the SSH key propagates) -> arm the box's watchdog -> ready.
+(:mod:`~vastnb.lifecycle.readiness`) -> connect (retrying while the SSH key propagates)
+-> arm the box's watchdog -> ready. Every record goes through the fleet.
 
 Every attempt that fails destroys what it created and records whether that worked. An
 offer taken between search and create, or priced out, is skipped; a machine that failed
@@ -12,25 +13,23 @@ is avoided for the rest of the launch. After a bounded number of attempts a
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from vastnb.lifecycle.box import Box
 from vastnb.errors import InstanceCreateError, OfferUnavailableError, ProvisionError, TransportError, VastError
+from vastnb.lifecycle.box import Box
+from vastnb.lifecycle.readiness import NotReady, wait_ready
+from vastnb.market.selection import Candidate
 from vastnb.offload import Session, safe
 from vastnb.profiles.profile import Profile
-from vastnb.market.records import ActualStatus, Instance
-from vastnb.market.selection import Candidate
 
 if TYPE_CHECKING:
     from vastnb.lifecycle.fleet import Fleet
 
-__all__ = ["LaunchPolicy", "LaunchEvent", "Progress", "launch"]
-
-#: ``status_msg`` fragments that mean the container will not come up (dstack, Vast's CLI).
-FAILURE_SIGNS = ("oci runtime", "error response from daemon", "permission denied")
+__all__ = ["LaunchPolicy", "LaunchEvent", "Progress", "Attempt", "launch"]
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,18 @@ class LaunchEvent:
 Progress = Callable[[LaunchEvent], None]
 
 
-class _AttemptFailed(Exception):
-    """One attempt failed; the launch may go on with another offer."""
+@dataclass
+class Attempt:
+    """One offer tried by a launch: the instance it created (if any), why it failed, and
+    whether that instance was destroyed (None: there was nothing to destroy)."""
+
+    offer_id: int
+    machine_id: int
+    gpu_name: str
+    dph_total: float
+    instance_id: int | None = None
+    destroyed: bool | None = None
+    error: str | None = None
 
 
 def launch(fleet: Fleet, profile: Profile, name: str, *, keep: bool, policy: LaunchPolicy, progress: Progress | None) -> Box:
@@ -81,7 +90,7 @@ class _Launch:
         self.fleet, self.profile, self.name, self.keep, self.policy = fleet, profile, name, keep, policy
         self._progress = progress
         self.t0 = time.monotonic()
-        self.attempts: list[dict[str, Any]] = []
+        self.attempts: list[Attempt] = []
         self.avoid: set[int] = set()  # machines that failed us during this launch
 
     def emit(self, stage: str, message: str, instance_id: int | None = None, candidate: Candidate | None = None) -> None:
@@ -90,8 +99,8 @@ class _Launch:
 
     def run(self) -> Box:
         fleet = self.fleet
-        fleet.ensure_key()
-        candidates = fleet.client.select(self.profile)
+        fleet.backend.ensure_key()
+        candidates = fleet.select(self.profile)
         created = tried = 0
         for candidate in candidates:
             if created >= self.policy.attempts or tried >= self.policy.offers:
@@ -102,13 +111,12 @@ class _Launch:
             box = self.attempt(candidate)
             if box is not None:
                 return box
-            created += bool(self.attempts[-1].get("instance_id"))
+            created += self.attempts[-1].instance_id is not None
         raise self.failure(len(candidates))
 
     def attempt(self, candidate: Candidate) -> Box | None:
         offer = candidate.offer
-        record: dict[str, Any] = {"offer_id": offer.id, "machine_id": offer.machine_id, "gpu": offer.gpu_name,
-                                  "price_per_hour": candidate.price, "instance_id": None, "destroyed": None}  # fmt: skip
+        record = Attempt(offer.id, offer.machine_id, offer.gpu_name, candidate.price)
         self.attempts.append(record)
         bid = f", bid ${candidate.bid:.4f}/h" if candidate.bid is not None else ""
         self.emit("offer", f"offer {offer.id}: {offer.num_gpus}x {offer.gpu_name}, ${candidate.price:.3f}/h{bid}, "
@@ -116,68 +124,37 @@ class _Launch:
         try:
             created = self.fleet.create(self.profile, candidate, self.name)
         except OfferUnavailableError as exc:
-            record["error"] = f"offer taken: {exc}"
+            record.error = f"offer taken: {exc}"
             self.emit("retry", f"offer {offer.id} was rented by someone else; trying the next one")
             return None
         except InstanceCreateError as exc:
-            record["error"] = str(exc)
+            record.error = str(exc)
             self.avoid.add(offer.machine_id)
             if exc.created_instance_id is None:
                 raise  # it may or may not exist: the error says how to check; don't guess
             # Vast's spot pitfall: an error that still created (and bills) an instance.
-            record["instance_id"] = exc.created_instance_id
+            record.instance_id = exc.created_instance_id
             self.cleanup(record, exc.created_instance_id)
             return None
-        record["instance_id"] = created.id
+        record.instance_id = created.id
         try:
             self.emit("created", f"instance {created.id} created", created.id)
-            self.wait_running(created.id)
+            wait_ready(self.fleet, created.id, self.policy, emit=lambda stage, message: self.emit(stage, message, created.id))
             session = self.connect(created.id)
             self.fleet.arm_watchdog(session, created.id)
-        except (_AttemptFailed, TransportError) as exc:
-            record["error"] = str(exc)
+        except (NotReady, TransportError) as exc:
+            record.error = f"the instance {exc}" if isinstance(exc, NotReady) else str(exc)
             self.avoid.add(offer.machine_id)
-            self.emit("retry", f"instance {created.id} failed: {exc}", created.id)
+            self.emit("retry", f"instance {created.id} failed: {record.error}", created.id)
             self.cleanup(record, created.id)
             return None
         except BaseException as exc:  # Ctrl-C, or something unforeseen: never leave it billing
-            record["error"] = repr(exc)
+            record.error = repr(exc)
             self.cleanup(record, created.id)
             raise
-        # Kept only now: a launcher that died before this point left an orphan, not a kept box.
-        self.fleet.store.update(self.fleet.url, created.id, keep=self.keep, note="worker ready")
-        stored = self.fleet.store.get(self.fleet.url, created.id)
-        assert stored is not None
+        rental = self.fleet.ready(created.id, keep=self.keep)
         self.emit("ready", f"{self.name} ready: worker answers on instance {created.id}", created.id)
-        return Box(self.fleet, stored, session=session)
-
-    def wait_running(self, instance_id: int) -> Instance:
-        """Poll until running, with a deadline per phase; fail fast on dead states."""
-        policy, phase = self.policy, "created"
-        deadline = time.monotonic() + policy.create_deadline
-        while True:
-            instance = self.fleet.api.show_instance(instance_id)
-            if instance is None:
-                raise _AttemptFailed("the instance disappeared from the market while starting")
-            status, msg = instance.actual_status, (instance.status_msg or "").strip()
-            if status is ActualStatus.RUNNING and self.fleet.reachable(instance):
-                self.fleet.store.update(self.fleet.url, instance_id, state="running", note=msg or None)
-                self.emit("running", f"instance {instance_id} running", instance_id)
-                return instance
-            if status.is_failed:
-                raise _AttemptFailed(f"the instance is {status.value} ({msg or 'no message'}): it will not start")
-            if status in (ActualStatus.STOPPED, ActualStatus.FROZEN) or instance.intended_status == "stopped":
-                raise _AttemptFailed(f"the instance was stopped while starting ({msg or 'no message'})")
-            if any(sign in msg.lower() for sign in FAILURE_SIGNS):
-                raise _AttemptFailed(f"the container failed to start: {msg}")
-            if status is ActualStatus.LOADING and phase == "created":
-                phase, deadline = "loading", time.monotonic() + policy.load_deadline
-                self.fleet.store.update(self.fleet.url, instance_id, state="loading", note=msg or None)
-                self.emit("loading", f"instance {instance_id} loading ({msg or 'pulling the image'})", instance_id)
-            if time.monotonic() > deadline:
-                limit = policy.create_deadline if phase == "created" else policy.load_deadline
-                raise _AttemptFailed(f"still {status.value} after {limit:.0f} s (the {phase} phase's deadline)")
-            time.sleep(policy.poll)
+        return Box(self.fleet, rental, session=session)
 
     def connect(self, instance_id: int) -> Session:
         self.emit("connecting", f"connecting to instance {instance_id}", instance_id)
@@ -185,26 +162,30 @@ class _Launch:
         session.connect()
         return session
 
-    def cleanup(self, record: dict[str, Any], instance_id: int) -> None:
+    def cleanup(self, record: Attempt, instance_id: int) -> None:
         try:
             self.fleet.destroy(instance_id, note="launch attempt failed")
-            record["destroyed"] = True
+            record.destroyed = True
             self.emit("cleanup", f"instance {instance_id} destroyed", instance_id)
         except VastError as exc:
-            record["destroyed"] = False
-            record["cleanup_error"] = str(exc)
+            record.destroyed = False
+            record.error = f"{record.error}; destroying it failed: {exc}"
             self.emit("cleanup", f"instance {instance_id} could NOT be destroyed: {exc}", instance_id)
 
     def failure(self, offers: int) -> ProvisionError:
         lines = [f"Could not launch {self.name!r} (profile {self.profile.name!r}) after {len(self.attempts)} "
                  f"attempt(s) over {offers} matching offer(s):"]  # fmt: skip
         for a in self.attempts:
-            made = f"instance {a['instance_id']}" if a["instance_id"] else "no instance"
-            fate = {True: "destroyed", False: "NOT destroyed, still billing", None: ""}[a["destroyed"]]
-            lines.append(f"  offer {a['offer_id']} ({a['gpu']}): {made}{', ' + fate if fate else ''}: {a.get('error', '?')}")
-        left = [a["instance_id"] for a in self.attempts if a["instance_id"] and a["destroyed"] is False]
+            made = f"instance {a.instance_id}" if a.instance_id else "no instance"
+            fate = {True: "destroyed", False: "NOT destroyed, still billing", None: ""}[a.destroyed]
+            lines.append(f"  offer {a.offer_id} ({a.gpu_name}): {made}{', ' + fate if fate else ''}: {a.error or '?'}")
+        left = [a.instance_id for a in self.attempts if a.instance_id is not None and self._billing(a.instance_id)]
         if left:
             lines.append(f"Destroy what is left with `vastnb down {' '.join(map(str, left))}` or at console.vast.ai.")
         else:
             lines.append("Nothing was left billing. Try again later, or relax the profile (see `vastnb offers`).")
-        return ProvisionError("\n".join(lines), attempts=self.attempts)
+        return ProvisionError("\n".join(lines), attempts=[dataclasses.asdict(a) for a in self.attempts], left_billing=left)
+
+    def _billing(self, instance_id: int) -> bool:
+        rental = self.fleet.rental(instance_id)
+        return rental is None or rental.billing  # not even recorded: it may bill

@@ -7,7 +7,13 @@ Each row names the *session* (one Python process) that owns it; a session whose 
 is gone owns nothing any more, and its instances are orphans.
 
 Every operation opens its own short connection: safe across threads, processes and
-``fork``, and a crashed writer leaves nothing locked (SQLite rolls it back).
+``fork``, and a crashed writer leaves nothing locked (SQLite rolls it back). The schema is
+versioned; opening a file from an earlier vastnb migrates it forward
+(:mod:`~vastnb.lifecycle.migrations`).
+
+Only the fleet (:class:`~vastnb.lifecycle.fleet.Fleet`) writes instance rows; a state
+changes only by :meth:`StateStore.transition`, checked against the state machine in the
+same transaction.
 """
 
 from __future__ import annotations
@@ -25,28 +31,13 @@ from typing import Any
 
 from vastnb.base.private import private_folder
 from vastnb.base.procs import alive, process_token
+from vastnb.errors import ConfigError
+from vastnb.lifecycle.migrations import MIGRATIONS, SCHEMA_VERSION
+from vastnb.lifecycle.rental import Rental
+from vastnb.lifecycle.states import InstanceState, check_transition
 
-__all__ = ["StateStore", "StoredInstance", "SessionInfo"]
+__all__ = ["StateStore", "SessionInfo"]
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, token TEXT,
-    started_at REAL NOT NULL, ended_at REAL
-);
-CREATE TABLE IF NOT EXISTS instances (
-    url TEXT NOT NULL, id INTEGER NOT NULL, name TEXT NOT NULL, profile TEXT NOT NULL,
-    label TEXT NOT NULL, session TEXT NOT NULL, keep INTEGER NOT NULL DEFAULT 0,
-    offer_id INTEGER, machine_id INTEGER, gpu TEXT, num_gpus INTEGER, price_per_hour REAL,
-    bid REAL, max_duration_hours REAL, instance_key TEXT, state TEXT NOT NULL,
-    created_at REAL NOT NULL, destroyed_at REAL,
-    PRIMARY KEY (url, id)
-);
-CREATE TABLE IF NOT EXISTS history (
-    url TEXT NOT NULL, id INTEGER NOT NULL, at REAL NOT NULL, state TEXT NOT NULL,
-    price_per_hour REAL, note TEXT
-);
-CREATE INDEX IF NOT EXISTS history_instance ON history (url, id);
-"""
 
 
 @dataclass(frozen=True)
@@ -71,44 +62,20 @@ class SessionInfo:
         return alive(self.pid, self.token)
 
 
-@dataclass(frozen=True)
-class StoredInstance:
-    """What vastnb recorded about an instance it launched."""
-
-    url: str
-    id: int
-    name: str
-    profile: str
-    label: str
-    session: str
-    keep: bool
-    offer_id: int | None
-    machine_id: int | None
-    gpu: str | None
-    num_gpus: int | None
-    price_per_hour: float | None
-    bid: float | None
-    max_duration_hours: float | None
-    instance_key: str | None
-    state: str
-    created_at: float
-    destroyed_at: float | None
-
-    def __repr__(self) -> str:  # the instance key stays out of reprs and logs
-        return f"StoredInstance(id={self.id}, name={self.name!r}, state={self.state!r}, session={self.session!r})"
-
-    @property
-    def live(self) -> bool:
-        return self.destroyed_at is None
+_COLUMNS = [f.name for f in fields(Rental)]
+#: Columns :meth:`StateStore.update` may change: the state goes through transition().
+_UPDATABLE = {"keep", "session", "instance_key"}
 
 
-_COLUMNS = [f.name for f in fields(StoredInstance)]
-
-
-def _instance(row: tuple[Any, ...]) -> StoredInstance:
+def _rental(row: tuple[Any, ...]) -> Rental:
     values = dict(zip(_COLUMNS, row))
     values["keep"] = bool(values["keep"])
-    return StoredInstance(**values)
+    values["state"] = InstanceState(values["state"])
+    return Rental(**values)
+
+
+def _value(value: Any) -> Any:
+    return value.value if isinstance(value, InstanceState) else value
 
 
 class StateStore:
@@ -134,9 +101,56 @@ class StateStore:
                     if "locked" not in str(exc) or time.monotonic() > deadline:
                         raise
                     time.sleep(0.02)
-            db.executescript(SCHEMA)
         finally:
             db.close()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring the file to :data:`SCHEMA_VERSION`, a copy of it set aside first."""
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"{self.path} was written by a newer vastnb (schema {version}; this one knows up to "
+                    f"{SCHEMA_VERSION}): upgrade vastnb, or point VASTNB_HOME at another folder."
+                )
+            made = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]  # not a new file
+            if made and not self.path.with_name(f"{self.path.name}.v{version}.bak").exists():
+                self._back_up(db, version)  # outside the transaction: a backup must read the file
+            db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then find it done
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                for migrate in MIGRATIONS[version:]:
+                    migrate(db)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    def _back_up(self, db: sqlite3.Connection, version: int) -> None:
+        """A consistent copy of the file before it is migrated from ``version``, made
+        whole under a temporary name and then renamed (no half-written backups)."""
+        final = self.path.with_name(f"{self.path.name}.v{version}.bak")
+        partial = final.with_name(f"{final.name}.{os.getpid()}")
+        copy = sqlite3.connect(partial)
+        try:
+            db.backup(copy)
+        finally:
+            copy.close()
+        os.chmod(partial, 0o600)  # it holds the instances' keys too
+        os.replace(partial, final)
+
+    @property
+    def version(self) -> int:
+        """The schema version of the file (:data:`SCHEMA_VERSION` once opened)."""
+        with self._db() as db:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -175,56 +189,70 @@ class StateStore:
 
     # -- instances ------------------------------------------------------------------------
 
-    def record(self, instance: StoredInstance) -> None:
+    def record(self, rental: Rental) -> None:
         """Write a new instance, and its first state in the history."""
         with self._db() as db:
             db.execute(f"INSERT OR REPLACE INTO instances VALUES ({', '.join('?' * len(_COLUMNS))})",
-                       [getattr(instance, c) for c in _COLUMNS])  # fmt: skip
+                       [_value(getattr(rental, c)) for c in _COLUMNS])  # fmt: skip
             db.execute("INSERT INTO history VALUES (?, ?, ?, ?, ?, ?)",
-                       (instance.url, instance.id, instance.created_at, instance.state, instance.price_per_hour, "created"))  # fmt: skip
+                       (rental.url, rental.id, rental.created_at, rental.state.value, rental.dph_total, "created"))  # fmt: skip
+
+    def transition(self, url: str, instance_id: int, state: InstanceState, note: str | None = None) -> Rental | None:
+        """Move one instance to ``state`` (checked against the state machine, in the same
+        transaction) and write it into the history with ``note``; the instance after, or
+        None if the store has no such instance. Destroyed is final: destroying again
+        adds a note, and the first time counts."""
+        with self._db() as db:
+            row = db.execute("SELECT state, dph_total FROM instances WHERE url = ? AND id = ?", (url, instance_id)).fetchone()
+            if row is None:
+                return None
+            check_transition(instance_id, InstanceState(row[0]), state)
+            if state is InstanceState.DESTROYED:
+                db.execute("UPDATE instances SET state = ?, destroyed_at = coalesce(destroyed_at, ?) WHERE url = ? AND id = ?",
+                           (state.value, time.time(), url, instance_id))  # fmt: skip
+            else:
+                db.execute("UPDATE instances SET state = ? WHERE url = ? AND id = ?", (state.value, url, instance_id))
+            price = None if state is InstanceState.DESTROYED else row[1]
+            db.execute("INSERT INTO history VALUES (?, ?, ?, ?, ?, ?)", (url, instance_id, time.time(), state.value, price, note))
+            got = db.execute("SELECT * FROM instances WHERE url = ? AND id = ?", (url, instance_id)).fetchone()
+        return _rental(got)
 
     def update(self, url: str, instance_id: int, *, note: str | None = None, **changes: Any) -> None:
-        """Change columns of one instance; a new ``state`` also goes into the history."""
-        unknown = set(changes) - set(_COLUMNS)
-        if unknown:
-            raise ValueError(f"no such column: {', '.join(sorted(unknown))}")
+        """Change who owns an instance, whether it is kept, or its key; a ``note`` goes
+        into the history. The state changes only by :meth:`transition`."""
+        refused = set(changes) - _UPDATABLE
+        if refused:
+            raise ValueError(f"update() cannot change {', '.join(sorted(refused))} (the state changes by transition())")
         with self._db() as db:
             if changes:
                 sets = ", ".join(f"{c} = ?" for c in changes)
                 db.execute(f"UPDATE instances SET {sets} WHERE url = ? AND id = ?", [*changes.values(), url, instance_id])
-            if "state" in changes or note:
-                row = db.execute("SELECT state, price_per_hour FROM instances WHERE url = ? AND id = ?", (url, instance_id)).fetchone()
+            if note:
+                row = db.execute("SELECT state, dph_total FROM instances WHERE url = ? AND id = ?", (url, instance_id)).fetchone()
                 if row:
                     db.execute("INSERT INTO history VALUES (?, ?, ?, ?, ?, ?)", (url, instance_id, time.time(), row[0], row[1], note))
 
-    def destroyed(self, url: str, instance_id: int, note: str = "destroyed") -> None:
-        """Mark an instance gone for good (idempotent: the first time counts)."""
-        with self._db() as db:
-            db.execute("UPDATE instances SET state = 'destroyed', destroyed_at = coalesce(destroyed_at, ?) WHERE url = ? AND id = ?",
-                       (time.time(), url, instance_id))  # fmt: skip
-            db.execute("INSERT INTO history VALUES (?, ?, ?, 'destroyed', NULL, ?)", (url, instance_id, time.time(), note))
-
-    def get(self, url: str, instance_id: int) -> StoredInstance | None:
+    def get(self, url: str, instance_id: int) -> Rental | None:
         with self._db() as db:
             row = db.execute("SELECT * FROM instances WHERE url = ? AND id = ?", (url, instance_id)).fetchone()
-        return _instance(row) if row else None
+        return _rental(row) if row else None
 
-    def find(self, url: str, name: str) -> StoredInstance | None:
+    def find(self, url: str, name: str) -> Rental | None:
         """The live instance called ``name`` (else the latest one of that name)."""
         with self._db() as db:
             row = db.execute(
                 "SELECT * FROM instances WHERE url = ? AND name = ? ORDER BY destroyed_at IS NULL DESC, created_at DESC LIMIT 1",
                 (url, name),
             ).fetchone()
-        return _instance(row) if row else None
+        return _rental(row) if row else None
 
-    def instances(self, url: str, *, live: bool = True) -> list[StoredInstance]:
+    def instances(self, url: str, *, live: bool = True) -> list[Rental]:
         query = "SELECT * FROM instances WHERE url = ?" + (" AND destroyed_at IS NULL" if live else "") + " ORDER BY created_at"
         with self._db() as db:
-            return [_instance(row) for row in db.execute(query, (url,))]
+            return [_rental(row) for row in db.execute(query, (url,))]
 
     def history(self, url: str, instance_id: int) -> list[tuple[float, str, float | None, str | None]]:
         """(time, state, $/h, note) for one instance, oldest first."""
         with self._db() as db:
-            return db.execute("SELECT at, state, price_per_hour, note FROM history WHERE url = ? AND id = ? ORDER BY at, rowid",
+            return db.execute("SELECT at, state, dph_total, note FROM history WHERE url = ? AND id = ? ORDER BY at, rowid",
                               (url, instance_id)).fetchall()  # fmt: skip

@@ -4,6 +4,10 @@ Output streams back live, line by line; an exception there is raised here as a
 :class:`~vastnb.errors.RemoteError` with the box's traceback; Ctrl-C interrupts the
 remote code and leaves the session usable; a dropped connection is reopened on the
 next call. Work can also be started detached and reattached later by task id.
+
+vastnb's own calls (arming the watchdog, installing storage credentials) go through
+:meth:`Session.control`: answered by the worker beside the user's tasks, never behind
+them, and never one of them (no task id, not listed, not attachable).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ Output = Callable[[str, str], None]
 INTERRUPT_GRACE = 10.0  # seconds the box gets to stop after Ctrl-C before we stop waiting
 RECONNECT_TIMEOUT = 10.0  # seconds to try to reach the box again after a drop, to name a task
 CELL_NAME = 'File "<cell>"'  # how a traceback names a cell run through the API
+CONTROL_TIMEOUT = 600.0  # seconds a control call may take on the box before the session gives up on it
+_REPLIES = (Kind.CONTROL_RESULT, Kind.CONTROL_ERROR)
 
 
 def print_output(stream: str, text: str) -> None:
@@ -75,6 +81,7 @@ class Session:
         self._worker_pid: int | None = None
         self._tag = f"{os.getpid()}.{id(self):x}"  # names this session's attached tasks
         self._tags = itertools.count(1)
+        self._controls = itertools.count(1)  # control requests' ids, for their answers
         _, digest = worker_zipapp()
         self.versions = protocol.versions(f"{worker_version}+{digest[:12]}")
 
@@ -145,10 +152,23 @@ class Session:
         return self._wait(*self._submit(Kind.CALL, payload, detach=False), results=results)
 
     def control(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        """A call vastnb makes for itself (arming the box's watchdog): its result is plain
-        data, decoded with the safe policy whatever the session's, so that no box can run
-        code here before the user has sent it anything."""
-        return self.invoke(fn, args, kwargs, results=safe)
+        """A call vastnb makes for itself (arming the box's watchdog, installing storage
+        credentials): ``fn(*args, **kwargs)`` on the box, not as a task. The worker runs
+        it at once on a thread of its own, beside whatever task is running: it never
+        waits behind a cell, gets no task id, is never listed by :meth:`tasks` nor
+        reachable by :meth:`attach`. So ``fn`` must not rely on signals (nor Ctrl-C:
+        interrupting only stops the wait here), and what it prints goes to the worker's
+        log. Its result is plain data, decoded with the safe policy whatever the
+        session's, so that no box can run code here before the user has sent it anything."""
+        ship_local_modules()
+        body, buffers = protocol.encode((fn, args, kwargs), code_filename=SOURCES.name_code)
+        connection = self.connect()
+        request = next(self._controls)
+        connection.send(Kind.CONTROL, 0, {"control": request}, body, buffers)
+        frame = self._reply(connection, request, getattr(fn, "__qualname__", repr(fn)))
+        if frame.kind == Kind.CONTROL_ERROR:
+            raise_remote(frame, safe, None)
+        return safe(frame.body, frame.buffers)
 
     def run_cell(
         self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
@@ -238,6 +258,25 @@ class Session:
         late frames cannot be taken for the next task's."""
         self.close()
 
+    def _reply(self, connection: Connection, request: int, name: str) -> Frame:
+        """The answer to control request ``request`` (other frames are not for it)."""
+        deadline = time.monotonic() + CONTROL_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                frame = connection.next(timeout=0.5)
+            except ConnectionLostError:
+                self._abandon()
+                why = f": {connection.lost_because}" if connection.lost_because else ""
+                raise ConnectionLostError(
+                    f"the connection to {self.transport.describe()} was lost during vastnb's call of {name} on the box"
+                    f"{why}; it may or may not have run there. The next call reconnects.",
+                ) from None
+            if frame is not None and frame.kind in _REPLIES and frame.meta.get("control") == request:
+                return frame
+        self._abandon()
+        raise ConnectionLostError(f"vastnb's call of {name} on {self.transport.describe()} did not answer within "
+                                  f"{CONTROL_TIMEOUT:.0f} s; the next call reconnects.")  # fmt: skip
+
     def _expect(self, connection: Connection, kind: Kind, timeout: float = 60.0) -> Frame:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -262,6 +301,8 @@ class Session:
         while True:
             try:
                 frame = connection.next(timeout=0.5)
+                if frame is not None and frame.kind in _REPLIES:
+                    continue  # a control call's late answer (its wait was interrupted): no task's
                 if frame is not None and task == 0:
                     task = frame.task
                 if frame is not None and frame.task == task and frame.kind in (Kind.OUTPUT, Kind.ACCEPTED):

@@ -57,15 +57,20 @@ class Transport(ABC):
 
 @dataclass
 class LocalTransport(Transport):
-    """A worker on this machine, its files under ``home``."""
+    """A worker on this machine, its files under ``home``; started with ``environment``
+    as its whole environment (None: this process's)."""
 
     home: Path
     workdir: Path | None = None
     python: str = sys.executable
+    environment: dict[str, str] | None = None
 
     def argv(self, boot_args: list[str]) -> list[str]:
         extra = ["--workdir", str(self.workdir)] if self.workdir else []
         return [self.python, "-I", "-c", bootstrap_source(), str(self.home), *boot_args, *extra]
+
+    def env(self) -> dict[str, str] | None:
+        return None if self.environment is None else dict(self.environment)
 
     def describe(self) -> str:
         return f"local worker in {self.home}"

@@ -8,6 +8,13 @@ connections as an SSH port with nothing behind it would, and its processes are e
 container's would be. A destroyed instance loses its folder. The worker daemon outlives
 the kernel that started it, as a rented machine does, so a restarted kernel finds its
 instances still there.
+
+A box is a machine of its own (:class:`LocalBox`): its own ``$HOME`` and its own Python,
+a virtual environment made at its first start and layered on the notebook's packages, so
+what code on the box installs lands on the box and goes with it. How the orchestrator
+reaches a box is the backends' business (``vastnb.backends.local``): the simulator
+imports nothing of the orchestrator's but the shared contract (``vastnb.base``,
+``vastnb.errors``) and the box-side package ``vastnb_worker``.
 """
 
 from __future__ import annotations
@@ -15,23 +22,45 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import site
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
-from dataclasses import dataclass
+import venv
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 from vastnb_worker.relay import PID_NAME
 
-from vastnb.offload.transport import LocalTransport
 from vastnb.base.procs import process_token
 
-__all__ = ["Boxes", "SimBoxTransport"]
+__all__ = ["Boxes", "LocalBox"]
 
 POWER = "powered"
+LAYER = "_vastnb_notebook_env.pth"  # in the box venv's site-packages: the notebook's packages, after the box's own
 ONSTART_GROUP = "onstart.pgid"  # the process group the container's onstart runs in
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL, as `docker stop` gives (10 s)
+
+
+@dataclass(frozen=True)
+class LocalBox:
+    """One simulated instance's machine, as the orchestrator's backend needs to reach it."""
+
+    instance_id: int
+    root: Path  # the box's folder, its "disk"
+    home: Path  # $HOME on the box
+    workdir: Path
+    python: Path  # the box's own interpreter, in its own virtual environment
+    env: dict[str, str] = field(hash=False)  # an SSH login's environment on the box
+    power_mark: Path  # exists while the box is powered on
+
+    @property
+    def env_dir(self) -> Path:
+        """The box's virtual environment (``sys.prefix`` on the box)."""
+        return self.python.parent.parent
 
 
 class Boxes:
@@ -43,27 +72,31 @@ class Boxes:
     def home(self, instance_id: int) -> Path:
         return self.root / str(instance_id)
 
-    def transport(self, instance_id: int) -> SimBoxTransport:
-        """How to reach instance ``instance_id``'s worker (refused unless it runs)."""
-        home = self.home(instance_id)
-        return SimBoxTransport(home=home, workdir=home / "workspace")
+    def local(self, instance_id: int) -> LocalBox:
+        """Instance ``instance_id``'s machine (its venv is made when it first powers on)."""
+        root = self.home(instance_id)
+        env_dir, home = root / "venv", root / "home"
+        return LocalBox(instance_id=instance_id, root=root, home=home, workdir=root / "workspace",
+                        python=env_dir / "bin" / "python", env=_login_env(env_dir, home), power_mark=root / POWER)  # fmt: skip
 
     def power_on(self, instance_id: int, *, onstart: str | None = None, key: str = "") -> None:
         """The container starts: connections are taken, and ``onstart`` runs as Vast runs
         it, a shell command in the background with the instance's id and own key in
-        ``CONTAINER_ID`` and ``CONTAINER_API_KEY`` (its ``python3`` is this Python's)."""
-        home = self.home(instance_id)
-        home.mkdir(parents=True, exist_ok=True)
-        (home / POWER).touch()
+        ``CONTAINER_ID`` and ``CONTAINER_API_KEY``, in the box's environment (its
+        ``python3`` is the box's own). The box's venv is made at its first start."""
+        box = self.local(instance_id)
+        box.root.mkdir(parents=True, exist_ok=True)
+        if not (_purelib(box.env_dir) / LAYER).exists():  # written last: the venv is whole
+            _BoxVenv(clear=True, symlinks=True, with_pip=False).create(box.env_dir)
+        box.home.mkdir(exist_ok=True)
+        box.power_mark.touch()
         if onstart:
-            _end_onstart(home, instance_id)  # a container runs one onstart at a time
-            bin_dir = str(Path(sys.executable).parent)
-            env = {**self.transport(instance_id).env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-                   "CONTAINER_ID": str(instance_id), "CONTAINER_API_KEY": key}  # fmt: skip
-            with open(home / "onstart.log", "ab") as log:
-                shell = subprocess.Popen(["/bin/sh", "-c", onstart], cwd=home, env=env, stdin=subprocess.DEVNULL,
+            _end_onstart(box.root, instance_id)  # a container runs one onstart at a time
+            env = {**box.env, "CONTAINER_ID": str(instance_id), "CONTAINER_API_KEY": key}
+            with open(box.root / "onstart.log", "ab") as log:
+                shell = subprocess.Popen(["/bin/sh", "-c", onstart], cwd=box.root, env=env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log, start_new_session=True)  # fmt: skip
-            (home / ONSTART_GROUP).write_text(str(shell.pid))
+            (box.root / ONSTART_GROUP).write_text(str(shell.pid))
             shell.wait()  # the shell itself returns at once: onstart's work goes on in its group
 
     def power_off(self, instance_id: int, *, grace: float = STOP_GRACE) -> None:
@@ -128,27 +161,36 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         pass
 
 
-@dataclass
-class SimBoxTransport(LocalTransport):
-    """A local worker that answers only while its simulated instance runs."""
+def _login_env(env_dir: Path, home: Path) -> dict[str, str]:
+    """A box's whole environment, as an SSH login on a rented box has it: the box venv's
+    ``bin`` first on PATH, the box's HOME, a locale; nothing of the notebook's (no keys,
+    not the notebook venv's ``bin``)."""
+    notebook = {str(Path(sys.prefix) / "bin")} if sys.prefix != sys.base_prefix else set()
+    if os.environ.get("VIRTUAL_ENV"):
+        notebook.add(str(Path(os.environ["VIRTUAL_ENV"]) / "bin"))
+    path = [p for p in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep) if p and p not in notebook]
+    return {"PATH": os.pathsep.join([str(env_dir / "bin"), *path]), "HOME": str(home), "LANG": "C.UTF-8",
+            "VIRTUAL_ENV": str(env_dir)}  # fmt: skip
 
-    retry_patterns = ("Connection refused",)
 
-    def argv(self, boot_args: list[str]) -> list[str]:
-        argv = super().argv(boot_args)
-        mark = str(self.home / POWER)
-        # Checked by the process itself, so a box powered off after this argv was built
-        # still refuses, as a dead sshd would.
-        guard = (f"import os, sys\nif not os.path.exists({mark!r}):\n"
-                 f"    sys.exit('ssh: connect to simulated instance {self.home.name}: Connection refused')\n")  # fmt: skip
-        code = argv.index("-c") + 1
-        argv[code] = guard + argv[code]
-        return argv
+def _purelib(env_dir: Path) -> Path:
+    """The site-packages folder of the virtual environment at ``env_dir``."""
+    scheme = "venv" if "venv" in sysconfig.get_scheme_names() else "posix_prefix"
+    return Path(sysconfig.get_path("purelib", scheme, vars={"base": str(env_dir), "platbase": str(env_dir)}))
 
-    def env(self) -> dict[str, str]:
-        """A box's own environment, as an SSH login on a rented box has it: a PATH, a
-        locale and the box's HOME (its folder), nothing of the notebook's (no keys)."""
-        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home), "LANG": "C.UTF-8"}
 
-    def describe(self) -> str:
-        return f"simulated instance {self.home.name} (local worker in {self.home})"
+class _BoxVenv(venv.EnvBuilder):
+    """A box's own virtual environment, layered on the notebook's: made in process and
+    without pip (milliseconds, where ``python -m venv`` with pip takes seconds). The
+    notebook's site-packages (their .pth files too) come after the box's own, so what
+    the box installs wins, and ``python -m pip`` (the notebook's pip, seen through the
+    layer) installs into the box's venv; ``pip`` on the box's PATH runs just that."""
+
+    def post_setup(self, context: SimpleNamespace) -> None:
+        bin_dir = Path(context.bin_path)
+        for name in ("pip", "pip3"):
+            (bin_dir / name).write_text('#!/bin/sh\nexec "$(dirname "$0")/python" -m pip "$@"\n')
+            (bin_dir / name).chmod(0o755)
+        layers = [d for d in site.getsitepackages() if os.path.isdir(d)]
+        line = "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in layers)
+        (_purelib(Path(context.env_dir)) / LAYER).write_text(line + "\n")

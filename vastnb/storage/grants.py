@@ -2,9 +2,9 @@
 
 :func:`grant` asks STS (with the user's own credentials, from boto3's usual chain) for a
 federation token whose session policy allows objects under ``s3://bucket/prefix/`` and
-nothing else. :func:`keep_granted` installs one on a box through the session (never in
-an onstart script or the instance's environment: Vast's API shows those) and renews it
-before it expires.
+nothing else. :func:`keep_granted` installs one on a box through the session's control
+calls (never in an onstart script or the instance's environment: Vast's API shows
+those) and renews it before it expires, even while a cell runs.
 
 Where the endpoint has no STS (MinIO, R2...), :func:`grant` raises; ``own_keys=True`` is
 the explicit opt-in to send the user's own, long-lived keys instead.
@@ -163,8 +163,8 @@ class Renewal:
     its duration is left, by a daemon thread, until :meth:`stop`. ``grant`` is the
     current one; ``error`` the last renewal's failure (retried until expiry), or None.
 
-    The box runs tasks one at a time: a renewal waits behind a running cell, so use a
-    duration longer than your longest cell.
+    A renewal is a control call (:meth:`Session.control`): the box installs it at once,
+    while a cell runs, not after it; it is none of the box's tasks.
     """
 
     def __init__(self, session: Any, url: str, *, duration_s: int = 3600, endpoint_url: str | None = None,
@@ -204,7 +204,7 @@ class Renewal:
     def _run(self) -> None:
         from vastnb.offload import Session
 
-        try:  # a connection of its own: the user's may be busy with a cell from another thread
+        try:  # a connection of its own: the user's may be waiting on a cell in another thread
             session = Session(self._session.transport, on_output=lambda stream, text: None,
                               connect_timeout=self._session.connect_timeout)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - kept for the user

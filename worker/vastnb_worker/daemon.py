@@ -4,6 +4,16 @@ It outlives the SSH connections that reach it (each runs a small relay), so work
 running when a connection drops and can be reattached by task id. It runs tasks one at
 a time in its main thread, where Ctrl-C from a client lands as a real SIGINT, so even
 a blocking call is interrupted.
+
+Each connection has a thread that reads its frames and dispatches them through one
+table, :attr:`Daemon.HANDLERS` (kind -> handler). Only CALL and CELL reach the user's
+task queue and get task ids. Everything else is control, answered without waiting for
+the running task: PING, TASKS, ATTACH, INTERRUPT and BYE on the connection's thread,
+and CONTROL (vastnb's own calls: arming the watchdog, installing storage credentials)
+on a short-lived thread of its own, so it never waits behind a cell, never shows in
+the task list and can never be attached. A control function runs outside the main
+thread: it must not rely on signals, and what it prints goes to the daemon's log. A
+frame of a kind the daemon does not take is answered with an ERROR frame.
 """
 
 from __future__ import annotations
@@ -16,17 +26,55 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence
 
 from . import __version__, protocol, watchdog
 from .protocol import Channel, ChannelClosed, Frame, Kind
 from .output import Forwarder, flush_streams
 from .relay import PID_NAME, SOCKET_NAME
-from .tasks import Task, TaskStream, error_outcome, execute, failure, result_outcome
+from .tasks import Listener, Task, TaskStream, error_outcome, execute, failure, result_outcome
 
 __all__ = ["Daemon", "SOCKET_NAME", "serve"]
 
 KEEP_TASKS = 50  # finished tasks kept for reattach, newest first
+
+#: Set in a thread that runs a control call: output written there is not the running task's.
+_in_control = threading.local()
+
+
+class _Link:
+    """One connection as its handlers see it: where answers go, and the tasks it watches.
+
+    :meth:`send` is for the connection's own thread, which alone closes the descriptors.
+    Another thread (a control call's) answers with :meth:`answer`, which sends nothing
+    once the connection is closing (the descriptors' numbers may already belong to
+    another connection) and, like a task's frames, raises ChannelClosed when the relay
+    is gone (the frame reached nobody)."""
+
+    def __init__(self, channel: Channel, listener: Listener) -> None:
+        self.channel = channel
+        self.listener = listener  # sends a frame, or raises ChannelClosed once the relay is gone
+        self.watched: List[Task] = []
+        self._lock = threading.Lock()
+        self._open = True
+
+    def send(self, kind: Kind, task: int = 0, meta: Optional[dict] = None, body: bytes = b"",
+             buffers: Sequence[Any] = ()) -> None:  # fmt: skip
+        self.channel.send(kind, task, meta, body, buffers)
+
+    def answer(self, kind: Kind, task: int, meta: dict, body: bytes, buffers: List[Any]) -> None:
+        with self._lock:
+            if self._open:
+                self.listener(kind, task, meta, body, buffers)
+
+    def close(self) -> None:
+        """From the connection's thread, before its descriptors close: no answer after this."""
+        with self._lock:
+            self._open = False
+
+
+#: A kind's handler: answers ``frame`` on the link; False ends the connection.
+Handler = Callable[["Daemon", _Link, Frame], bool]
 
 
 class Daemon:
@@ -154,7 +202,6 @@ class Daemon:
         with self._lock:
             self.connections += 1
             self.last_contact = time.monotonic()
-        watched: List[Task] = []
 
         def listener(kind: Kind, task: int, meta: dict, body: bytes, buffers: List[Any]) -> None:
             # Once the relay is gone its pipes lead to /dev/null: a frame sent then, or
@@ -166,14 +213,16 @@ class Daemon:
             if guard.released:
                 raise ChannelClosed("the connection's relay is gone")
 
+        link = _Link(channel, listener)
         try:
             if self._handshake(channel):
-                while self._handle(channel, channel.receive(), listener, watched):
+                while self._handle(link, self._receive(link)):
                     pass
         except ChannelClosed:
             pass
         finally:
-            for task in watched:
+            link.close()  # no control call's answer from here on
+            for task in link.watched:
                 task.unsubscribe(listener)
             with self._lock:
                 self.connections -= 1
@@ -197,9 +246,10 @@ class Daemon:
         problem = protocol.check_versions(hello.meta.get("versions", {}), self.versions)
         if problem:
             busy = self.current is not None or not self.queue.empty()
-            # A stale worker from another vastnb release steps aside when idle: the
-            # client's next connection starts its own. Busy, it keeps its work.
-            stale = problem[0] in ("worker", "cloudpickle")
+            # A stale worker from another vastnb release (another protocol, worker or
+            # cloudpickle) steps aside when idle: the client's next connection starts
+            # its own. Busy, it keeps its work. (Another Python: a new worker would not help.)
+            stale = problem[0] in ("protocol", "worker", "cloudpickle")
             restarting = stale and not busy
             message = problem[1]
             if stale and busy:  # restart_worker() cannot reach it either: say what will work
@@ -217,46 +267,121 @@ class Daemon:
         channel.send(Kind.HELLO, meta={"versions": self.versions, "health": self._health, "pid": os.getpid()})
         return True
 
-    def _handle(self, channel: Channel, frame: Frame, listener: Any, watched: List[Task]) -> bool:
-        kind = frame.kind
-        if kind in (Kind.CALL, Kind.CELL):
-            detached = bool(frame.meta.get("detach"))
-            with self._lock:
-                task = Task(next(self._ids), frame, detached=detached)
-                self.tasks[task.id] = task
-                ahead = [t.id for t in self.tasks.values() if t.state in ("queued", "running") and t is not task]
-            if detached or ahead:
-                # An attached task needs no receipt: its frames carry its id. (One frame
-                # fewer per call is a fifth of a no-op call's time.)
-                channel.send(Kind.ACCEPTED, task.id, {"task": task.id, "queued_behind": ahead})
-            if not detached:
-                task.subscribe(listener)
-                watched.append(task)
-            self.queue.put(task)
-        elif kind == Kind.ATTACH:
-            task = self.tasks.get(frame.task)
-            if task is None:
-                refusal = failure("KeyError", f"no task {frame.task} on this box (finished tasks are kept for the last {KEEP_TASKS})")
-                channel.send(refusal[0], frame.task, refusal[1])
-            else:
-                task.subscribe(listener)
-                watched.append(task)
-        elif kind == Kind.INTERRUPT:
-            # Task 0: this connection's latest attached task (Ctrl-C before any frame of it).
-            self.interrupt(frame.task or (watched[-1].id if watched else 0))
-        elif kind == Kind.PING:
-            channel.send(Kind.PONG, frame.task, frame.meta)
-        elif kind == Kind.TASKS:
-            with self._lock:
-                listing = [t.describe() for t in self.tasks.values()]
-            channel.send(Kind.TASKS, 0, {"tasks": listing})
-        elif kind == Kind.BYE:
-            if frame.meta.get("shutdown"):
-                channel.send(Kind.BYE)
-                _remove_pid(self.home)
-                os._exit(0)  # the whole worker: the client asked for a fresh one
-            return False
+    def _receive(self, link: _Link) -> Frame:
+        """The connection's next frame; one of a kind unknown here is answered and skipped."""
+        while True:
+            try:
+                return link.channel.receive()
+            except protocol.UnknownKind as exc:
+                self._refuse_kind(link, exc.kind, exc.task)
+
+    def _handle(self, link: _Link, frame: Frame) -> bool:
+        """Dispatch one frame through :attr:`HANDLERS`; False ends the connection."""
+        handler = self.HANDLERS.get(frame.kind)
+        if handler is None:
+            self._refuse_kind(link, int(frame.kind), frame.task, frame.kind.name)
+            return True
+        return handler(self, link, frame)
+
+    def _refuse_kind(self, link: _Link, kind: int, task: int, name: str = "") -> None:
+        """The answer to a frame this worker does not take: an ERROR frame, never a crash."""
+        what = f"{name} ({kind})" if name else f"unknown kind {kind}"
+        error, meta, body, buffers = failure(
+            "ProtocolError", f"this worker (protocol {protocol.PROTOCOL_VERSION}) does not take {what} frames from a "
+            "client; is the notebook's vastnb another release than the box's worker?",
+        )  # fmt: skip
+        link.send(error, task, {**meta, "kind": kind}, body, buffers)
+
+    # -- the handlers: one per kind a client may send ---------------------------------------
+
+    def _on_task(self, link: _Link, frame: Frame) -> bool:
+        """CALL and CELL: the user's work, queued for the main thread under a new task id."""
+        detached = bool(frame.meta.get("detach"))
+        with self._lock:
+            task = Task(next(self._ids), frame, detached=detached)
+            self.tasks[task.id] = task
+            ahead = [t.id for t in self.tasks.values() if t.state in ("queued", "running") and t is not task]
+        if detached or ahead:
+            # An attached task needs no receipt: its frames carry its id. (One frame
+            # fewer per call is a fifth of a no-op call's time.)
+            link.send(Kind.ACCEPTED, task.id, {"task": task.id, "queued_behind": ahead})
+        if not detached:
+            task.subscribe(link.listener)
+            link.watched.append(task)
+        self.queue.put(task)
         return True
+
+    def _on_control(self, link: _Link, frame: Frame) -> bool:
+        """CONTROL: vastnb's own call, run now on a thread of its own, beside any task."""
+        threading.Thread(target=self._run_control, args=(link, frame), name="vastnb-control", daemon=True).start()
+        return True
+
+    def _run_control(self, link: _Link, frame: Frame) -> None:
+        _in_control.active = True  # what it prints goes to the log (see output_task)
+        try:
+            fn, args, kwargs = protocol.decode(frame.body, frame.buffers)
+            outcome = result_outcome(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: B036 (a SystemExit must not end the worker)
+            outcome = error_outcome(exc)
+        self.last_activity = time.monotonic()
+        kind = Kind.CONTROL_RESULT if outcome[0] == Kind.RESULT else Kind.CONTROL_ERROR
+        try:
+            link.answer(kind, 0, {**outcome[1], "control": frame.meta.get("control")}, outcome[2], outcome[3])
+        except (ChannelClosed, OSError):
+            pass  # the connection went: nobody waits for this answer
+
+    def _on_attach(self, link: _Link, frame: Frame) -> bool:
+        task = self.tasks.get(frame.task)
+        if task is None:
+            refusal = failure("KeyError", f"no task {frame.task} on this box (finished tasks are kept for the last {KEEP_TASKS})")
+            link.send(refusal[0], frame.task, refusal[1])
+        else:
+            task.subscribe(link.listener)
+            link.watched.append(task)
+        return True
+
+    def _on_interrupt(self, link: _Link, frame: Frame) -> bool:
+        # Task 0: this connection's latest attached task (Ctrl-C before any frame of it).
+        self.interrupt(frame.task or (link.watched[-1].id if link.watched else 0))
+        return True
+
+    def _on_ping(self, link: _Link, frame: Frame) -> bool:
+        link.send(Kind.PONG, frame.task, frame.meta)
+        return True
+
+    def _on_tasks(self, link: _Link, frame: Frame) -> bool:
+        with self._lock:
+            listing = [t.describe() for t in self.tasks.values()]
+        link.send(Kind.TASKS, 0, {"tasks": listing})
+        return True
+
+    def _on_bye(self, link: _Link, frame: Frame) -> bool:
+        if frame.meta.get("shutdown"):
+            try:
+                link.send(Kind.BYE)
+            except (ChannelClosed, OSError):
+                pass  # the client may be gone already: it asked, the worker ends all the same
+            _remove_pid(self.home)
+            os._exit(0)  # the whole worker: the client asked for a fresh one
+        return False
+
+    #: The one place a kind a client sends is dispatched. Any other kind (HELLO after the
+    #: handshake, a worker's own kinds, one from another protocol) gets an ERROR frame.
+    HANDLERS: ClassVar[Dict[Kind, Handler]] = {
+        Kind.CALL: _on_task,
+        Kind.CELL: _on_task,
+        Kind.CONTROL: _on_control,
+        Kind.ATTACH: _on_attach,
+        Kind.INTERRUPT: _on_interrupt,
+        Kind.PING: _on_ping,
+        Kind.TASKS: _on_tasks,
+        Kind.BYE: _on_bye,
+    }
+
+    def output_task(self) -> Optional[Task]:
+        """The task that output written now belongs to: the running one, unless written
+        by a control call's thread (then the daemon's log)."""
+        return None if getattr(_in_control, "active", False) else self.current
 
 
 class _Guard:
@@ -316,7 +441,7 @@ def serve(home: str, digest: str, *, workdir: Optional[str] = None, idle_exit: f
     # Started in the background, SIGINT may be ignored: tasks need it for Ctrl-C.
     signal.signal(signal.SIGINT, daemon.on_sigint)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    current = lambda: daemon.current  # noqa: E731
+    current = daemon.output_task
     log = os.fdopen(os.dup(2), "w", buffering=1)  # the daemon's own log (daemon.log)
     # Output written below Python (a subprocess, a C extension) reaches the task too.
     daemon.forwarders = [Forwarder(fd, name, current, log) for fd, name in ((1, "stdout"), (2, "stderr"))]

@@ -1,7 +1,8 @@
 """Storage credentials on the box: the notebook grants them, this module installs them.
 
-The notebook calls :func:`install` on the box through its session (never through an
-onstart script or the instance's environment, which Vast's API shows). The variables go
+The notebook calls :func:`install` on the box as a control call (``Session.control``:
+on a thread of its own, beside any running cell; never through an onstart script or
+the instance's environment, which Vast's API shows). It uses no signals. The variables go
 into this process's ``os.environ``, where every boto3 client made afterwards finds them;
 with ``AWS_CREDENTIAL_EXPIRATION`` set, botocore also re-reads them before they expire,
 so a client made earlier picks up a renewal. Standard library only.

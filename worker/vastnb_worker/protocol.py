@@ -37,6 +37,7 @@ __all__ = [
     "ChannelClosed",
     "BadFrame",
     "FrameTooLarge",
+    "UnknownKind",
     "MAX_FRAME",
     "widen",
     "encode",
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 #: Bump on any change to the frame layout or to the meaning of a kind or meta key.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 3: CONTROL calls outside the task queue, and their answers
 
 _HEADER = struct.Struct("!BIIIQ")
 _LENGTH = struct.Struct("!Q")
@@ -64,10 +65,18 @@ class Kind(enum.IntEnum):
     REFUSED = 2  # worker -> client: the handshake failed; meta says why and how to fix it
     CALL = 10  # client -> worker: run fn(*args, **kwargs); body = (fn, args, kwargs)
     CELL = 11  # client -> worker: run cell source in the namespace; body = (source, push, pull)
+    # client -> worker: vastnb's own call (arm the watchdog, install credentials), run at once
+    # on a thread of its own, never in the task queue: no task id (task 0), never listed nor
+    # attachable. meta: control (the client's request id); body = (fn, args, kwargs)
+    CONTROL = 12
     OUTPUT = 20  # worker -> client: one chunk of a task's stdout/stderr (meta: stream, text)
     RESULT = 21  # worker -> client: the task's value (body)
-    ERROR = 22  # worker -> client: the task raised (meta: type, message, frames, exception; see tracebacks.py)
+    # worker -> client: the task raised (meta: type, message, frames, exception; see tracebacks.py);
+    # also the answer to a frame of a kind the worker does not take (type ProtocolError; meta: kind)
+    ERROR = 22
     ACCEPTED = 23  # worker -> client: a detached task is running (meta: task)
+    CONTROL_RESULT = 24  # worker -> client: a CONTROL call's value (body; meta: control)
+    CONTROL_ERROR = 25  # worker -> client: a CONTROL call raised (meta: control, and ERROR's keys)
     INTERRUPT = 30  # client -> worker: interrupt task ``id``
     PING = 31
     PONG = 32
@@ -116,6 +125,17 @@ class FrameTooLarge(BadFrame):
     """The other side announced a frame over this channel's limit; nothing of it was read."""
 
 
+class UnknownKind(BadFrame):
+    """A whole, well-formed frame of a kind this side does not know (the other side speaks
+    another protocol). It was read to its end, so the stream is still in step: a reader
+    may answer it and go on (the worker does), or give the stream up as a BadFrame."""
+
+    def __init__(self, kind: int, task: int) -> None:
+        super().__init__(f"a frame of unknown kind {kind} arrived (task {task})")
+        self.kind = kind
+        self.task = task
+
+
 class Channel:
     """Frames over a pair of file descriptors (pipes or a socket), one code path.
 
@@ -157,13 +177,16 @@ class Channel:
                                 "if results this big are expected, raise the session's max_frame_bytes")  # fmt: skip
         try:
             meta = json.loads(bytes(self._read_exact(meta_len))) if meta_len else {}
-            frame_kind = Kind(kind)
-        except (ValueError, RecursionError) as exc:  # not JSON, too deeply nested, an unknown kind
+        except (ValueError, RecursionError) as exc:  # not JSON, too deeply nested
             raise BadFrame(f"a malformed frame arrived ({type(exc).__name__}): the stream is given up") from None
         if not isinstance(meta, dict):
             raise BadFrame("a malformed frame arrived (its meta is not a mapping): the stream is given up")
         body = bytes(self._read_exact(body_len)) if body_len else b""
         buffers = [self._read_exact(n) for n in lengths]
+        try:
+            frame_kind = Kind(kind)
+        except ValueError:  # read to its end first: the stream stays in step
+            raise UnknownKind(kind, task) from None
         return Frame(frame_kind, task, meta, body, buffers)
 
     def _read_exact(self, size: int) -> Any:

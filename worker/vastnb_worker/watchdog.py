@@ -1,9 +1,11 @@
 """The box watches itself: it destroys its own instance when nobody will.
 
 The orchestrator arms the watchdog right after the worker is ready, through
-``session.call(watchdog.arm, ...)``, with the instance's own restricted key (the one
-Vast's create call returns, which can only start, stop or destroy that instance; never
-the account key). The watchdog then destroys the instance when
+``session.control(watchdog.arm, ...)`` (a control call: it runs outside the daemon's
+main thread, beside any task, so nothing here relies on signals), with the instance's
+own restricted key (the one Vast's create call returns, which can only start, stop or
+destroy that instance; never the account key). The watchdog then destroys the
+instance when
 
 - the profile's maximum duration has passed (a deadline on this box's own clock), or
 - no orchestrator has been in touch for ``silence_s``: no connection open to the
@@ -97,7 +99,7 @@ def holds_daemon() -> bool:
 
 def _running() -> "Watchdog":
     if _watchdog is None:
-        raise RuntimeError("the watchdog lives in the worker daemon: call it there, through session.call(watchdog.arm, ...)")
+        raise RuntimeError("the watchdog lives in the worker daemon: call it there, through session.control(watchdog.arm, ...)")
     return _watchdog
 
 

@@ -1,0 +1,52 @@
+"""The state store's schema, as a list of forward migrations.
+
+``PRAGMA user_version`` is the number of migrations applied; opening a store applies the
+missing ones in one transaction, after copying the file aside (``state.db.v<N>.bak``).
+vastnb 0.1.0 wrote its tables without a version (0). A file from a newer vastnb (a higher
+version) is refused rather than guessed at. Add a migration at the end; never edit one
+that has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+
+
+def _v1_tables(db: sqlite3.Connection) -> None:
+    """vastnb 0.1.0's tables (also made, empty, in a new file)."""
+    db.execute("""CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, token TEXT,
+        started_at REAL NOT NULL, ended_at REAL)""")
+    db.execute("""CREATE TABLE IF NOT EXISTS instances (
+        url TEXT NOT NULL, id INTEGER NOT NULL, name TEXT NOT NULL, profile TEXT NOT NULL,
+        label TEXT NOT NULL, session TEXT NOT NULL, keep INTEGER NOT NULL DEFAULT 0,
+        offer_id INTEGER, machine_id INTEGER, gpu TEXT, num_gpus INTEGER, price_per_hour REAL,
+        bid REAL, max_duration_hours REAL, instance_key TEXT, state TEXT NOT NULL,
+        created_at REAL NOT NULL, destroyed_at REAL,
+        PRIMARY KEY (url, id))""")
+    db.execute("""CREATE TABLE IF NOT EXISTS history (
+        url TEXT NOT NULL, id INTEGER NOT NULL, at REAL NOT NULL, state TEXT NOT NULL,
+        price_per_hour REAL, note TEXT)""")
+    db.execute("CREATE INDEX IF NOT EXISTS history_instance ON history (url, id)")
+
+
+def _v2_vast_names(db: sqlite3.Connection) -> None:
+    """Columns named as Vast names them (gpu_name, dph_total); states from the state
+    machine only (0.1.0 wrote no others; anything else is kept as a note)."""
+    db.execute("ALTER TABLE instances RENAME COLUMN gpu TO gpu_name")
+    db.execute("ALTER TABLE instances RENAME COLUMN price_per_hour TO dph_total")
+    db.execute("ALTER TABLE history RENAME COLUMN price_per_hour TO dph_total")
+    known = "('created', 'loading', 'running', 'stopped', 'starting', 'destroyed')"
+    db.execute(f"""INSERT INTO history SELECT url, id, strftime('%s', 'now'), 'destroyed', NULL,
+                   'unknown state ' || state || ' from an older vastnb, taken as destroyed'
+                   FROM instances WHERE state NOT IN {known} AND destroyed_at IS NOT NULL""")
+    db.execute(f"UPDATE instances SET state = 'destroyed' WHERE state NOT IN {known} AND destroyed_at IS NOT NULL")
+    db.execute(f"UPDATE instances SET state = 'created' WHERE state NOT IN {known}")  # live: let the market say
+
+
+#: MIGRATIONS[n] takes a file from version n to n + 1.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_tables, _v2_vast_names]
+SCHEMA_VERSION = len(MIGRATIONS)
