@@ -50,8 +50,14 @@ print(server.get_host_and_port()[1], flush=True)
 sys.stdin.read()
 """
 # (label, part size MiB, threads) tried for the boto3 baseline; the default is 8 MiB x 10.
-CONFIGS = [("default", 8, 10), ("16 MiB x 10", 16, 10), ("32 MiB x 8", 32, 8), ("64 MiB x 8", 64, 8),
-           ("64 MiB x 4", 64, 4), ("128 MiB x 4", 128, 4)]  # fmt: skip
+CONFIGS = [
+    ("default", 8, 10),
+    ("16 MiB x 10", 16, 10),
+    ("32 MiB x 8", 32, 8),
+    ("64 MiB x 8", 64, 8),
+    ("64 MiB x 4", 64, 4),
+    ("128 MiB x 4", 128, 4),
+]
 
 
 def row(label: str, value: float, unit: str, baseline: float | None = None, base_label: str = "") -> None:
@@ -81,8 +87,9 @@ def compute_step(x: torch.Tensor, w: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def seed_pattern(model: torch.nn.Module, optimizer: torch.optim.Optimizer, client: Any, bucket: str,
-                 folder: str, step: int) -> tuple[float, int]:  # fmt: skip
+def seed_pattern(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, client: Any, bucket: str, folder: str, step: int
+) -> tuple[float, int]:
     """The pattern to beat: torch.save to a fixed file, then a synchronous upload_file."""
     path = os.path.join(folder, "ckpt.pt")
     start = time.perf_counter()
@@ -102,8 +109,11 @@ def main() -> None:
     parser.add_argument("--size", type=float, default=1.0, help="GiB of float32 parameters (default 1)")
     parser.add_argument("--device", default="cpu", help="where the model lives: cpu or cuda")
     parser.add_argument("--checkpoints", type=int, default=2, help="checkpoints saved by the manager")
-    parser.add_argument("--contention", action="store_true",
-                        help="one more checkpoint, saved while training steps run (on 2 cores: minutes more)")
+    parser.add_argument(
+        "--contention",
+        action="store_true",
+        help="one more checkpoint, saved while training steps run (on 2 cores: minutes more)",
+    )
     parser.add_argument("--seed-checkpoints", type=int, default=1, help="checkpoints saved the seed way")
     args = parser.parse_args()
 
@@ -117,15 +127,18 @@ def main() -> None:
     endpoint = f"http://127.0.0.1:{moto.stdout.readline().strip()}"
     scratch = tempfile.mkdtemp(prefix="vnb-ckpt-bench-", dir="/tmp")
     try:
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                              config=Config(max_pool_connections=64))  # fmt: skip
+        client = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", config=Config(max_pool_connections=64)
+        )
         bucket = "bench"
         client.create_bucket(Bucket=bucket)
         model, optimizer = build(args.size, args.device)
         params = sum(p.numel() * p.element_size() for p in model.parameters())
-        print(f"vastnb checkpoint bench, Python {sys.version.split()[0]}, torch {torch.__version__}, "
-              f"{os.cpu_count()} CPUs, model on {args.device}: {params / GIB:.2f} GiB of parameters + Adam, "
-              f"moto S3 at {endpoint}")  # fmt: skip
+        print(
+            f"vastnb checkpoint bench, Python {sys.version.split()[0]}, torch {torch.__version__}, "
+            f"{os.cpu_count()} CPUs, model on {args.device}: {params / GIB:.2f} GiB of parameters + Adam, "
+            f"moto S3 at {endpoint}"
+        )
 
         # The seed pattern.
         seed = [seed_pattern(model, optimizer, client, bucket, scratch, step) for step in range(args.seed_checkpoints)]
@@ -138,8 +151,10 @@ def main() -> None:
         with open(os.path.join(scratch, "ckpt.pt"), "rb") as source, open(probe, "wb") as target:
             target.write(source.read(min(size, 256 * MIB)))
         probe_size = os.path.getsize(probe)
-        tried = [(probe_size / upload_seconds(client, bucket, probe, chunk, threads) / MIB, label, chunk, threads)
-                 for label, chunk, threads in CONFIGS]  # fmt: skip
+        tried = [
+            (probe_size / upload_seconds(client, bucket, probe, chunk, threads) / MIB, label, chunk, threads)
+            for label, chunk, threads in CONFIGS
+        ]
         _, best_label, chunk, threads = max(tried)
         best = size / upload_seconds(client, bucket, os.path.join(scratch, "ckpt.pt"), chunk, threads) / MIB
         os.remove(probe)
@@ -149,8 +164,13 @@ def main() -> None:
         width = 2048
         x, w = torch.randn(256, width, device=args.device), torch.randn(width, width, device=args.device) / 50
         idle_step = statistics.median(compute_step(x, w) for _ in range(20))
-        ckpt = CheckpointManager(f"s3://{bucket}/ours", client=client, keep_last=2, handle_sigterm=False,
-                                 cache=os.path.join(scratch, "cache"))  # fmt: skip
+        ckpt = CheckpointManager(
+            f"s3://{bucket}/ours",
+            client=client,
+            keep_last=2,
+            handle_sigterm=False,
+            cache=os.path.join(scratch, "cache"),
+        )
         stalls, rates, busy_steps = [], [], []
         for n in range(args.checkpoints + args.contention):
             start = time.perf_counter()
@@ -158,7 +178,7 @@ def main() -> None:
             returned = time.perf_counter()
             assert future is not None
             finished: list[float] = []
-            future.add_done_callback(lambda _: finished.append(time.perf_counter()))
+            future.add_done_callback(lambda _, finished=finished: finished.append(time.perf_counter()))
             training = n == args.checkpoints
             while not future.done():
                 if training:
@@ -181,13 +201,18 @@ def main() -> None:
         for n, (rate, training) in enumerate(rates):
             label = f"checkpoint {n}: save() return -> manifest written" + (", training" if training else "")
             row(label, rate, "MiB/s", best, "best boto3")
-        for rate, label, chunk_mib, n_threads in tried:
+        for rate, label, _chunk_mib, _n_threads in tried:
             row(f"boto3 upload_file {probe_size / MIB:.0f} MiB, {label}", rate, "MiB/s")
         row(f"best boto3 upload_file ({best_label}), {size / GIB:.2f} GiB", best, "MiB/s")
         if busy_steps:
             print("training speed while a checkpoint uploads")
-            row("compute step, median, while uploading", statistics.median(busy_steps) * 1000, "ms", idle_step * 1000,
-                "idle")  # fmt: skip
+            row(
+                "compute step, median, while uploading",
+                statistics.median(busy_steps) * 1000,
+                "ms",
+                idle_step * 1000,
+                "idle",
+            )
             row("compute step, median, nothing in flight", idle_step * 1000, "ms")
     finally:
         moto.terminate()

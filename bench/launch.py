@@ -31,13 +31,17 @@ RUNS = 10
 
 def launches(home: Path) -> tuple[list[float], list[float]]:
     """(total, worker-start) seconds of RUNS launches."""
-    vast = Client(backend="sim", home=home, sim_config=SimConfig(create_delay=0, load_delay=0),
-                  launch_policy=LaunchPolicy(poll=0.005))  # fmt: skip
+    vast = Client(
+        backend="sim",
+        home=home,
+        sim_config=SimConfig(create_delay=0, load_delay=0),
+        launch_policy=LaunchPolicy(poll=0.005),
+    )
     totals, workers = [], []
     for _ in range(RUNS + 1):
         marks: dict[str, float] = {}
 
-        def mark(event: LaunchEvent) -> None:
+        def mark(event: LaunchEvent, marks: dict[str, float] = marks) -> None:
             marks[event.stage] = event.elapsed
 
         start = time.perf_counter()
@@ -88,13 +92,15 @@ def main() -> None:
         totals, workers = launches(root / "home")
         total = statistics.median(totals) * 1000
         worker = statistics.median(workers) * 1000
-        ours = statistics.median(t - w for t, w in zip(totals, workers)) * 1000
+        ours = statistics.median(t - w for t, w in zip(totals, workers, strict=True)) * 1000
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"launch() to a ready box on the simulator, zero delays, median of {RUNS}:")
     print(f"  {'bare python -I -c pass':<40} {python:8.1f} ms")
     print(f"  {'bare worker start (Session.connect)':<40} {bare:8.1f} ms")
-    print(f"  {'launch() total':<40} {total:8.1f} ms  {total / bare:5.2f}x bare worker, {total / python:5.2f}x bare python")
+    print(
+        f"  {'launch() total':<40} {total:8.1f} ms  {total / bare:5.2f}x bare worker, {total / python:5.2f}x bare python"
+    )
     print(f"  {'  our own overhead':<40} {ours:8.1f} ms  {ours / bare:5.2f}x bare worker")
     print(f"  {'  worker start inside launch':<40} {worker:8.1f} ms  {worker / bare:5.2f}x bare worker")
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from vastnb.profiles.profile import load_profiles
 from vastnb.market.records import Offer
 from vastnb.market.selection import rank
+from vastnb.profiles.profile import load_profiles
 from vastnb.sim.catalogue import generate_offers
 
 COUNT = 10_000

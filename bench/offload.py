@@ -56,8 +56,12 @@ def row(label: str, value: float, unit: str, baseline: float | None = None, base
 
 def bare_echo_ms(argv: list[str]) -> float:
     """One byte there and back through a process on the far side of the link."""
-    process = subprocess.Popen([*argv, shlex.join(["python3", "-c", ECHO])] if argv else [sys.executable, "-c", ECHO],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)  # fmt: skip
+    process = subprocess.Popen(
+        [*argv, shlex.join(["python3", "-c", ECHO])] if argv else [sys.executable, "-c", ECHO],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        bufsize=0,
+    )
     assert process.stdin and process.stdout
 
     def echo() -> None:
@@ -75,8 +79,12 @@ def fresh_echo_s(argv: list[str]) -> float:
     """Start a bare echo process over the link and do one round trip: the floor for a
     first call, which must also start a process there."""
     start = time.perf_counter()
-    process = subprocess.Popen([*argv, shlex.join(["python3", "-c", ECHO])] if argv else [sys.executable, "-c", ECHO],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)  # fmt: skip
+    process = subprocess.Popen(
+        [*argv, shlex.join(["python3", "-c", ECHO])] if argv else [sys.executable, "-c", ECHO],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        bufsize=0,
+    )
     assert process.stdin and process.stdout
     process.stdin.write(b"x")
     process.stdout.read(1)
@@ -88,7 +96,9 @@ def fresh_echo_s(argv: list[str]) -> float:
 
 def raw_link_mib_s(argv: list[str], *, into_memory: bool) -> float:
     """256 MiB through the link to a reader that discards it, or lands it in memory."""
-    reader = "import os,mmap\nn=%d\nm=memoryview(mmap.mmap(-1,n))\ng=0\nwhile g<n: g+=os.readv(0,[m[g:]])\n" % ARRAY.nbytes
+    reader = (
+        f"import os,mmap\nn={ARRAY.nbytes}\nm=memoryview(mmap.mmap(-1,n))\ng=0\nwhile g<n: g+=os.readv(0,[m[g:]])\n"
+    )
     command = ["python3", "-c", reader] if into_memory else ["cat"]
     if argv:
         command = [*argv, shlex.join(["python3", "-c", reader]) if into_memory else "cat > /dev/null"]
@@ -112,7 +122,9 @@ def ipyparallel_noop_ms() -> float | None:
         return median_ms(lambda: view.apply_sync(int), n=200)
 
 
-def bench(name: str, transport: Transport, link_argv: list[str], reset: Callable[[], None], ipp_ms: float | None) -> None:
+def bench(
+    name: str, transport: Transport, link_argv: list[str], reset: Callable[[], None], ipp_ms: float | None
+) -> None:
     print(f"\n{name}: {transport.describe()}")
     reset()
     session = Session(transport, on_output=lambda stream, text: None)
@@ -164,7 +176,7 @@ def main() -> None:
             from sshd import SSHServer, ensure_openssh_server
 
             ensure_openssh_server()
-        except BaseException as exc:  # pytest.skip raises a BaseException
+        except BaseException as exc:  # noqa: BLE001 - pytest.skip raises a BaseException
             print(f"\nssh: skipped ({exc})")
             return
         with SSHServer(scratch / "sshd") as server:
@@ -172,9 +184,16 @@ def main() -> None:
             control = scratch / "cm"
             control.mkdir()
             box_home = scratch / "box"
-            transport = SSHTransport(host=server.host, port=server.port, user=server.user,
-                                     identity=server.client_key, known_hosts=scratch / "known_hosts",
-                                     control_dir=control, home=str(box_home), options=["-F", "/dev/null"])  # fmt: skip
+            transport = SSHTransport(
+                host=server.host,
+                port=server.port,
+                user=server.user,
+                identity=server.client_key,
+                known_hosts=scratch / "known_hosts",
+                control_dir=control,
+                home=str(box_home),
+                options=["-F", "/dev/null"],
+            )
             # The baselines go over the same multiplexed SSH connection as the session.
             link = ["ssh", *transport.ssh_options(), f"{server.user}@{server.host}", "--"]
             bench("ssh", transport, link, lambda: shutil.rmtree(box_home, ignore_errors=True), ipp_ms)

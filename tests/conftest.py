@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sshd import SSHServer  # tests/sshd.py: a real OpenSSH server on 127.0.0.1
 
+from vastnb.base.secret import Secret
 from vastnb.market.api import VastAPI
 from vastnb.market.retry import RetryPolicy
-from vastnb.base.secret import Secret
 from vastnb.sim import SimConfig, Simulator
-
-from sshd import SSHServer  # tests/sshd.py: a real OpenSSH server on 127.0.0.1
 
 #: Retries that stay well inside a test's time: about half a second, doubling.
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.5, factor=2.0, max_delay=8.0, total=60.0, jitter=0.25)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from vastnb.market.api import VastAPI
+from vastnb.base.secret import Secret
 from vastnb.errors import (
     APIError,
     AuthError,
@@ -15,9 +15,9 @@ from vastnb.errors import (
     OfferUnavailableError,
     VastError,
 )
+from vastnb.market.api import VastAPI
 from vastnb.market.query import parse_query
 from vastnb.market.records import ActualStatus, Charge, CreatedInstance, Instance, Offer, SSHKey, User
-from vastnb.base.secret import Secret
 from vastnb.sim import Simulator
 
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq1x5cQeZ0t0hXK7b1Yt7e5m2dJ3u8fT0k2n4QvZc9a you@laptop"
@@ -28,7 +28,9 @@ def cheapest(api: VastAPI, text: str = "num_gpus=1", **controls: object) -> list
     return api.search_offers({**parse_query(text), "order": [["dph_total", "asc"]], "limit": 20, **controls})
 
 
-def rent(api: VastAPI, *, bid: float | None = None, label: str = "vastnb:test", offer: Offer | None = None) -> CreatedInstance:
+def rent(
+    api: VastAPI, *, bid: float | None = None, label: str = "vastnb:test", offer: Offer | None = None
+) -> CreatedInstance:
     offer = offer or cheapest(api)[0]
     return api.create_instance(offer.id, image="ubuntu:22.04", disk_gb=16, label=label, price=bid)
 
@@ -89,8 +91,14 @@ def test_search_needs_no_key(connect, sim: Simulator) -> None:
 
 def test_create_on_demand_then_states_follow_the_clock(api: VastAPI, sim: Simulator) -> None:
     offer = cheapest(api)[0]
-    created = api.create_instance(offer.id, image="ubuntu:22.04", disk_gb=16, label="vastnb:t1",
-                                  env={"HF_HOME": "/workspace/hf"}, onstart="echo hi")  # fmt: skip
+    created = api.create_instance(
+        offer.id,
+        image="ubuntu:22.04",
+        disk_gb=16,
+        label="vastnb:t1",
+        env={"HF_HOME": "/workspace/hf"},
+        onstart="echo hi",
+    )
     assert isinstance(created, CreatedInstance)
     assert created.id > 0
     assert created.instance_api_key  # the restricted per-instance key

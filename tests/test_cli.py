@@ -15,7 +15,6 @@ import pytest
 from vastnb.front.cli import main
 
 
-
 def test_profiles_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["profiles"]) == 0
     out = capsys.readouterr().out
@@ -106,3 +105,17 @@ def test_sim_serve_serves_the_vast_api_on_loopback(isolated: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_the_simulator_serves_on_ipv6_loopback_too() -> None:
+    from vastnb.sim import Simulator
+
+    try:
+        server = Simulator(None).serve("::1", 0).start()
+    except OSError as exc:  # a machine without IPv6
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    try:
+        assert server.url.startswith("http://[::1]:")
+        assert httpx.post(f"{server.url}/api/v0/bundles/", json={"limit": 1}).json()["offers"]
+    finally:
+        server.stop()

@@ -13,7 +13,6 @@ from vastnb.errors import ConfigError, NoOffersError
 from vastnb.sim import Simulator
 
 
-
 def test_without_a_key_the_backend_is_the_simulator() -> None:
     with vastnb.Client() as vast:
         assert vast.backend == "sim"

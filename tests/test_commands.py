@@ -28,15 +28,18 @@ def _flag_key(flag: Flag) -> Key:
 
 def _flags(parser: argparse.ArgumentParser) -> dict[Key, argparse.Action]:
     """A parser's own flags: argparse's -h and the subcommand slot left out."""
-    return {_key(a): a for a in parser._actions
-            if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))}  # fmt: skip
+    return {
+        _key(a): a for a in parser._actions if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))
+    }
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:  # type: ignore[type-arg]
     return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
 
 
-def _cli_tree(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser, list[str]]]:  # fmt: skip
+def _cli_tree(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser, list[str]]]:
     """Every parser of ``vastnb``, with its path and the aliases it is reached by."""
     yield path, parser, []
     sub = _subparsers(parser)
@@ -69,8 +72,9 @@ def declared(front: Front) -> dict[tuple[str, ...], set[Key]]:
 def test_the_command_line_has_exactly_the_tables_commands_and_flags() -> None:
     parsers = cli_parsers()
     assert {path: set(_flags(p)) for path, (p, _) in parsers.items()} == declared("cli")
-    assert {path: aliases for path, (_, aliases) in parsers.items()} == {path: sorted(c.aliases) for path, c in walk()
-                                                                          if path in parsers}  # fmt: skip
+    assert {path: aliases for path, (_, aliases) in parsers.items()} == {
+        path: sorted(c.aliases) for path, c in walk() if path in parsers
+    }
 
 
 def test_the_magics_have_exactly_the_tables_commands_and_flags() -> None:
@@ -159,8 +163,9 @@ def _cell(ip: InteractiveShell, source: str) -> Any:
     return result.result
 
 
-def test_the_alias_runs_the_same_command_and_says_nothing_more(ip: InteractiveShell,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_the_alias_runs_the_same_command_and_says_nothing_more(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert _cell(ip, "%vast attach 7") == "the value"  # as notebooks/02 spells it
     capsys.readouterr()
     # The magic itself, without IPython's Out[n]: the alias prints nothing of its own.
@@ -168,8 +173,9 @@ def test_the_alias_runs_the_same_command_and_says_nothing_more(ip: InteractiveSh
     assert capsys.readouterr() == ("", "")
 
 
-def test_help_lists_the_alias_and_the_alias_has_the_commands_help(ip: InteractiveShell,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_help_lists_the_alias_and_the_alias_has_the_commands_help(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
     _cell(ip, "%vast help")
     (line,) = [ln for ln in capsys.readouterr().out.splitlines() if "attach" in ln]
     assert line.strip().startswith("%vast follow ")
@@ -179,8 +185,9 @@ def test_help_lists_the_alias_and_the_alias_has_the_commands_help(ip: Interactiv
     assert alias == capsys.readouterr().out and alias.startswith("%vast follow ") and "%vast attach" in alias
 
 
-def test_the_alias_reports_bad_arguments_as_its_command_does(ip: InteractiveShell,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_the_alias_reports_bad_arguments_as_its_command_does(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
     for spelling in ("follow", "attach"):
         result = ip.run_cell(f"%vast {spelling} seven", store_history=True)
         assert not result.success

@@ -10,7 +10,6 @@ from vastnb.base.config import find_api_key, vast_url, vastnb_home
 from vastnb.base.secret import Secret
 
 
-
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

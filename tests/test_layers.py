@@ -108,7 +108,9 @@ def test_imports_go_down_the_layers_only(module: str, path: Path) -> None:
     for target, line in imports(module, path, top_level_only=module == "vastnb"):
         other = package_of(target)
         if other != own and RANKS[other] >= RANKS[own]:
-            wrong.append(f"{path.relative_to(ROOT)}:{line}: {own} (rank {RANKS[own]}) imports {target} ({other}, rank {RANKS[other]})")
+            wrong.append(
+                f"{path.relative_to(ROOT)}:{line}: {own} (rank {RANKS[own]}) imports {target} ({other}, rank {RANKS[other]})"
+            )
     assert not wrong, "imports that go up or sideways:\n" + "\n".join(wrong)
 
 
@@ -138,9 +140,28 @@ def test_no_module_level_import_cycle() -> None:
 def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
     """The rule itself: a market module importing the lifecycle would be refused."""
     bad = tmp_path / "bad.py"
-    bad.write_text("import json\nfrom vastnb.lifecycle.fleet import Fleet\nif True:\n    def f():\n        from vastnb.front import cli\n")
+    bad.write_text(
+        "import json\nfrom vastnb.lifecycle.fleet import Fleet\nif True:\n    def f():\n        from vastnb.front import cli\n"
+    )
     found = {(package_of(t), line) for t, line in imports("vastnb.market.bad", bad)}
     assert found == {("vastnb.lifecycle", 2), ("vastnb.front", 5)}
     typed = tmp_path / "typed.py"
     typed.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from vastnb.front import cli\n")
     assert list(imports("vastnb.market.typed", typed)) == []
+
+
+def test_only_the_fleet_writes_instance_rows() -> None:
+    """One owner of an instance's life: outside the fleet (and the store itself), nothing
+    records, transitions or updates an instance row; everything else asks the fleet."""
+    import re
+
+    writes = re.compile(r"\bstore\.(record|transition|update)\(")
+    owners = {ROOT / "vastnb" / "lifecycle" / "fleet.py", ROOT / "vastnb" / "lifecycle" / "store.py"}
+    found = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for _, path in ALL
+        if path not in owners
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if writes.search(line)
+    ]
+    assert not found, "instance rows written outside the fleet:\n" + "\n".join(found)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from vastnb.sim import SimConfig, Simulator, SimServer
+from vastnb.sim import SimConfig, SimServer, Simulator
 
 VASTAI = shutil.which("vastai") or str(Path(sys.executable).with_name("vastai"))
 
@@ -37,14 +37,20 @@ def vastai(served: tuple[Simulator, SimServer], tmp_path: Path, *args: str, text
     env.pop("VAST_API_KEY", None)
     done = subprocess.run(
         [VASTAI, "--url", server.url, "--api-key", sim.market.api_key, *args, "--raw"],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout if text else json.loads(done.stdout)
 
 
 def test_search_offers_with_cli_query_syntax(served: tuple[Simulator, SimServer], tmp_path: Path) -> None:
-    offers = vastai(served, tmp_path, "search", "offers", "gpu_name=RTX_4090 num_gpus=1 reliability>0.98 dph<0.4", "-o", "dph")
+    offers = vastai(
+        served, tmp_path, "search", "offers", "gpu_name=RTX_4090 num_gpus=1 reliability>0.98 dph<0.4", "-o", "dph"
+    )
     assert offers, "the CLI found no offers"
     assert {o["gpu_name"] for o in offers} == {"RTX 4090"}
     assert all(o["reliability"] > 0.98 and o["dph_total"] < 0.4 and o["num_gpus"] == 1 for o in offers)
@@ -55,7 +61,19 @@ def test_search_offers_with_cli_query_syntax(served: tuple[Simulator, SimServer]
 def test_rent_watch_label_stop_and_destroy(served: tuple[Simulator, SimServer], tmp_path: Path) -> None:
     sim, _ = served
     offer = vastai(served, tmp_path, "search", "offers", "gpu_name=RTX_3090 num_gpus=1", "-o", "dph")[0]
-    created = vastai(served, tmp_path, "create", "instance", str(offer["id"]), "--image", "pytorch/pytorch", "--disk", "20", "--ssh", "--direct")
+    created = vastai(
+        served,
+        tmp_path,
+        "create",
+        "instance",
+        str(offer["id"]),
+        "--image",
+        "pytorch/pytorch",
+        "--disk",
+        "20",
+        "--ssh",
+        "--direct",
+    )
     assert created["success"] is True
     instance_id = created["new_contract"]
 

@@ -81,6 +81,7 @@ def test_worker_checkpoints_import_no_heavy_or_orchestrator_module() -> None:
 def test_worker_package_is_python_3_9_syntax() -> None:
     """Boxes run whatever python3 their image has: the worker must parse on 3.9."""
     import ast
+
     import vastnb_worker
 
     root = Path(vastnb_worker.__file__).parent

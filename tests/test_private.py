@@ -13,8 +13,8 @@ import pytest
 
 from vastnb import Client, ConfigError
 from vastnb.backends.base import control_dir
-from vastnb.lifecycle.launch import LaunchPolicy
 from vastnb.base.private import private_folder
+from vastnb.lifecycle.launch import LaunchPolicy
 from vastnb.sim import SimConfig
 
 NOBODY = 65534
@@ -49,7 +49,9 @@ def test_an_open_folder_of_ones_own_is_closed(tmp_path: Path) -> None:
     assert mode(private_folder(tmp_path / "new" / "deeper", what="x")) == 0o700
 
 
-def test_the_ssh_control_folder_made_by_someone_else_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_ssh_control_folder_made_by_someone_else_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # as TMPDIR would
     planted = tmp_path / f"vastnb-{os.getuid()}"
     planted.mkdir()
@@ -67,12 +69,18 @@ def test_state_files_holding_keys_are_the_users_alone(isolated: Path) -> None:
     assert mode(home / "sim") == 0o700 and mode(home / "sim" / "market.json") == 0o600
 
 
-def test_a_simulated_box_sees_nothing_of_the_notebooks_environment(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_simulated_box_sees_nothing_of_the_notebooks_environment(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VAST_API_KEY", "the-notebooks-own-key-0123456789")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-notebooks-s3-secret")
-    with Client(backend="sim", home=isolated / "vastnb", sim_config=SimConfig(create_delay=0.05, load_delay=0.05),
-                launch_policy=LaunchPolicy(poll=0.02)) as vast:  # fmt: skip
+    with Client(
+        backend="sim",
+        home=isolated / "vastnb",
+        sim_config=SimConfig(create_delay=0.05, load_delay=0.05),
+        launch_policy=LaunchPolicy(poll=0.02),
+    ) as vast:
         box = vast.launch("dev-test")
         seen = box.run(lambda: dict(os.environ))
     assert "the-notebooks-own-key-0123456789" not in repr(seen) and "the-notebooks-s3-secret" not in repr(seen)
-    assert seen["HOME"].endswith(f"/sim/boxes/{box.id}")  # the box's own folder
+    assert seen["HOME"].endswith(f"/sim/boxes/{box.id}/home")  # in the box's own folder

@@ -50,8 +50,16 @@ def test_shipped_defaults_are_the_four_reference_profiles() -> None:
     }
     for name, (gpu, names, count, price, reliability, hours, interruptible, bid) in expected.items():
         p = profiles[name]
-        got = (p.gpu, p.gpu_names, p.num_gpus, p.max_price_per_hour, p.min_reliability, p.max_duration_hours,
-               p.interruptible, p.bid)
+        got = (
+            p.gpu,
+            p.gpu_names,
+            p.num_gpus,
+            p.max_price_per_hour,
+            p.min_reliability,
+            p.max_duration_hours,
+            p.interruptible,
+            p.bid,
+        )
         assert got == (gpu, names, count, price, reliability, hours, interruptible, bid), name
         assert p.description and "\n" not in p.description
         assert (p.disk_gb, p.image, p.verified_only, p.direct_ssh) == (20.0, DEFAULT_IMAGE, True, False)
@@ -68,8 +76,17 @@ def test_profiles_are_frozen_and_typed() -> None:
 
 def test_as_row_makes_a_dataframe() -> None:
     frame = pd.DataFrame([p.as_row() for p in load_profiles().values()])
-    assert list(frame.columns) == ["name", "gpu", "num_gpus", "max_price_per_hour", "min_reliability",
-                                   "max_duration_hours", "interruptible", "disk_gb", "description"]
+    assert list(frame.columns) == [
+        "name",
+        "gpu",
+        "num_gpus",
+        "max_price_per_hour",
+        "min_reliability",
+        "max_duration_hours",
+        "interruptible",
+        "disk_gb",
+        "description",
+    ]
     assert frame.set_index("name").loc["training-distributed", "num_gpus"] == 4
 
 
@@ -91,7 +108,9 @@ def test_a_family_expands_and_a_list_is_deduplicated_in_order(tmp_path: Path) ->
 
 
 def test_optional_keys_load(tmp_path: Path) -> None:
-    text = GOOD + """\
+    text = (
+        GOOD
+        + """\
   description: with every option
   min_gpu_ram_gb: 24
   disk_gb: 50
@@ -103,6 +122,7 @@ def test_optional_keys_load(tmp_path: Path) -> None:
   verified_only: false
   direct_ssh: true
 """
+    )
     p = load_profiles(write(tmp_path, text))["dev-test"]
     assert (p.min_gpu_ram_gb, p.disk_gb, p.min_cuda) == (24.0, 50.0, 12.1)
     assert (p.image, p.interruptible, p.bid) == ("nvcr.io/nvidia/pytorch:24.05-py3", True, "min+10%")
@@ -147,106 +167,236 @@ def test_bid_price_refuses_on_demand_profiles_and_bad_minimums(tmp_path: Path) -
 
 REFUSALS = [
     # (id, file text, line, key, fragments the message must hold)
-    ("unknown key", edit("max_price_per_hour", "max_price_per_hr"), 4, "max_price_per_hr",
-     ["unknown key max_price_per_hr", "did you mean max_price_per_hour?"]),
-    ("unknown key, no close match", GOOD + "  colour: red\n", 7, "colour",
-     ["unknown key colour", "allowed keys: gpu, num_gpus"]),
+    (
+        "unknown key",
+        edit("max_price_per_hour", "max_price_per_hr"),
+        4,
+        "max_price_per_hr",
+        ["unknown key max_price_per_hr", "did you mean max_price_per_hour?"],
+    ),
+    (
+        "unknown key, no close match",
+        GOOD + "  colour: red\n",
+        7,
+        "colour",
+        ["unknown key colour", "allowed keys: gpu, num_gpus"],
+    ),
     ("duplicate key", GOOD + "  num_gpus: 2\n", 7, "num_gpus", ["duplicate key num_gpus", "first at line 3"]),
     ("duplicate profile", GOOD + GOOD, 7, "dev-test", ["duplicate key dev-test", "first at line 1"]),
-    ("string for int", edit("num_gpus: 1", "num_gpus: four"), 3, "num_gpus",
-     ["num_gpus must be a whole number", "not the text 'four'", "`num_gpus: 1`"]),
-    ("quoted number", edit("num_gpus: 1", "num_gpus: '2'"), 3, "num_gpus",
-     ["remove the quotes: `num_gpus: 2`"]),
+    (
+        "string for int",
+        edit("num_gpus: 1", "num_gpus: four"),
+        3,
+        "num_gpus",
+        ["num_gpus must be a whole number", "not the text 'four'", "`num_gpus: 1`"],
+    ),
+    ("quoted number", edit("num_gpus: 1", "num_gpus: '2'"), 3, "num_gpus", ["remove the quotes: `num_gpus: 2`"]),
     ("bool for int", edit("num_gpus: 1", "num_gpus: true"), 3, "num_gpus", ["not the boolean true"]),
-    ("bool for number", edit("0.25", "yes"), 4, "max_price_per_hour",
-     ["max_price_per_hour must be a price in $/h", "not the boolean yes", "`max_price_per_hour: 0.50`"]),
-    ("float for int", edit("num_gpus: 1", "num_gpus: 1.5"), 3, "num_gpus",
-     ["whole number", "not the number 1.5"]),
+    (
+        "bool for number",
+        edit("0.25", "yes"),
+        4,
+        "max_price_per_hour",
+        ["max_price_per_hour must be a price in $/h", "not the boolean yes", "`max_price_per_hour: 0.50`"],
+    ),
+    ("float for int", edit("num_gpus: 1", "num_gpus: 1.5"), 3, "num_gpus", ["whole number", "not the number 1.5"]),
     ("zero GPUs", edit("num_gpus: 1", "num_gpus: 0"), 3, "num_gpus", ["must be at least 1, not 0"]),
     ("zero price", edit("0.25", "0"), 4, "max_price_per_hour", ["must be more than 0, not 0"]),
-    ("negative price", edit("0.25", "-0.5"), 4, "max_price_per_hour",
-     ["must be more than 0, not -0.5", "`max_price_per_hour: 0.50`"]),
+    (
+        "negative price",
+        edit("0.25", "-0.5"),
+        4,
+        "max_price_per_hour",
+        ["must be more than 0, not -0.5", "`max_price_per_hour: 0.50`"],
+    ),
     ("infinite price", edit("0.25", ".inf"), 4, "max_price_per_hour", ["finite"]),
-    ("reliability above 1", edit("0.90", "1.5"), 5, "min_reliability",
-     ["between 0 and 1, not 1.5", "`min_reliability: 0.95`"]),
+    (
+        "reliability above 1",
+        edit("0.90", "1.5"),
+        5,
+        "min_reliability",
+        ["between 0 and 1, not 1.5", "`min_reliability: 0.95`"],
+    ),
     ("reliability as percent", edit("0.90", "95"), 5, "min_reliability", ["for 95% write 0.95"]),
     ("negative reliability", edit("0.90", "-0.1"), 5, "min_reliability", ["between 0 and 1"]),
-    ("zero hours", edit("max_duration_hours: 2", "max_duration_hours: 0"), 6, "max_duration_hours",
-     ["must be more than 0"]),
-    ("unknown GPU", edit("RTX_4090", "RTX_4900"), 2, "gpu",
-     ["unknown GPU 'RTX_4900'", "did you mean RTX_4090 (or 'RTX 4090')?", "with underscores (RTX_4090)",
-      "('RTX 4090')", "A100"]),
-    ("unknown GPU in a list", edit("gpu: RTX_4090", "gpu:\n    - A100\n    - H100_SMX"), 4, "gpu",
-     ["unknown GPU 'H100_SMX'", "did you mean H100_SXM"]),
+    (
+        "zero hours",
+        edit("max_duration_hours: 2", "max_duration_hours: 0"),
+        6,
+        "max_duration_hours",
+        ["must be more than 0"],
+    ),
+    (
+        "unknown GPU",
+        edit("RTX_4090", "RTX_4900"),
+        2,
+        "gpu",
+        [
+            "unknown GPU 'RTX_4900'",
+            "did you mean RTX_4090 (or 'RTX 4090')?",
+            "with underscores (RTX_4090)",
+            "('RTX 4090')",
+            "A100",
+        ],
+    ),
+    (
+        "unknown GPU in a list",
+        edit("gpu: RTX_4090", "gpu:\n    - A100\n    - H100_SMX"),
+        4,
+        "gpu",
+        ["unknown GPU 'H100_SMX'", "did you mean H100_SXM"],
+    ),
     ("empty GPU list", edit("gpu: RTX_4090", "gpu: []"), 2, "gpu", ["empty list"]),
-    ("missing key", GOOD.replace("  max_duration_hours: 2\n", ""), 1, "max_duration_hours",
-     ["profile 'dev-test' is missing the required key max_duration_hours", "`max_duration_hours: 24`"]),
-    ("null value", edit("num_gpus: 1", "num_gpus:"), 3, "num_gpus",
-     ["num_gpus has no value", "`num_gpus: 1`"]),
-    ("bid without interruptible", GOOD + "  bid: min\n", 7, "bid",
-     ["add `interruptible: true` or remove bid"]),
-    ("malformed bid", GOOD + "  interruptible: true\n  bid: min+ten%\n", 8, "bid",
-     ["'min+ten%'", "min+N%", "`bid: min`"]),
+    (
+        "missing key",
+        GOOD.replace("  max_duration_hours: 2\n", ""),
+        1,
+        "max_duration_hours",
+        ["profile 'dev-test' is missing the required key max_duration_hours", "`max_duration_hours: 24`"],
+    ),
+    ("null value", edit("num_gpus: 1", "num_gpus:"), 3, "num_gpus", ["num_gpus has no value", "`num_gpus: 1`"]),
+    ("bid without interruptible", GOOD + "  bid: min\n", 7, "bid", ["add `interruptible: true` or remove bid"]),
+    (
+        "malformed bid",
+        GOOD + "  interruptible: true\n  bid: min+ten%\n",
+        8,
+        "bid",
+        ["'min+ten%'", "min+N%", "`bid: min`"],
+    ),
     ("negative bid", GOOD + "  interruptible: true\n  bid: -0.1\n", 8, "bid", ["more than 0"]),
-    ("bid above the maximum", GOOD + "  interruptible: true\n  bid: 0.5\n", 8, "bid",
-     ["above max_price_per_hour 0.25"]),
-    ("interruptible as text", GOOD + "  interruptible: 'yes'\n", 7, "interruptible",
-     ["true or false, not the text 'yes'"]),
-    ("disk below Vast's minimum", GOOD + "  disk_gb: 4\n", 7, "disk_gb",
-     ["at least 8, not 4", "`disk_gb: 20`"]),
+    (
+        "bid above the maximum",
+        GOOD + "  interruptible: true\n  bid: 0.5\n",
+        8,
+        "bid",
+        ["above max_price_per_hour 0.25"],
+    ),
+    (
+        "interruptible as text",
+        GOOD + "  interruptible: 'yes'\n",
+        7,
+        "interruptible",
+        ["true or false, not the text 'yes'"],
+    ),
+    ("disk below Vast's minimum", GOOD + "  disk_gb: 4\n", 7, "disk_gb", ["at least 8, not 4", "`disk_gb: 20`"]),
     ("lowercase country", GOOD + "  countries: [US, us]\n", 7, "countries", ["2-letter uppercase", "'us'"]),
-    ("Norway unquoted", GOOD + "  countries:\n    - SE\n    - NO\n", 9, "countries",
-     ["yes/no/on/off", "put it in quotes: 'NO'"]),
+    (
+        "Norway unquoted",
+        GOOD + "  countries:\n    - SE\n    - NO\n",
+        9,
+        "countries",
+        ["yes/no/on/off", "put it in quotes: 'NO'"],
+    ),
     ("number for text", GOOD + "  description: 42\n", 7, "description", ["put it in quotes: '42'"]),
     ("image with spaces", GOOD + "  image: pytorch latest\n", 7, "image", ["without spaces"]),
-    ("profile not a mapping", "dev-test: RTX_4090\n", 1, "dev-test",
-     ["profile 'dev-test' must be a mapping"]),
-    ("profile name with a space", GOOD.replace("dev-test:", "dev test:"), 1, "dev test",
-     ["one word", "dev-test"]),
-    ("merge key", GOOD.replace("dev-test:", "dev-test: &b") + "copy:\n  <<: *b\n", 8, "<<",
-     ["merge keys (<<)"]),
+    ("profile not a mapping", "dev-test: RTX_4090\n", 1, "dev-test", ["profile 'dev-test' must be a mapping"]),
+    ("profile name with a space", GOOD.replace("dev-test:", "dev test:"), 1, "dev test", ["one word", "dev-test"]),
+    ("merge key", GOOD.replace("dev-test:", "dev-test: &b") + "copy:\n  <<: *b\n", 8, "<<", ["merge keys (<<)"]),
     # Huge, infinite and negative numbers: each named with the allowed range.
-    ("huge price", edit("0.25", "1.7e+308"), 4, "max_price_per_hour",
-     ["must be at most 1000, not 1.7e+308", "allowed: above 0 and at most 1000 $/h"]),
-    ("price too long for a float", edit("0.25", "1" + "0" * 400), 4, "max_price_per_hour",
-     ["far too large", "above 0 and at most 1000 $/h", "(401 characters)"]),
+    (
+        "huge price",
+        edit("0.25", "1.7e+308"),
+        4,
+        "max_price_per_hour",
+        ["must be at most 1000, not 1.7e+308", "allowed: above 0 and at most 1000 $/h"],
+    ),
+    (
+        "price too long for a float",
+        edit("0.25", "1" + "0" * 400),
+        4,
+        "max_price_per_hour",
+        ["far too large", "above 0 and at most 1000 $/h", "(401 characters)"],
+    ),
     ("price with 5,000 digits", edit("0.25", "9" * 5000), 4, "max_price_per_hour", ["far too large"]),
-    ("negative infinite price", edit("0.25", "-.inf"), 4, "max_price_per_hour",
-     ["finite number (above 0 and at most 1000 $/h), not -.inf"]),
-    ("huge GPU count", edit("num_gpus: 1", "num_gpus: 1000000000000000000000"), 3, "num_gpus",
-     ["must be at most 64, not 1e+21", "allowed: from 1 to 64"]),
-    ("GPU count with 5,000 digits", edit("num_gpus: 1", "num_gpus: " + "9" * 5000), 3, "num_gpus",
-     ["far too large", "from 1 to 64"]),
-    ("negative GPU count", edit("num_gpus: 1", "num_gpus: -3"), 3, "num_gpus",
-     ["must be at least 1, not -3 (allowed: from 1 to 64)"]),
-    ("huge hours", edit("max_duration_hours: 2", "max_duration_hours: 1.0e+300"), 6, "max_duration_hours",
-     ["must be at most 8760", "above 0 and at most 8760 hours"]),
-    ("hours not a number", edit("max_duration_hours: 2", "max_duration_hours: .nan"), 6, "max_duration_hours",
-     ["finite number (above 0 and at most 8760 hours), not .nan"]),
-    ("negative hours", edit("max_duration_hours: 2", "max_duration_hours: -1"), 6, "max_duration_hours",
-     ["must be more than 0, not -1", "above 0 and at most 8760 hours"]),
+    (
+        "negative infinite price",
+        edit("0.25", "-.inf"),
+        4,
+        "max_price_per_hour",
+        ["finite number (above 0 and at most 1000 $/h), not -.inf"],
+    ),
+    (
+        "huge GPU count",
+        edit("num_gpus: 1", "num_gpus: 1000000000000000000000"),
+        3,
+        "num_gpus",
+        ["must be at most 64, not 1e+21", "allowed: from 1 to 64"],
+    ),
+    (
+        "GPU count with 5,000 digits",
+        edit("num_gpus: 1", "num_gpus: " + "9" * 5000),
+        3,
+        "num_gpus",
+        ["far too large", "from 1 to 64"],
+    ),
+    (
+        "negative GPU count",
+        edit("num_gpus: 1", "num_gpus: -3"),
+        3,
+        "num_gpus",
+        ["must be at least 1, not -3 (allowed: from 1 to 64)"],
+    ),
+    (
+        "huge hours",
+        edit("max_duration_hours: 2", "max_duration_hours: 1.0e+300"),
+        6,
+        "max_duration_hours",
+        ["must be at most 8760", "above 0 and at most 8760 hours"],
+    ),
+    (
+        "hours not a number",
+        edit("max_duration_hours: 2", "max_duration_hours: .nan"),
+        6,
+        "max_duration_hours",
+        ["finite number (above 0 and at most 8760 hours), not .nan"],
+    ),
+    (
+        "negative hours",
+        edit("max_duration_hours: 2", "max_duration_hours: -1"),
+        6,
+        "max_duration_hours",
+        ["must be more than 0, not -1", "above 0 and at most 8760 hours"],
+    ),
     ("infinite reliability", edit("0.90", ".inf"), 5, "min_reliability", ["finite number (from 0 to 1)"]),
     ("huge reliability", edit("0.90", "1" + "0" * 400), 5, "min_reliability", ["far too large", "from 0 to 1"]),
-    ("huge disk", GOOD + "  disk_gb: 1.7e+308\n", 7, "disk_gb",
-     ["must be at most 100000, not 1.7e+308", "from 8 to 100000 GB"]),
-    ("huge GPU RAM", GOOD + "  min_gpu_ram_gb: 1.0e+308\n", 7, "min_gpu_ram_gb",
-     ["must be at most 1024", "above 0 and at most 1024 GB"]),
+    (
+        "huge disk",
+        GOOD + "  disk_gb: 1.7e+308\n",
+        7,
+        "disk_gb",
+        ["must be at most 100000, not 1.7e+308", "from 8 to 100000 GB"],
+    ),
+    (
+        "huge GPU RAM",
+        GOOD + "  min_gpu_ram_gb: 1.0e+308\n",
+        7,
+        "min_gpu_ram_gb",
+        ["must be at most 1024", "above 0 and at most 1024 GB"],
+    ),
     ("huge CUDA", GOOD + "  min_cuda: 1.0e+308\n", 7, "min_cuda", ["must be at most 99"]),
-    ("bid above Vast's range", edit("0.25", "500") + "  interruptible: true\n  bid: 200\n", 8, "bid",
-     ["must be at most 128 when it is a fixed $/h, not 200", "from 0.001 to 128 $/h"]),
-    ("bid below Vast's range", GOOD + "  interruptible: true\n  bid: 0.0001\n", 8, "bid",
-     ["must be at least 0.001"]),
+    (
+        "bid above Vast's range",
+        edit("0.25", "500") + "  interruptible: true\n  bid: 200\n",
+        8,
+        "bid",
+        ["must be at most 128 when it is a fixed $/h, not 200", "from 0.001 to 128 $/h"],
+    ),
+    ("bid below Vast's range", GOOD + "  interruptible: true\n  bid: 0.0001\n", 8, "bid", ["must be at least 0.001"]),
     ("huge bid", GOOD + "  interruptible: true\n  bid: 1" + "0" * 400 + "\n", 8, "bid", ["far too large"]),
-    ("huge bid percentage", GOOD + "  interruptible: true\n  bid: min+1" + "0" * 400 + "%\n", 8, "bid",
-     ["at most 1000% to the minimum bid"]),
+    (
+        "huge bid percentage",
+        GOOD + "  interruptible: true\n  bid: min+1" + "0" * 400 + "%\n",
+        8,
+        "bid",
+        ["at most 1000% to the minimum bid"],
+    ),
 ]
 
 
-@pytest.mark.parametrize(
-    ("text", "line", "key", "fragments"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
-)
-def test_refusals_name_file_line_key_and_fix(tmp_path: Path, text: str, line: int, key: str,
-                                            fragments: list[str]) -> None:
+@pytest.mark.parametrize(("text", "line", "key", "fragments"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+def test_refusals_name_file_line_key_and_fix(
+    tmp_path: Path, text: str, line: int, key: str, fragments: list[str]
+) -> None:
     file = write(tmp_path, text)
     with pytest.raises(ProfileError) as info:
         load_profiles(file)
@@ -260,24 +410,27 @@ def test_refusals_name_file_line_key_and_fix(tmp_path: Path, text: str, line: in
 
 FILE_REFUSALS = [
     # (id, file text, line, fragments): problems with the file as a whole, so no key
-    ("bad indentation", "dev-test:\n  gpu: RTX_4090\n   num_gpus: 1\n", 3,
-     ["invalid YAML", "mapping values"]),
-    ("unclosed list", "dev-test:\n  gpu: [RTX_4090\n  num_gpus: 1\n", 3,
-     ["flow sequence, which starts at line 2"]),
+    ("bad indentation", "dev-test:\n  gpu: RTX_4090\n   num_gpus: 1\n", 3, ["invalid YAML", "mapping values"]),
+    ("unclosed list", "dev-test:\n  gpu: [RTX_4090\n  num_gpus: 1\n", 3, ["flow sequence, which starts at line 2"]),
     ("tab indentation", "dev-test:\n  gpu: RTX_4090\n\tnum_gpus: 1\n", 3, ["never tabs"]),
     ("two documents", "a: 1\n---\nb: 2\n", 2, ["single document", "remove the '---' line"]),
     ("empty file", "", 1, ["empty"]),
     ("only comments", "# nothing yet\n", 1, ["empty"]),
-    ("top level is a list", "- dev-test\n- training\n", 1,
-     ["the top level must map profile names to profiles", "not a list"]),
+    (
+        "top level is a list",
+        "- dev-test\n- training\n",
+        1,
+        ["the top level must map profile names to profiles", "not a list"],
+    ),
     ("top level is text", "dev-test\n", 1, ["not the text 'dev-test'"]),
     ("no profiles", "{}\n", 1, ["defines no profiles"]),
     ("number as a profile name", GOOD + "42:\n  gpu: A100\n", 7, ["must be text", "'42'"]),
 ]
 
 
-@pytest.mark.parametrize(("text", "line", "fragments"), [r[1:] for r in FILE_REFUSALS],
-                         ids=[r[0] for r in FILE_REFUSALS])
+@pytest.mark.parametrize(
+    ("text", "line", "fragments"), [r[1:] for r in FILE_REFUSALS], ids=[r[0] for r in FILE_REFUSALS]
+)
 def test_file_refusals_name_file_and_line(tmp_path: Path, text: str, line: int, fragments: list[str]) -> None:
     file = write(tmp_path, text)
     with pytest.raises(ProfileError) as info:
@@ -310,7 +463,7 @@ def test_deep_nesting_is_a_profile_error_not_a_recursion_error(tmp_path: Path, t
 
 def test_nesting_a_file_needs_still_loads(tmp_path: Path) -> None:
     deep_but_fine = GOOD + "  countries: [[[[[[[[[[US]]]]]]]]]]\n"  # 14 levels: refused for its shape only
-    with pytest.raises(ProfileError, match="countries must hold 2-letter|must be a list of text"):
+    with pytest.raises(ProfileError, match=r"countries must hold 2-letter|must be a list of text"):
         load_profiles(write(tmp_path, deep_but_fine))
     assert list(load_profiles(write(tmp_path, GOOD + "  countries: [US, CA]\n"))) == ["dev-test"]
 
@@ -374,8 +527,9 @@ def test_the_file_found_is_the_file_named_in_errors(isolated: Path, monkeypatch:
 
 
 @pytest.mark.parametrize("as_env", [False, True])
-def test_a_named_path_that_does_not_exist_is_an_error(isolated: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      as_env: bool) -> None:
+def test_a_named_path_that_does_not_exist_is_an_error(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, as_env: bool
+) -> None:
     write(isolated / "cwd" / "profiles", GOOD)  # would be found next: must not be used
     missing = isolated / "nowhere"
     if as_env:

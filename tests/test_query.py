@@ -165,9 +165,11 @@ def test_comparisons_on_one_field_merge() -> None:
 
 def test_unit_multipliers() -> None:
     assert parse_query("gpu_ram>=24", defaults=False) == {"gpu_ram": {"gte": 24000.0}}
-    assert parse_query(
-        "cpu_ram>=64.5 gpu_total_ram<=80 duration>=2", defaults=False
-    ) == {"cpu_ram": {"gte": 64500.0}, "gpu_total_ram": {"lte": 80000.0}, "duration": {"gte": 172800.0}}
+    assert parse_query("cpu_ram>=64.5 gpu_total_ram<=80 duration>=2", defaults=False) == {
+        "cpu_ram": {"gte": 64500.0},
+        "gpu_total_ram": {"lte": 80000.0},
+        "duration": {"gte": 172800.0},
+    }
     assert parse_query("gpu_ram in [24,48]", defaults=False) == {"gpu_ram": {"in": [24000.0, 48000.0]}}
     assert isinstance(parse_query("gpu_ram>=24", defaults=False)["gpu_ram"]["gte"], float)
 
@@ -182,9 +184,7 @@ def test_driver_version() -> None:
 
 
 def test_aliases_and_reliability2() -> None:
-    assert parse_query(
-        "dph<1 dlperf_usd>10 flops_usd>5 cuda_vers>=12.4 display_active=false", defaults=False
-    ) == {
+    assert parse_query("dph<1 dlperf_usd>10 flops_usd>5 cuda_vers>=12.4 display_active=false", defaults=False) == {
         "dph_total": {"lt": "1"},
         "dlperf_per_dphtotal": {"gt": "10"},
         "flops_per_dphtotal": {"gt": "5"},
@@ -335,7 +335,7 @@ def test_format_query_round_trips_numbers_as_strings() -> None:
 
 
 def test_format_query_refuses_what_it_cannot_write() -> None:
-    with pytest.raises(ConfigError, match="must be an {op: value} dict"):
+    with pytest.raises(ConfigError, match=r"must be an {op: value} dict"):
         format_query({"num_gpus": 2})
     with pytest.raises(ConfigError, match="unknown operator 'ge'"):
         format_query({"num_gpus": {"ge": 2}})

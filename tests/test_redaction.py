@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from vastnb.market.api import VastAPI
+from vastnb.base.secret import MASK, Secret, redact
 from vastnb.errors import (
     APIConnectionError,
     APIError,
@@ -25,8 +25,8 @@ from vastnb.errors import (
     RateLimitError,
     VastError,
 )
+from vastnb.market.api import VastAPI
 from vastnb.market.retry import RetryPolicy
-from vastnb.base.secret import MASK, Secret, redact
 from vastnb.sim import Simulator
 
 #: A key the simulator does not know: sent, refused, and never to be seen again.
@@ -63,7 +63,9 @@ def assert_hidden(key: str, exc: BaseException, logs: pytest.LogCaptureFixture, 
         "repr": repr(exc),
         "attributes": repr(vars(exc)),
         "traceback": "".join(traceback.format_exception(exc)),
-        "traceback with locals": "".join(traceback.TracebackException.from_exception(exc, capture_locals=True).format()),
+        "traceback with locals": "".join(
+            traceback.TracebackException.from_exception(exc, capture_locals=True).format()
+        ),
         # What a debugger or error reporter could walk to, even where Python hides it.
         "chained with locals": "".join(
             "".join(traceback.TracebackException(type(e), e, e.__traceback__, capture_locals=True).format(chain=False))
@@ -112,8 +114,9 @@ def test_offer_unavailable(api: VastAPI, sim: Simulator, logs) -> None:
 
 def test_rate_limited(connect, sim: Simulator, logs) -> None:
     api = connect(sim, retry=RetryPolicy(attempts=2, base_delay=0.1))
-    sim.api.faults.inject("status", path="/users/current", status=429, times=5,
-                          body="API requests too frequent endpoint threshold=1.0")  # fmt: skip
+    sim.api.faults.inject(
+        "status", path="/users/current", status=429, times=5, body="API requests too frequent endpoint threshold=1.0"
+    )
     exc = caught(lambda: api.current_user())
     assert isinstance(exc, RateLimitError)
     assert any("retrying" in r.getMessage() for r in logs.records)
@@ -123,8 +126,12 @@ def test_rate_limited(connect, sim: Simulator, logs) -> None:
 def test_connection_refused(logs) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-        api = VastAPI(Secret(WRONG_KEY), base_url=f"http://127.0.0.1:{s.getsockname()[1]}",
-                      retry=RetryPolicy(attempts=2, base_delay=0.01), sleep=lambda _: None)  # fmt: skip
+        api = VastAPI(
+            Secret(WRONG_KEY),
+            base_url=f"http://127.0.0.1:{s.getsockname()[1]}",
+            retry=RetryPolicy(attempts=2, base_delay=0.01),
+            sleep=lambda _: None,
+        )
         with api:
             exc = caught(lambda: api.current_user())
     assert isinstance(exc, APIConnectionError)

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from vastnb.market.api import VastAPI
-from vastnb.errors import APIConnectionError, APIError, RateLimitError
-from vastnb.market.retry import NO_RETRY, RETRY_STATUSES, RetryPolicy, parse_threshold
 from vastnb.base.secret import Secret
+from vastnb.errors import APIConnectionError, APIError, RateLimitError
+from vastnb.market.api import VastAPI
+from vastnb.market.retry import NO_RETRY, RETRY_STATUSES, RetryPolicy, parse_threshold
 from vastnb.sim import SimConfig, Simulator
 
 THRESHOLD_429 = "API requests too frequent endpoint threshold=3.5"
@@ -176,7 +176,12 @@ def test_429_on_create_is_retried(api: VastAPI, sim: Simulator, waits: list[floa
 
 
 def test_connection_refused_is_retried_then_explained(closed_port: int, waits: list[float]) -> None:
-    api = VastAPI(Secret("retry-test-key-0123456789abcdef"), base_url=f"http://127.0.0.1:{closed_port}", retry=QUICK, sleep=waits.append)
+    api = VastAPI(
+        Secret("retry-test-key-0123456789abcdef"),
+        base_url=f"http://127.0.0.1:{closed_port}",
+        retry=QUICK,
+        sleep=waits.append,
+    )
     with api, pytest.raises(APIConnectionError) as info:
         api.current_user()
     assert len(waits) == QUICK.attempts - 1
@@ -186,7 +191,12 @@ def test_connection_refused_is_retried_then_explained(closed_port: int, waits: l
 
 def test_connection_refused_on_create_is_retried(closed_port: int, waits: list[float]) -> None:
     # Nothing reached Vast, so nothing can have been rented: a retry is safe.
-    api = VastAPI(Secret("retry-test-key-0123456789abcdef"), base_url=f"http://127.0.0.1:{closed_port}", retry=QUICK, sleep=waits.append)
+    api = VastAPI(
+        Secret("retry-test-key-0123456789abcdef"),
+        base_url=f"http://127.0.0.1:{closed_port}",
+        retry=QUICK,
+        sleep=waits.append,
+    )
     with api, pytest.raises(APIConnectionError):
         api.create_instance(1, image="ubuntu:22.04", disk_gb=16, label="vastnb:x")
     assert len(waits) == QUICK.attempts - 1

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from sshd import SSHServer, _keygen, _unavailable
 
 

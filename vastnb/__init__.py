@@ -45,20 +45,24 @@ _LAZY = {
     "checkpoints": "vastnb.storage.checkpoints",
 }
 
-__all__ = ["__version__", "load_ipython_extension", *_LAZY, *errors.__all__]
+__all__ = ["__version__", "load_ipython_extension", *_LAZY, *errors.__all__]  # noqa: PLE0604 - _LAZY's keys and the error tree's names: strings
 
 if typing.TYPE_CHECKING:
-    from vastnb.backends.base import BoxOptions
-    from vastnb.client import Client
-    from vastnb.lifecycle.box import Box, RunOptions
-    from vastnb.lifecycle.launch import LaunchEvent, LaunchPolicy
-    from vastnb.lifecycle.states import InstanceState
-    from vastnb.market.api import VastAPI
-    from vastnb.market.records import ActualStatus, Instance, Offer
-    from vastnb.market.retry import RetryPolicy
-    from vastnb.profiles.budgets import Budget, load_budgets
-    from vastnb.profiles.profile import Profile, load_profiles
-    from vastnb.storage.checkpoints import CheckpointManager, checkpoints, load_latest
+    from vastnb.backends.base import BoxOptions as BoxOptions
+    from vastnb.client import Client as Client
+    from vastnb.lifecycle.box import Box as Box, RunOptions as RunOptions
+    from vastnb.lifecycle.launch import LaunchEvent as LaunchEvent, LaunchPolicy as LaunchPolicy
+    from vastnb.lifecycle.states import InstanceState as InstanceState
+    from vastnb.market.api import VastAPI as VastAPI
+    from vastnb.market.records import ActualStatus as ActualStatus, Instance as Instance, Offer as Offer
+    from vastnb.market.retry import RetryPolicy as RetryPolicy
+    from vastnb.profiles.budgets import Budget as Budget, load_budgets as load_budgets
+    from vastnb.profiles.profile import Profile as Profile, load_profiles as load_profiles
+    from vastnb.storage.checkpoints import (
+        CheckpointManager as CheckpointManager,
+        checkpoints as checkpoints,
+        load_latest as load_latest,
+    )
 
 
 def __getattr__(name: str) -> typing.Any:

@@ -19,17 +19,17 @@ import pandas as pd
 
 from vastnb.backends import NAMES, open_backend
 from vastnb.backends.base import Backend, BoxOptions
-from vastnb.lifecycle.box import Box
 from vastnb.base.config import find_api_key, vastnb_home
 from vastnb.errors import InstanceGoneError, NoOffersError
+from vastnb.lifecycle.box import Box
 from vastnb.lifecycle.fleet import Fleet, FleetEntry, parse_label
-from vastnb.lifecycle.store import StateStore
 from vastnb.lifecycle.launch import LaunchPolicy, Progress
-from vastnb.profiles.profile import Profile, get_profile, load_profiles
+from vastnb.lifecycle.store import StateStore
 from vastnb.market.query import looks_like_query, parse_order, parse_query
 from vastnb.market.records import Offer
 from vastnb.market.retry import RetryPolicy
 from vastnb.market.selection import Candidate, broad_query, explain, profile_query, rank
+from vastnb.profiles.profile import Profile, get_profile, load_profiles
 
 if TYPE_CHECKING:
     from vastnb.sim import SimConfig, Simulator
@@ -75,7 +75,14 @@ class Client:
         #: The backend boundary: the market's API, how boxes are reached and how they end
         #: themselves (see :mod:`vastnb.backends`).
         self.provider: Backend = open_backend(
-            self.backend, key=key, home=self.home, url=url, transport=transport, retry=retry, box=box, sim_config=sim_config
+            self.backend,
+            key=key,
+            home=self.home,
+            url=url,
+            transport=transport,
+            retry=retry,
+            box=box,
+            sim_config=sim_config,
         )
         self.api = self.provider.api
         self._launch_policy = launch_policy
@@ -218,22 +225,25 @@ class Client:
         for e in entries:
             i, s = e.instance, e.rental
             uptime = i.raw.get("uptime_mins")
-            rows.append({
-                "id": i.id,
-                "name": s.name if s else (parse_label(i.label) or ("",))[0],
-                "profile": s.profile if s else None,
-                "gpu": f"{i.num_gpus}x {i.gpu_name}",
-                "state": i.actual_status.value,
-                "price_per_hour": round(i.dph_total, 4),
-                "uptime_hours": round(uptime / 60, 3) if uptime is not None else None,
-                "cost": round(costs.get(i.id, 0.0), 4),
-                "owner": e.owner,
-                "keep": bool(s and s.keep),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "id": i.id,
+                    "name": s.name if s else (parse_label(i.label) or ("",))[0],
+                    "profile": s.profile if s else None,
+                    "gpu": f"{i.num_gpus}x {i.gpu_name}",
+                    "state": i.actual_status.value,
+                    "price_per_hour": round(i.dph_total, 4),
+                    "uptime_hours": round(uptime / 60, 3) if uptime is not None else None,
+                    "cost": round(costs.get(i.id, 0.0), 4),
+                    "owner": e.owner,
+                    "keep": bool(s and s.keep),
+                }
+            )
         return self._frame(rows, index="id", columns=INSTANCE_COLUMNS)
 
-    def _frame(self, rows: Sequence[dict[str, Any]], *, index: str, market: bool = True,
-               columns: Sequence[str] | None = None) -> pd.DataFrame:  # fmt: skip
+    def _frame(
+        self, rows: Sequence[dict[str, Any]], *, index: str, market: bool = True, columns: Sequence[str] | None = None
+    ) -> pd.DataFrame:
         frame = pd.DataFrame(list(rows), columns=list(columns) if columns else None)
         if not frame.empty or columns:
             frame = frame.set_index(index)

@@ -130,10 +130,17 @@ class TransportError(VastError):
     """The connection to a box could not be made or kept: SSH, the box's python3, the
     worker bootstrap."""
 
+    #: Set when the box's side ended before the session started: what it wrote to stderr last.
+    stderr: str
+
 
 class HandshakeError(TransportError):
     """The notebook and the worker on the box cannot talk: different protocol, Python,
     cloudpickle or worker versions. The message names both sides and the fix."""
+
+    #: Set when the worker refused the session: True if it steps aside (it was idle), so
+    #: the next connection starts the notebook's own worker.
+    restarting: bool
 
 
 class HostKeyError(TransportError):
@@ -175,7 +182,8 @@ class RemoteError(VastError):
 
     def _render_traceback_(self) -> list[str]:
         """What IPython shows: the box's traceback, not vastnb's internals."""
-        return [f"RemoteError (task {self.task} on the box)", *self.remote_traceback.rstrip().splitlines()]
+        where = f"task {self.task} on the box" if self.task is not None else "a control call on the box"
+        return [f"RemoteError ({where})", *self.remote_traceback.rstrip().splitlines()]
 
 
 class UnsafeResultError(VastError):
@@ -208,8 +216,10 @@ class TeardownError(VastError):
     still be billing, and the message names the command that retries them."""
 
     def __init__(self, destroyed: list[int], failed: dict[int, str]) -> None:
-        lines = [f"destroyed {len(destroyed)} of {len(destroyed) + len(failed)} instance(s); "
-                 f"{len(failed)} could NOT be destroyed and may still be billing:"]  # fmt: skip
+        lines = [
+            f"destroyed {len(destroyed)} of {len(destroyed) + len(failed)} instance(s); "
+            f"{len(failed)} could NOT be destroyed and may still be billing:"
+        ]
         lines += [f"  #{instance_id}: {why}" for instance_id, why in failed.items()]
         lines.append(f"Retry with `vastnb down {' '.join(map(str, failed))}`, or destroy them at console.vast.ai.")
         super().__init__("\n".join(lines))

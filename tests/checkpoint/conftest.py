@@ -82,8 +82,9 @@ _started: list[subprocess.Popen[str]] = []
 def run_program(program: str, *args: Any) -> subprocess.Popen[str]:
     """Start ``train.py`` (torch) or ``plain.py`` (no torch, starts fast) with ``args``
     (see their docstrings); stdout is a pipe of lines. Killed after the test if alive."""
-    process = subprocess.Popen([sys.executable, str(HERE / program), *map(str, args)], stdout=subprocess.PIPE,
-                               text=True, env=dict(os.environ))  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / program), *map(str, args)], stdout=subprocess.PIPE, text=True, env=dict(os.environ)
+    )
     _started.append(process)
     return process
 

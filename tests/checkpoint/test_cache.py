@@ -74,7 +74,9 @@ def test_a_damaged_cached_file_is_downloaded_again(
     assert [key.rsplit("/", 1)[1] for key in data_downloads] == ["model.pt"]  # only what was damaged
 
 
-def test_without_a_cache_nothing_stays_on_disk(tmp_path: Path, bucket: str, s3_client: Any, data_downloads: list[str]) -> None:
+def test_without_a_cache_nothing_stays_on_disk(
+    tmp_path: Path, bucket: str, s3_client: Any, data_downloads: list[str]
+) -> None:
     url = f"s3://{bucket}/runs/exp1"
     model = torch.nn.Linear(32, 32)
     with CheckpointManager(url, client=s3_client, cache=False) as ckpt:

@@ -14,11 +14,11 @@ from typing import Any
 
 import botocore.client
 import pytest
-from vastnb_worker.grants import installed
 
 from vastnb.errors import ConfigError, VastError
-from vastnb.storage.grants import OBJECT_ACTIONS, Grant, grant, keep_granted
 from vastnb.offload import LocalTransport, Session
+from vastnb.storage.grants import OBJECT_ACTIONS, Grant, grant, keep_granted
+from vastnb_worker.grants import installed
 
 from .conftest import SECRET
 
@@ -96,14 +96,17 @@ def test_the_policy_allows_only_the_prefix(moto_url: str, bucket: str, sent: lis
     statements = credentials.policy["Statement"]  # type: ignore[index]
     assert all(s["Effect"] == "Allow" for s in statements)
     resources = {resource: s["Action"] for s in statements for resource in s["Resource"]}
-    assert resources == {f"arn:aws:s3:::{bucket}/runs/exp1/*": list(OBJECT_ACTIONS),
-                         f"arn:aws:s3:::{bucket}": ["s3:ListBucket"]}  # fmt: skip
-    assert sorted(OBJECT_ACTIONS) == sorted(["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
-                                             "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"])  # fmt: skip
+    assert resources == {
+        f"arn:aws:s3:::{bucket}/runs/exp1/*": list(OBJECT_ACTIONS),
+        f"arn:aws:s3:::{bucket}": ["s3:ListBucket"],
+    }
+    assert sorted(OBJECT_ACTIONS) == sorted(
+        ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+    )
     [listing] = [s for s in statements if s["Action"] == ["s3:ListBucket"]]
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["runs/exp1/*", "runs/exp1"]}}
     text = json.dumps(credentials.policy)
-    assert "runs/exp2" not in text and "*\"" not in text.replace("/*\"", "") and text.count(bucket) == 2
+    assert "runs/exp2" not in text and '*"' not in text.replace('/*"', "") and text.count(bucket) == 2
     assert credentials.url == f"s3://{bucket}/runs/exp1" and credentials.session_token is not None
 
 
@@ -127,8 +130,9 @@ def test_the_expiry_is_stss_and_about_duration_from_now(moto_url: str, bucket: s
 
 def test_no_secret_in_a_grants_repr_or_an_error(moto_url: str, bucket: str, no_sts: str) -> None:
     credentials = grant(f"s3://{bucket}/runs", endpoint_url=moto_url)
-    shown = " ".join([repr(credentials), str(credentials), repr(credentials.secret_access_key),
-                      str(credentials.session_token)])  # fmt: skip
+    shown = " ".join(
+        [repr(credentials), str(credentials), repr(credentials.secret_access_key), str(credentials.session_token)]
+    )
     assert credentials.access_key_id in shown
     assert not any(secret in shown for secret in secrets_of(credentials))
     with pytest.raises(ConfigError) as caught:
@@ -147,8 +151,9 @@ def test_own_keys_are_sent_only_on_opt_in_and_with_a_warning(bucket: str, no_sts
     assert SECRET not in str(warned[0].message) and SECRET not in repr(credentials)
 
 
-def test_a_box_gets_the_grant_and_checkpoints_under_the_prefix(box: Session, moto_url: str, bucket: str,
-                                                               s3_client: Any) -> None:  # fmt: skip
+def test_a_box_gets_the_grant_and_checkpoints_under_the_prefix(
+    box: Session, moto_url: str, bucket: str, s3_client: Any
+) -> None:
     assert box.control(installed)["key_id_end"] is None  # the box starts with no credentials
     url = f"s3://{bucket}/runs/exp1"
     renewal = keep_granted(box, url, endpoint_url=moto_url)
@@ -230,12 +235,15 @@ def test_renewal_is_scheduled_at_the_margin(box: Session, moto_url: str, bucket:
         keep_granted(box, f"s3://{bucket}/runs", endpoint_url=moto_url, margin=1.5)
 
 
-def test_a_launched_box_is_granted_its_prefix_until_it_goes(tmp_path: Path, moto_url: str, bucket: str,
-                                                            s3_client: Any) -> None:  # fmt: skip
+def test_a_launched_box_is_granted_its_prefix_until_it_goes(
+    tmp_path: Path, moto_url: str, bucket: str, s3_client: Any
+) -> None:
     from vastnb import Client
     from vastnb.sim import SimConfig
 
-    with Client(backend="sim", home=tmp_path / "vastnb", sim_config=SimConfig(create_delay=0.05, load_delay=0.05)) as vast:
+    with Client(
+        backend="sim", home=tmp_path / "vastnb", sim_config=SimConfig(create_delay=0.05, load_delay=0.05)
+    ) as vast:
         box = vast.launch("dev-test")
         renewal = box.grant_storage(f"s3://{bucket}/runs/exp2", endpoint_url=moto_url)
         box.run_cell(CELL, push={"URL": f"s3://{bucket}/runs/exp2"})

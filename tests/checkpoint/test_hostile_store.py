@@ -37,21 +37,36 @@ def save_step_1(url: str, **options: Any) -> None:
         ckpt.save(1, extras={"step": 1})
 
 
-def plant(url: str, parts: dict[str, tuple[bytes, str]], *, change: Callable[[dict[str, Any]], Any] | None = None,
-          stored: dict[str, bytes] | None = None, **options: Any) -> dict[str, Any]:  # fmt: skip
+def plant(
+    url: str,
+    parts: dict[str, tuple[bytes, str]],
+    *,
+    change: Callable[[dict[str, Any]], Any] | None = None,
+    stored: dict[str, bytes] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """Write checkpoint FORGED the way an attacker with write access would: ``parts``
     (name -> (bytes, codec)) with a manifest stating their true sizes and sha256, the
     manifest's body passed through ``change`` first; ``stored`` (key -> bytes) replaces what
     is stored under some keys after the manifest was made. ``change`` may return another
     body instead. Returns the manifest's body."""
     store = open_store(url, **options)
-    body: dict[str, Any] = {"format": "vastnb-checkpoint", "version": 1, "id": FORGED, "step": 2, "time": 2e9,
-                            "metrics": {}, "versions": {}, "parts": []}  # fmt: skip
+    body: dict[str, Any] = {
+        "format": "vastnb-checkpoint",
+        "version": 1,
+        "id": FORGED,
+        "step": 2,
+        "time": 2e9,
+        "metrics": {},
+        "versions": {},
+        "parts": [],
+    }
     for name, (data, codec) in parts.items():
         key = f"{FORGED}/{name}{'.pt' if codec == 'torch' else '.pkl'}"
         store.put_bytes(key, data)
-        body["parts"].append({"name": name, "key": key, "size": len(data), "codec": codec,
-                              "sha256": hashlib.sha256(data).hexdigest()})  # fmt: skip
+        body["parts"].append(
+            {"name": name, "key": key, "size": len(data), "codec": codec, "sha256": hashlib.sha256(data).hexdigest()}
+        )
     if change is not None:
         body = change(body) or body
     for key, data in (stored or {}).items():
@@ -144,6 +159,7 @@ def body_reads(s3_client: Any) -> Iterator[dict[str, int]]:
 
 
 # 1. A forged manifest: every field is checked before anything uses it.
+
 
 def _set(field: str, value: Any) -> Callable[[dict[str, Any]], None]:
     return lambda body: body.__setitem__(field, value)
@@ -271,10 +287,17 @@ def test_a_download_enters_the_cache_only_once_its_size_and_sha256_match(
 def test_a_manifest_states_codecs_it_may_name() -> None:
     """A codec this vastnb does not know is a manifest from a newer one, not corruption:
     refused before anything is downloaded, with the fix."""
-    body = {"format": "vastnb-checkpoint", "version": 1, "id": FORGED, "step": 2, "time": 1.0,
-            "parts": [{"name": "model", "key": f"{FORGED}/model.st", "size": 1, "sha256": "0" * 64,
-                       "codec": "safetensors"}]}  # fmt: skip
-    with pytest.raises(CheckpointError, match="newer vastnb .*codec 'safetensors'.*upgrade vastnb") as raised:
+    body = {
+        "format": "vastnb-checkpoint",
+        "version": 1,
+        "id": FORGED,
+        "step": 2,
+        "time": 1.0,
+        "parts": [
+            {"name": "model", "key": f"{FORGED}/model.st", "size": 1, "sha256": "0" * 64, "codec": "safetensors"}
+        ],
+    }
+    with pytest.raises(CheckpointError, match=r"newer vastnb .*codec 'safetensors'.*upgrade vastnb") as raised:
         CheckpointInfo.from_json(json.dumps(body).encode(), url="s3://b/run", name=f"{FORGED}.json")
     assert not isinstance(raised.value, CheckpointCorruptError) and raised.value.step == 2
 
@@ -290,17 +313,26 @@ def test_an_unknown_codec_falls_back_to_the_previous_checkpoint(tmp_path: Path) 
 
 def test_real_sizes_stay_within_the_limits() -> None:
     """A 100 GB object, and manifests of real runs, are far inside what is refused."""
-    body = {"format": "vastnb-checkpoint", "version": 1, "id": FORGED, "step": 2, "time": 1.7e9, "size": 100 * 10**9,
-            "metrics": {"loss": float("nan"), "note": "ok", "best": None, "done": True},
-            "versions": {"python": "3.12.1"},
-            "parts": [{"name": "model", "key": f"{FORGED}/model.pt", "size": 100 * 10**9, "sha256": "0" * 64,
-                       "codec": "torch"}]}  # fmt: skip
+    body = {
+        "format": "vastnb-checkpoint",
+        "version": 1,
+        "id": FORGED,
+        "step": 2,
+        "time": 1.7e9,
+        "size": 100 * 10**9,
+        "metrics": {"loss": float("nan"), "note": "ok", "best": None, "done": True},
+        "versions": {"python": "3.12.1"},
+        "parts": [
+            {"name": "model", "key": f"{FORGED}/model.pt", "size": 100 * 10**9, "sha256": "0" * 64, "codec": "torch"}
+        ],
+    }
     info = CheckpointInfo.from_json(json.dumps(body).encode(), url="s3://b/run", name=f"{FORGED}.json")
     assert info.size == 100 * 10**9 and info.step == 2
     assert MAX_MANIFEST_BYTES == 16 * MiB
 
 
 # 2. Manifests are read up to a cap.
+
 
 @needs_proc_io
 def test_a_huge_manifest_is_refused_having_read_no_more_than_the_cap(tmp_path: Path) -> None:
@@ -313,8 +345,11 @@ def test_a_huge_manifest_is_refused_having_read_no_more_than_the_cap(tmp_path: P
     before = bytes_read()
     state, messages = recording(lambda: load_latest(url))
     assert bytes_read() - before < MAX_MANIFEST_BYTES + 8 * MiB  # of 64 MiB
-    assert said(messages, rf"step 2: checkpoint manifest .*{FORGED}\.json holds 67108864 bytes, and a manifest may "
-                          rf"hold {MAX_MANIFEST_BYTES} .*max_manifest_bytes=")  # fmt: skip
+    assert said(
+        messages,
+        rf"step 2: checkpoint manifest .*{FORGED}\.json holds 67108864 bytes, and a manifest may "
+        rf"hold {MAX_MANIFEST_BYTES} .*max_manifest_bytes=",
+    )
     assert state is not None and state.step == 1
 
 
@@ -326,8 +361,9 @@ def test_the_manifest_cap_is_a_keyword_of_the_manager_and_the_loader(
     padding = {"pad": "x" * (4 * MiB)}  # a manifest that is sound but for its size
     plant(url, {"state": (STATE, "pickle")}, change=_set("metrics", padding), **options)
 
-    loads_step_1_with_a_warning(url, r"step 2: .*, and a manifest may hold 65536 ", max_manifest_bytes=64 << 10,
-                                **options)  # fmt: skip
+    loads_step_1_with_a_warning(
+        url, r"step 2: .*, and a manifest may hold 65536 ", max_manifest_bytes=64 << 10, **options
+    )
     with CheckpointManager(url, max_manifest_bytes=64 << 10, **options) as ckpt:
         with pytest.warns(CheckpointWarning, match="a manifest may hold 65536 "):
             assert [c.step for c in ckpt.checkpoints()] == [1]
@@ -342,6 +378,7 @@ def test_the_manifest_cap_is_a_keyword_of_the_manager_and_the_loader(
 
 # 3. Objects are read no further than the size their manifest states.
 
+
 @needs_proc_io
 def test_a_local_object_bigger_than_stated_is_not_read(tmp_path: Path) -> None:
     url = str(tmp_path / "store")
@@ -354,8 +391,11 @@ def test_a_local_object_bigger_than_stated_is_not_read(tmp_path: Path) -> None:
     before = bytes_read()
     state, messages = recording(lambda: load_latest(url))
     assert bytes_read() - before < 64 * MiB  # of 1 GiB
-    assert said(messages, rf"step 2 .*{FORGED}/state\.pkl does not match its manifest: it holds 1073741824 bytes, "
-                          rf"the manifest states {len(STATE)}")  # fmt: skip
+    assert said(
+        messages,
+        rf"step 2 .*{FORGED}/state\.pkl does not match its manifest: it holds 1073741824 bytes, "
+        rf"the manifest states {len(STATE)}",
+    )
     assert state is not None and state.step == 1
     with CheckpointManager(url) as ckpt, pytest.raises(CheckpointCorruptError, match="holds 1073741824 bytes"):
         ckpt.load(2)
@@ -373,8 +413,11 @@ def test_an_s3_object_of_another_size_than_stated_is_not_downloaded(
     with CheckpointManager(url, client=s3_client) as ckpt:
         state, messages = recording(ckpt.load_latest)
     assert read_of(body_reads, f"{FORGED}/state.pkl") == 0  # its size was asked first: not one byte of it came
-    assert said(messages, rf"step 2 .*state\.pkl does not match its manifest: it holds {len(stored)} bytes, the "
-                          rf"manifest states {len(STATE)}")  # fmt: skip
+    assert said(
+        messages,
+        rf"step 2 .*state\.pkl does not match its manifest: it holds {len(stored)} bytes, the "
+        rf"manifest states {len(STATE)}",
+    )
     assert state is not None and state.step == 1
 
 
@@ -410,6 +453,7 @@ def test_an_s3_object_that_grows_during_the_download_is_cut_off_at_the_stated_si
 
 # 4. An object that matches its manifest but does not decode.
 
+
 def _huge_bytes_pickle() -> bytes:
     """14 bytes that claim 4 EiB of bytes: MemoryError when unpickled, at once."""
     return b"\x80\x04\x8e" + struct.pack("<Q", 1 << 62) + b"abc"
@@ -433,8 +477,12 @@ def test_an_object_that_matches_its_manifest_but_does_not_decode_falls_back(
     save_step_1(url, **options)
     plant(url, UNDECODABLE[payload], **options)
 
-    loads_step_1_with_a_warning(url, r"skipping the checkpoint of step 2 .*(not .* data that vastnb can read|"
-                                     r"is not what vastnb saves)", **options)  # fmt: skip
+    loads_step_1_with_a_warning(
+        url,
+        r"skipping the checkpoint of step 2 .*(not .* data that vastnb can read|"
+        r"is not what vastnb saves)",
+        **options,
+    )
     with CheckpointManager(url, cache=False, **options) as ckpt:
         with pytest.raises(CheckpointCorruptError, match="something other than vastnb wrote it") as raised:
             ckpt.load(2)

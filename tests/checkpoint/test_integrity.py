@@ -111,9 +111,10 @@ def test_sigkill_at_random_points_of_an_s3_upload(moto_url: str, bucket: str, s3
     the restarted program resumes from it."""
     url = f"s3://{bucket}/run"
     rng = random.Random(5)
-    for attempt in range(3):
-        process = run_program("plain.py", url, "--endpoint", moto_url, "--steps", 100, "--every", 1, "--big", 24,
-                              "--chunk", 8)  # fmt: skip
+    for _attempt in range(3):
+        process = run_program(
+            "plain.py", url, "--endpoint", moto_url, "--steps", 100, "--every", 1, "--big", 24, "--chunk", 8
+        )
         start = int(wait_for_line(process, "start").split()[1])
         wait_for_line(process, "saved")
         time.sleep(rng.uniform(0.0, 0.5))  # somewhere in that upload, or the next one

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vastnb.storage.checkpoints import checkpoints
 from vastnb.offload import LocalTransport, Session
+from vastnb.storage.checkpoints import checkpoints
 
 CELL = """
 import sys

@@ -38,8 +38,9 @@ class FlakyStore(LocalStore):
     def put_file(self, key: str, path: str, *, move: bool = False) -> None:
         if self.failures:
             self.failures -= 1
-            raise StorageError(f"upload of {key} failed: connection reset", url=self.url, operation="upload",
-                               retryable=self.retryable)  # fmt: skip
+            raise StorageError(
+                f"upload of {key} failed: connection reset", url=self.url, operation="upload", retryable=self.retryable
+            )
         super().put_file(key, path, move=move)
 
 

@@ -35,8 +35,9 @@ def test_sigterm_during_an_upload_then_resume_matches_an_uninterrupted_run(
     url = f"s3://{bucket}/runs/exp1"
     # Checkpoints every 5 steps, each with 32 MiB of extra state, so that the upload of
     # step 10 is under way when SIGTERM arrives; the program then waits in a "long step".
-    first = run_program("train.py", url, "--endpoint", moto_url, "--steps", STEPS, "--every", 5, "--big", 32,
-                        "--wait-at", 10)  # fmt: skip
+    first = run_program(
+        "train.py", url, "--endpoint", moto_url, "--steps", STEPS, "--every", 5, "--big", 32, "--wait-at", 10
+    )
     assert wait_for_line(first, "start") == "start 0"
     assert wait_for_line(first, "saved") == "saved 5"
     assert wait_for_line(first, "saved") == "saved 10"

@@ -41,8 +41,14 @@ def test_resume_restores_model_optimizer_scheduler_extras_and_rng(where: tuple[s
         assert ckpt.load_latest(model, optimizer, scheduler) is None  # a fresh run
         for n in range(1, 6):
             loss = step(model, optimizer, scheduler)
-            ckpt.save(n, model=model, optimizer=optimizer, scheduler=scheduler, metrics={"loss": loss},
-                      extras={"epoch": n // 2, "seen": [n, "batches"], "mean": np.full(3, n / 2)})  # fmt: skip
+            ckpt.save(
+                n,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                metrics={"loss": loss},
+                extras={"epoch": n // 2, "seen": [n, "batches"], "mean": np.full(3, n / 2)},
+            )
         expected_draw = torch.rand(3)  # what torch's RNG gives right after the last save (step 4)
 
     again, again_optimizer, again_scheduler = tiny()
@@ -57,12 +63,12 @@ def test_resume_restores_model_optimizer_scheduler_extras_and_rng(where: tuple[s
     # Step 5 trained after the checkpoint; the restored RNG replays step 5's draws.
     step(again, again_optimizer, again_scheduler)
     assert torch.equal(torch.rand(3), expected_draw)
-    for mine, theirs in zip(model.parameters(), again.parameters()):
+    for mine, theirs in zip(model.parameters(), again.parameters(), strict=True):
         assert torch.equal(mine, theirs)
 
 
 def test_save_returns_at_once_with_a_future_and_skips_steps_not_due(tmp_path: Path) -> None:
-    model, optimizer, scheduler = tiny()
+    model, _optimizer, _scheduler = tiny()
     with CheckpointManager(tmp_path / "store", every_steps=3) as ckpt:
         futures = {n: ckpt.save(n, model=model) for n in range(7)}
         assert [n for n, f in futures.items() if f is not None] == [3, 6]
@@ -72,7 +78,7 @@ def test_save_returns_at_once_with_a_future_and_skips_steps_not_due(tmp_path: Pa
 
 
 def test_load_latest_in_the_notebook_leaves_rng_alone_and_returns_unused_states(tmp_path: Path) -> None:
-    model, optimizer, scheduler = tiny()
+    model, optimizer, _scheduler = tiny()
     with CheckpointManager(tmp_path / "store") as ckpt:
         ckpt.save(7, model=model, optimizer=optimizer)
     fresh, _, _ = tiny()
@@ -129,7 +135,7 @@ def test_a_checkpoint_that_would_run_code_is_never_loaded(tmp_path: Path, codec:
     """Someone with write access to the bucket plants a checkpoint with a valid manifest
     whose object runs code when unpickled: it is skipped with a warning, nothing runs."""
     store_dir = tmp_path / "store"
-    model, optimizer, scheduler = tiny()
+    model, _optimizer, _scheduler = tiny()
     with CheckpointManager(store_dir) as ckpt:
         ckpt.save(1, model=model)
     evil = tmp_path / "evil"
@@ -142,7 +148,9 @@ def test_a_checkpoint_that_would_run_code_is_never_loaded(tmp_path: Path, codec:
     key = f"ckpt-000000000002-0000beef/{name}.{'pt' if codec == 'torch' else 'pkl'}"
     store = open_store(str(store_dir))
     store.put_file(key, str(evil))
-    info = CheckpointInfo(id="ckpt-000000000002-0000beef", step=2, time=0.0, parts=(Part(name, key, size, digest, codec),))
+    info = CheckpointInfo(
+        id="ckpt-000000000002-0000beef", step=2, time=0.0, parts=(Part(name, key, size, digest, codec),)
+    )
     store.put_bytes(info.manifest_key, info.to_json())
 
     with pytest.warns(CheckpointWarning, match="step 2.*(not plain data|more than tensors)"):
@@ -152,8 +160,14 @@ def test_a_checkpoint_that_would_run_code_is_never_loaded(tmp_path: Path, codec:
 
 
 def test_extras_mixing_tensors_arrays_and_torch_types_round_trip(tmp_path: Path) -> None:
-    extras = {"t": torch.ones(2), "a": np.arange(3), "s": np.float32(2.5), "dtype": torch.float16,
-              "shape": torch.Size([2, 3]), "nested": {"x": (1, [torch.zeros(1)])}}  # fmt: skip
+    extras = {
+        "t": torch.ones(2),
+        "a": np.arange(3),
+        "s": np.float32(2.5),
+        "dtype": torch.float16,
+        "shape": torch.Size([2, 3]),
+        "nested": {"x": (1, [torch.zeros(1)])},
+    }
     with CheckpointManager(tmp_path / "store") as ckpt:
         ckpt.save(1, extras=extras)
     state = load_latest(str(tmp_path / "store"))

@@ -31,8 +31,10 @@ def refusing_endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
 
         def answer(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>refused</Message>'
-                    "<RequestId>1</RequestId></Error>").encode()  # fmt: skip
+            body = (
+                f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>refused</Message>'
+                "<RequestId>1</RequestId></Error>"
+            ).encode()
             self.send_response(403)
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(body)))
@@ -89,10 +91,12 @@ def test_no_credentials(monkeypatch: pytest.MonkeyPatch, moto_url: str, bucket: 
 
 @pytest.mark.parametrize(
     "refusing_endpoint, words",
-    [("AccessDenied", ["access denied", "s3:ListBucket", "bucket 'locked'"]),
-     ("InvalidAccessKeyId", ["does not accept the credentials", "InvalidAccessKeyId"])],
+    [
+        ("AccessDenied", ["access denied", "s3:ListBucket", "bucket 'locked'"]),
+        ("InvalidAccessKeyId", ["does not accept the credentials", "InvalidAccessKeyId"]),
+    ],
     indirect=["refusing_endpoint"],
-)  # fmt: skip
+)
 def test_refused_on_load(refusing_endpoint: str, words: list[str]) -> None:
     with pytest.raises(StorageError) as raised:
         load_latest("s3://locked/runs/x", endpoint_url=refusing_endpoint)
@@ -107,7 +111,7 @@ def test_access_denied_on_upload(refusing_endpoint: str) -> None:
         store.put_bytes("probe.json", b"{}")
     check_message(raised.value, "upload of s3://locked/runs/x/probe.json", "access denied", "s3:PutObject")
     ckpt = CheckpointManager(store)
-    with pytest.warns(CheckpointWarning), pytest.raises(CheckpointError, match="access denied.*s3:PutObject"):
+    with pytest.warns(CheckpointWarning), pytest.raises(CheckpointError, match=r"access denied.*s3:PutObject"):
         ckpt.save(3, extras={"n": 3})
         ckpt.close()
 

@@ -16,13 +16,19 @@ from vastnb_worker.checkpoint.codec import read_part
 
 
 def test_numpy_arrays_in_a_torch_part_load_as_arrays(tmp_path: Path) -> None:
-    state = {"w": torch.ones(2), "rng": np.random.default_rng(0).bit_generator.state,
-             "legacy_rng": np.random.get_state(), "losses": np.arange(5.0), "strided": np.eye(3)[:, 1],
-             "dtype": np.dtype("f4"), "best": np.float32(0.25)}  # fmt: skip
+    state = {
+        "w": torch.ones(2),
+        "rng": np.random.default_rng(0).bit_generator.state,
+        "legacy_rng": np.random.get_state(),
+        "losses": np.arange(5.0),
+        "strided": np.eye(3)[:, 1],
+        "dtype": np.dtype("f4"),
+        "best": np.float32(0.25),
+    }
     torch.save(state, tmp_path / "part.pt")
     got = read_part(str(tmp_path / "part.pt"), "torch", where="part")
     assert torch.equal(got["w"], state["w"]) and got["rng"] == state["rng"]
-    assert all(np.array_equal(a, b) for a, b in zip(got["legacy_rng"][1:2], state["legacy_rng"][1:2]))
+    assert all(np.array_equal(a, b) for a, b in zip(got["legacy_rng"][1:2], state["legacy_rng"][1:2], strict=True))
     assert np.array_equal(got["losses"], state["losses"]) and np.array_equal(got["strided"], state["strided"])
     assert got["dtype"] == np.float32 and got["best"] == np.float32(0.25)
 

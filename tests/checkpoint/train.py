@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"start {start}", flush=True)
     for step in range(start, args.steps):
         loss = train_step(model, optimizer, scheduler)
-        if ckpt.save(step, model=model, optimizer=optimizer, scheduler=scheduler, extras={"big": big},
-                     metrics={"loss": loss}):  # fmt: skip
+        if ckpt.save(
+            step, model=model, optimizer=optimizer, scheduler=scheduler, extras={"big": big}, metrics={"loss": loss}
+        ):
             print(f"saved {step}", flush=True)
         if step == args.wait_at:
             print("waiting", flush=True)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from vastnb.errors import UnsafeResultError
 from vastnb.offload import safe
@@ -27,8 +27,9 @@ from vastnb_worker.errors import CheckpointError
 from vastnb_worker.protocol import BadFrame, Channel, ChannelClosed
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
-FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
-                suppress_health_check=list(HealthCheck))  # fmt: skip
+FUZZ = settings(
+    max_examples=EXAMPLES, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 
 SEEDS: list[bytes] = [
     protocol.encode(value)[0]
@@ -63,7 +64,11 @@ def mutated(seed: bytes, data: st.DataObject) -> bytes:
 @FUZZ
 @given(st.data())
 def fuzz_results(data: st.DataObject) -> None:
-    body = data.draw(st.binary(max_size=512)) if data.draw(st.booleans()) else mutated(data.draw(st.sampled_from(SEEDS)), data)
+    body = (
+        data.draw(st.binary(max_size=512))
+        if data.draw(st.booleans())
+        else mutated(data.draw(st.sampled_from(SEEDS)), data)
+    )
     try:
         safe(body, [])
     except UnsafeResultError:

@@ -25,8 +25,12 @@ def start(code: str, home: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "VASTNB_HOME": str(home)}
     return subprocess.Popen(
         [sys.executable, "-I", "-c", PRELUDE + textwrap.dedent(code)],  # -I: not the cwd's folders
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def wait_for(child: subprocess.Popen[str], line: str) -> None:
@@ -36,4 +40,6 @@ def wait_for(child: subprocess.Popen[str], line: str) -> None:
         if got.strip() == line:
             return
     child.wait(timeout=30)
-    raise AssertionError(f"the child ended (exit {child.returncode}) before {line!r}: {child.stderr.read() if child.stderr else ''}")
+    raise AssertionError(
+        f"the child ended (exit {child.returncode}) before {line!r}: {child.stderr.read() if child.stderr else ''}"
+    )

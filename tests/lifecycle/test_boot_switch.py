@@ -22,8 +22,8 @@ import pytest
 from vastnb import Client
 from vastnb.backends.base import BoxOptions
 from vastnb.backends.local import local_transport
-from vastnb.offload import Session
 from vastnb.lifecycle.onstart import LIMIT, boot_switch
+from vastnb.offload import Session
 from vastnb.sim import Market, SimError, Simulator
 from vastnb_worker import watchdog
 from vastnb_worker.relay import PID_NAME
@@ -54,14 +54,23 @@ def switch_for(market: Market, **config: Any) -> str:
     """The onstart vastnb sends for a simulated instance, with these settings."""
     assert market.boxes is not None
     settings: dict[str, Any] = {"silence_s": 600.0, "max_s": None, **config}
-    return boot_switch(url=str(market.selfdestruct_url()), home=str(market.boxes.root / "{id}"),
-                       clock=str(market.clock_path), **settings)  # fmt: skip
+    return boot_switch(
+        url=str(market.selfdestruct_url()),
+        home=str(market.boxes.root / "{id}"),
+        clock=str(market.clock_path),
+        **settings,
+    )
 
 
 def rent(market: Market, onstart: str, *, interruptible: bool = False) -> tuple[int, str]:
     """Create an instance with ``onstart`` and let it start; (its id, its own key)."""
     offer = market.search({"num_gpus": {"eq": 1}, "order": [["dph_base", "asc"]], "limit": 1})[0]
-    payload: dict[str, Any] = {"image": "pytorch/pytorch:latest", "disk": 20, "label": "vastnb:test:none", "onstart": onstart}
+    payload: dict[str, Any] = {
+        "image": "pytorch/pytorch:latest",
+        "disk": 20,
+        "label": "vastnb:test:none",
+        "onstart": onstart,
+    }
     if interruptible:
         payload["price"] = offer["min_bid"] * 1.5
     created = market.create(offer["id"], payload)
@@ -80,7 +89,9 @@ def switch_log(market: Market, instance_id: int) -> str:
 
 
 def on_duty(market: Market, instance_id: int, times: int = 1) -> None:
-    wait_for(lambda: switch_log(market, instance_id).count("on duty") >= times, f"the boot switch of {instance_id} to start")
+    wait_for(
+        lambda: switch_log(market, instance_id).count("on duty") >= times, f"the boot switch of {instance_id} to start"
+    )
 
 
 def destroyed_by(market: Market, instance_id: int) -> str:
@@ -113,8 +124,15 @@ def test_the_worker_takes_over_and_the_switch_takes_back_when_the_worker_dies(si
     # Short limits, so that this runs in seconds of real time: silence 4 s, beats stale after 1.5 s.
     instance_id, key = rent(market, switch_for(market, silence_s=4.0, beat_s=1.5))
     session = Session(local_transport(market.boxes.local(instance_id)))
-    session.call(watchdog.arm, instance_id, market.selfdestruct_url(), key, remaining_s=None, silence_s=4.0,
-                 clock=str(market.clock_path))  # fmt: skip
+    session.call(
+        watchdog.arm,
+        instance_id,
+        market.selfdestruct_url(),
+        key,
+        remaining_s=None,
+        silence_s=4.0,
+        clock=str(market.clock_path),
+    )
     time.sleep(6.0)  # past the silence limit, with an orchestrator connected: the worker is on duty
     assert market.show(instance_id) is not None, switch_log(market, instance_id)
     daemon = int((market.boxes.home(instance_id) / PID_NAME).read_text().split()[0])
@@ -128,8 +146,15 @@ def test_on_duty_the_workers_watchdog_counts_silence_on_the_simulators_clock(sim
     assert market.boxes is not None
     instance_id, key = rent(market, switch_for(market, silence_s=600.0))
     with Session(local_transport(market.boxes.local(instance_id))) as session:
-        session.call(watchdog.arm, instance_id, market.selfdestruct_url(), key, remaining_s=None, silence_s=600.0,
-                     clock=str(market.clock_path))  # fmt: skip
+        session.call(
+            watchdog.arm,
+            instance_id,
+            market.selfdestruct_url(),
+            key,
+            remaining_s=None,
+            silence_s=600.0,
+            clock=str(market.clock_path),
+        )
     market.advance(700)  # the orchestrator left; the simulated clock passes the silence limit
     by = destroyed_by(market, instance_id)
     assert by.startswith("itself: no orchestrator has been in touch"), by  # the worker's, not the boot switch
@@ -153,8 +178,13 @@ def test_over_http_the_switch_destroys_with_the_instances_own_key(sim: Simulator
     assert market.boxes is not None
     server = sim.serve("127.0.0.1", 0).start()
     try:
-        onstart = boot_switch(url=server.url, home=str(market.boxes.root / "{id}"), silence_s=600.0, max_s=None,
-                              clock=str(market.clock_path))  # fmt: skip
+        onstart = boot_switch(
+            url=server.url,
+            home=str(market.boxes.root / "{id}"),
+            silence_s=600.0,
+            max_s=None,
+            clock=str(market.clock_path),
+        )
         instance_id, _ = rent(market, onstart)
         market.advance(700)
         assert destroyed_by(market, instance_id) == "its own key"  # DELETE /api/v0/instances/{id}/, as on Vast
@@ -165,8 +195,9 @@ def test_over_http_the_switch_destroys_with_the_instances_own_key(sim: Simulator
 def test_everything_sent_at_create_fits_vasts_limit(sim: Simulator, home: Path) -> None:
     # The longest settings a user may reasonably have still fit, with room to spare.
     long_home = "/" + "/".join(["a-rather-long-folder-name"] * 8) + "/{id}"
-    onstart = boot_switch(url="https://" + "api." * 20 + "example.com", home=long_home, silence_s=1e9, max_s=1e9,
-                          clock="/" + "c" * 200)  # fmt: skip
+    onstart = boot_switch(
+        url="https://" + "api." * 20 + "example.com", home=long_home, silence_s=1e9, max_s=1e9, clock="/" + "c" * 200
+    )
     assert len(onstart) <= LIMIT - 500
     # What a real launch sends, as the market received it: within the limit, and running.
     with Client(backend="sim", home=home, sim_config=FAST_SIM, box=BoxOptions(silence_s=600.0)) as vast:
@@ -183,8 +214,13 @@ def test_everything_sent_at_create_fits_vasts_limit(sim: Simulator, home: Path) 
 def test_a_launch_records_keep_only_once_the_box_is_ready(sim: Simulator, home: Path) -> None:
     with Client(backend="sim", home=home, sim_config=FAST_SIM) as vast:
         rows: list[bool] = []
-        box = vast.launch("dev-test", keep=True, progress=lambda e: rows.append(bool(
-            e.instance_id and (s := vast.fleet.store.get(vast.fleet.url, e.instance_id)) and s.keep)))  # fmt: skip
+        box = vast.launch(
+            "dev-test",
+            keep=True,
+            progress=lambda e: rows.append(
+                bool(e.instance_id and (s := vast.fleet.store.get(vast.fleet.url, e.instance_id)) and s.keep)
+            ),
+        )
         assert rows and not any(rows[:-1])  # never kept while the launch could still die
         assert vast.fleet.store.get(vast.fleet.url, box.id).keep  # type: ignore[union-attr]
         box.down()

@@ -149,8 +149,9 @@ def test_launch_of_an_unknown_profile_says_which_exist(capsys: pytest.CaptureFix
     assert live_ids(market) == []
 
 
-def test_down_with_a_typo_among_names_still_destroys_the_others(capsys: pytest.CaptureFixture[str],
-                                                                market: object) -> None:  # fmt: skip
+def test_down_with_a_typo_among_names_still_destroys_the_others(
+    capsys: pytest.CaptureFixture[str], market: object
+) -> None:
     fast = SimConfig(create_delay=0.05, load_delay=0.05)
     with Client(backend="sim", sim_config=fast, launch_policy=LaunchPolicy(poll=0.02)) as vast:
         box = vast.launch("dev-test", name="exp1", keep=True)
@@ -178,12 +179,14 @@ KERNEL = """
 """
 
 
-def test_orphans_of_a_killed_kernel_are_listed_and_destroyed(capsys: pytest.CaptureFixture[str], market: object,
-                                                             isolated: Path) -> None:  # fmt: skip
+def test_orphans_of_a_killed_kernel_are_listed_and_destroyed(
+    capsys: pytest.CaptureFixture[str], market: object, isolated: Path
+) -> None:
     work = isolated / "kernel"
     work.mkdir()
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(KERNEL)], cwd=work, capture_output=True,
-                          text=True, timeout=180)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(KERNEL)], cwd=work, capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == -9, done.stderr
     lost, kept = map(int, done.stdout.split())
     assert sorted(live_ids(market)) == sorted([lost, kept])
@@ -215,8 +218,13 @@ def test_ctrl_c_during_launch_leaves_nothing_billing(market: object, isolated: P
     destroyed, though launch keeps boxes it finishes."""
     work = isolated / "work"
     work.mkdir()
-    child = subprocess.Popen([*_vastnb_command(), "launch", "dev-test", "--name", "cc"], cwd=work,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    child = subprocess.Popen(
+        [*_vastnb_command(), "launch", "dev-test", "--name", "cc"],
+        cwd=work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout is not None
         lines = []
@@ -247,15 +255,20 @@ def _vastnb_command() -> list[str]:
 
 
 def test_demo_runs_the_whole_loop_and_leaves_nothing(isolated: Path, vastnb_home: Path) -> None:
-    env = {**os.environ, "HOME": str(isolated), "VASTNB_HOME": str(vastnb_home),
-           "XDG_CONFIG_HOME": str(isolated / "config")}  # fmt: skip
+    env = {
+        **os.environ,
+        "HOME": str(isolated),
+        "VASTNB_HOME": str(vastnb_home),
+        "XDG_CONFIG_HOME": str(isolated / "config"),
+    }
     for name in ("VAST_API_KEY", "VAST_URL", "VASTNB_BACKEND"):
         env.pop(name, None)
     work = isolated / "work"
     work.mkdir()
     try:
-        done = subprocess.run([*_vastnb_command(), "demo"], cwd=work, env=env, capture_output=True, text=True,
-                              timeout=120)  # fmt: skip
+        done = subprocess.run(
+            [*_vastnb_command(), "demo"], cwd=work, env=env, capture_output=True, text=True, timeout=120
+        )
         out = done.stdout
         assert done.returncode == 0, done.stdout + done.stderr
         assert "Traceback" not in out + done.stderr

@@ -12,20 +12,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from offload.conftest import end_processes  # tests/ is on sys.path (rootdir conftest)
 
 from vastnb import Client
-from vastnb.errors import ProvisionError
 from vastnb.backends.base import BoxOptions
 from vastnb.backends.keys import ensure_keypair
+from vastnb.errors import ProvisionError
 from vastnb.lifecycle.launch import LaunchPolicy
 from vastnb.sim import SimConfig, Simulator
 
-from offload.conftest import end_processes  # tests/ is on sys.path (rootdir conftest)
 from .conftest import QUICK_RETRY
 
 
 def served(home: Path, address: tuple[str, int], authorized_keys: Path | None) -> Iterator[tuple[Simulator, str]]:
-    sim = Simulator(home, SimConfig(create_delay=0.2, load_delay=0.3, ssh_address=address, authorized_keys=authorized_keys))
+    sim = Simulator(
+        home, SimConfig(create_delay=0.2, load_delay=0.3, ssh_address=address, authorized_keys=authorized_keys)
+    )
     server = sim.serve("127.0.0.1", 0).start()
     try:
         yield sim, server.url
@@ -37,10 +39,15 @@ def served(home: Path, address: tuple[str, int], authorized_keys: Path | None) -
 
 def vast_client(sim: Simulator, url: str, tmp: Path, **kwargs: object) -> Client:
     return Client(
-        api_key=sim.market.api_key, backend="vast", url=url, home=tmp / "client", retry=QUICK_RETRY,
+        api_key=sim.market.api_key,
+        backend="vast",
+        url=url,
+        home=tmp / "client",
+        retry=QUICK_RETRY,
         box=BoxOptions(home=str(tmp / "box-{id}"), python=sys.executable, ssh_options=("-F", "/dev/null")),
-        launch_policy=kwargs.pop("launch_policy", LaunchPolicy(poll=0.05, connect_deadline=60)), **kwargs,  # type: ignore[arg-type]
-    )  # fmt: skip
+        launch_policy=kwargs.pop("launch_policy", LaunchPolicy(poll=0.05, connect_deadline=60)),
+        **kwargs,  # type: ignore[arg-type]
+    )
 
 
 def test_launch_run_down_over_http_and_real_ssh(sshd: object, tmp_path: Path) -> None:
@@ -76,7 +83,47 @@ def test_ssh_that_never_answers_fails_the_launch_and_destroys(tmp_path: Path) ->
         port = closed.getsockname()[1]
     for sim, url in served(tmp_path / "market", ("127.0.0.1", port), None):
         vast = vast_client(sim, url, tmp_path, launch_policy=LaunchPolicy(poll=0.05, attempts=1, connect_deadline=2))
-        with pytest.raises(ProvisionError, match="refused|Connection"):
+        with pytest.raises(ProvisionError, match=r"refused|Connection"):
             vast.launch("dev-test")
         assert sim.market.instances() == []
         vast.close()
+
+
+def test_vastnb_sim_serve_with_ssh_runs_code_for_a_vast_client(sshd: object, tmp_path: Path) -> None:
+    """`vastnb sim serve --ssh` in its own process: a Client of the vast backend pointed at
+    it launches, runs a function over real SSH, and destroys, as it would on Vast.
+    (``sshd``: openssh-server is installed, or the test skipped/failed, by that fixture.)"""
+    import re
+    import subprocess
+
+    env = {**os.environ, "VASTNB_HOME": str(tmp_path / "served")}
+    command = [sys.executable, "-m", "vastnb", "sim", "serve", "--port", "0", "--rate-limits", "0", "--ssh"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        banner = "".join(process.stdout.readline() for _ in range(6))
+        url, key = re.search(r"http://127\.0\.0\.1:\d+", banner), re.search(r"VAST_API_KEY=(\S+)", banner)
+        login = re.search(r"reached by SSH at (\S+)@127\.0\.0\.1:\d+", banner)
+        assert url and key and login, banner
+        vast = Client(
+            api_key=key.group(1),
+            backend="vast",
+            url=url.group(0),
+            home=tmp_path / "client",
+            retry=QUICK_RETRY,
+            box=BoxOptions(home=str(tmp_path / "box-{id}"), ssh_user=login.group(1), ssh_options=("-F", "/dev/null")),
+            launch_policy=LaunchPolicy(poll=0.1, connect_deadline=60),
+        )
+        box = vast.launch("dev-test", name="served")
+        try:
+            assert not vast.simulated  # the vast backend: real REST and SSH paths, nothing simulated in process
+            assert box.run(os.getpid) != os.getpid()
+        finally:
+            box.down()
+            end_processes(tmp_path / f"box-{box.id}")
+            vast.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    pid_file = tmp_path / "served" / "sim" / "sshd" / "sshd.pid"
+    assert not pid_file.exists() or not Path(f"/proc/{pid_file.read_text().strip()}").exists(), "its sshd outlived it"

@@ -17,8 +17,11 @@ from .conftest import FAST_POLICY, Events, billing
 def destroyed_by_launch(vast: Client) -> list[int]:
     """Instances the launch created, then destroyed itself (from the state history)."""
     url = vast.fleet.url
-    return [s.id for s in vast.fleet.store.instances(url, live=False)
-            if any(note == "launch attempt failed" for *_, note in vast.fleet.store.history(url, s.id))]  # fmt: skip
+    return [
+        s.id
+        for s in vast.fleet.store.instances(url, live=False)
+        if any(note == "launch attempt failed" for *_, note in vast.fleet.store.history(url, s.id))
+    ]
 
 
 def test_an_offer_taken_between_search_and_create_moves_on(vast: Client) -> None:
@@ -56,8 +59,10 @@ def test_an_outbid_create_with_no_other_offer_left_fails_clean(clients: Callable
 
 
 def test_a_box_stuck_loading_is_destroyed_at_its_deadline(clients: Callable[..., Client]) -> None:
-    vast = clients(sim_config=SimConfig(create_delay=0.1, load_delay=3600),
-                   launch_policy=LaunchPolicy(poll=0.05, load_deadline=0.5, attempts=2))  # fmt: skip
+    vast = clients(
+        sim_config=SimConfig(create_delay=0.1, load_delay=3600),
+        launch_policy=LaunchPolicy(poll=0.05, load_deadline=0.5, attempts=2),
+    )
     with pytest.raises(ProvisionError) as caught:
         vast.launch("dev-test")
     assert len(caught.value.attempts) == 2  # two machines tried, each avoided after

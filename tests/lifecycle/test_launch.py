@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 
 import pytest
 
 from vastnb import Client
-from vastnb.errors import ConfigError, InstanceGoneError, NoOffersError, ProfileError
 from vastnb.backends.keys import ensure_keypair
+from vastnb.errors import ConfigError, InstanceGoneError, NoOffersError, ProfileError
 
 from .conftest import Events, billing
 
@@ -19,7 +20,7 @@ def test_launch_gives_a_ready_box_that_runs_work(vast: Client) -> None:
     cheapest = vast.select("dev-test")[0]
     box = vast.launch("dev-test", name="exp1", progress=events)
     assert events.stages == ["offer", "created", "loading", "running", "connecting", "ready"]
-    assert all(later.elapsed >= earlier.elapsed for earlier, later in zip(events, events[1:]))
+    assert all(later.elapsed >= earlier.elapsed for earlier, later in itertools.pairwise(events))
     assert box.name == "exp1" and box.profile == "dev-test"
     assert box.status == "running"
     assert box.run(lambda a, b: a * b, 6, 7) == 42
@@ -119,8 +120,10 @@ def test_a_name_in_use_is_refused(vast: Client) -> None:
 def test_no_matching_offer_rents_nothing(vast: Client, tmp_path: os.PathLike[str]) -> None:
     profiles = os.path.join(tmp_path, "gpu_profiles.yaml")
     with open(profiles, "w") as f:
-        f.write("impossible:\n  gpu: H100_SXM\n  num_gpus: 8\n  max_price_per_hour: 0.5\n"
-                "  min_reliability: 0.99\n  max_duration_hours: 1\n")  # fmt: skip
+        f.write(
+            "impossible:\n  gpu: H100_SXM\n  num_gpus: 8\n  max_price_per_hour: 0.5\n"
+            "  min_reliability: 0.99\n  max_duration_hours: 1\n"
+        )
     vast = Client(backend="sim", profiles=profiles, home=vast.home)
     with pytest.raises(NoOffersError, match="No offer matches"):
         vast.launch("impossible")

@@ -43,8 +43,14 @@ def start(kind: str, home: Path, name: str) -> subprocess.Popen[str]:
         return children.start(PYTHON_JOB, home)
     env = {**os.environ, "VASTNB_HOME": str(home)}
     command = str(Path(sys.executable).parent / "vastnb")  # the console script, as a user runs it
-    return subprocess.Popen([command, "launch", "dev-test", "--name", name],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    return subprocess.Popen(
+        [command, "launch", "dev-test", "--name", name],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def go(child: subprocess.Popen[str]) -> None:
@@ -105,9 +111,13 @@ def test_a_launcher_killed_between_create_and_ready_leaves_an_orphan_that_ends_i
             market.destroy(int(inst["id"]))
 
     assert all(by.startswith("itself: ") for by in ended.values()), ended
-    switches = collections.Counter("boot switch" if "boot switch" in by else "worker's watchdog" for by in ended.values())
-    print(f"\nlauncher kills: {len(ended)} runs, {len(ended)} instances left ({unready} before ready, all of those "
-          f"orphans); ended by their own switch: {dict(switches)}")  # fmt: skip
+    switches = collections.Counter(
+        "boot switch" if "boot switch" in by else "worker's watchdog" for by in ended.values()
+    )
+    print(
+        f"\nlauncher kills: {len(ended)} runs, {len(ended)} instances left ({unready} before ready, all of those "
+        f"orphans); ended by their own switch: {dict(switches)}"
+    )
 
 
 def left_alone(market: Market, home: Path, killed: dict[int, bool]) -> dict[int, str]:

@@ -37,7 +37,13 @@ def test_a_0_1_0_state_db_opens_with_its_instances_intact(old_db: Path) -> None:
     everything = {r.id: r for r in store.instances(VAST, live=False)}
     assert sorted(everything) == [1001, 1002, 1003, 1004]
     exp1 = everything[1001]
-    assert (exp1.name, exp1.profile, exp1.gpu_name, exp1.num_gpus, exp1.dph_total) == ("exp1", "training-standard", "RTX 4090", 1, 0.412)
+    assert (exp1.name, exp1.profile, exp1.gpu_name, exp1.num_gpus, exp1.dph_total) == (
+        "exp1",
+        "training-standard",
+        "RTX 4090",
+        1,
+        0.412,
+    )
     assert exp1.state is InstanceState.RUNNING and exp1.keep and exp1.instance_key == "k" * 64 and exp1.live
     assert exp1.label == f"vastnb:exp1:{exp1.session}" and exp1.max_duration_hours == 4.0
     scratch = everything[1002]
@@ -94,7 +100,7 @@ def test_a_file_from_a_newer_vastnb_is_refused_and_left_alone(old_db: Path) -> N
     db = sqlite3.connect(old_db)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(ConfigError, match="newer vastnb.*upgrade vastnb"):
+    with pytest.raises(ConfigError, match=r"newer vastnb.*upgrade vastnb"):
         StateStore(old_db)
     db = sqlite3.connect(old_db)
     try:

@@ -13,12 +13,15 @@ from .conftest import billing
 
 
 def test_a_killed_kernel_leaves_an_orphan_that_a_fresh_client_destroys(vast: Client, home: Path) -> None:
-    child = children.start("""
+    child = children.start(
+        """
         box = vast.launch("dev-test", name="doomed")
         box.run_cell("x = 1")
         say("ready")
         sys.stdin.read()
-    """, home)  # fmt: skip
+    """,
+        home,
+    )
     children.wait_for(child, "ready")
     child.kill()  # SIGKILL: no atexit, no finally
     child.wait()
@@ -37,12 +40,15 @@ def test_a_killed_kernel_leaves_an_orphan_that_a_fresh_client_destroys(vast: Cli
 
 
 def test_at_exit_unkept_boxes_are_destroyed_and_kept_ones_listed(vast: Client, home: Path) -> None:
-    child = children.start("""
+    child = children.start(
+        """
         vast.launch("dev-test", name="scratch")
         vast.launch("dev-test", name="keeper", keep=True)
         say("launched")
-    """, home)  # fmt: skip
-    out, err = child.communicate(timeout=120)
+    """,
+        home,
+    )
+    _out, err = child.communicate(timeout=120)
     assert child.returncode == 0, err
     assert "kept running: keeper" in err and "/h" in err and "vastnb down keeper" in err
     table = vast.instances()
@@ -55,11 +61,14 @@ def test_at_exit_unkept_boxes_are_destroyed_and_kept_ones_listed(vast: Client, h
 
 
 def test_a_live_session_owns_its_boxes(vast: Client, home: Path) -> None:
-    child = children.start("""
+    child = children.start(
+        """
         box = vast.launch("dev-test", name="busy")
         say("ready")
         sys.stdin.read()
-    """, home)  # fmt: skip
+    """,
+        home,
+    )
     try:
         children.wait_for(child, "ready")
         owner = vast.instances().set_index("name").loc["busy", "owner"]
@@ -85,7 +94,9 @@ def test_closing_destroys_what_the_market_labels_as_this_sessions(clients: objec
     # in between): its label still names this session, and closing finds it.
     vast = clients()  # type: ignore[operator]
     offer = vast.select("dev-test")[0].offer
-    ghost = vast.api.create_instance(offer.id, image="ubuntu:22.04", disk_gb=10, label=f"vastnb:ghost:{vast.fleet.session_id}").id
+    ghost = vast.api.create_instance(
+        offer.id, image="ubuntu:22.04", disk_gb=10, label=f"vastnb:ghost:{vast.fleet.session_id}"
+    ).id
     assert billing(vast) == [ghost]
     vast.close()
     assert billing(vast) == []

@@ -26,15 +26,36 @@ OTHER_URL = "https://console.vast.ai"
 KEY = "ik_5ecret_per_instance_key_0123456789abcdef"
 
 
-def stored(instance_id: int = 101, *, name: str = "exp1", url: str = URL, session: str = "s1",
-           created_at: float | None = None, **changes: object) -> Rental:  # fmt: skip
+def stored(
+    instance_id: int = 101,
+    *,
+    name: str = "exp1",
+    url: str = URL,
+    session: str = "s1",
+    created_at: float | None = None,
+    **changes: object,
+) -> Rental:
     """A plausible row, as launch writes it right after the create call."""
     row = Rental(
-        url=url, id=instance_id, name=name, profile="dev-test", label=f"vastnb:{name}:{session}",
-        session=session, keep=False, offer_id=5001, machine_id=77, gpu_name="RTX 4090", num_gpus=1,
-        dph_total=0.205, bid=None, max_duration_hours=2.0, instance_key=KEY, state=InstanceState.CREATED,
-        created_at=time.time() if created_at is None else created_at, destroyed_at=None,
-    )  # fmt: skip
+        url=url,
+        id=instance_id,
+        name=name,
+        profile="dev-test",
+        label=f"vastnb:{name}:{session}",
+        session=session,
+        keep=False,
+        offer_id=5001,
+        machine_id=77,
+        gpu_name="RTX 4090",
+        num_gpus=1,
+        dph_total=0.205,
+        bid=None,
+        max_duration_hours=2.0,
+        instance_key=KEY,
+        state=InstanceState.CREATED,
+        created_at=time.time() if created_at is None else created_at,
+        destroyed_at=None,
+    )
     return replace(row, **changes)  # type: ignore[arg-type]
 
 
@@ -264,8 +285,14 @@ REGISTER = """
 
 
 def test_a_session_of_an_exited_process_is_not_alive(store: StateStore, tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(REGISTER), str(store.path)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(REGISTER), str(store.path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     info = store.session(done.stdout.strip())
     assert info is not None and info.pid != os.getpid() and info.ended_at is None
     assert not info.alive
@@ -275,8 +302,12 @@ def test_a_session_of_an_exited_but_unreaped_process_is_not_alive(store: StateSt
     """A process that has exited but that its parent has not waited for yet (a zombie)
     runs nothing any more: its instances are orphans. Under a parent that never reaps
     (some containers' init), that state lasts for good."""
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(REGISTER), str(store.path)],
-                            cwd=tmp_path, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(REGISTER), str(store.path)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         session = proc.stdout.readline().strip()
@@ -295,8 +326,13 @@ def test_a_session_of_an_exited_but_unreaped_process_is_not_alive(store: StateSt
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_a_running_subprocess_session_is_alive_until_it_exits(store: StateStore, tmp_path: Path) -> None:
     code = REGISTER + "    sys.stdin.read()\n"
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), str(store.path)],
-                            cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), str(store.path)],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None and proc.stdin is not None
         session = proc.stdout.readline().strip()
@@ -341,8 +377,12 @@ def test_several_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     workers, count = 4, 50
     start = time.time() + 2.0  # after every interpreter has started
     procs = [
-        subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER), str(path), str(w), str(start), str(count)],
-                         cwd=tmp_path, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(WRITER), str(path), str(w), str(start), str(count)],
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for w in range(workers)
     ]
     errors = [(p.wait(timeout=300), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
@@ -375,8 +415,20 @@ def test_several_processes_opening_a_new_database_at_once(tmp_path: Path) -> Non
     processes, rounds, step = 4, 80, 0.025
     start = time.time() + 2.0  # after every interpreter has started
     procs = [
-        subprocess.Popen([sys.executable, "-c", textwrap.dedent(OPENER), str(tmp_path / "fresh"), str(start),
-                          str(rounds), str(step)], cwd=tmp_path, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(OPENER),
+                str(tmp_path / "fresh"),
+                str(start),
+                str(rounds),
+                str(step),
+            ],
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(processes)
     ]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]  # type: ignore[union-attr]

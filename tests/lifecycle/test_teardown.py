@@ -28,13 +28,17 @@ def sim(home: Path) -> Iterator[Simulator]:
 def three_boxes(sim: Simulator, session: str = "0123abcd") -> list[int]:
     """Three ``vastnb:`` instances of ``session``, made straight on the market."""
     offers = sim.market.search({"order": [["dph_base", "asc"]], "limit": 3})
-    return [int(sim.market.create(o["id"], {"image": "x", "disk": 10, "label": f"vastnb:box{n}:{session}"})["new_contract"])
-            for n, o in enumerate(offers)]  # fmt: skip
+    return [
+        int(sim.market.create(o["id"], {"image": "x", "disk": 10, "label": f"vastnb:box{n}:{session}"})["new_contract"])
+        for n, o in enumerate(offers)
+    ]
 
 
 def refuse_destroying(sim: Simulator, instance_id: int) -> None:
     """Every DELETE of ``instance_id`` fails, as a destroy that keeps failing would."""
-    sim.api.faults.inject("status", path=rf"/instances/{instance_id}/?$", method="DELETE", status=400, body=REFUSAL, times=1000)
+    sim.api.faults.inject(
+        "status", path=rf"/instances/{instance_id}/?$", method="DELETE", status=400, body=REFUSAL, times=1000
+    )
 
 
 def alive(sim: Simulator) -> set[int]:
@@ -57,9 +61,9 @@ def test_down_all_tries_every_instance_and_names_the_one_that_failed(home: Path)
     assert f"#{stuck}" in str(error) and f"vastnb down {stuck}" in str(error) and "may still be billing" in str(error)
 
 
-def test_the_cli_reports_each_failure_and_exits_non_zero_after_trying_all(sim: Simulator,
-                                                                          monkeypatch: pytest.MonkeyPatch,
-                                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_the_cli_reports_each_failure_and_exits_non_zero_after_trying_all(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     first, stuck, last = three_boxes(sim)
     refuse_destroying(sim, stuck)
     server = sim.serve("127.0.0.1", 0).start()  # the CLI is a client of its own: it reaches this market over HTTP

@@ -37,7 +37,9 @@ def _uv() -> str | None:
 
 def _run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, (
+        f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    )
     return done
 
 
@@ -48,8 +50,13 @@ def _local_requirements(tmp: Path) -> Path:
     the constraints file it names is the same file (its path made absolute for the copy)."""
     lines = REQUIREMENTS.read_text().splitlines()
     kept = [line for line in lines if not line.strip().startswith(("--extra-index-url", "--index-url", "-i "))]
-    kept = [f"-c {(REQUIREMENTS.parent / line.split(None, 1)[1]).resolve()}" if line.startswith("-c ") else line for line in kept]
-    assert any(line.startswith("-c ") and line.endswith("requirements.lock") for line in kept), "binder installs what CI tested"
+    kept = [
+        f"-c {(REQUIREMENTS.parent / line.split(None, 1)[1]).resolve()}" if line.startswith("-c ") else line
+        for line in kept
+    ]
+    assert any(line.startswith("-c ") and line.endswith("requirements.lock") for line in kept), (
+        "binder installs what CI tested"
+    )
     assert any(line.strip() == "torch==2.13.0" for line in kept), "binder/requirements.txt must pin torch==2.13.0"
     path = tmp / "requirements.txt"
     path.write_text("\n".join(kept) + "\n")
@@ -60,14 +67,23 @@ def _local_requirements(tmp: Path) -> Path:
 def binder_env(tmp_path: Path) -> dict[str, str]:
     """A process environment as a Binder user has it: no API key, no vastnb state, a HOME of
     its own, and nothing of this test run's Python (no VIRTUAL_ENV, no PYTHONPATH)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME") and not k.startswith(("VAST", "PYTEST", "JUPYTER"))}
-    env.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "home" / ".config"),
-               VASTNB_HOME=str(tmp_path / "vastnb"))  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME") and not k.startswith(("VAST", "PYTEST", "JUPYTER"))
+    }
+    env.update(
+        HOME=str(tmp_path / "home"),
+        XDG_CONFIG_HOME=str(tmp_path / "home" / ".config"),
+        VASTNB_HOME=str(tmp_path / "vastnb"),
+    )
     (tmp_path / "home").mkdir()
     return env
 
 
-def test_a_venv_from_binder_files_alone_runs_the_quickstart_under_nbval(tmp_path: Path, binder_env: dict[str, str]) -> None:
+def test_a_venv_from_binder_files_alone_runs_the_quickstart_under_nbval(
+    tmp_path: Path, binder_env: dict[str, str]
+) -> None:
     venv = tmp_path / "venv"
     python = str(venv / "bin" / "python")
     requirements = _local_requirements(tmp_path)
@@ -84,14 +100,34 @@ def test_a_venv_from_binder_files_alone_runs_the_quickstart_under_nbval(tmp_path
         _run([python, "-m", "pip", "install", "--quiet", "-r", str(requirements), *HARNESS], binder_env, 900)
 
     # Installed, not imported from this checkout: the venv is all the kernel sees.
-    where = _run([python, "-I", "-c", "import vastnb, torch; print(vastnb.__file__, torch.__version__, torch.version.cuda)"], binder_env, 120)
+    where = _run(
+        [python, "-I", "-c", "import vastnb, torch; print(vastnb.__file__, torch.__version__, torch.version.cuda)"],
+        binder_env,
+        120,
+    )
     module, version, cuda = where.stdout.split()
     assert module.startswith(str(venv)) and version.startswith("2.13.0") and cuda == "None"  # the CPU build
 
     env = dict(binder_env, PATH=f"{venv / 'bin'}{os.pathsep}{binder_env.get('PATH', '')}")
     # -o addopts= drops the project's own pytest options (--nbval-current-env among them):
     # the kernel is the notebook's python3 kernelspec, as Binder's Jupyter starts it.
-    done = _run([python, "-m", "pytest", "-o", "addopts=", "-p", "no:cacheprovider", "--nbval", str(QUICKSTART.relative_to(REPO)),
-                 "--nbval-sanitize-with", str(SANITIZE.relative_to(REPO)), "-q"], env, 600)  # fmt: skip
+    done = _run(
+        [
+            python,
+            "-m",
+            "pytest",
+            "-o",
+            "addopts=",
+            "-p",
+            "no:cacheprovider",
+            "--nbval",
+            str(QUICKSTART.relative_to(REPO)),
+            "--nbval-sanitize-with",
+            str(SANITIZE.relative_to(REPO)),
+            "-q",
+        ],
+        env,
+        600,
+    )
     summary = done.stdout.strip().splitlines()[-1]
     assert " passed" in summary and "failed" not in summary and "error" not in summary, done.stdout[-4000:]

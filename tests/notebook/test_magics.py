@@ -15,8 +15,8 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from vastnb import Client
-from vastnb.lifecycle.launch import LaunchPolicy
 from vastnb.front.magics import VastMagics, free_names
+from vastnb.lifecycle.launch import LaunchPolicy
 from vastnb.sim import SimConfig
 
 #: vastnb's own code: no message or traceback a user sees should point into it.
@@ -30,8 +30,9 @@ def shell() -> InteractiveShell:
 
 @pytest.fixture
 def client(isolated: Path) -> Iterator[Client]:
-    vast = Client(backend="sim", sim_config=SimConfig(create_delay=0.1, load_delay=0.1),
-                  launch_policy=LaunchPolicy(poll=0.05))  # fmt: skip
+    vast = Client(
+        backend="sim", sim_config=SimConfig(create_delay=0.1, load_delay=0.1), launch_policy=LaunchPolicy(poll=0.05)
+    )
     yield vast
     vast.close()  # destroys what the test launched
 
@@ -68,8 +69,9 @@ def launched(ip: InteractiveShell, client: Client, capsys: pytest.CaptureFixture
     return ip
 
 
-def test_load_ext_works_beside_a_users_worker_py(tmp_path: Path, shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_load_ext_works_beside_a_users_worker_py(
+    tmp_path: Path, shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "worker.py").write_text("raise ImportError('the user worker.py was imported')\n")
     (tmp_path / "vastnb_worker.py").write_text("raise ImportError('shadowed')\n")
     monkeypatch.chdir(tmp_path)
@@ -80,7 +82,9 @@ def test_load_ext_works_beside_a_users_worker_py(tmp_path: Path, shell: Interact
     assert "%vast launch" in capsys.readouterr().out
 
 
-def test_help_lists_every_subcommand_with_the_api_docstring(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_lists_every_subcommand_with_the_api_docstring(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
     run(ip, "%vast help")
     lines = capsys.readouterr().out.splitlines()
     for command in ("help", "profiles", "offers", "launch", "ps", "use", "status", "down", "follow"):
@@ -111,8 +115,9 @@ def test_help_lists_every_subcommand_with_the_api_docstring(ip: InteractiveShell
         ('%vast launch "dev-test', "cannot parse"),
     ],
 )
-def test_bad_arguments_get_a_usage_message_not_a_traceback(ip: InteractiveShell, capsys: pytest.CaptureFixture[str],
-                                                           source: str, message: str) -> None:  # fmt: skip
+def test_bad_arguments_get_a_usage_message_not_a_traceback(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str], source: str, message: str
+) -> None:
     seen = fails(ip, source, capsys)
     assert "UsageError" in seen and message in seen
     assert "Traceback" not in seen
@@ -124,11 +129,15 @@ def test_a_vast_error_shows_its_message_only(ip: InteractiveShell, capsys: pytes
     assert "Traceback" not in seen and VASTNB_CODE not in seen
 
 
-def test_launch_then_run_a_cell_with_push_pull_and_the_last_value(launched: InteractiveShell,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_launch_then_run_a_cell_with_push_pull_and_the_last_value(
+    launched: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
     ip = launched
     run(ip, "a = 20\nb = np_array = __import__('numpy').arange(4)")
-    value = run(ip, "%%vast run --pull total,pid\nimport os\ntotal = a + 22\npid = os.getpid()\nprint('on the box', total)\ntotal * 2")
+    value = run(
+        ip,
+        "%%vast run --pull total,pid\nimport os\ntotal = a + 22\npid = os.getpid()\nprint('on the box', total)\ntotal * 2",
+    )
     assert value == 84  # shown as a local cell's last expression would be
     assert ip.user_ns["total"] == 42 and ip.user_ns["pid"] != os.getpid()
     assert "on the box 42" in capsys.readouterr().out  # the box's output, under the cell
@@ -138,8 +147,9 @@ def test_launch_then_run_a_cell_with_push_pull_and_the_last_value(launched: Inte
     np.testing.assert_array_equal(ip.user_ns["doubled"], np.arange(4) * 2)
 
 
-def test_dash_o_stores_the_handle_and_push_names_what_goes(launched: InteractiveShell,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_dash_o_stores_the_handle_and_push_names_what_goes(
+    launched: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
     ip = launched
     run(ip, "x, y = 1, 2")
     run(ip, "%%vast run --push x -o handle --pull z\nz = x + 1\n'y' in globals()")
@@ -148,8 +158,9 @@ def test_dash_o_stores_the_handle_and_push_names_what_goes(launched: Interactive
     assert "not define" in fails(ip, "%%vast run --push nope\n1", capsys)
 
 
-def test_a_remote_error_shows_the_box_traceback_without_vastnb(launched: InteractiveShell,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_a_remote_error_shows_the_box_traceback_without_vastnb(
+    launched: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
     ip = launched
     cell = ip.execution_count  # the number the next cell gets: In[cell]
     seen = fails(ip, "%%vast run\ndef f():\n    return 1 / 0\nf()", capsys)
@@ -159,8 +170,9 @@ def test_a_remote_error_shows_the_box_traceback_without_vastnb(launched: Interac
     assert VASTNB_CODE not in seen and "vastnb_worker" not in seen
 
 
-def test_a_function_from_a_notebook_cell_fails_with_its_cells_lines(launched: InteractiveShell, client: Client,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_a_function_from_a_notebook_cell_fails_with_its_cells_lines(
+    launched: InteractiveShell, client: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
     ip = launched
     ip.user_ns["vast"] = client
     defined_in = ip.execution_count
@@ -183,8 +195,9 @@ def test_ctrl_c_interrupts_the_remote_work(launched: InteractiveShell, capsys: p
     assert run(ip, "%%vast run\n'still usable'") == "still usable"
 
 
-def test_detach_returns_at_once_and_attach_brings_the_output_back(launched: InteractiveShell,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_detach_returns_at_once_and_attach_brings_the_output_back(
+    launched: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
     ip = launched
     run(ip, "%%vast run --detach --pull r -o job\nimport time\ntime.sleep(0.3)\nprint('detached work')\nr = 7\n'done'")
     out = capsys.readouterr().out
@@ -195,8 +208,9 @@ def test_detach_returns_at_once_and_attach_brings_the_output_back(launched: Inte
     assert ip.user_ns["r"] == 7
 
 
-def test_follow_finds_a_detached_run_on_a_box_by_name(launched: InteractiveShell,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_follow_finds_a_detached_run_on_a_box_by_name(
+    launched: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A kernel that did not start the run (no handle): --on names the box it runs on."""
     ip = launched
     run(ip, "%%vast run --detach -o job\nprint('followed')\n6 * 7")
@@ -226,8 +240,9 @@ def test_ps_use_status_and_down(ip: InteractiveShell, client: Client, capsys: py
     assert client.sim is not None and client.sim.market.instances() == []
 
 
-def test_down_takes_several_names_and_a_typo_spares_none(ip: InteractiveShell, client: Client,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_down_takes_several_names_and_a_typo_spares_none(
+    ip: InteractiveShell, client: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
     client.launch("dev-test", name="a1")
     client.launch("dev-test", name="a2")
     seen = fails(ip, "%vast down a1 typo a2", capsys)
@@ -247,8 +262,9 @@ def test_free_names_are_what_the_cell_reads_from_outside() -> None:
     assert free_names("{k: v * n for k, v in d.items()}\n[j for j in r]") == ["n", "d", "r"]
 
 
-def test_launch_shows_progress_then_a_status_card(ip: InteractiveShell, client: Client,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_launch_shows_progress_then_a_status_card(
+    ip: InteractiveShell, client: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
     run(ip, "%vast launch dev-test --name shown")
     out = capsys.readouterr().out
     # Outside a widget frontend, the same information prints as text: the steps...

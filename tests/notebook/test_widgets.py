@@ -16,9 +16,9 @@ import pytest
 
 from vastnb import Client, LaunchEvent, LaunchPolicy, Offer
 from vastnb.errors import ProvisionError
+from vastnb.front.widgets import LaunchProgress, StatusCard, rich_frontend
 from vastnb.market.selection import Candidate
 from vastnb.sim import SimConfig
-from vastnb.front.widgets import LaunchProgress, StatusCard, rich_frontend
 
 FAST_SIM = SimConfig(create_delay=0.2, load_delay=0.3, schedule_delay=0.2)
 FAST_POLICY = LaunchPolicy(poll=0.05, connect_deadline=30.0)
@@ -56,8 +56,17 @@ def row_texts(progress: LaunchProgress) -> list[str]:
 
 
 def offer_event(elapsed: float = 0.05) -> LaunchEvent:
-    offer = Offer.from_api({"id": 41, "machine_id": 7, "gpu_name": "RTX 4090", "num_gpus": 1, "reliability": 0.9912,
-                            "geolocation": "Sweden, SE", "dph_total": 0.2})  # fmt: skip
+    offer = Offer.from_api(
+        {
+            "id": 41,
+            "machine_id": 7,
+            "gpu_name": "RTX 4090",
+            "num_gpus": 1,
+            "reliability": 0.9912,
+            "geolocation": "Sweden, SE",
+            "dph_total": 0.2,
+        }
+    )
     candidate = Candidate(offer=offer, price=0.205, bid=None)
     return LaunchEvent("offer", "offer 41: 1x RTX 4090, $0.205/h, SE, reliability 0.991", elapsed, None, candidate)
 
@@ -74,7 +83,15 @@ def test_rich_progress_follows_a_real_launch_stage_by_stage(client: Client) -> N
     def look(change: dict[str, Any]) -> None:  # after each event, what the model and view hold
         if change["name"] == "events":
             rows = progress.rows()
-            seen.append((progress.stages[-1], progress.state, [r.mark for r in rows], [r.label for r in rows], row_texts(progress)))
+            seen.append(
+                (
+                    progress.stages[-1],
+                    progress.state,
+                    [r.mark for r in rows],
+                    [r.label for r in rows],
+                    row_texts(progress),
+                )
+            )
 
     progress.observe(look)  # observers of every trait run in order: this one after the view's
     box = client.launch("dev-test", name="exp1", progress=progress)
@@ -104,7 +121,9 @@ def test_rich_progress_follows_a_real_launch_stage_by_stage(client: Client) -> N
     assert re.search(rf"✓ worker ready +\d+\.\d+s  #{box.id}$", text)
 
 
-def test_text_progress_prints_the_cli_lines_of_a_real_launch(client: Client, capsys: pytest.CaptureFixture[str]) -> None:
+def test_text_progress_prints_the_cli_lines_of_a_real_launch(
+    client: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
     progress = LaunchProgress("dev-test", rich=False)
     assert progress.widget is None
     box = client.launch("dev-test", progress=progress)
@@ -122,33 +141,48 @@ def test_retries_and_cleanups_are_extra_rows_and_a_new_attempt_starts_over() -> 
     progress = LaunchProgress("training-standard", rich=True)
     progress(offer_event())
     progress(LaunchEvent("created", "instance 20000007 created", 0.3, 20000007))
-    progress(LaunchEvent("retry", "instance 20000007 failed: the container failed to start: oci runtime error", 2.5, 20000007))
+    progress(
+        LaunchEvent(
+            "retry", "instance 20000007 failed: the container failed to start: oci runtime error", 2.5, 20000007
+        )
+    )
     progress(LaunchEvent("cleanup", "instance 20000007 destroyed", 2.6, 20000007))
     assert [(r.mark, r.label) for r in progress.rows()] == [
-        ("done", "offer chosen"), ("done", "created"), ("retry", "retry"), ("cleanup", "cleanup"),
-        ("active", "offer chosen"), ("pending", "created"), ("pending", "loading"), ("pending", "running"),
-        ("pending", "SSH"), ("pending", "worker ready"),
-    ]  # fmt: skip
+        ("done", "offer chosen"),
+        ("done", "created"),
+        ("retry", "retry"),
+        ("cleanup", "cleanup"),
+        ("active", "offer chosen"),
+        ("pending", "created"),
+        ("pending", "loading"),
+        ("pending", "running"),
+        ("pending", "SSH"),
+        ("pending", "worker ready"),
+    ]
     assert len(row_texts(progress)) == 10 and "oci runtime error" in row_texts(progress)[2]
     progress(offer_event(2.7))
     assert [r.mark for r in progress.rows()][4:] == ["done", "active", "pending", "pending", "pending", "pending"]
-    assert repr(progress) == "\n".join([
-        "Launch of training-standard: launching",
-        "  ✓ offer chosen 0.1s  1x RTX 4090, $0.205/h, SE, reliability 0.991",
-        "  ✓ created      0.3s  #20000007",
-        "  ↻ retry        2.5s  instance 20000007 failed: the container failed to start: oci runtime error",
-        "  − cleanup      2.6s  instance 20000007 destroyed",
-        "  ✓ offer chosen 2.7s  1x RTX 4090, $0.205/h, SE, reliability 0.991",
-        "  ▸ created",
-        "  · loading",
-        "  · running",
-        "  · SSH",
-        "  · worker ready",
-    ])  # fmt: skip
+    assert repr(progress) == "\n".join(
+        [
+            "Launch of training-standard: launching",
+            "  ✓ offer chosen 0.1s  1x RTX 4090, $0.205/h, SE, reliability 0.991",
+            "  ✓ created      0.3s  #20000007",
+            "  ↻ retry        2.5s  instance 20000007 failed: the container failed to start: oci runtime error",
+            "  − cleanup      2.6s  instance 20000007 destroyed",
+            "  ✓ offer chosen 2.7s  1x RTX 4090, $0.205/h, SE, reliability 0.991",
+            "  ▸ created",
+            "  · loading",
+            "  · running",
+            "  · SSH",
+            "  · worker ready",
+        ]
+    )
 
 
 def test_a_failure_shows_the_errors_first_line(capsys: pytest.CaptureFixture[str]) -> None:
-    error = ProvisionError("Could not launch 'exp1' after 1 attempt(s):\n  offer 41 (RTX 4090): instance 20000007, destroyed")
+    error = ProvisionError(
+        "Could not launch 'exp1' after 1 attempt(s):\n  offer 41 (RTX 4090): instance 20000007, destroyed"
+    )
     rich = LaunchProgress("dev-test", rich=True)
     text = LaunchProgress("dev-test", rich=False)
     for progress in (rich, text):
@@ -159,7 +193,10 @@ def test_a_failure_shows_the_errors_first_line(capsys: pytest.CaptureFixture[str
         assert progress.outcome == "ProvisionError: Could not launch 'exp1' after 1 attempt(s):"
         assert [r.mark for r in progress.rows()] == ["done", "retry", "failed"]
         assert repr(progress).splitlines()[0] == "Launch of dev-test: failed in 0.2s"
-        assert repr(progress).splitlines()[-1] == "  ✗ failed        ProvisionError: Could not launch 'exp1' after 1 attempt(s):"
+        assert (
+            repr(progress).splitlines()[-1]
+            == "  ✗ failed        ProvisionError: Could not launch 'exp1' after 1 attempt(s):"
+        )
     assert "Could not launch" in row_texts(rich)[-1] and "failed" in rich.widget.children[0].value  # type: ignore[union-attr]
     printed = capsys.readouterr().out.splitlines()
     assert printed[-1] == "[   0.2s] failed: ProvisionError: Could not launch 'exp1' after 1 attempt(s):"
@@ -176,9 +213,21 @@ def test_reprs_and_frontend_detection() -> None:
     assert auto._repr_mimebundle_() == {"text/plain": repr(auto)}
     rich = LaunchProgress("dev-test", rich=True)
     bundle = rich._repr_mimebundle_()
-    assert bundle["text/plain"] == repr(rich) == "\n".join(
-        ["Launch of dev-test: starting", "  ▸ offer chosen", "  · created", "  · loading", "  · running", "  · SSH",
-         "  · worker ready"])  # fmt: skip
+    assert (
+        bundle["text/plain"]
+        == repr(rich)
+        == "\n".join(
+            [
+                "Launch of dev-test: starting",
+                "  ▸ offer chosen",
+                "  · created",
+                "  · loading",
+                "  · running",
+                "  · SSH",
+                "  · worker ready",
+            ]
+        )
+    )
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert "0x" not in repr(rich)
 

@@ -27,10 +27,9 @@ from typing import Any
 
 import cloudpickle
 import pytest
+from sshd import SSHServer
 
 from vastnb.offload import LocalTransport, Session, SSHTransport, Transport
-
-from sshd import SSHServer
 
 #: How long a stopped daemon may take to disappear before it is killed.
 EXIT_GRACE = 5.0
@@ -86,12 +85,17 @@ def control_dir() -> Path:
 
 
 def make_ssh_transport(server: SSHServer, tmp: Path, **kwargs: Any) -> SSHTransport:
-    options: dict[str, Any] = dict(
-        host=server.host, port=server.port, user=server.user, identity=server.client_key,
-        known_hosts=tmp / "known_hosts", home=str(tmp / "boxhome"),
+    options: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port,
+        "user": server.user,
+        "identity": server.client_key,
+        "known_hosts": tmp / "known_hosts",
+        "home": str(tmp / "boxhome"),
         # The box's python: the test venv's, which has numpy, as a pytorch image would.
-        python=sys.executable, options=["-F", "/dev/null"],
-    )  # fmt: skip
+        "python": sys.executable,
+        "options": ["-F", "/dev/null"],
+    }
     options.update(kwargs)
     if options.get("control_dir") is None:
         options["control_dir"] = control_dir()
@@ -194,4 +198,3 @@ def box(transport: Transport, boxes: Boxes, request: pytest.FixtureRequest) -> I
             warnings.simplefilter("ignore")  # "the worker restarted", where a test replaced it
             session.restart_worker()
     session.close()
-

@@ -62,7 +62,7 @@ def test_numpy_arrays_round_trip(box: Session) -> None:
 
     arrays = [np.arange(n, dtype=dt) for n in (0, 1, 1000, 70_000) for dt in (np.int8, np.float32, np.int64)]
     arrays.append(np.arange(200_000, dtype=np.float64).reshape(400, 500)[:, ::2])  # not contiguous
-    for a, b in zip(arrays, box.call(lambda xs: xs, arrays)):
+    for a, b in zip(arrays, box.call(lambda xs: xs, arrays), strict=True):
         assert a.dtype == b.dtype and np.array_equal(a, b)
 
 

@@ -18,8 +18,11 @@ def test_namespace_persists_across_cells(box: Session) -> None:
 
 def test_push_and_pull(box: Session) -> None:
     weights = np.arange(1_000_000, dtype=np.float32)
-    result = box.run_cell("total = float(w.sum())\nw *= 2\nlabel = name.upper()", push={"w": weights, "name": "run"},
-                          pull=["total", "w", "label"])  # fmt: skip
+    result = box.run_cell(
+        "total = float(w.sum())\nw *= 2\nlabel = name.upper()",
+        push={"w": weights, "name": "run"},
+        pull=["total", "w", "label"],
+    )
     assert isinstance(result, CellResult)
     assert set(result) == {"total", "w", "label"}
     assert result["total"] == float(weights.sum())

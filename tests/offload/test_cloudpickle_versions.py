@@ -74,10 +74,22 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cloudpickle")
     for version in VERSIONS:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "-d", str(root),
-             f"cloudpickle=={version}"],
-            check=True, capture_output=True, timeout=300,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                str(root),
+                f"cloudpickle=={version}",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         with zipfile.ZipFile(root / f"cloudpickle-{version}-py3-none-any.whl") as wheel:
             wheel.extractall(root / version)
     return root
@@ -92,8 +104,12 @@ def test_tracebacks_name_the_users_files_and_lines(version: str, wheels: Path, t
     env = {**os.environ, "PYTHONPATH": f"{wheels / version}{os.pathsep}{notebook_dir}"}
     done = subprocess.run(
         [sys.executable, "notebook.py", str(tmp_path / "box")],
-        cwd=notebook_dir, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=notebook_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["cloudpickle"] == version

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vastnb_worker import watchdog
-from vastnb_worker.protocol import Frame, Kind
 
 from vastnb.errors import RemoteError
 from vastnb.offload import Session, Transport
 from vastnb.offload.connection import Connection
+from vastnb_worker import watchdog
+from vastnb_worker.protocol import Frame, Kind
 
 from .conftest import Boxes, worker_home
 

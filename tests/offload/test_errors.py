@@ -52,7 +52,7 @@ def test_nested_calls_and_the_original_exception(box: Session) -> None:
     assert info.value.remote_type.endswith("TrainingDiverged")
     assert info.value.remote_message == "loss is nan at step 17"
     with pytest.raises(RemoteError) as info:
-        box.call(dict().__getitem__, "missing")
+        box.call({}.__getitem__, "missing")
     assert isinstance(info.value.exception, KeyError) and info.value.exception.args == ("missing",)
 
 

@@ -23,7 +23,7 @@ from vastnb_worker.protocol import Channel, Kind
 
 from .conftest import Boxes, daemon_pids
 
-THIS_PYTHON = "%d.%d" % sys.version_info[:2]
+THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def alive(pid: int) -> bool:
@@ -51,7 +51,9 @@ def test_a_different_protocol_is_refused(box: Session, transport: Transport, box
     assert protocol.PROTOCOL_VERSION == 3  # control calls outside the task queue
     old_pid = box.call(os.getpid)
     box_has = f"the box has {protocol.PROTOCOL_VERSION}"
-    with pytest.raises(HandshakeError, match=f"protocol mismatch: the notebook has {theirs}, {box_has}; update vastnb") as info:
+    with pytest.raises(
+        HandshakeError, match=f"protocol mismatch: the notebook has {theirs}, {box_has}; update vastnb"
+    ) as info:
         Connection.open(transport, {**box.versions, "protocol": theirs}, timeout=10)
     # Idle, a worker of another protocol steps aside: the notebook's own worker comes next.
     assert info.value.restarting is True  # type: ignore[attr-defined]
@@ -159,8 +161,13 @@ def test_the_box_needs_nothing_installed(boxes: Boxes, link: str, request: pytes
     """The system python3, without cloudpickle or vastnb: the zipapp brings what it needs."""
     system = "/usr/bin/python3"
     probe = subprocess.run([system, "-I", "-c", "import cloudpickle"], capture_output=True)
-    if probe.returncode == 0 or subprocess.run([system, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                                               capture_output=True, text=True).stdout.strip() != THIS_PYTHON:  # fmt: skip
+    if (
+        probe.returncode == 0
+        or subprocess.run(
+            [system, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True
+        ).stdout.strip()
+        != THIS_PYTHON
+    ):
         pytest.skip("needs a system python3 of this minor version without cloudpickle")
     server = request.getfixturevalue("sshd") if link == "ssh" else None
     transport = boxes.transport(link, server, python=system)
@@ -185,7 +192,9 @@ def test_a_box_without_python3_is_a_clear_error(boxes: Boxes, link: str, request
     assert session.transport.describe() in message
 
 
-def test_a_too_old_python3_is_a_clear_error(boxes: Boxes, link: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+def test_a_too_old_python3_is_a_clear_error(
+    boxes: Boxes, link: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     old = tmp_path / "python3.6"
     old.write_text("#!/bin/sh\necho 'OLD 3.6'\nexit 3\n")  # what the bootstrap says on a python3 < 3.9
     old.chmod(0o755)
@@ -198,7 +207,11 @@ def test_a_too_old_python3_is_a_clear_error(boxes: Boxes, link: str, request: py
 def test_transports_are_one_code_path() -> None:
     local = LocalTransport(Path("/box"))
     ssh = SSHTransport("203.0.113.7", port=2222, python="python3")
-    assert local.argv(["d", "1"])[:3] == [sys.executable, "-I", "-c"] and local.argv(["d", "1"])[-3:] == ["/box", "d", "1"]
+    assert local.argv(["d", "1"])[:3] == [sys.executable, "-I", "-c"] and local.argv(["d", "1"])[-3:] == [
+        "/box",
+        "d",
+        "1",
+    ]
     argv = ssh.argv(["d", "1"])
     assert argv[0] == "ssh" and "-oBatchMode=yes" in argv and "root@203.0.113.7" in argv
     assert argv[-1].startswith("python3 -I -c ") and argv[-1].endswith(" '~/.cache/vastnb' d 1")

@@ -18,7 +18,7 @@ from vastnb.offload import Session, Transport, safe
 
 #: The fake worker: it answers the bootstrap as a box that has the worker cached, mirrors
 #: the notebook's versions in its HELLO, then answers each task with the scenario's frames.
-FAKE = textwrap.dedent('''
+FAKE = textwrap.dedent("""
     import json, os, pickle, struct, sys
     from vastnb_worker.protocol import Channel, Kind
     scenario = sys.argv[1]
@@ -42,7 +42,7 @@ FAKE = textwrap.dedent('''
     elif scenario == "garbage":  # not even a frame
         os.write(1, bytes(range(256)) * 16)
     sys.stdin.read()
-''')
+""")
 
 
 @dataclass
@@ -80,7 +80,7 @@ def test_garbage_instead_of_frames_is_a_lost_connection() -> None:
 
 def test_a_result_that_would_run_code_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with session("code") as box, pytest.raises(UnsafeResultError, match="posix.system|os.system"):
+    with session("code") as box, pytest.raises(UnsafeResultError, match=r"posix.system|os.system"):
         box.call(int)
     assert not (tmp_path / "PWNED").exists()
 

@@ -40,7 +40,10 @@ def forget_modules() -> Iterator[None]:
 def test_a_module_next_to_the_notebook_travels_by_value(box: Session, tmp_path: Path, forget_modules: None) -> None:
     assert Path.cwd() == tmp_path  # the notebook's folder
     name = f"helpers_{tmp_path.name.replace('-', '_')}"
-    helpers = import_from(tmp_path, name, """
+    helpers = import_from(
+        tmp_path,
+        name,
+        """
         SCALE = 3
 
         def scaled(x):
@@ -52,7 +55,8 @@ def test_a_module_next_to_the_notebook_travels_by_value(box: Session, tmp_path: 
 
             def predict(self, x):
                 return scaled(x) + self.w
-    """)
+    """,
+    )
     assert box.call(helpers.scaled, 5) == 15  # type: ignore[attr-defined]
     model = box.call(lambda m: m, helpers.Model(1))  # type: ignore[attr-defined]
     assert model.predict(2) == 7
@@ -63,10 +67,14 @@ def test_a_module_the_box_lacks_is_named_with_the_fix(box: Session, tmp_path: Pa
     elsewhere = tmp_path.parent / f"{tmp_path.name}-site"  # importable here, not under the notebook's folder
     elsewhere.mkdir()
     name = f"sitelib_{tmp_path.name.replace('-', '_')}"
-    sitelib = import_from(elsewhere, name, """
+    sitelib = import_from(
+        elsewhere,
+        name,
+        """
         def twice(x):
             return 2 * x
-    """)
+    """,
+    )
     with pytest.raises(RemoteError) as info:
         box.call(sitelib.twice, 4)  # type: ignore[attr-defined]
     error = info.value
@@ -88,8 +96,9 @@ def test_a_user_worker_py_shadows_nothing_in_a_session(box: Session, tmp_path: P
     assert box.run_cell("import sys\n'worker' in sys.modules").value is False
 
 
-def test_a_worker_running_in_a_folder_with_a_worker_py(boxes: Boxes, link: str, request: pytest.FixtureRequest,
-                                                       tmp_path: Path) -> None:  # fmt: skip
+def test_a_worker_running_in_a_folder_with_a_worker_py(
+    boxes: Boxes, link: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     """Tasks may run in the user's folder (``workdir``): its worker.py still shadows nothing."""
     (tmp_path / "worker.py").write_text(SHADOW)
     server = request.getfixturevalue("sshd") if link == "ssh" else None
@@ -106,18 +115,22 @@ def test_a_user_worker_py_does_not_break_import_vastnb(tmp_path: Path) -> None:
         import sys
         import vastnb
         from vastnb.offload import LocalTransport, Session
-        with Session(LocalTransport({str(tmp_path / 'subbox')!r}), on_output=lambda s, t: None) as box:
+        with Session(LocalTransport({str(tmp_path / "subbox")!r}), on_output=lambda s, t: None) as box:
             print(box.call(lambda: "ok from the box"))
             box.restart_worker()
         print("worker" in sys.modules)
     """)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}  # the folder comes first on sys.path
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["ok", "from", "the", "box", "False"]
 
 
-def test_a_module_imported_after_another_was_dropped_still_travels(box: Session, tmp_path: Path, forget_modules: None) -> None:
+def test_a_module_imported_after_another_was_dropped_still_travels(
+    box: Session, tmp_path: Path, forget_modules: None
+) -> None:
     """The quick "nothing new imported" check must not miss a module whose import left
     sys.modules as large as before (another one was dropped from it)."""
     stem = tmp_path.name.replace("-", "_")

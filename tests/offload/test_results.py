@@ -31,12 +31,18 @@ def test_safe_lets_plain_data_and_arrays_through(safe_box: Session) -> None:
         import numpy as np
 
         return {
-            "ints": [1, 2**70, -3], "text": "héllo", "bytes": b"\x00\xff", "nested": ({"a": (1.5, None, True)},),
-            "set": {1, 2}, "ordered": collections.OrderedDict(b=1), "when": datetime.datetime(2024, 5, 1, 12),
+            "ints": [1, 2**70, -3],
+            "text": "héllo",
+            "bytes": b"\x00\xff",
+            "nested": ({"a": (1.5, None, True)},),
+            "set": {1, 2},
+            "ordered": collections.OrderedDict(b=1),
+            "when": datetime.datetime(2024, 5, 1, 12),
             "money": decimal.Decimal("1.10"),
-            "small": np.arange(10, dtype=np.int16), "big": np.ones((512, 512), dtype=np.float32),
+            "small": np.arange(10, dtype=np.int16),
+            "big": np.ones((512, 512), dtype=np.float32),
             "scalar": np.float64(2.5),
-        }  # fmt: skip
+        }
 
     back = safe_box.call(data)
     assert back["ints"] == [1, 2**70, -3] and back["text"] == "héllo" and back["bytes"] == b"\x00\xff"
@@ -65,7 +71,9 @@ def test_safe_refuses_what_would_run_code_here(safe_box: Session) -> None:
         safe_box.call(function)
     message = str(info.value)
     assert "safe result policy refuses" in message and "results=trusted" in message
-    with pytest.raises(UnsafeResultError, match="the box sent posix.system: it is not plain data; the safe result policy refuses"):
+    with pytest.raises(
+        UnsafeResultError, match=r"the box sent posix.system: it is not plain data; the safe result policy refuses"
+    ):
         safe_box.call(payload)
     assert safe_box.call(lambda: [1, 2]) == [1, 2]  # the session goes on
 

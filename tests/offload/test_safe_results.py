@@ -56,7 +56,8 @@ ATTACKS = {
     "an object dtype": lambda: pickle.dumps(np.array([None, 1], dtype=object), protocol=5),
     "a structured dtype": lambda: pickle.dumps(np.zeros(2, dtype=[("a", "f8"), ("b", "i4")]), protocol=5),
     "a shape the buffer does not fill": lambda: pickle.dumps(
-        Reduced(NUMERIC._frombuffer, (bytearray(16), np.dtype("f8"), (10**6,), "C")), protocol=5),
+        Reduced(NUMERIC._frombuffer, (bytearray(16), np.dtype("f8"), (10**6,), "C")), protocol=5
+    ),
 }
 
 
@@ -82,13 +83,17 @@ def test_a_hostile_payload_is_refused_without_a_crash_or_an_import(attack: str) 
 
 
 FRAMES = {
-    "numbers, strings, missing values": lambda: pd.DataFrame({"step": [1, 2, 3], "loss": [0.5, None, 0.2],
-                                                              "tag": ["a", None, "c"], "ok": [True, False, True]}),
-    "dates, zones, categories": lambda: pd.DataFrame({
-        "at": pd.date_range("2024-01-01", periods=3, freq="h"),
-        "local": pd.date_range("2024-01-01", periods=3, tz="Europe/Paris"),
-        "size": pd.Categorical(["s", "l", "s"], categories=["s", "l"], ordered=True),
-    }, index=pd.Index([10, 20, 30], name="step")).assign(raw=pd.Series(["x", "y", "z"], index=[10, 20, 30], dtype=object)),
+    "numbers, strings, missing values": lambda: pd.DataFrame(
+        {"step": [1, 2, 3], "loss": [0.5, None, 0.2], "tag": ["a", None, "c"], "ok": [True, False, True]}
+    ),
+    "dates, zones, categories": lambda: pd.DataFrame(
+        {
+            "at": pd.date_range("2024-01-01", periods=3, freq="h"),
+            "local": pd.date_range("2024-01-01", periods=3, tz="Europe/Paris"),
+            "size": pd.Categorical(["s", "l", "s"], categories=["s", "l"], ordered=True),
+        },
+        index=pd.Index([10, 20, 30], name="step"),
+    ).assign(raw=pd.Series(["x", "y", "z"], index=[10, 20, 30], dtype=object)),
     "a series": lambda: pd.Series([1.5, 2.5], index=pd.CategoricalIndex(["train", "eval"]), name="loss"),
     "a big frame": lambda: pd.DataFrame(np.arange(80_000.0).reshape(10_000, 8), columns=list("abcdefgh")),
 }
@@ -108,13 +113,23 @@ def test_dataframes_come_back_as_themselves_under_the_safe_policy(make: Any) -> 
     [
         ("frame", [("a", ("strings", [1, 2], "object", None))], ("range", 0, 2, 1, None)),  # "strings" that are not
         ("frame", [("t", ("datetime_tz", np.zeros(1, "M8[ns]"), "../../etc/passwd", None))], ("range", 0, 1, 1, None)),
-        ("frame", [("c", ("categorical", np.zeros(1, "f8"), ("strings", ["a"], "object", None), False, None))],
-         ("range", 0, 1, 1, None)),
+        (
+            "frame",
+            [("c", ("categorical", np.zeros(1, "f8"), ("strings", ["a"], "object", None), False, None))],
+            ("range", 0, 1, 1, None),
+        ),
         ("frame", [("a", ("array", [1, 2], None))], ("range", 0, 2, 1, None)),  # a list posing as an array
         ("series", [], ("range", 0, 0, 1, None)),
         ("frame", [(object(), ("array", np.zeros(1), None))], ("range", 0, 1, 1, None)),
     ],
-    ids=["non-strings", "a zone that is a path", "float codes", "a list for an array", "an empty series", "an odd label"],
+    ids=[
+        "non-strings",
+        "a zone that is a path",
+        "float codes",
+        "a list for an array",
+        "an empty series",
+        "an odd label",
+    ],
 )
 def test_a_forged_table_is_refused(args: tuple[Any, ...]) -> None:
     payload = pickle.dumps(Reduced(tables.rebuild_table, args), protocol=5)

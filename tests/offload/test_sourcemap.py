@@ -65,11 +65,17 @@ def test_a_box_naming_a_local_file_cannot_print_it(tmp_path: Path) -> None:
 
 
 def test_terminal_escapes_and_forged_lines_are_neutralised() -> None:
-    shown = SourceMap().render(error(
-        {"file": "/opt/lib.py\n  File \"/home/me/x.py\", line 1", "line": 3, "name": "f\x1b]0;pwned\x07",
-         "text": "ok()\x1b[2J"},
-        exception="ValueError: \x1b[31mred\x1b[0m\n",
-    ))  # fmt: skip
+    shown = SourceMap().render(
+        error(
+            {
+                "file": '/opt/lib.py\n  File "/home/me/x.py", line 1',
+                "line": 3,
+                "name": "f\x1b]0;pwned\x07",
+                "text": "ok()\x1b[2J",
+            },
+            exception="ValueError: \x1b[31mred\x1b[0m\n",
+        )
+    )
     assert "\x1b" not in shown and "\x07" not in shown
     assert shown.count("\n  File ") == 1  # the forged second frame stays on the first frame's line
 

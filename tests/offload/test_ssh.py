@@ -8,10 +8,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from sshd import SSHServer, _keygen
 
 from vastnb.errors import HostKeyError, TransportError
-
-from sshd import SSHServer, _keygen
 
 from .conftest import Boxes
 
@@ -40,8 +39,11 @@ def test_a_changed_host_key_is_refused(fresh_sshd: SSHServer, boxes: Boxes, tmp_
     assert (tmp_path / "known_hosts").read_text() == pinned  # the new key was not recorded
 
     # Following the hint: the new key is then trusted on first use.
-    subprocess.run(["ssh-keygen", "-R", f"[127.0.0.1]:{fresh_sshd.port}", "-f", str(tmp_path / "known_hosts")],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["ssh-keygen", "-R", f"[127.0.0.1]:{fresh_sshd.port}", "-f", str(tmp_path / "known_hosts")],
+        check=True,
+        capture_output=True,
+    )
     assert session.call(lambda: 3) == 3
     session.restart_worker()
 

@@ -19,8 +19,7 @@ from vastnb.sim import Market, SimConfig, Simulator
 from vastnb.sim.routes import SimAPI, SimRequest, SimResponse
 
 # Short, distinct delays so that each phase can be stepped into on its own.
-CONFIG = SimConfig(seed=0, offers=600, starting_credit=25.0, create_delay=10.0, load_delay=20.0,
-                   schedule_delay=5.0)  # fmt: skip
+CONFIG = SimConfig(seed=0, offers=600, starting_credit=25.0, create_delay=10.0, load_delay=20.0, schedule_delay=5.0)
 BOOT = CONFIG.create_delay + CONFIG.load_delay
 
 
@@ -56,8 +55,16 @@ def client(request: pytest.FixtureRequest, sim: Simulator, key: str) -> Iterator
         yield c
 
 
-def call(api: SimAPI, method: str, path: str, body: Any = None, *, key: str | None = None,
-         query: Mapping[str, Any] | None = None, raw: bytes | None = None) -> SimResponse:  # fmt: skip
+def call(
+    api: SimAPI,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    key: str | None = None,
+    query: Mapping[str, Any] | None = None,
+    raw: bytes | None = None,
+) -> SimResponse:
     """One request through ``SimAPI.handle``; query values that are not strings go as JSON."""
     q = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (query or {}).items()}
     headers = {"authorization": f"Bearer {key}"} if key else {}

@@ -46,6 +46,7 @@ def raw_request(url: str, head: str, body: bytes = b"", *, timeout: float = 5.0)
 
 def strict_json(text: str) -> Any:
     """JSON as the standard has it: NaN and Infinity are not numbers."""
+
     def refuse(constant: str) -> Any:
         raise ValueError(f"{constant} in the state")
 
@@ -70,8 +71,10 @@ def test_an_oversized_body_is_refused_with_413_before_it_is_read(sim: Simulator,
     method = "POST" if "bundles" in path else "PUT"
     with sim.serve() as server:
         # Announce 1 GiB and send none of it: the answer must come anyway, without the body.
-        head = (f"{method} {path} HTTP/1.1\nHost: x\nContent-Type: application/json\n"
-                f"Authorization: Bearer {sim.market.api_key}\nContent-Length: {2**30}")  # fmt: skip
+        head = (
+            f"{method} {path} HTTP/1.1\nHost: x\nContent-Type: application/json\n"
+            f"Authorization: Bearer {sim.market.api_key}\nContent-Length: {2**30}"
+        )
         status, headers, body = raw_request(server.url, head)
         assert status == 413
         assert headers["content-type"].startswith("application/json")
@@ -131,8 +134,9 @@ def test_an_oversized_body_is_refused_in_process_too(sim: Simulator) -> None:
 # -- numbers in requests ---------------------------------------------------------------------------
 
 
-def test_an_absurd_disk_leaves_the_account_and_the_state_intact(client: httpx.Client, sim: Simulator,
-                                                                tmp_path: Path) -> None:  # fmt: skip
+def test_an_absurd_disk_leaves_the_account_and_the_state_intact(
+    client: httpx.Client, sim: Simulator, tmp_path: Path
+) -> None:
     offer = one_gpu_offers(sim.market)[0]
     r = client.put(f"{V0}/asks/{offer['id']}/", json={"image": "vastai/base", "disk": 1.7e308})
     assert r.status_code == 400 and r.json()["error"] == "invalid_args"
@@ -145,20 +149,27 @@ def test_an_absurd_disk_leaves_the_account_and_the_state_intact(client: httpx.Cl
 
 # (method, path template, body, the field named in the message); {iid} is a bid instance.
 BAD_NUMBERS: list[tuple[str, str, dict[str, Any], str]] = [
-    *[("PUT", f"{V0}/asks/{{offer}}/", {"image": "x", "disk": v}, "disk")
-      for v in (1.7e308, 1e6, -1, 7.9, "1e400", "nan", "-inf", True, "big")],
-    *[("PUT", f"{V0}/asks/{{offer}}/", {"image": "x", "price": v}, "price")
-      for v in (1.7e308, 129, 0, -0.5, "inf", "NaN")],
-    *[("PUT", f"{V0}/instances/bid_price/{{iid}}/", {"price": v}, "price")
-      for v in (1.7e308, 33, 0, -0.5, "inf", "nan")],
+    *[
+        ("PUT", f"{V0}/asks/{{offer}}/", {"image": "x", "disk": v}, "disk")
+        for v in (1.7e308, 1e6, -1, 7.9, "1e400", "nan", "-inf", True, "big")
+    ],
+    *[
+        ("PUT", f"{V0}/asks/{{offer}}/", {"image": "x", "price": v}, "price")
+        for v in (1.7e308, 129, 0, -0.5, "inf", "NaN")
+    ],
+    *[
+        ("PUT", f"{V0}/instances/bid_price/{{iid}}/", {"price": v}, "price")
+        for v in (1.7e308, 33, 0, -0.5, "inf", "nan")
+    ],
     *[("POST", "/_sim/advance", {"seconds": v}, "seconds") for v in (1.7e308, 1e9, -1, "inf", "nan")],
     *[("POST", "/_sim/preempt/{iid}", {"resume_after": v}, "resume_after") for v in (1.7e308, 1e9, -5, "nan")],
     *[("POST", "/_sim/faults", {"kind": "status", "times": v}, "times") for v in (10**12, 0)],
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "field"), BAD_NUMBERS,
-                         ids=[f"{f}={b.get(f)!r}" for _, _, b, f in BAD_NUMBERS])  # fmt: skip
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"), BAD_NUMBERS, ids=[f"{f}={b.get(f)!r}" for _, _, b, f in BAD_NUMBERS]
+)
 def test_numbers_out_of_range_get_400_naming_the_field_and_range(
     client: httpx.Client, sim: Simulator, tmp_path: Path, method: str, path: str, body: dict[str, Any], field: str
 ) -> None:
@@ -192,11 +203,17 @@ def test_numbers_in_range_still_work(client: httpx.Client, sim: Simulator) -> No
     assert client.put(f"{V0}/asks/{other['id']}/", json={"image": "x", "disk": 100_000}).status_code == 200
 
 
-@pytest.mark.parametrize("raw", [b'{"image": "x", "disk": NaN}', b'{"image": "x", "disk": Infinity}',
-                                 b'{"image": "x", "disk": 1e999}', b'{"image": "x", "label": -Infinity}',
-                                 b'{"image": "x", "disk": 1' + b"0" * 400 + b"}"])  # fmt: skip
-def test_non_finite_json_numbers_are_refused_before_any_route(client: httpx.Client, sim: Simulator,
-                                                              raw: bytes) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"image": "x", "disk": NaN}',
+        b'{"image": "x", "disk": Infinity}',
+        b'{"image": "x", "disk": 1e999}',
+        b'{"image": "x", "label": -Infinity}',
+        b'{"image": "x", "disk": 1' + b"0" * 400 + b"}",
+    ],
+)
+def test_non_finite_json_numbers_are_refused_before_any_route(client: httpx.Client, sim: Simulator, raw: bytes) -> None:
     offer = one_gpu_offers(sim.market)[0]
     r = client.put(f"{V0}/asks/{offer['id']}/", content=raw, headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_request", r.text
@@ -205,8 +222,9 @@ def test_non_finite_json_numbers_are_refused_before_any_route(client: httpx.Clie
 
 
 def test_search_with_a_huge_integer_is_a_400_not_a_500(client: httpx.Client) -> None:
-    r = client.post(f"{V0}/bundles/", content=b'{"limit": 1' + b"0" * 400 + b"}",
-                    headers={"Content-Type": "application/json"})  # fmt: skip
+    r = client.post(
+        f"{V0}/bundles/", content=b'{"limit": 1' + b"0" * 400 + b"}", headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 400 and r.json()["success"] is False
     q = '{"limit": 1' + "0" * 400 + "}"
     assert client.get(f"{V0}/bundles/", params={"q": q}).status_code == 400

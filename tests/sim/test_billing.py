@@ -1,4 +1,4 @@
-"""Per-second billing as vast-api.md §7 describes it: GPU while running, disk from creation in
+"""Per-second billing as Vast charges it (docs.vast.ai, billing): GPU while running, disk from creation in
 every state but offline, bandwidth per GB, the balance going down, and $0 stopping everything."""
 
 from __future__ import annotations

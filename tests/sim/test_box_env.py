@@ -23,13 +23,12 @@ from typing import Any
 
 import cloudpickle
 import pytest
+from offload.conftest import end_processes
 
 from vastnb.backends.local import local_transport
 from vastnb.offload import Session
 from vastnb.sim import Market, SimConfig
 from vastnb.sim.boxes import LocalBox
-
-from offload.conftest import end_processes
 
 CONFIG = SimConfig(create_delay=0.0, load_delay=0.0)  # an instance runs as soon as it is created
 TINY = "vastnb_tiny_box_pkg"  # a package that exists nowhere but in one test's folder
@@ -87,8 +86,12 @@ def rented(market: Market, request: pytest.FixtureRequest) -> Iterator[Rented]:
 
 
 def where_home() -> dict[str, str]:
-    return {"HOME": os.environ.get("HOME", ""), "~": os.path.expanduser("~"), "home": str(Path.home()),
-            "keys": ",".join(k for k in os.environ if "KEY" in k or k.startswith("VAST"))}  # fmt: skip
+    return {
+        "HOME": os.environ.get("HOME", ""),
+        "~": os.path.expanduser("~"),
+        "home": str(Path.home()),
+        "keys": ",".join(k for k in os.environ if "KEY" in k or k.startswith("VAST")),
+    }
 
 
 def write_home(name: str) -> str:
@@ -102,9 +105,16 @@ def interpreter() -> dict[str, Any]:
     import sysconfig
 
     pip = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, text=True, check=False)
-    return {"prefix": sys.prefix, "base_prefix": sys.base_prefix, "executable": sys.executable,
-            "purelib": sysconfig.get_paths()["purelib"], "path": sys.path, "pip": pip.stdout + pip.stderr,
-            "python3": shutil.which("python3"), "pip_on_path": shutil.which("pip")}  # fmt: skip
+    return {
+        "prefix": sys.prefix,
+        "base_prefix": sys.base_prefix,
+        "executable": sys.executable,
+        "purelib": sysconfig.get_paths()["purelib"],
+        "path": sys.path,
+        "pip": pip.stdout + pip.stderr,
+        "python3": shutil.which("python3"),
+        "pip_on_path": shutil.which("pip"),
+    }
 
 
 def notebook_packages() -> dict[str, str]:
@@ -116,8 +126,18 @@ def notebook_packages() -> dict[str, str]:
 
 
 def pip_install(path: str) -> str:
-    argv = [sys.executable, "-m", "pip", "install", "--no-index", "--no-build-isolation", "--no-deps",
-            "--disable-pip-version-check", "--no-input", path]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-index",
+        "--no-build-isolation",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--no-input",
+        path,
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
@@ -191,12 +211,18 @@ def test_a_package_installed_on_the_box_is_the_boxs_alone(rented: Rented, tmp_pa
 
 
 def test_onstart_runs_with_the_boxs_python_and_environment(market: Market) -> None:
-    probe = ("import json, os, sys; json.dump({'prefix': sys.prefix, 'home': os.environ['HOME'], "
-             "'id': os.environ['CONTAINER_ID'], 'path': os.environ['PATH']}, open('onstart.json', 'w'))")  # fmt: skip
+    probe = (
+        "import json, os, sys; json.dump({'prefix': sys.prefix, 'home': os.environ['HOME'], "
+        "'id': os.environ['CONTAINER_ID'], 'path': os.environ['PATH']}, open('onstart.json', 'w'))"
+    )
     box = rent(market, onstart=f"python3 -c {shlex.quote(probe)}")
     seen = json.loads((box.root / "onstart.json").read_text())  # the shell ran it before power_on returned
-    assert seen == {"prefix": str(box.env_dir), "home": str(box.home), "id": str(box.instance_id),
-                    "path": box.env["PATH"]}  # fmt: skip
+    assert seen == {
+        "prefix": str(box.env_dir),
+        "home": str(box.home),
+        "id": str(box.instance_id),
+        "path": box.env["PATH"],
+    }
 
 
 def test_a_launched_box_runs_in_its_own_environment(isolated: Path) -> None:

@@ -17,19 +17,61 @@ from vastnb.sim.catalogue import DEFAULT_STORAGE_GB, generate_offers, offer_pric
 DOC_NETS = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")]
 # Per-GPU on-demand $/h that a 2026 market should show (the brief's ranges).
 PRICE_RANGES = {
-    "RTX 3090": (0.12, 0.30), "RTX 4090": (0.20, 0.60), "RTX 5090": (0.45, 0.95),
-    "A100 PCIE": (0.70, 1.90), "A100 SXM4": (0.70, 1.90), "H100 SXM": (0.95, 2.80),
-    "H100 PCIE": (0.90, 2.20), "H200": (1.80, 3.80), "L40S": (0.50, 1.10), "A40": (0.30, 0.60),
-    "RTX A6000": (0.35, 0.70), "Tesla V100": (0.10, 0.35), "B200": (3.0, 5.5),
+    "RTX 3090": (0.12, 0.30),
+    "RTX 4090": (0.20, 0.60),
+    "RTX 5090": (0.45, 0.95),
+    "A100 PCIE": (0.70, 1.90),
+    "A100 SXM4": (0.70, 1.90),
+    "H100 SXM": (0.95, 2.80),
+    "H100 PCIE": (0.90, 2.20),
+    "H200": (1.80, 3.80),
+    "L40S": (0.50, 1.10),
+    "A40": (0.30, 0.60),
+    "RTX A6000": (0.35, 0.70),
+    "Tesla V100": (0.10, 0.35),
+    "B200": (3.0, 5.5),
 }
-INT_FIELDS = ("id", "ask_contract_id", "bundle_id", "machine_id", "host_id", "num_gpus", "gpu_ram",
-              "gpu_total_ram", "compute_cap", "cpu_cores", "cpu_ram", "direct_port_count",
-              "hosting_type")
-FLOAT_FIELDS = ("gpu_mem_bw", "cuda_max_good", "cpu_cores_effective", "disk_space", "disk_bw",
-                "inet_up", "inet_down", "inet_up_cost", "inet_down_cost", "pci_gen", "pcie_bw",
-                "dph_base", "dph_total", "min_bid", "storage_cost", "dlperf",
-                "dlperf_per_dphtotal", "total_flops", "flops_per_dphtotal", "reliability",
-                "reliability2", "score", "gpu_frac", "duration")
+INT_FIELDS = (
+    "id",
+    "ask_contract_id",
+    "bundle_id",
+    "machine_id",
+    "host_id",
+    "num_gpus",
+    "gpu_ram",
+    "gpu_total_ram",
+    "compute_cap",
+    "cpu_cores",
+    "cpu_ram",
+    "direct_port_count",
+    "hosting_type",
+)
+FLOAT_FIELDS = (
+    "gpu_mem_bw",
+    "cuda_max_good",
+    "cpu_cores_effective",
+    "disk_space",
+    "disk_bw",
+    "inet_up",
+    "inet_down",
+    "inet_up_cost",
+    "inet_down_cost",
+    "pci_gen",
+    "pcie_bw",
+    "dph_base",
+    "dph_total",
+    "min_bid",
+    "storage_cost",
+    "dlperf",
+    "dlperf_per_dphtotal",
+    "total_flops",
+    "flops_per_dphtotal",
+    "reliability",
+    "reliability2",
+    "score",
+    "gpu_frac",
+    "duration",
+)
 PROFILE_DISK_GB = 20.0  # profiles/gpu_profiles.yaml default disk_gb
 
 
@@ -108,8 +150,7 @@ def test_pricing_identity(offers: list[dict[str, Any]]) -> None:
         assert o["dph_total"] == pytest.approx(o["dph_base"] + disk_hour, abs=1e-9)
         assert o["storage_total_cost"] == pytest.approx(disk_hour)
         assert offer_price(o, disk_gb=5.0, bid=False) == pytest.approx(o["dph_total"])
-        assert offer_price(o, disk_gb=100, bid=True) == pytest.approx(
-            o["min_bid"] + 100 * o["storage_cost"] / 720)
+        assert offer_price(o, disk_gb=100, bid=True) == pytest.approx(o["min_bid"] + 100 * o["storage_cost"] / 720)
         assert o["dlperf_per_dphtotal"] == pytest.approx(o["dlperf"] / o["dph_total"])
         assert o["flops_per_dphtotal"] == pytest.approx(o["total_flops"] / o["dph_total"])
         assert 0.33 <= o["min_bid"] / o["dph_base"] <= 0.72
@@ -168,16 +209,23 @@ def test_hosts_span_many_countries(offers: list[dict[str, Any]]) -> None:
 # The four reference profiles (profiles/gpu_profiles.yaml), checked by hand on the catalogue:
 # satisfiable for every seed, but by few offers, with near misses beside them.
 
+
 def _market(o: dict[str, Any]) -> bool:
-    return o["verified"] and o["rentable"] and not o["rented"] and not o["external"] and \
-        o["disk_space"] >= PROFILE_DISK_GB
+    return (
+        o["verified"] and o["rentable"] and not o["rented"] and not o["external"] and o["disk_space"] >= PROFILE_DISK_GB
+    )
 
 
-def _fits(o: dict[str, Any], names: tuple[str, ...], gpus: int, price: float,
-          reliability: float, *, bid: bool = False) -> bool:
-    return (_market(o) and o["gpu_name"] in names and o["num_gpus"] == gpus
-            and o["reliability"] >= reliability
-            and offer_price(o, disk_gb=PROFILE_DISK_GB, bid=bid) <= price)
+def _fits(
+    o: dict[str, Any], names: tuple[str, ...], gpus: int, price: float, reliability: float, *, bid: bool = False
+) -> bool:
+    return (
+        _market(o)
+        and o["gpu_name"] in names
+        and o["num_gpus"] == gpus
+        and o["reliability"] >= reliability
+        and offer_price(o, disk_gb=PROFILE_DISK_GB, bid=bid) <= price
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 42])
@@ -195,8 +243,7 @@ def test_reference_profiles_are_satisfiable_but_not_trivially(seed: int, count: 
     assert len(distributed) >= 2
     assert len(batch) >= 3
     # Not trivial: most candidates of the right model and size fail each profile.
-    rtx_single = [o for o in cat
-                  if _market(o) and o["gpu_name"] == "RTX 4090" and o["num_gpus"] == 1]
+    rtx_single = [o for o in cat if _market(o) and o["gpu_name"] == "RTX 4090" and o["num_gpus"] == 1]
     assert len(dev) <= 0.5 * len(rtx_single)
     h100_x4 = [o for o in cat if _market(o) and o["gpu_name"] == "H100 SXM" and o["num_gpus"] == 4]
     assert len(h100_x4) > len(distributed)

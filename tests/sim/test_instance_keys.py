@@ -78,7 +78,11 @@ def test_an_instance_key_can_do_nothing_else(sim: Simulator, api: SimAPI, method
     instance_id, key = create(sim.market)
     offer = one_gpu_offers(sim.market, 3)[-1]
     response = call(api, method, path.format(id=instance_id, offer=offer["id"]), body, key=key)
-    assert response.status == 401 and body_of(response) == {"success": False, "error": "auth_error", "msg": "Invalid user key"}
+    assert response.status == 401 and body_of(response) == {
+        "success": False,
+        "error": "auth_error",
+        "msg": "Invalid user key",
+    }
     assert len(sim.market.instances()) == 1 and sim.market.show(instance_id)["label"] is None  # type: ignore[index]
 
 
@@ -141,7 +145,7 @@ def test_a_request_file_destroys_the_instance_and_billing_stops_at_its_time(mark
     path = request_file(market, instance_id, key, at)
     assert market.show(instance_id) is None  # the next transaction carried it out
     assert not path.exists()
-    saved = market.store._read()  # noqa: SLF001 (no API shows a destroyed instance's ledger)
+    saved = market.store._read()  # no API shows a destroyed instance's ledger
     destroyed, moment = saved["destroyed"][str(instance_id)], at + saved["clock_offset"]
     # Billing ended at the request's own moment, not when the market got to it.
     assert destroyed["destroyed_at"] == moment
@@ -181,7 +185,7 @@ def test_requests_are_safe_with_several_markets_on_one_home(tmp_path: Path) -> N
     request_file(first, a, key_a, time.time())
     request_file(second, b, key_b, time.time())
     assert second.show(a) is None and first.show(b) is None
-    destroyed = first.store._read()["destroyed"]  # noqa: SLF001
+    destroyed = first.store._read()["destroyed"]
     assert set(destroyed) == {str(a), str(b)}
 
 

@@ -31,8 +31,10 @@ def in_market(market: Market, offer_id: int) -> dict[str, Any] | None:
 
 def test_create_loading_running_shape(market: Market) -> None:
     offer = one_gpu_offers(market)[0]
-    result = market.create(offer["id"], {"image": "vastai/base:latest", "disk": 16, "label": "job-1",
-                                         "env": {"HF_TOKEN": "x", "-p 8080:8080": "1"}})  # fmt: skip
+    result = market.create(
+        offer["id"],
+        {"image": "vastai/base:latest", "disk": 16, "label": "job-1", "env": {"HF_TOKEN": "x", "-p 8080:8080": "1"}},
+    )
     assert set(result) >= {"success", "new_contract", "instance_api_key"} and result["success"] is True
     inst = market.show(result["new_contract"])
     assert inst is not None
@@ -357,8 +359,11 @@ def test_concurrent_processes_never_share_an_id(tmp_path: Path) -> None:
         "    print(m.create(int(oid), {'image': 'x'})['new_contract'])\n"
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), *(str(o["id"]) for o in offers[i::3])],
-                         stdout=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path), *(str(o["id"]) for o in offers[i::3])],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for i in range(3)
     ]
     ids = [int(line) for p in procs for line in p.communicate(timeout=60)[0].split()]

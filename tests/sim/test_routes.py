@@ -151,13 +151,18 @@ def test_charges_need_a_day_window(client: httpx.Client, sim: Simulator) -> None
     iid = rent(sim.market)
     sim.market.advance(BOOT + 3600)
     now = sim.market.now()
-    for params in ({}, {"select_filters": json.dumps({"day": {"gte": now - 86400}})},
-                   {"select_filters": json.dumps({"type": {"in": ["instance"]}})}):  # fmt: skip
+    for params in (
+        {},
+        {"select_filters": json.dumps({"day": {"gte": now - 86400}})},
+        {"select_filters": json.dumps({"type": {"in": ["instance"]}})},
+    ):
         r = client.get(f"{V0}/charges/", params=params)
         assert r.status_code == 400 and r.json()["success"] is False
     window = {"day": {"gte": now - 86400, "lte": now}, "type": {"in": ["instance"]}}
-    got = client.get(f"{V0}/charges/", params={"select_filters": json.dumps(window), "format": "table",
-                                                "latest_first": "true", "limit": 100}).json()  # fmt: skip
+    got = client.get(
+        f"{V0}/charges/",
+        params={"select_filters": json.dumps(window), "format": "table", "latest_first": "true", "limit": 100},
+    ).json()
     assert got["success"] is True and got["count"] == 1 and got["next_token"] is None
     (record,) = got["results"]
     assert record["source"] == f"instance-{iid}" and record["amount"] == pytest.approx(got["total"])
@@ -278,8 +283,14 @@ def test_race_fault_takes_the_offer_before_create(client: httpx.Client, sim: Sim
 
 
 def test_bad_fault_requests(client: httpx.Client) -> None:
-    for body in ({"kind": "meteor"}, {"kind": "status", "times": "twice"}, {"kind": "status", "status": "bad"},
-                 {"kind": "status", "path": "("}, {"kind": "status", "colour": "red"}, [1, 2]):  # fmt: skip
+    for body in (
+        {"kind": "meteor"},
+        {"kind": "status", "times": "twice"},
+        {"kind": "status", "status": "bad"},
+        {"kind": "status", "path": "("},
+        {"kind": "status", "colour": "red"},
+        [1, 2],
+    ):
         r = client.post("/_sim/faults", json=body)
         assert r.status_code == 400, body
     assert client.get(f"{V0}/users/current/").status_code == 200
@@ -289,8 +300,13 @@ def test_bad_fault_requests(client: httpx.Client) -> None:
 
 
 def test_control_routes_need_the_key(api: SimAPI) -> None:
-    for path, body in (("/_sim/advance", {"seconds": 5}), ("/_sim/preempt/1", {}), ("/_sim/status/1", {}),
-                       ("/_sim/take/1", {}), ("/_sim/faults", {"kind": "status"})):  # fmt: skip
+    for path, body in (
+        ("/_sim/advance", {"seconds": 5}),
+        ("/_sim/preempt/1", {}),
+        ("/_sim/status/1", {}),
+        ("/_sim/take/1", {}),
+        ("/_sim/faults", {"kind": "status"}),
+    ):
         assert call(api, "POST", path, body).status == 403
         assert call(api, "POST", path, body, key="wrong").status == 401
     assert api.faults.take("GET", "/api/v0/users/current/") is None

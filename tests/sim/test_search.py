@@ -31,11 +31,19 @@ def find(offers: list[dict[str, Any]], body: dict[str, Any]) -> set[int]:
     return ids(search_offers(offers, {**body, "limit": ALL}))
 
 
-@pytest.mark.parametrize(("op", "value", "test"), [
-    ("eq", 2, lambda n: n == 2), ("neq", 2, lambda n: n != 2), ("gt", 2, lambda n: n > 2),
-    ("gte", 2, lambda n: n >= 2), ("lt", 4, lambda n: n < 4), ("lte", 4, lambda n: n <= 4),
-    ("in", [1, 8], lambda n: n in (1, 8)), ("notin", [1, 8], lambda n: n not in (1, 8)),
-])
+@pytest.mark.parametrize(
+    ("op", "value", "test"),
+    [
+        ("eq", 2, lambda n: n == 2),
+        ("neq", 2, lambda n: n != 2),
+        ("gt", 2, lambda n: n > 2),
+        ("gte", 2, lambda n: n >= 2),
+        ("lt", 4, lambda n: n < 4),
+        ("lte", 4, lambda n: n <= 4),
+        ("in", [1, 8], lambda n: n in (1, 8)),
+        ("notin", [1, 8], lambda n: n not in (1, 8)),
+    ],
+)
 def test_each_operator(offers: list[dict[str, Any]], op: str, value: Any, test: Any) -> None:
     found = find(offers, {"num_gpus": {op: value}})
     assert found == expect(offers, lambda o: test(o["num_gpus"]))
@@ -49,10 +57,18 @@ def test_several_operators_on_one_field(offers: list[dict[str, Any]]) -> None:
 
 
 def test_numeric_strings_coerced_as_the_cli_sends_them(offers: list[dict[str, Any]]) -> None:
-    as_strings = {"num_gpus": {"gte": "1", "lte": "2"}, "reliability": {"gt": "0.98"},
-                  "dph_total": {"lt": "0.5"}, "gpu_ram": {"gte": "24000.0"}}
-    as_numbers = {"num_gpus": {"gte": 1, "lte": 2}, "reliability": {"gt": 0.98},
-                  "dph_total": {"lt": 0.5}, "gpu_ram": {"gte": 24000}}
+    as_strings = {
+        "num_gpus": {"gte": "1", "lte": "2"},
+        "reliability": {"gt": "0.98"},
+        "dph_total": {"lt": "0.5"},
+        "gpu_ram": {"gte": "24000.0"},
+    }
+    as_numbers = {
+        "num_gpus": {"gte": 1, "lte": 2},
+        "reliability": {"gt": 0.98},
+        "dph_total": {"lt": 0.5},
+        "gpu_ram": {"gte": 24000},
+    }
     assert find(offers, as_strings) == find(offers, as_numbers)
     in_strings = find(offers, {"num_gpus": {"in": ["1", "2"]}})
     assert in_strings == find(offers, {"num_gpus": {"in": [1, 2]}})
@@ -92,8 +108,7 @@ def test_gpu_name_lists(offers: list[dict[str, Any]]) -> None:
     found = find(offers, {"gpu_name": {"in": ["H100_SXM", "a100 sxm4"]}})
     assert found == expect(offers, lambda o: o["gpu_name"] in wanted) and found
     assert find(offers, {"gpu_name": {"notin": ["H100_SXM", "A100_SXM4"]}}) == ids(offers) - found
-    assert find(offers, {"gpu_name": {"neq": "RTX_4090"}}) == expect(
-        offers, lambda o: o["gpu_name"] != "RTX 4090")
+    assert find(offers, {"gpu_name": {"neq": "RTX_4090"}}) == expect(offers, lambda o: o["gpu_name"] != "RTX 4090")
 
 
 def test_reliability_and_reliability2_are_one_value(offers: list[dict[str, Any]]) -> None:
@@ -203,8 +218,9 @@ def test_allocated_storage_reprices_results_and_filters(offers: list[dict[str, A
 
 
 def test_order_by_recomputed_price(offers: list[dict[str, Any]]) -> None:
-    results = search_offers(offers, {"type": "bid", "allocated_storage": 300,
-                                     "order": [["dph_total", "asc"]], "limit": ALL})
+    results = search_offers(
+        offers, {"type": "bid", "allocated_storage": 300, "order": [["dph_total", "asc"]], "limit": ALL}
+    )
     assert [r["dph_total"] for r in results] == sorted(r["dph_total"] for r in results)
     expected = sorted(offers, key=lambda o: o["min_bid"] + 300 * o["storage_cost"] / 720)
     assert [r["id"] for r in results] == [o["id"] for o in expected]
@@ -221,25 +237,33 @@ def test_catalogue_never_mutated(offers: list[dict[str, Any]]) -> None:
 
 
 def test_unknown_fields_and_control_keys_are_not_filters(offers: list[dict[str, Any]]) -> None:
-    body = {"no_such_field": {"eq": 1}, "georegion": {"eq": True}, "disable_bundling": True,
-            "target_reliability": 0.99, "extra_ids": [1, 2], "has_avx": True, "template_id": 7}
+    body = {
+        "no_such_field": {"eq": 1},
+        "georegion": {"eq": True},
+        "disable_bundling": True,
+        "target_reliability": 0.99,
+        "extra_ids": [1, 2],
+        "has_avx": True,
+        "template_id": 7,
+    }
     assert find(offers, body) == ids(offers)
 
 
-@pytest.mark.parametrize("body", [
-    {"num_gpus": {"ge": 1}},
-    {"num_gpus": {"gte": "one"}},
-    {"num_gpus": {"eq": [1, 2]}},
-    {"num_gpus": {"in": [[1]]}},
-    {"verified": {"eq": "maybe"}},
-    {"dph_total": {"lt": {"x": 1}}},
-    {"order": [["dph_total", "up"]]},
-    {"order": "dph_total"},
-    {"no_such_field": {"like": "x"}},
-])
-def test_invalid_bodies_raise_search_error(
-    offers: list[dict[str, Any]], body: dict[str, Any]
-) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"num_gpus": {"ge": 1}},
+        {"num_gpus": {"gte": "one"}},
+        {"num_gpus": {"eq": [1, 2]}},
+        {"num_gpus": {"in": [[1]]}},
+        {"verified": {"eq": "maybe"}},
+        {"dph_total": {"lt": {"x": 1}}},
+        {"order": [["dph_total", "up"]]},
+        {"order": "dph_total"},
+        {"no_such_field": {"like": "x"}},
+    ],
+)
+def test_invalid_bodies_raise_search_error(offers: list[dict[str, Any]], body: dict[str, Any]) -> None:
     with pytest.raises(SearchError) as info:
         search_offers(offers, body)
     assert isinstance(info.value, ValueError) and str(info.value)
@@ -253,12 +277,22 @@ def test_driver_version_as_the_cli_encodes_it(offers: list[dict[str, Any]]) -> N
 
 
 def test_cli_example_body(offers: list[dict[str, Any]]) -> None:
-    body = {"verified": {"eq": True}, "rentable": {"eq": True}, "rented": {"eq": False},
-            "external": {"eq": False}, "gpu_name": {"eq": "RTX 4090"}, "num_gpus": {"gte": "1"},
-            "reliability": {"gt": 0.98}, "dph_total": {"lt": 2},
-            "geolocation": {"in": ["US", "CA"]}, "direct_port_count": {"gte": 1},
-            "order": [["dph_total", "asc"]], "type": "on-demand", "limit": 5,
-            "allocated_storage": 20}
+    body = {
+        "verified": {"eq": True},
+        "rentable": {"eq": True},
+        "rented": {"eq": False},
+        "external": {"eq": False},
+        "gpu_name": {"eq": "RTX 4090"},
+        "num_gpus": {"gte": "1"},
+        "reliability": {"gt": 0.98},
+        "dph_total": {"lt": 2},
+        "geolocation": {"in": ["US", "CA"]},
+        "direct_port_count": {"gte": 1},
+        "order": [["dph_total", "asc"]],
+        "type": "on-demand",
+        "limit": 5,
+        "allocated_storage": 20,
+    }
     results = search_offers(offers, body)
     assert 0 < len(results) <= 5
     for r in results:
@@ -269,10 +303,18 @@ def test_cli_example_body(offers: list[dict[str, Any]]) -> None:
 
 def test_ten_thousand_offers_searched_fast() -> None:
     big = generate_offers(1, 10_000)
-    body = {"verified": {"eq": True}, "rentable": {"eq": True}, "rented": {"eq": False},
-            "external": {"eq": False}, "gpu_name": {"in": ["RTX_4090", "RTX_5090"]},
-            "num_gpus": {"eq": "1"}, "reliability": {"gte": "0.95"},
-            "dph_total": {"lte": "0.6"}, "order": [["dph_total", "asc"]], "limit": 64}
+    body = {
+        "verified": {"eq": True},
+        "rentable": {"eq": True},
+        "rented": {"eq": False},
+        "external": {"eq": False},
+        "gpu_name": {"in": ["RTX_4090", "RTX_5090"]},
+        "num_gpus": {"eq": "1"},
+        "reliability": {"gte": "0.95"},
+        "dph_total": {"lte": "0.6"},
+        "order": [["dph_total", "asc"]],
+        "limit": 64,
+    }
     timings = []
     for _ in range(3):
         start = time.perf_counter()

@@ -73,9 +73,10 @@ Wed Jun  7 14:02:11 2023
 |                               |                      |             Disabled |
 +-------------------------------+----------------------+----------------------+
 """
-H100X8_QUERY = "".join(
-    f"{i}, NVIDIA H100 80GB HBM3, 81559, {72345 - i}, {98 - i}, {41 + i}\n" for i in range(7)
-) + "7, NVIDIA H100 80GB HBM3, 81559, 0, [N/A], [N/A]\n"  # MIG mode: no utilization figure
+H100X8_QUERY = (
+    "".join(f"{i}, NVIDIA H100 80GB HBM3, 81559, {72345 - i}, {98 - i}, {41 + i}\n" for i in range(7))
+    + "7, NVIDIA H100 80GB HBM3, 81559, 0, [N/A], [N/A]\n"
+)  # MIG mode: no utilization figure
 
 FAILED_SMI = (
     "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
@@ -83,10 +84,22 @@ FAILED_SMI = (
 )
 
 REPORT_KEYS = {
-    "python": str, "python_executable": str, "platform": str, "hostname": str, "cloudpickle": str,
-    "torch": (str, type(None)), "numpy": (str, type(None)), "cuda_driver": (str, type(None)),
-    "cuda_version": (str, type(None)), "gpus": list, "cpu_count": int, "cpu_usable": int,
-    "memory_total_mb": int, "memory_available_mb": int, "disk_total_gb": float, "disk_free_gb": float,
+    "python": str,
+    "python_executable": str,
+    "platform": str,
+    "hostname": str,
+    "cloudpickle": str,
+    "torch": (str, type(None)),
+    "numpy": (str, type(None)),
+    "cuda_driver": (str, type(None)),
+    "cuda_version": (str, type(None)),
+    "gpus": list,
+    "cpu_count": int,
+    "cpu_usable": int,
+    "memory_total_mb": int,
+    "memory_available_mb": int,
+    "disk_total_gb": float,
+    "disk_free_gb": float,
     "load_avg": list,
 }
 
@@ -101,14 +114,26 @@ def test_driver_and_cuda_versions_come_from_the_header(header: str, driver: str 
 
 def test_gpu_rows_are_parsed_from_the_query_output() -> None:
     assert parse_nvidia_smi_gpus(A100_QUERY) == [
-        {"index": 0, "name": "NVIDIA A100-SXM4-80GB", "memory_total_mb": 81920, "memory_used_mb": 4,
-         "utilization_pct": 0, "temperature_c": 32}
+        {
+            "index": 0,
+            "name": "NVIDIA A100-SXM4-80GB",
+            "memory_total_mb": 81920,
+            "memory_used_mb": 4,
+            "utilization_pct": 0,
+            "temperature_c": 32,
+        }
     ]
     h100s = parse_nvidia_smi_gpus(H100X8_QUERY)
     assert [g["index"] for g in h100s] == list(range(8))
     assert {g["name"] for g in h100s} == {"NVIDIA H100 80GB HBM3"}
-    assert h100s[3] == {"index": 3, "name": "NVIDIA H100 80GB HBM3", "memory_total_mb": 81559,
-                        "memory_used_mb": 72342, "utilization_pct": 95, "temperature_c": 44}
+    assert h100s[3] == {
+        "index": 3,
+        "name": "NVIDIA H100 80GB HBM3",
+        "memory_total_mb": 81559,
+        "memory_used_mb": 72342,
+        "utilization_pct": 95,
+        "temperature_c": 44,
+    }
     assert h100s[7]["utilization_pct"] is None and h100s[7]["temperature_c"] is None
 
 
@@ -148,12 +173,19 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def run_on_box(shipped: Path, code: str, *, python: str = sys.executable, path: list[str] | None = None,
-               env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_on_box(
+    shipped: Path,
+    code: str,
+    *,
+    python: str = sys.executable,
+    path: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run `code` under `python -I -S` with only the zip (and `path`) importable; its JSON output."""
     prelude = f"import sys; sys.path[:0] = {[str(shipped), *(path or [])]!r}\n"
-    done = subprocess.run([python, "-I", "-S", "-c", prelude + textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=60, env=env)
+    done = subprocess.run(
+        [python, "-I", "-S", "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True, timeout=60, env=env
+    )
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
@@ -188,8 +220,11 @@ CHECK_IMPORTS = """
 def python39() -> str | None:
     """A Python 3.9 interpreter, the oldest a box may have, if this machine has one that runs."""
     roots = [os.environ.get("PYENV_ROOT", ""), "/root/.pyenv", "/opt/pyenv"]
-    found = [shutil.which("python3.9"), "/usr/bin/python3.9",
-             *(p for root in roots if root for p in glob.glob(f"{root}/versions/3.9*/bin/python3"))]
+    found = [
+        shutil.which("python3.9"),
+        "/usr/bin/python3.9",
+        *(p for root in roots if root for p in glob.glob(f"{root}/versions/3.9*/bin/python3")),
+    ]
     for candidate in filter(None, found):
         try:
             if subprocess.run([candidate, "-c", "pass"], capture_output=True, timeout=30).returncode == 0:
@@ -280,12 +315,28 @@ def test_a_failing_driver_gives_no_gpus(shipped: Path, tmp_path: Path) -> None:
 
 
 SAMPLE = {
-    "python": "3.11.7", "cloudpickle": "3.1.2", "torch": "2.5.1", "numpy": "2.1.3",
-    "cuda_version": "12.4", "cuda_driver": "550.54",
-    "gpus": [{"index": 0, "name": "NVIDIA A100 80GB", "memory_total_mb": 81920, "memory_used_mb": 0,
-              "utilization_pct": 0, "temperature_c": 30}],
-    "cpu_count": 16, "cpu_usable": 16, "memory_total_mb": 64000, "memory_available_mb": 59494,
-    "disk_total_gb": 200.0, "disk_free_gb": 120.4,
+    "python": "3.11.7",
+    "cloudpickle": "3.1.2",
+    "torch": "2.5.1",
+    "numpy": "2.1.3",
+    "cuda_version": "12.4",
+    "cuda_driver": "550.54",
+    "gpus": [
+        {
+            "index": 0,
+            "name": "NVIDIA A100 80GB",
+            "memory_total_mb": 81920,
+            "memory_used_mb": 0,
+            "utilization_pct": 0,
+            "temperature_c": 30,
+        }
+    ],
+    "cpu_count": 16,
+    "cpu_usable": 16,
+    "memory_total_mb": 64000,
+    "memory_available_mb": 59494,
+    "disk_total_gb": 200.0,
+    "disk_free_gb": 120.4,
 }
 
 
@@ -306,10 +357,14 @@ def test_format_health_groups_gpus_and_shows_limits() -> None:
     ("report", "expected"),
     [
         ({}, "Python ?, cloudpickle missing, no torch; no GPU"),
-        ({"python": "3.9.18", "gpus": "lots", "memory_total_mb": "64 GB", "cpu_count": None},
-         "Python 3.9.18, cloudpickle missing, no torch; no GPU"),
-        ({"gpus": [None, {"name": "RTX 4090"}], "disk_free_gb": True, "cuda_version": "12.2"},
-         "Python ?, cloudpickle missing, no torch, CUDA 12.2 (driver ?); 1x RTX 4090"),
+        (
+            {"python": "3.9.18", "gpus": "lots", "memory_total_mb": "64 GB", "cpu_count": None},
+            "Python 3.9.18, cloudpickle missing, no torch; no GPU",
+        ),
+        (
+            {"gpus": [None, {"name": "RTX 4090"}], "disk_free_gb": True, "cuda_version": "12.2"},
+            "Python ?, cloudpickle missing, no torch, CUDA 12.2 (driver ?); 1x RTX 4090",
+        ),
         ("not a report", "Python ?, cloudpickle missing, no torch; no GPU"),
     ],
 )

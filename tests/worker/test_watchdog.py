@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from offload.conftest import Boxes, daemon_pids, end_processes
 
-from vastnb.errors import RemoteError
 from vastnb.backends.local import local_transport
+from vastnb.errors import RemoteError
 from vastnb.offload import Session
 from vastnb.sim import Market, SimConfig, Simulator
 from vastnb_worker import watchdog
-
-from offload.conftest import Boxes, daemon_pids, end_processes
 
 CONFIG = SimConfig(create_delay=0.0, load_delay=0.0)
 WAIT = 30.0  # the most any poll waits (seconds); each usually takes one or two
@@ -94,7 +93,9 @@ def daemon_log(home: Path) -> str:
     return (home / "daemon.log").read_text(errors="replace")
 
 
-def test_silence_destroys_the_instance_once_the_last_connection_closes(box: Session, served: Rented, home: Path) -> None:
+def test_silence_destroys_the_instance_once_the_last_connection_closes(
+    box: Session, served: Rented, home: Path
+) -> None:
     status = box.control(watchdog.arm, served.instance_id, served.url, served.key, remaining_s=None, silence_s=1.0)
     assert status["armed"] and status["instance_id"] == served.instance_id
     assert status["deadline"] is None and status["seconds_left"] is None and status["silence_s"] == 1.0

@@ -25,9 +25,16 @@ SIM_URL = "http://sim.vastnb.invalid"  # never resolved: the in-process transpor
 
 
 def open_backend(
-    name: str, *, key: Secret | None, home: Path, url: str | None = None, transport: httpx.BaseTransport | None = None,
-    retry: RetryPolicy | None = None, box: BoxOptions | None = None, sim_config: SimConfig | None = None,
-) -> Backend:  # fmt: skip
+    name: str,
+    *,
+    key: Secret | None,
+    home: Path,
+    url: str | None = None,
+    transport: httpx.BaseTransport | None = None,
+    retry: RetryPolicy | None = None,
+    box: BoxOptions | None = None,
+    sim_config: SimConfig | None = None,
+) -> Backend:
     """The backend called ``name`` ("vast" needs ``key``; "sim" makes its simulator under
     ``home``). ``url`` and ``transport`` replace Vast's address and network (a served
     simulator, or tests)."""

@@ -38,6 +38,7 @@ class BoxOptions:
     home: str = "~/.cache/vastnb"  # where the worker lives on the box
     python: str = "python3"  # the box's Python (3.9 or newer)
     ssh_options: tuple[str, ...] = ()  # extra OpenSSH options, e.g. ("-F", "/dev/null")
+    ssh_user: str = "root"  # Vast's boxes log in as root; a served simulator's sshd as you
     silence_s: float = 1800.0  # the box destroys itself after this long with no orchestrator
 
 
@@ -113,10 +114,16 @@ class SSHBackend(Backend):
             raise InstanceGoneError(f"instance {instance_id} has no SSH address ({state}): start it first.")
         hosts = private_folder(self.home / "known_hosts", what="the known_hosts folder")
         return SSHTransport(
-            host=address[0], port=address[1], user="root", identity=self.ensure_key().private,
-            known_hosts=hosts / str(instance_id), control_dir=control_dir(),
-            home=self.worker_home().format(id=instance_id), python=self.box.python, options=list(self.box.ssh_options),
-        )  # fmt: skip
+            host=address[0],
+            port=address[1],
+            user=self.box.ssh_user,
+            identity=self.ensure_key().private,
+            known_hosts=hosts / str(instance_id),
+            control_dir=control_dir(),
+            home=self.worker_home().format(id=instance_id),
+            python=self.box.python,
+            options=list(self.box.ssh_options),
+        )
 
 
 def control_dir() -> Path:

@@ -12,10 +12,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from vastnb.market.api import VastAPI
 from vastnb.base.config import user_config_dir
-from vastnb.errors import ConfigError
 from vastnb.base.private import private_folder
+from vastnb.errors import ConfigError
+from vastnb.market.api import VastAPI
 
 __all__ = ["KeyPair", "ensure_keypair", "ensure_registered"]
 
@@ -47,10 +47,15 @@ def ensure_keypair(folder: Path | None = None) -> KeyPair:
         try:
             subprocess.run(
                 ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vastnb", "-f", str(private)],
-                check=True, capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
         except FileNotFoundError:
-            raise ConfigError("no `ssh-keygen` on this machine: install the OpenSSH client (vastnb connects to boxes with it).") from None
+            raise ConfigError(
+                "no `ssh-keygen` on this machine: install the OpenSSH client (vastnb connects to boxes with it)."
+            ) from None
         except subprocess.CalledProcessError as exc:
             raise ConfigError(f"ssh-keygen could not create vastnb's key in {folder}: {exc.stderr.strip()}") from None
     return KeyPair(private, public.read_text().strip())

@@ -25,8 +25,10 @@ class SimBoxTransport(LocalTransport):
         argv = super().argv(boot_args)
         # Checked by the process itself, so a box powered off after this argv was built
         # still refuses, as a dead sshd would.
-        guard = (f"import os, sys\nif not os.path.exists({str(self.power_mark)!r}):\n"
-                 f"    sys.exit('ssh: connect to simulated instance {self.instance_id}: Connection refused')\n")  # fmt: skip
+        guard = (
+            f"import os, sys\nif not os.path.exists({str(self.power_mark)!r}):\n"
+            f"    sys.exit('ssh: connect to simulated instance {self.instance_id}: Connection refused')\n"
+        )
         code = argv.index("-c") + 1
         argv[code] = guard + argv[code]
         return argv
@@ -37,5 +39,11 @@ class SimBoxTransport(LocalTransport):
 
 def local_transport(box: LocalBox) -> SimBoxTransport:
     """How to reach simulated ``box``'s worker: its own python, with its environment."""
-    return SimBoxTransport(home=box.root, workdir=box.workdir, python=str(box.python), environment=dict(box.env),
-                           power_mark=box.power_mark, instance_id=box.instance_id)  # fmt: skip
+    return SimBoxTransport(
+        home=box.root,
+        workdir=box.workdir,
+        python=str(box.python),
+        environment=dict(box.env),
+        power_mark=box.power_mark,
+        instance_id=box.instance_id,
+    )

@@ -15,6 +15,7 @@ from vastnb.sim import Simulator
 
 __all__ = ["SimBackend"]
 
+
 class SimBackend(SSHBackend):
     """The simulated market of ``simulator``, in this process."""
 

@@ -40,4 +40,3 @@ def private_folder(path: Path, *, what: str) -> Path:
     if info.st_mode & 0o077:
         os.chmod(path, 0o700)
     return path
-

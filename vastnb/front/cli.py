@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from vastnb.client import Client
 from vastnb.base.config import vastnb_home
+from vastnb.client import Client
 from vastnb.errors import TeardownError, VastError
 from vastnb.front.commands import TABLE, Command, add_arguments
 from vastnb.lifecycle.launch import LaunchEvent
@@ -63,11 +63,19 @@ def _launch(args: argparse.Namespace) -> int:
         if client.simulated:
             print("SIMULATED marketplace (no Vast API key found): nothing is billed.")
         # Launched from a terminal, a box outlives this command: it is kept, --keep or not.
-        box = client.launch(args.profile, name=args.name, interruptible=args.interruptible or None,
-                            bid=args.bid, keep=True, progress=LaunchEvent.print)  # fmt: skip
-        print(f"{box.name} (#{box.id}) is running at ${box.price_per_hour:.3f}/h. "
-              f"It destroys itself after {args.silence:g} min without a connection from vastnb; "
-              f"end it now with `vastnb down {box.name}`.")  # fmt: skip
+        box = client.launch(
+            args.profile,
+            name=args.name,
+            interruptible=args.interruptible or None,
+            bid=args.bid,
+            keep=True,
+            progress=LaunchEvent.print,
+        )
+        print(
+            f"{box.name} (#{box.id}) is running at ${box.price_per_hour:.3f}/h. "
+            f"It destroys itself after {args.silence:g} min without a connection from vastnb; "
+            f"end it now with `vastnb down {box.name}`."
+        )
     return 0
 
 
@@ -111,28 +119,59 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _sim_serve(args: argparse.Namespace) -> int:
-    from vastnb.sim import SimConfig, Simulator
+    import signal
 
-    sim = Simulator(vastnb_home(), SimConfig(seed=args.seed), rate_limit_scale=args.rate_limits)
-    server = sim.serve(args.host, args.port, verbose=args.verbose)
-    print(f"Simulated Vast API on {server.url} (state in {vastnb_home() / 'sim'})")
-    print("Point a Vast client at it with:")
-    print(f"  export VAST_URL={server.url}")
-    # The simulator's own key, not a real one: it opens nothing but this loopback server.
-    print(f"  export VAST_API_KEY={sim.market.api_key}")
-    print("Ctrl-C stops it.", flush=True)
+    from vastnb.sim import SimConfig, Simulator
+    from vastnb.sim.sshd import SSHServer
+
+    # A plain `kill` ends the server as Ctrl-C does, its sshd with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    home = vastnb_home()
+    # --ssh: a real sshd on loopback that every instance points at, so a client of this
+    # server reaches its boxes by the SSH path, as on Vast.
+    sshd = SSHServer(home / "sim" / "sshd").start() if args.ssh else None
+    config = SimConfig(
+        seed=args.seed,
+        ssh_address=(sshd.host, sshd.port) if sshd else None,
+        authorized_keys=sshd.authorized_keys if sshd else None,
+    )
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        sim = Simulator(home, config, rate_limit_scale=args.rate_limits)
+        server = sim.serve(args.host, args.port, verbose=args.verbose)
+        print(f"Simulated Vast API on {server.url} (state in {home / 'sim'})")
+        print("Point a Vast client at it with:")
+        print(f"  export VAST_URL={server.url}")
+        # The simulator's own key, not a real one: it opens nothing but this loopback server.
+        print(f"  export VAST_API_KEY={sim.market.api_key}")
+        if sshd is not None:
+            print(
+                f"Its instances are reached by SSH at {sshd.user}@{sshd.host}:{sshd.port} (a real sshd, loopback only):"
+            )
+            print(
+                f"  Client(backend='vast', url={server.url!r}, api_key=..., box=BoxOptions("
+                f"home='~/.cache/vastnb-sim/{{id}}', ssh_user={sshd.user!r}))"
+            )
+        print("Ctrl-C stops it.", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+    finally:
+        if sshd is not None:  # a server that exits leaves no sshd listening
+            sshd.stop()
     return 0
 
 
 #: What each of the table's commands runs, by its path of names.
 _RUN: dict[str, Callable[[argparse.Namespace], int]] = {
-    "profiles": _profiles, "offers": _offers, "launch": _launch, "ps": _ps, "down": _down, "demo": _demo,
+    "profiles": _profiles,
+    "offers": _offers,
+    "launch": _launch,
+    "ps": _ps,
+    "down": _down,
+    "demo": _demo,
     "sim serve": _sim_serve,
-}  # fmt: skip
+}
 
 
 def _add_commands(parser: argparse.ArgumentParser, command: Command, path: tuple[str, ...]) -> None:

@@ -61,9 +61,16 @@ class Flag:
 
     def add_to(self, parser: argparse.ArgumentParser) -> argparse.Action:
         """Declare this flag on ``parser``."""
-        options: dict[str, Any] = {"help": self.help or None, "type": self.type, "default": self.default,
-                                   "action": self.action, "nargs": self.nargs, "metavar": self.metavar,
-                                   "dest": self.dest, "choices": self.choices}  # fmt: skip
+        options: dict[str, Any] = {
+            "help": self.help or None,
+            "type": self.type,
+            "default": self.default,
+            "action": self.action,
+            "nargs": self.nargs,
+            "metavar": self.metavar,
+            "dest": self.dest,
+            "choices": self.choices,
+        }
         if self.action == "version":
             options["version"] = f"vastnb {__version__}"
         return parser.add_argument(*self.names, **{k: v for k, v in options.items() if v is not None})
@@ -106,82 +113,195 @@ class Command:
         return inspect.getdoc(target) or self.help
 
 
-_JSON = Flag(("--json",), "print JSON", action="store_true", fronts=CLI,
-             why="for scripts: a notebook displays the DataFrame itself")  # fmt: skip
-_PROFILES = Flag(("--profiles",), "profile file or folder (default: the search order)", metavar="PATH", fronts=CLI,
-                 why="a notebook's client is made once: Client(profiles=PATH)")  # fmt: skip
+_JSON = Flag(
+    ("--json",),
+    "print JSON",
+    action="store_true",
+    fronts=CLI,
+    why="for scripts: a notebook displays the DataFrame itself",
+)
+_PROFILES = Flag(
+    ("--profiles",),
+    "profile file or folder (default: the search order)",
+    metavar="PATH",
+    fronts=CLI,
+    why="a notebook's client is made once: Client(profiles=PATH)",
+)
 _ON = Flag(("--on",), "the box (default: the one in use)", metavar="NAME")
 
 #: Every subcommand of ``%vast`` and ``vastnb``, in the order their help lists them. The root
 #: stands for the ``vastnb`` command itself (its own flags) and ``%vast``.
-TABLE = Command("vastnb", "Rent Vast.ai GPUs for training, from a notebook or here.", flags=(
-    Flag(("--version",), "show the version and exit", action="version", fronts=CLI,
-         why="in a notebook, vastnb.__version__"),
-), subcommands=(
-    Command("help", "Every %vast subcommand, one line each; %vast help COMMAND for one in full.", (
-        Flag(("command",), "a subcommand", nargs="?"),
-    ), fronts=MAGIC, why="the command line has --help"),
-    Command("profiles", "list the GPU profiles", (_PROFILES, _JSON), api="vastnb:Client.profiles"),
-    Command("offers", "offers for a profile, or for a Vast CLI query, cheapest first", (
-        Flag(("spec",), "a profile name, or a query like 'gpu_name=RTX_4090 dph<0.5'", nargs="+"),
-        Flag(("--limit",), "show at most this many (default 20)", type=int, default=20),
-        Flag(("-o", "--order"), "sort a query's results, CLI style: 'dph_total,reliability-'"),
-        _PROFILES, _JSON,
-    ), api="vastnb:Client.offers"),
-    Command("launch", "rent the cheapest offer for a profile", (
-        Flag(("profile",), "a profile name (see profiles)"),
-        Flag(("--name",), "a name for the box (default: PROFILE-XXXX)"),
-        Flag(("--interruptible",), "rent at a bid: cheaper, can be preempted", action="store_true"),
-        Flag(("--bid",), "min (default), min+N%%, or a fixed $/h; implies --interruptible"),
-        Flag(("--keep",), "leave it running when this kernel exits (from the command line it always is)",
-             action="store_true"),
-        Flag(("--silence",), "the box destroys itself after this long without vastnb connected (default 30)",
-             type=float, default=30.0, metavar="MINUTES", fronts=CLI,
-             why="a notebook sets it for its client: Client(box=BoxOptions(silence_s=...))"),
-        _PROFILES,
-    ), api="vastnb:Client.launch"),
-    Command("ps", "vastnb's instances: state, $/h, uptime, cost so far, owner", (
-        Flag(("--orphans",), "only instances no live session owns", action="store_true"),
-        _JSON,
-    ), api="vastnb:Client.instances"),
-    Command("use", "adopt a box launched earlier; %%vast run goes to it", (
-        Flag(("name",), "a box's name or instance id"),
-    ), api="vastnb:Client.attach", fronts=MAGIC, why="a terminal keeps no box in use between commands"),
-    Command("status", "a box's status card", (
-        Flag(("name",), "default: the box in use", nargs="?"),
-    ), api="vastnb:Box.info", fronts=MAGIC, why="one box's card, a widget; in a terminal `vastnb ps` lists them"),
-    Command("down", "destroy instances (billing stops)", (
-        Flag(("names",), "instance names or ids (in a notebook, default: the box in use)", nargs="*", metavar="NAME"),
-        Flag(("--all",), "every vastnb instance on the account", action="store_true"),
-        Flag(("--orphans",), "every instance no live session owns", action="store_true"),
-    ), api="vastnb:Client.down"),
-    Command("follow", "a detached run's output so far, then live, then its value", (
-        Flag(("task",), "the task number that %%%%vast run --detach printed", type=int),
-        _ON,
-    ), aliases=("attach",), api="vastnb.offload:RemoteTask.result", fronts=MAGIC,
-       why="it follows a cell started by %%vast run --detach; its pulled names land in the notebook"),
-    Command("run", "run the cell on a box", (
-        _ON,
-        Flag(("--push",), "names to send (default: those the cell reads)", metavar="A,B"),
-        Flag(("--pull",), "names to bring back into the notebook", metavar="A,B"),
-        Flag(("-o",), "store the run's handle in NAME", metavar="NAME", dest="out"),
-        Flag(("--detach",), "return at once; %%vast follow TASK brings it back", action="store_true"),
-        Flag(("--trust",), "bring back any object by full pickle (it can run code here): for a box you trust",
-             action="store_true"),
-    ), api="vastnb:Box.run_cell", fronts=MAGIC, cell=True, why="it runs the notebook cell under it"),
-    Command("demo", "launch a simulated box, train on it, show the cost, tear down", fronts=CLI,
-            why="a terminal walkthrough; in a notebook, notebooks/01-quickstart.ipynb is the demo"),
-    Command("sim", "the simulated marketplace", subcommands=(
-        Command("serve", "serve the simulated Vast API over HTTP on loopback", (
-            Flag(("--host",), "127.0.0.1 (default) or ::1", default="127.0.0.1"),
-            Flag(("--port",), "0 picks a free port (default 8123)", type=int, default=8123),
-            Flag(("--seed",), "catalogue seed for a new market (default 0)", type=int, default=0),
-            Flag(("--rate-limits",), "Vast's per-endpoint rate limits times SCALE; 0 turns them off (default 1)",
-                 type=float, default=1.0, metavar="SCALE"),
-            Flag(("--verbose",), "log every request", action="store_true"),
-        ), fronts=CLI, why="a server that runs until Ctrl-C: it would hold the kernel"),
-    ), fronts=CLI, why="a server that runs until Ctrl-C: it would hold the kernel"),
-))  # fmt: skip
+TABLE = Command(
+    "vastnb",
+    "Rent Vast.ai GPUs for training, from a notebook or here.",
+    flags=(
+        Flag(
+            ("--version",),
+            "show the version and exit",
+            action="version",
+            fronts=CLI,
+            why="in a notebook, vastnb.__version__",
+        ),
+    ),
+    subcommands=(
+        Command(
+            "help",
+            "Every %vast subcommand, one line each; %vast help COMMAND for one in full.",
+            (Flag(("command",), "a subcommand", nargs="?"),),
+            fronts=MAGIC,
+            why="the command line has --help",
+        ),
+        Command("profiles", "list the GPU profiles", (_PROFILES, _JSON), api="vastnb:Client.profiles"),
+        Command(
+            "offers",
+            "offers for a profile, or for a Vast CLI query, cheapest first",
+            (
+                Flag(("spec",), "a profile name, or a query like 'gpu_name=RTX_4090 dph<0.5'", nargs="+"),
+                Flag(("--limit",), "show at most this many (default 20)", type=int, default=20),
+                Flag(("-o", "--order"), "sort a query's results, CLI style: 'dph_total,reliability-'"),
+                _PROFILES,
+                _JSON,
+            ),
+            api="vastnb:Client.offers",
+        ),
+        Command(
+            "launch",
+            "rent the cheapest offer for a profile",
+            (
+                Flag(("profile",), "a profile name (see profiles)"),
+                Flag(("--name",), "a name for the box (default: PROFILE-XXXX)"),
+                Flag(("--interruptible",), "rent at a bid: cheaper, can be preempted", action="store_true"),
+                Flag(("--bid",), "min (default), min+N%%, or a fixed $/h; implies --interruptible"),
+                Flag(
+                    ("--keep",),
+                    "leave it running when this kernel exits (from the command line it always is)",
+                    action="store_true",
+                ),
+                Flag(
+                    ("--silence",),
+                    "the box destroys itself after this long without vastnb connected (default 30)",
+                    type=float,
+                    default=30.0,
+                    metavar="MINUTES",
+                    fronts=CLI,
+                    why="a notebook sets it for its client: Client(box=BoxOptions(silence_s=...))",
+                ),
+                _PROFILES,
+            ),
+            api="vastnb:Client.launch",
+        ),
+        Command(
+            "ps",
+            "vastnb's instances: state, $/h, uptime, cost so far, owner",
+            (
+                Flag(("--orphans",), "only instances no live session owns", action="store_true"),
+                _JSON,
+            ),
+            api="vastnb:Client.instances",
+        ),
+        Command(
+            "use",
+            "adopt a box launched earlier; %%vast run goes to it",
+            (Flag(("name",), "a box's name or instance id"),),
+            api="vastnb:Client.attach",
+            fronts=MAGIC,
+            why="a terminal keeps no box in use between commands",
+        ),
+        Command(
+            "status",
+            "a box's status card",
+            (Flag(("name",), "default: the box in use", nargs="?"),),
+            api="vastnb:Box.info",
+            fronts=MAGIC,
+            why="one box's card, a widget; in a terminal `vastnb ps` lists them",
+        ),
+        Command(
+            "down",
+            "destroy instances (billing stops)",
+            (
+                Flag(
+                    ("names",),
+                    "instance names or ids (in a notebook, default: the box in use)",
+                    nargs="*",
+                    metavar="NAME",
+                ),
+                Flag(("--all",), "every vastnb instance on the account", action="store_true"),
+                Flag(("--orphans",), "every instance no live session owns", action="store_true"),
+            ),
+            api="vastnb:Client.down",
+        ),
+        Command(
+            "follow",
+            "a detached run's output so far, then live, then its value",
+            (
+                Flag(("task",), "the task number that %%%%vast run --detach printed", type=int),
+                _ON,
+            ),
+            aliases=("attach",),
+            api="vastnb.offload:RemoteTask.result",
+            fronts=MAGIC,
+            why="it follows a cell started by %%vast run --detach; its pulled names land in the notebook",
+        ),
+        Command(
+            "run",
+            "run the cell on a box",
+            (
+                _ON,
+                Flag(("--push",), "names to send (default: those the cell reads)", metavar="A,B"),
+                Flag(("--pull",), "names to bring back into the notebook", metavar="A,B"),
+                Flag(("-o",), "store the run's handle in NAME", metavar="NAME", dest="out"),
+                Flag(("--detach",), "return at once; %%vast follow TASK brings it back", action="store_true"),
+                Flag(
+                    ("--trust",),
+                    "bring back any object by full pickle (it can run code here): for a box you trust",
+                    action="store_true",
+                ),
+            ),
+            api="vastnb:Box.run_cell",
+            fronts=MAGIC,
+            cell=True,
+            why="it runs the notebook cell under it",
+        ),
+        Command(
+            "demo",
+            "launch a simulated box, train on it, show the cost, tear down",
+            fronts=CLI,
+            why="a terminal walkthrough; in a notebook, notebooks/01-quickstart.ipynb is the demo",
+        ),
+        Command(
+            "sim",
+            "the simulated marketplace",
+            subcommands=(
+                Command(
+                    "serve",
+                    "serve the simulated Vast API over HTTP on loopback",
+                    (
+                        Flag(("--host",), "127.0.0.1 (default) or ::1", default="127.0.0.1"),
+                        Flag(("--port",), "0 picks a free port (default 8123)", type=int, default=8123),
+                        Flag(("--seed",), "catalogue seed for a new market (default 0)", type=int, default=0),
+                        Flag(
+                            ("--rate-limits",),
+                            "Vast's per-endpoint rate limits times SCALE; 0 turns them off (default 1)",
+                            type=float,
+                            default=1.0,
+                            metavar="SCALE",
+                        ),
+                        Flag(("--verbose",), "log every request", action="store_true"),
+                        Flag(
+                            ("--ssh",),
+                            "run a real sshd on loopback that the instances point at, so clients reach boxes by SSH",
+                            action="store_true",
+                        ),
+                    ),
+                    fronts=CLI,
+                    why="a server that runs until Ctrl-C: it would hold the kernel",
+                ),
+            ),
+            fronts=CLI,
+            why="a server that runs until Ctrl-C: it would hold the kernel",
+        ),
+    ),
+)
 
 
 def commands(front: Front) -> tuple[Command, ...]:

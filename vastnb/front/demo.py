@@ -7,6 +7,7 @@ streamed here, bring the result back, show what it cost (simulated), destroy the
 from __future__ import annotations
 
 import sys
+from typing import TextIO
 
 import cloudpickle
 
@@ -37,9 +38,9 @@ def train(steps: int = 400, lr: float = 0.05) -> dict[str, float]:
     return {"w": w, "b": b, "loss": loss}
 
 
-def run_demo(out: object = None) -> dict[str, float]:
+def run_demo(out: TextIO | None = None) -> dict[str, float]:
     """Launch, train, report, tear down. Returns the trained parameters."""
-    write = (out or sys.stdout).write  # type: ignore[attr-defined]
+    write = (out or sys.stdout).write
 
     def show(event: LaunchEvent) -> None:
         write(event.line() + "\n")

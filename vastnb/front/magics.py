@@ -16,15 +16,16 @@ import builtins
 import shlex
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from vastnb.lifecycle.box import Box
 from vastnb.client import Client
 from vastnb.errors import VastError
 from vastnb.front.commands import Command, add_arguments, commands, find
+from vastnb.lifecycle.box import Box
 from vastnb.offload import CellResult, RemoteTask
 from vastnb.offload.session import CELL_NAME
 
@@ -37,10 +38,10 @@ LARGE_PUSH = 256 * 2**20
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad argument as a usage message, not an exit."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message}\n{self.format_usage().strip()}\n(%vast help {self.prog.split()[-1]} says more)")
 
-    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         raise UsageError(message or self.format_usage())
 
 
@@ -61,8 +62,12 @@ def build_parsers() -> dict[str, _Parser]:
     parsers: dict[str, _Parser] = {}
     for command in commands("magic"):
         also = ", ".join(f"%vast {alias}" for alias in command.aliases)
-        parsers[command.name] = parser = _Parser(prog=f"%vast {command.name}", description=command.doc(),
-                                                 epilog=f"Also spelled {also}." if also else None, add_help=False)  # fmt: skip
+        parsers[command.name] = parser = _Parser(
+            prog=f"%vast {command.name}",
+            description=command.doc(),
+            epilog=f"Also spelled {also}." if also else None,
+            add_help=False,
+        )
         add_arguments(parser, command, "magic")
     return parsers
 
@@ -81,11 +86,22 @@ def free_names(source: str) -> list[str]:
     tree = ast.parse(source)
     # A comprehension binds its targets before its element reads them, though the element
     # comes first in the text: they are its own, never the notebook's.
-    bound: set[str] = {n.id for c in ast.walk(tree) if isinstance(c, ast.comprehension)
-                       for n in ast.walk(c.target) if isinstance(n, ast.Name)}  # fmt: skip
+    bound: set[str] = {
+        n.id
+        for c in ast.walk(tree)
+        if isinstance(c, ast.comprehension)
+        for n in ast.walk(c.target)
+        if isinstance(n, ast.Name)
+    }
     free: list[str] = []
-    nodes = sorted((n for n in ast.walk(tree) if isinstance(n, (ast.Name, ast.alias, ast.arg, ast.FunctionDef,
-                    ast.AsyncFunctionDef, ast.ClassDef))), key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", 0)))  # fmt: skip
+    nodes = sorted(
+        (
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Name, ast.alias, ast.arg, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        ),
+        key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", 0)),
+    )
     for node in nodes:
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
             if node.id not in bound and node.id not in free and not hasattr(builtins, node.id):
@@ -97,7 +113,7 @@ def free_names(source: str) -> list[str]:
         elif isinstance(node, ast.arg):
             bound.add(node.arg)
         else:
-            bound.add(node.name)  # type: ignore[union-attr]
+            bound.add(node.name)
     return free
 
 
@@ -115,6 +131,8 @@ def _size(value: Any) -> int:
 class VastMagics(Magics):
     """``%vast SUBCOMMAND ...`` and ``%%vast run``. ``%vast help`` lists the subcommands."""
 
+    shell: InteractiveShell  # never None: the magics are made for a running shell
+
     def __init__(self, shell: Any, client: Client | None = None) -> None:
         super().__init__(shell)
         self._client = client
@@ -122,10 +140,17 @@ class VastMagics(Magics):
         self.current: str | None = None
         self.tasks: dict[int, RemoteTask] = {}
         self._handlers: dict[str, Callable[[list[str], str | None], Any]] = {
-            "help": self._help, "profiles": self._profiles, "offers": self._offers, "launch": self._launch,
-            "ps": self._ps, "use": self._use, "status": self._status, "down": self._down, "follow": self._follow,
+            "help": self._help,
+            "profiles": self._profiles,
+            "offers": self._offers,
+            "launch": self._launch,
+            "ps": self._ps,
+            "use": self._use,
+            "status": self._status,
+            "down": self._down,
+            "follow": self._follow,
             "run": self._run,
-        }  # fmt: skip
+        }
         self._parsers = build_parsers()
         assert self._handlers.keys() == self._parsers.keys(), "a %vast subcommand of the table without its handler"
 
@@ -150,8 +175,11 @@ class VastMagics(Magics):
         if command is None:
             raise UsageError(f"no %vast subcommand {name!r}; %vast help lists them: {', '.join(self._handlers)}")
         if (cell is not None) != command.cell:
-            raise UsageError(f"{name} is a cell magic: %%vast {name} [options] on the first line of a cell"
-                             if command.cell else f"%%vast {name} is not a cell magic; use %vast {name}")  # fmt: skip
+            raise UsageError(
+                f"{name} is a cell magic: %%vast {name} [options] on the first line of a cell"
+                if command.cell
+                else f"%%vast {name} is not a cell magic; use %vast {name}"
+            )
         return self._handlers[command.name](rest, cell)
 
     def _parse(self, command: str, words: list[str]) -> argparse.Namespace:
@@ -188,8 +216,14 @@ class VastMagics(Magics):
         progress = LaunchProgress(args.profile, simulated=self.client.simulated)
         progress.display()
         try:
-            box = self.client.launch(args.profile, name=args.name, interruptible=args.interruptible or None,
-                                     bid=args.bid, keep=args.keep, progress=progress)  # fmt: skip
+            box = self.client.launch(
+                args.profile,
+                name=args.name,
+                interruptible=args.interruptible or None,
+                bid=args.bid,
+                keep=args.keep,
+                progress=progress,
+            )
         except BaseException as exc:
             progress.finish(error=exc)
             raise
@@ -266,8 +300,11 @@ class VastMagics(Magics):
         push = {n: user_ns[n] for n in wanted if n in user_ns and not _internal(n)}
         for name, size in ((n, _size(v)) for n, v in push.items()):
             if size > LARGE_PUSH:
-                print(f"[vastnb] pushing {name} ({size / 2**20:.0f} MiB) to the box on every run; "
-                      "use --push to choose what to send", file=sys.stderr)  # fmt: skip
+                print(
+                    f"[vastnb] pushing {name} ({size / 2**20:.0f} MiB) to the box on every run; "
+                    "use --push to choose what to send",
+                    file=sys.stderr,
+                )
         box = self._box(args.on)
         # Tracebacks name the notebook's cell and its lines: line 1 is the %%vast line.
         cell, name = "\n" + cell, self._cell_name()

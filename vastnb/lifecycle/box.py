@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from vastnb.errors import InstanceGoneError
-from vastnb.offload import CellResult, RemoteTask, ResultPolicy, Session, safe, trusted
-from vastnb.offload.session import CELL_NAME
 from vastnb.lifecycle.rental import Rental
 from vastnb.market.records import Instance
+from vastnb.offload import CellResult, RemoteTask, ResultPolicy, Session, safe, trusted
+from vastnb.offload.session import CELL_NAME
 
 if TYPE_CHECKING:
     from vastnb.lifecycle.fleet import Fleet
@@ -100,7 +100,9 @@ class Box:
         if instance is None:
             self._fleet.forget(self.id, "gone from the market")
             self._refresh()
-            raise InstanceGoneError(f"instance {self.id} ({self.name}) no longer exists on the market: it was destroyed.")
+            raise InstanceGoneError(
+                f"instance {self.id} ({self.name}) no longer exists on the market: it was destroyed."
+            )
         return instance
 
     @property
@@ -164,8 +166,13 @@ class Box:
         return self.options().submit(fn, *args, **kwargs)
 
     def run_cell(
-        self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
-    ) -> CellResult:  # fmt: skip
+        self,
+        source: str,
+        *,
+        push: Mapping[str, Any] | None = None,
+        pull: Iterable[str] = (),
+        name: str = CELL_NAME,
+    ) -> CellResult:
         """Run notebook ``source`` on the box with ``push`` defined; the ``pull`` names
         come back, and ``.value`` is the last expression's value. ``name`` is how a
         traceback names the cell."""
@@ -178,8 +185,13 @@ class Box:
         return RunOptions(self, self.trust if trust is None else trust)
 
     def grant_storage(
-        self, url: str, *, duration_s: int = 3600, endpoint_url: str | None = None, own_keys: bool = False,
-    ) -> Renewal:  # fmt: skip
+        self,
+        url: str,
+        *,
+        duration_s: int = 3600,
+        endpoint_url: str | None = None,
+        own_keys: bool = False,
+    ) -> Renewal:
         """Give the box short-lived credentials for ``url`` (an ``s3://bucket/prefix``) and
         nothing else: STS credentials whose session policy allows that prefix's objects
         only, sent over this box's session (never through Vast's API), renewed before
@@ -228,16 +240,26 @@ class RunOptions:
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteTask:
         """Start ``fn`` detached (see :meth:`Box.submit`)."""
-        return self.box.session.invoke(fn, args, kwargs, results=self.results, detach=True)  # type: ignore[no-any-return]
+        return self.box.session.invoke(fn, args, kwargs, results=self.results, detach=True)
 
     def run_cell(
-        self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
-    ) -> CellResult:  # fmt: skip
+        self,
+        source: str,
+        *,
+        push: Mapping[str, Any] | None = None,
+        pull: Iterable[str] = (),
+        name: str = CELL_NAME,
+    ) -> CellResult:
         """Run notebook ``source`` on the box (see :meth:`Box.run_cell`)."""
         return self.box.session.run_cell(source, push=push, pull=pull, name=name, results=self.results)
 
     def submit_cell(
-        self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
-    ) -> RemoteTask:  # fmt: skip
+        self,
+        source: str,
+        *,
+        push: Mapping[str, Any] | None = None,
+        pull: Iterable[str] = (),
+        name: str = CELL_NAME,
+    ) -> RemoteTask:
         """Start notebook ``source`` detached; its task's ``result()`` is a :class:`CellResult`."""
         return self.box.session.submit_cell(source, push=push, pull=pull, name=name, results=self.results)

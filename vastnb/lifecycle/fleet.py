@@ -19,8 +19,8 @@ import re
 import secrets
 import sys
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vastnb.backends.base import Backend
@@ -70,8 +70,14 @@ def parse_label(label: str | None) -> tuple[str, str | None] | None:
 class Fleet:
     """Launching, reattaching, listing and destroying a client's instances."""
 
-    def __init__(self, backend: Backend, store: StateStore, *, select: Callable[[Profile], list[Candidate]],
-                 policy: LaunchPolicy | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        backend: Backend,
+        store: StateStore,
+        *,
+        select: Callable[[Profile], list[Candidate]],
+        policy: LaunchPolicy | None = None,
+    ) -> None:
         self.backend = backend
         self.api = backend.api
         self.url = backend.api.base_url
@@ -114,11 +120,15 @@ class Fleet:
     def launch(self, profile: Profile, *, name: str | None, keep: bool, progress: Progress | None) -> Box:
         name = name or f"{profile.name}-{secrets.token_hex(2)}"
         if not _NAME.match(name):
-            raise ConfigError(f"name {name!r} is not usable: 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit.")
+            raise ConfigError(
+                f"name {name!r} is not usable: 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit."
+            )
         existing = self.store.find(self.url, name)
         if existing is not None and existing.live and self._exists(existing.id):
-            raise ConfigError(f"an instance called {name!r} is already running (#{existing.id}): pick another name, "
-                              f"or reattach to it with attach({name!r}).")  # fmt: skip
+            raise ConfigError(
+                f"an instance called {name!r} is already running (#{existing.id}): pick another name, "
+                f"or reattach to it with attach({name!r})."
+            )
         return launch(self, profile, name, keep=keep, policy=self.policy, progress=progress)
 
     def create(self, profile: Profile, candidate: Candidate, name: str) -> CreatedInstance:
@@ -128,9 +138,14 @@ class Fleet:
         label = f"{LABEL_PREFIX}{name}:{self.session_id}"
         try:
             created = self.api.create_instance(
-                candidate.offer.id, image=profile.image, disk_gb=profile.disk_gb, label=label, price=candidate.bid,
-                runtype="ssh_direct" if profile.direct_ssh else "ssh", onstart=self._boot_switch(profile),
-            )  # fmt: skip
+                candidate.offer.id,
+                image=profile.image,
+                disk_gb=profile.disk_gb,
+                label=label,
+                price=candidate.bid,
+                runtype="ssh_direct" if profile.direct_ssh else "ssh",
+                onstart=self._boot_switch(profile),
+            )
         except InstanceCreateError as exc:
             if exc.created_instance_id is not None:
                 self._record(profile, candidate, name, label, exc.created_instance_id, None)
@@ -143,17 +158,36 @@ class Fleet:
         max_s = profile.max_duration_hours * 3600 if profile.max_duration_hours else None
         end = self.backend.self_destruct()
         home = self.backend.worker_home()
-        return onstart.boot_switch(url=end.url, home=home, silence_s=self.backend.box.silence_s, max_s=max_s, clock=end.clock)
+        return onstart.boot_switch(
+            url=end.url, home=home, silence_s=self.backend.box.silence_s, max_s=max_s, clock=end.clock
+        )
 
-    def _record(self, profile: Profile, candidate: Candidate, name: str, label: str, instance_id: int,
-                key: str | None) -> None:  # fmt: skip
+    def _record(
+        self, profile: Profile, candidate: Candidate, name: str, label: str, instance_id: int, key: str | None
+    ) -> None:
         offer = candidate.offer
-        self.store.record(Rental(
-            url=self.url, id=instance_id, name=name, profile=profile.name, label=label, session=self.session_id,
-            keep=False, offer_id=offer.id, machine_id=offer.machine_id, gpu_name=offer.gpu_name, num_gpus=offer.num_gpus,
-            dph_total=candidate.price, bid=candidate.bid, max_duration_hours=profile.max_duration_hours,
-            instance_key=key, state=InstanceState.CREATED, created_at=time.time(), destroyed_at=None,
-        ))  # fmt: skip
+        self.store.record(
+            Rental(
+                url=self.url,
+                id=instance_id,
+                name=name,
+                profile=profile.name,
+                label=label,
+                session=self.session_id,
+                keep=False,
+                offer_id=offer.id,
+                machine_id=offer.machine_id,
+                gpu_name=offer.gpu_name,
+                num_gpus=offer.num_gpus,
+                dph_total=candidate.price,
+                bid=candidate.bid,
+                max_duration_hours=profile.max_duration_hours,
+                instance_key=key,
+                state=InstanceState.CREATED,
+                created_at=time.time(),
+                destroyed_at=None,
+            )
+        )
 
     def ready(self, instance_id: int, *, keep: bool | None = None) -> Rental:
         """The worker answers: kept from now on if ``keep`` (only now: a launcher that
@@ -181,8 +215,15 @@ class Fleet:
         if rental.max_duration_hours:
             remaining = rental.max_duration_hours * 3600 - (time.time() - rental.created_at)
         end = self.backend.self_destruct()
-        armed: dict[str, Any] = session.control(watchdog.arm, instance_id, end.url, rental.instance_key, remaining_s=remaining,
-                                                silence_s=self.backend.box.silence_s, clock=end.clock)  # fmt: skip
+        armed: dict[str, Any] = session.control(
+            watchdog.arm,
+            instance_id,
+            end.url,
+            rental.instance_key,
+            remaining_s=remaining,
+            silence_s=self.backend.box.silence_s,
+            clock=end.clock,
+        )
         return armed
 
     # -- a rented instance ---------------------------------------------------------------
@@ -224,7 +265,7 @@ class Fleet:
             try:
                 if self.destroy(instance_id, note):
                     destroyed.append(instance_id)
-            except Exception as exc:  # whatever went wrong with one, the next is still tried
+            except Exception as exc:  # noqa: BLE001 - whatever went wrong with one, the next is still tried
                 failed[instance_id] = str(exc) if isinstance(exc, VastError) else f"{type(exc).__name__}: {exc}"
         if failed:
             raise TeardownError(destroyed, failed)
@@ -249,7 +290,7 @@ class Fleet:
                 parsed = parse_label(instance.label)
                 if parsed and parsed[1] == self._session.id and instance.id not in mine:
                     doomed.append(instance.id)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the recorded instances are destroyed anyway
             print(f"vastnb: could not list instances at exit ({exc}); destroying the recorded ones", file=sys.stderr)
         try:
             self.destroy_every(doomed, "destroyed at interpreter exit")
@@ -257,8 +298,10 @@ class Fleet:
             print(f"vastnb: at exit, {exc}", file=sys.stderr)
         for rental in kept:
             price = f"${rental.dph_total:.3f}/h" if rental.dph_total is not None else "price unknown"
-            print(f"vastnb: kept running: {rental.name} (#{rental.id}, {price}); "
-                  f"end it with `vastnb down {rental.name}`", file=sys.stderr)  # fmt: skip
+            print(
+                f"vastnb: kept running: {rental.name} (#{rental.id}, {price}); end it with `vastnb down {rental.name}`",
+                file=sys.stderr,
+            )
         self.store.end_session(self._session.id)
         self._session = dataclasses.replace(self._session, ended_at=time.time())
 
@@ -317,8 +360,10 @@ class Fleet:
         if rental is None:
             rental = self.store.find(self.url, str(ref))
         if rental is None:
-            raise InstanceGoneError(f"no instance called {ref!r} in vastnb's state store ({self.store.path}); "
-                                    "`vastnb ps` lists the ones that exist.")  # fmt: skip
+            raise InstanceGoneError(
+                f"no instance called {ref!r} in vastnb's state store ({self.store.path}); "
+                "`vastnb ps` lists the ones that exist."
+            )
         return rental
 
     def attach(self, ref: str | int) -> Box:

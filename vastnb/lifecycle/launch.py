@@ -80,20 +80,26 @@ class Attempt:
     error: str | None = None
 
 
-def launch(fleet: Fleet, profile: Profile, name: str, *, keep: bool, policy: LaunchPolicy, progress: Progress | None) -> Box:
+def launch(
+    fleet: Fleet, profile: Profile, name: str, *, keep: bool, policy: LaunchPolicy, progress: Progress | None
+) -> Box:
     """Rent the cheapest offer for ``profile`` and return its box, ready (see module doc)."""
     return _Launch(fleet, profile, name, keep, policy, progress).run()
 
 
 class _Launch:
-    def __init__(self, fleet: Fleet, profile: Profile, name: str, keep: bool, policy: LaunchPolicy, progress: Progress | None) -> None:
+    def __init__(
+        self, fleet: Fleet, profile: Profile, name: str, keep: bool, policy: LaunchPolicy, progress: Progress | None
+    ) -> None:
         self.fleet, self.profile, self.name, self.keep, self.policy = fleet, profile, name, keep, policy
         self._progress = progress
         self.t0 = time.monotonic()
         self.attempts: list[Attempt] = []
         self.avoid: set[int] = set()  # machines that failed us during this launch
 
-    def emit(self, stage: str, message: str, instance_id: int | None = None, candidate: Candidate | None = None) -> None:
+    def emit(
+        self, stage: str, message: str, instance_id: int | None = None, candidate: Candidate | None = None
+    ) -> None:
         if self._progress is not None:
             self._progress(LaunchEvent(stage, message, time.monotonic() - self.t0, instance_id, candidate))
 
@@ -119,8 +125,12 @@ class _Launch:
         record = Attempt(offer.id, offer.machine_id, offer.gpu_name, candidate.price)
         self.attempts.append(record)
         bid = f", bid ${candidate.bid:.4f}/h" if candidate.bid is not None else ""
-        self.emit("offer", f"offer {offer.id}: {offer.num_gpus}x {offer.gpu_name}, ${candidate.price:.3f}/h{bid}, "
-                  f"{offer.country or '??'}, reliability {offer.reliability:.3f}", candidate=candidate)  # fmt: skip
+        self.emit(
+            "offer",
+            f"offer {offer.id}: {offer.num_gpus}x {offer.gpu_name}, ${candidate.price:.3f}/h{bid}, "
+            f"{offer.country or '??'}, reliability {offer.reliability:.3f}",
+            candidate=candidate,
+        )
         try:
             created = self.fleet.create(self.profile, candidate, self.name)
         except OfferUnavailableError as exc:
@@ -139,7 +149,9 @@ class _Launch:
         record.instance_id = created.id
         try:
             self.emit("created", f"instance {created.id} created", created.id)
-            wait_ready(self.fleet, created.id, self.policy, emit=lambda stage, message: self.emit(stage, message, created.id))
+            wait_ready(
+                self.fleet, created.id, self.policy, emit=lambda stage, message: self.emit(stage, message, created.id)
+            )
             session = self.connect(created.id)
             self.fleet.arm_watchdog(session, created.id)
         except (NotReady, TransportError) as exc:
@@ -173,8 +185,10 @@ class _Launch:
             self.emit("cleanup", f"instance {instance_id} could NOT be destroyed: {exc}", instance_id)
 
     def failure(self, offers: int) -> ProvisionError:
-        lines = [f"Could not launch {self.name!r} (profile {self.profile.name!r}) after {len(self.attempts)} "
-                 f"attempt(s) over {offers} matching offer(s):"]  # fmt: skip
+        lines = [
+            f"Could not launch {self.name!r} (profile {self.profile.name!r}) after {len(self.attempts)} "
+            f"attempt(s) over {offers} matching offer(s):"
+        ]
         for a in self.attempts:
             made = f"instance {a.instance_id}" if a.instance_id else "no instance"
             fate = {True: "destroyed", False: "NOT destroyed, still billing", None: ""}[a.destroyed]
@@ -184,7 +198,9 @@ class _Launch:
             lines.append(f"Destroy what is left with `vastnb down {' '.join(map(str, left))}` or at console.vast.ai.")
         else:
             lines.append("Nothing was left billing. Try again later, or relax the profile (see `vastnb offers`).")
-        return ProvisionError("\n".join(lines), attempts=[dataclasses.asdict(a) for a in self.attempts], left_billing=left)
+        return ProvisionError(
+            "\n".join(lines), attempts=[dataclasses.asdict(a) for a in self.attempts], left_billing=left
+        )
 
     def _billing(self, instance_id: int) -> bool:
         rental = self.fleet.rental(instance_id)

@@ -29,8 +29,14 @@ LIMIT = 4096
 
 
 def boot_switch(
-    *, url: str, home: str, silence_s: float, max_s: float | None, clock: str | None = None, beat_s: float | None = None,
-) -> str:  # fmt: skip
+    *,
+    url: str,
+    home: str,
+    silence_s: float,
+    max_s: float | None,
+    clock: str | None = None,
+    beat_s: float | None = None,
+) -> str:
     """The ``onstart`` command that starts the boot switch in the background (the
     container goes on booting), with its configuration. ``home`` may contain ``{id}``;
     ``clock`` is the simulator's; ``beat_s`` shortens how long the worker's silence is
@@ -42,7 +48,9 @@ def boot_switch(
     loader = f'import base64,zlib;exec(zlib.decompress(base64.b64decode("{_packed()}")))'
     command = f"nohup python3 -I -S -c {shlex.quote(loader)} {shlex.quote(json.dumps(config))} >/dev/null 2>&1 &"
     if len(command) > LIMIT:
-        raise ValueError(f"the boot switch's onstart is {len(command)} characters, over Vast's {LIMIT}: shorten the box home or the API URL")
+        raise ValueError(
+            f"the boot switch's onstart is {len(command)} characters, over Vast's {LIMIT}: shorten the box home or the API URL"
+        )
     return command
 
 
@@ -58,7 +66,13 @@ class _Stripped(ast.NodeTransformer):
 
     def generic_visit(self, node: ast.AST) -> ast.AST:
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+        ):
+            # Any node with a list body (module, def, class, if, for, with...): ast.AST itself declares none.
             node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
         return super().generic_visit(node)
 
@@ -71,4 +85,8 @@ class _Stripped(ast.NodeTransformer):
         return self.generic_visit(node)
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:  # ``x: T = v`` -> ``x = v``
-        return ast.Pass() if node.value is None else ast.Assign(targets=[node.target], value=node.value, lineno=node.lineno)
+        return (
+            ast.Pass()
+            if node.value is None
+            else ast.Assign(targets=[node.target], value=node.value, lineno=node.lineno)
+        )

@@ -34,8 +34,14 @@ class NotReady(Exception):
         self.gone = gone
 
 
-def wait_ready(fleet: Fleet, instance_id: int, policy: LaunchPolicy, *, timeout: float | None = None,
-               emit: Callable[[str, str], None] | None = None) -> Instance:  # fmt: skip
+def wait_ready(
+    fleet: Fleet,
+    instance_id: int,
+    policy: LaunchPolicy,
+    *,
+    timeout: float | None = None,
+    emit: Callable[[str, str], None] | None = None,
+) -> Instance:
     """Poll until ``instance_id`` runs and can be reached; the instance then. ``emit(stage,
     message)`` is told of each phase (loading, running). Raises :class:`NotReady`."""
     rental = fleet.rental(instance_id)
@@ -63,7 +69,11 @@ def wait_ready(fleet: Fleet, instance_id: int, policy: LaunchPolicy, *, timeout:
         if any(sign in msg.lower() for sign in FAILURE_SIGNS):
             raise NotReady(f"failed to start its container: {msg}", gone=True)
         if status is ActualStatus.LOADING and phase is not InstanceState.LOADING:
-            phase, deadline, limit = InstanceState.LOADING, time.monotonic() + policy.load_deadline, policy.load_deadline
+            phase, deadline, limit = (
+                InstanceState.LOADING,
+                time.monotonic() + policy.load_deadline,
+                policy.load_deadline,
+            )
             fleet.transition(instance_id, InstanceState.LOADING, msg or None)
             if emit:
                 emit("loading", f"instance {instance_id} loading ({msg or 'pulling the image'})")

@@ -59,4 +59,6 @@ def check_transition(instance_id: int, old: InstanceState, new: InstanceState) -
     """Raise :class:`LifecycleError` unless ``old -> new`` is allowed (staying put is)."""
     if new is not old and new not in TRANSITIONS[old]:
         allowed = ", ".join(s.value for s in sorted(TRANSITIONS[old], key=list(InstanceState).index)) or "nothing"
-        raise LifecycleError(f"instance {instance_id} cannot go from {old.value} to {new.value} (from {old.value}: {allowed}).")
+        raise LifecycleError(
+            f"instance {instance_id} cannot go from {old.value} to {new.value} (from {old.value}: {allowed})."
+        )

@@ -39,7 +39,6 @@ from vastnb.lifecycle.states import InstanceState, check_transition
 __all__ = ["StateStore", "SessionInfo"]
 
 
-
 @dataclass(frozen=True)
 class SessionInfo:
     """One Python process that launches instances."""
@@ -68,7 +67,7 @@ _UPDATABLE = {"keep", "session", "instance_key"}
 
 
 def _rental(row: tuple[Any, ...]) -> Rental:
-    values = dict(zip(_COLUMNS, row))
+    values = dict(zip(_COLUMNS, row, strict=False))
     values["keep"] = bool(values["keep"])
     values["state"] = InstanceState(values["state"])
     return Rental(**values)
@@ -174,8 +173,10 @@ class StateStore:
         pid = os.getpid()
         info = SessionInfo(secrets.token_hex(4), socket.gethostname(), pid, process_token(pid), time.time(), None)
         with self._db() as db:
-            db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
-                       (info.id, info.host, info.pid, info.token, info.started_at, None))  # fmt: skip
+            db.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+                (info.id, info.host, info.pid, info.token, info.started_at, None),
+            )
         return info
 
     def end_session(self, session: str) -> None:
@@ -192,10 +193,14 @@ class StateStore:
     def record(self, rental: Rental) -> None:
         """Write a new instance, and its first state in the history."""
         with self._db() as db:
-            db.execute(f"INSERT OR REPLACE INTO instances VALUES ({', '.join('?' * len(_COLUMNS))})",
-                       [_value(getattr(rental, c)) for c in _COLUMNS])  # fmt: skip
-            db.execute("INSERT INTO history VALUES (?, ?, ?, ?, ?, ?)",
-                       (rental.url, rental.id, rental.created_at, rental.state.value, rental.dph_total, "created"))  # fmt: skip
+            db.execute(
+                f"INSERT OR REPLACE INTO instances VALUES ({', '.join('?' * len(_COLUMNS))})",
+                [_value(getattr(rental, c)) for c in _COLUMNS],
+            )
+            db.execute(
+                "INSERT INTO history VALUES (?, ?, ?, ?, ?, ?)",
+                (rental.url, rental.id, rental.created_at, rental.state.value, rental.dph_total, "created"),
+            )
 
     def transition(self, url: str, instance_id: int, state: InstanceState, note: str | None = None) -> Rental | None:
         """Move one instance to ``state`` (checked against the state machine, in the same
@@ -203,17 +208,24 @@ class StateStore:
         None if the store has no such instance. Destroyed is final: destroying again
         adds a note, and the first time counts."""
         with self._db() as db:
-            row = db.execute("SELECT state, dph_total FROM instances WHERE url = ? AND id = ?", (url, instance_id)).fetchone()
+            row = db.execute(
+                "SELECT state, dph_total FROM instances WHERE url = ? AND id = ?", (url, instance_id)
+            ).fetchone()
             if row is None:
                 return None
             check_transition(instance_id, InstanceState(row[0]), state)
             if state is InstanceState.DESTROYED:
-                db.execute("UPDATE instances SET state = ?, destroyed_at = coalesce(destroyed_at, ?) WHERE url = ? AND id = ?",
-                           (state.value, time.time(), url, instance_id))  # fmt: skip
+                db.execute(
+                    "UPDATE instances SET state = ?, destroyed_at = coalesce(destroyed_at, ?) WHERE url = ? AND id = ?",
+                    (state.value, time.time(), url, instance_id),
+                )
             else:
                 db.execute("UPDATE instances SET state = ? WHERE url = ? AND id = ?", (state.value, url, instance_id))
             price = None if state is InstanceState.DESTROYED else row[1]
-            db.execute("INSERT INTO history VALUES (?, ?, ?, ?, ?, ?)", (url, instance_id, time.time(), state.value, price, note))
+            db.execute(
+                "INSERT INTO history VALUES (?, ?, ?, ?, ?, ?)",
+                (url, instance_id, time.time(), state.value, price, note),
+            )
             got = db.execute("SELECT * FROM instances WHERE url = ? AND id = ?", (url, instance_id)).fetchone()
         return _rental(got)
 
@@ -226,11 +238,18 @@ class StateStore:
         with self._db() as db:
             if changes:
                 sets = ", ".join(f"{c} = ?" for c in changes)
-                db.execute(f"UPDATE instances SET {sets} WHERE url = ? AND id = ?", [*changes.values(), url, instance_id])
+                db.execute(
+                    f"UPDATE instances SET {sets} WHERE url = ? AND id = ?", [*changes.values(), url, instance_id]
+                )
             if note:
-                row = db.execute("SELECT state, dph_total FROM instances WHERE url = ? AND id = ?", (url, instance_id)).fetchone()
+                row = db.execute(
+                    "SELECT state, dph_total FROM instances WHERE url = ? AND id = ?", (url, instance_id)
+                ).fetchone()
                 if row:
-                    db.execute("INSERT INTO history VALUES (?, ?, ?, ?, ?, ?)", (url, instance_id, time.time(), row[0], row[1], note))
+                    db.execute(
+                        "INSERT INTO history VALUES (?, ?, ?, ?, ?, ?)",
+                        (url, instance_id, time.time(), row[0], row[1], note),
+                    )
 
     def get(self, url: str, instance_id: int) -> Rental | None:
         with self._db() as db:
@@ -247,12 +266,18 @@ class StateStore:
         return _rental(row) if row else None
 
     def instances(self, url: str, *, live: bool = True) -> list[Rental]:
-        query = "SELECT * FROM instances WHERE url = ?" + (" AND destroyed_at IS NULL" if live else "") + " ORDER BY created_at"
+        query = (
+            "SELECT * FROM instances WHERE url = ?"
+            + (" AND destroyed_at IS NULL" if live else "")
+            + " ORDER BY created_at"
+        )
         with self._db() as db:
             return [_rental(row) for row in db.execute(query, (url,))]
 
     def history(self, url: str, instance_id: int) -> list[tuple[float, str, float | None, str | None]]:
         """(time, state, $/h, note) for one instance, oldest first."""
         with self._db() as db:
-            return db.execute("SELECT at, state, dph_total, note FROM history WHERE url = ? AND id = ? ORDER BY at, rowid",
-                              (url, instance_id)).fetchall()  # fmt: skip
+            return db.execute(
+                "SELECT at, state, dph_total, note FROM history WHERE url = ? AND id = ? ORDER BY at, rowid",
+                (url, instance_id),
+            ).fetchall()

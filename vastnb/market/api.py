@@ -12,18 +12,18 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Generator, Iterator, Mapping
+from typing import Any, TypeVar
 
 import httpx
 
 from vastnb import __version__
 from vastnb.base.config import vast_url
-from vastnb.errors import APIConnectionError, APIError, InstanceCreateError, NotFoundError, RateLimitError, VastError
-from vastnb.market.records import Charge, CreatedInstance, Instance, Offer, SSHKey, User
-from vastnb.market.api_errors import error_for
-from vastnb.market.retry import RETRY_STATUSES, RetryPolicy, parse_threshold
 from vastnb.base.secret import Secret, redact
+from vastnb.errors import APIConnectionError, APIError, InstanceCreateError, NotFoundError, RateLimitError, VastError
+from vastnb.market.api_errors import error_for
+from vastnb.market.records import Charge, CreatedInstance, Instance, Offer, SSHKey, User
+from vastnb.market.retry import RETRY_STATUSES, RetryPolicy, parse_threshold
 
 __all__ = ["VastAPI"]
 
@@ -32,6 +32,8 @@ log = logging.getLogger("vastnb.market.api")
 V1_PAGE_LIMIT = 25  # the v1 list's maximum page size
 CHARGES_PAGE_LIMIT = 500
 
+_Error = TypeVar("_Error", bound=VastError)
+
 
 class _BearerAuth(httpx.Auth):
     """Adds ``Authorization: Bearer`` at send time, so the key sits in no header dict."""
@@ -39,7 +41,7 @@ class _BearerAuth(httpx.Auth):
     def __init__(self, key: Secret) -> None:
         self._key = key
 
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = f"Bearer {self._key.reveal()}"
         yield request
 
@@ -280,8 +282,10 @@ class VastAPI:
             return body
         if ok:
             raise self._scrub(
-                VastError(f"{method} {path} returned HTTP {response.status_code} without a JSON body; "
-                          "the Vast API may be down, or VAST_URL points at something else.")
+                VastError(
+                    f"{method} {path} returned HTTP {response.status_code} without a JSON body; "
+                    "the Vast API may be down, or VAST_URL points at something else."
+                )
             )
         # Build the error from a redacted copy of the answer, rebinding ``body``: a server
         # that echoes the key must not leave it in this frame, where a traceback shown
@@ -310,7 +314,7 @@ class VastAPI:
             )
         )
 
-    def _scrub(self, error: VastError) -> Any:
+    def _scrub(self, error: _Error) -> _Error:
         error.args = tuple(redact(str(a), self._key) for a in error.args)
         if isinstance(error, APIError) and error.code:
             error.code = redact(error.code, self._key)

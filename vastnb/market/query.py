@@ -15,8 +15,15 @@ from typing import Any, NamedTuple, TypeAlias
 from vastnb.errors import ConfigError
 
 __all__ = [
-    "Query", "DEFAULT_FILTERS", "OFFER_FIELDS", "ALIASES", "UNIT_MULTIPLIERS",
-    "parse_query", "parse_order", "format_query", "looks_like_query",
+    "Query",
+    "DEFAULT_FILTERS",
+    "OFFER_FIELDS",
+    "ALIASES",
+    "UNIT_MULTIPLIERS",
+    "parse_query",
+    "parse_order",
+    "format_query",
+    "looks_like_query",
 ]
 
 #: A ``/bundles/`` request body: ``{field: {op: value}}`` plus control keys (order, type, limit...).
@@ -24,7 +31,10 @@ Query: TypeAlias = dict[str, Any]
 
 #: The filters the CLI adds unless told ``--no-default``.
 DEFAULT_FILTERS: dict[str, dict[str, Any]] = {
-    "verified": {"eq": True}, "external": {"eq": False}, "rentable": {"eq": True}, "rented": {"eq": False},
+    "verified": {"eq": True},
+    "external": {"eq": False},
+    "rentable": {"eq": True},
+    "rented": {"eq": False},
 }
 
 #: Filterable offer fields: the CLI's list, plus ``reliability2``, which the server also accepts.
@@ -40,8 +50,11 @@ OFFER_FIELDS: frozenset[str] = frozenset(
 
 #: Short names the CLI accepts. (It dropped ``reliability -> reliability2`` in 2024.)
 ALIASES: dict[str, str] = {
-    "dph": "dph_total", "dlperf_usd": "dlperf_per_dphtotal", "flops_usd": "flops_per_dphtotal",
-    "cuda_vers": "cuda_max_good", "display_active": "gpu_display_active",
+    "dph": "dph_total",
+    "dlperf_usd": "dlperf_per_dphtotal",
+    "flops_usd": "flops_per_dphtotal",
+    "cuda_vers": "cuda_max_good",
+    "display_active": "gpu_display_active",
 }
 
 #: Fields written in friendly units: GB -> the API's MB, days -> seconds.
@@ -52,8 +65,16 @@ _ORDER_ONLY_FIELDS = frozenset({"score", "dph_base"})
 _CONTROL_KEYS = frozenset({"order", "type", "limit", "allocated_storage", "disable_bundling"})
 
 # Every spelling, blanks removed ("not eq" -> "noteq"), to the API's operator.
-_SPELLINGS = {"eq": "= == eq", "neq": "!= neq noteq", "gt": "> gt", "gte": ">= gte", "lt": "< lt", "lte": "<= lte",
-              "in": "in", "notin": "notin nin"}  # fmt: skip
+_SPELLINGS = {
+    "eq": "= == eq",
+    "neq": "!= neq noteq",
+    "gt": "> gt",
+    "gte": ">= gte",
+    "lt": "< lt",
+    "lte": "<= lte",
+    "in": "in",
+    "notin": "notin nin",
+}
 _OPERATORS = {spelling: op for op, spellings in _SPELLINGS.items() for spelling in spellings.split()}
 _OP_SYMBOLS = {"eq": "=", "neq": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "in": " in ", "notin": " notin "}
 _VALID_OPS = "Valid operators: = == != < <= > >= eq neq noteq 'not eq' gt gte lt lte in notin nin 'not in'. "

@@ -235,7 +235,9 @@ class SSHKey:
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> SSHKey:
-        return cls(id=_int(data.get("id")), key=str(data.get("key") or data.get("public_key") or data.get("ssh_key") or ""))
+        return cls(
+            id=_int(data.get("id")), key=str(data.get("key") or data.get("public_key") or data.get("ssh_key") or "")
+        )
 
 
 @dataclass(frozen=True)

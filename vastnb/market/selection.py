@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from vastnb.profiles.profile import Profile
 from vastnb.market.query import DEFAULT_FILTERS, Query
 from vastnb.market.records import Offer
+from vastnb.profiles.profile import Profile
 
 __all__ = ["Candidate", "Constraint", "NoMatchReport", "profile_query", "broad_query", "rank", "explain"]
 
@@ -59,12 +59,18 @@ def constraints(profile: Profile) -> list[Constraint]:
         Constraint(f"GPU model {', '.join(profile.gpu_names)}", lambda o, p: o.gpu_name.casefold() in models, True),
         Constraint(f"{profile.num_gpus} GPU(s)", lambda o, p: o.num_gpus == profile.num_gpus, True),
         Constraint(f"price <= ${profile.max_price_per_hour:.2f}/h", lambda o, p: p <= profile.max_price_per_hour),
-        Constraint(f"reliability >= {profile.min_reliability:g}", lambda o, p: o.reliability >= profile.min_reliability),
+        Constraint(
+            f"reliability >= {profile.min_reliability:g}", lambda o, p: o.reliability >= profile.min_reliability
+        ),
         Constraint(f"disk >= {profile.disk_gb:g} GB free", lambda o, p: o.disk_space >= profile.disk_gb),
     ]
     if profile.interruptible:
         # A bid below min_bid still creates (and bills) a stopped instance: never send one.
-        checks.append(Constraint("bid >= the offer's min_bid", lambda o, p: o.min_bid > 0 and profile.bid_price(o.min_bid) >= o.min_bid))
+        checks.append(
+            Constraint(
+                "bid >= the offer's min_bid", lambda o, p: o.min_bid > 0 and profile.bid_price(o.min_bid) >= o.min_bid
+            )
+        )
     if profile.min_gpu_ram_gb is not None:
         ram = profile.min_gpu_ram_gb
         checks.append(Constraint(f"GPU RAM >= {ram:g} GB", lambda o, p: o.gpu_ram_mb >= ram * 1000))

@@ -14,12 +14,11 @@ import threading
 import time
 from typing import Any
 
-from vastnb_worker.protocol import MAX_FRAME, BadFrame, Channel, ChannelClosed, Frame, Kind
-from vastnb_worker.relay import WORKER_DIED
-
 from vastnb.errors import ConnectionLostError, HandshakeError, TransportError
 from vastnb.offload.transport import Transport
 from vastnb.offload.zipapp import worker_zipapp
+from vastnb_worker.protocol import MAX_FRAME, BadFrame, Channel, ChannelClosed, Frame, Kind
+from vastnb_worker.relay import WORKER_DIED
 
 __all__ = ["Connection"]
 
@@ -29,8 +28,14 @@ _CLOSED = None  # what the reader thread queues when the stream ends
 class Connection:
     """A live worker connection. Use :meth:`open`."""
 
-    def __init__(self, transport: Transport, process: subprocess.Popen[bytes], stderr_tail: collections.deque[str], *,
-                 max_frame: int = MAX_FRAME) -> None:  # fmt: skip
+    def __init__(
+        self,
+        transport: Transport,
+        process: subprocess.Popen[bytes],
+        stderr_tail: collections.deque[str],
+        *,
+        max_frame: int = MAX_FRAME,
+    ) -> None:
         self.transport = transport
         self.process = process
         self._stderr_tail = stderr_tail
@@ -42,8 +47,9 @@ class Connection:
         self.alive = True
 
     @classmethod
-    def open(cls, transport: Transport, versions: dict[str, Any], *, timeout: float = 120.0,
-             max_frame: int = MAX_FRAME) -> Connection:  # fmt: skip
+    def open(
+        cls, transport: Transport, versions: dict[str, Any], *, timeout: float = 120.0, max_frame: int = MAX_FRAME
+    ) -> Connection:
         """Start the worker and shake hands, retrying (bounded by ``timeout``) while a
         new box settles: its SSH key still propagating, its sshd still starting. A frame
         from the box over ``max_frame`` bytes ends the connection unread."""
@@ -65,9 +71,14 @@ class Connection:
         argv = transport.argv([digest, str(len(data))])
         try:
             process = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
-                env=transport.env(), start_new_session=True,  # Ctrl-C in the notebook must not kill ssh: we forward it
-            )  # fmt: skip
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                bufsize=0,
+                env=transport.env(),
+                start_new_session=True,  # Ctrl-C in the notebook must not kill ssh: we forward it
+            )
         except FileNotFoundError:  # no such program here: a local python, or ssh itself
             if argv[0] == "ssh":
                 raise TransportError("no `ssh` command on this machine: install the OpenSSH client") from None
@@ -92,7 +103,7 @@ class Connection:
         time.sleep(0.05)  # let the stderr thread catch the last lines
         stderr = "".join(self._stderr_tail)
         error = self.transport.failure(returncode, stderr)
-        error.stderr = stderr  # type: ignore[attr-defined]
+        error.stderr = stderr
         return error
 
     def _bootstrap(self, zipapp: bytes) -> None:
@@ -116,7 +127,9 @@ class Connection:
             except BrokenPipeError:
                 raise self._fail() from None
         elif answer != "HAVE":
-            raise TransportError(f"unexpected answer from the worker bootstrap on {self.transport.describe()}: {answer!r}")
+            raise TransportError(
+                f"unexpected answer from the worker bootstrap on {self.transport.describe()}: {answer!r}"
+            )
 
     def _handshake(self, versions: dict[str, Any]) -> None:
         try:
@@ -125,8 +138,10 @@ class Connection:
         except ChannelClosed:
             raise self._fail() from None
         if reply.kind == Kind.REFUSED:
-            error = HandshakeError(f"the worker on {self.transport.describe()} refused the session: {reply.meta.get('message')}")
-            error.restarting = bool(reply.meta.get("restarting"))  # type: ignore[attr-defined]
+            error = HandshakeError(
+                f"the worker on {self.transport.describe()} refused the session: {reply.meta.get('message')}"
+            )
+            error.restarting = bool(reply.meta.get("restarting"))
             raise error
         self.hello = reply.meta
 
@@ -138,7 +153,7 @@ class Connection:
             self.lost_because = str(exc)
         except (ChannelClosed, ValueError, OSError):
             pass
-        except Exception as exc:  # whatever went wrong, the session must learn the stream is over, not hang
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the session must learn the stream is over, not hang
             self.lost_because = f"reading its frames failed ({type(exc).__name__}: {exc})"
         self.alive = False
         self.frames.put(_CLOSED)
@@ -156,8 +171,14 @@ class Connection:
         except subprocess.TimeoutExpired:
             return False
 
-    def send(self, kind: Kind, task: int = 0, meta: dict[str, Any] | None = None, body: bytes = b"",
-             buffers: list[Any] | tuple[Any, ...] = ()) -> None:  # fmt: skip
+    def send(
+        self,
+        kind: Kind,
+        task: int = 0,
+        meta: dict[str, Any] | None = None,
+        body: bytes = b"",
+        buffers: list[Any] | tuple[Any, ...] = (),
+    ) -> None:
         try:
             self.channel.send(kind, task, meta, body, buffers)
         except (ChannelClosed, OSError) as exc:

@@ -17,7 +17,8 @@ import cloudpickle
 __all__ = ["ship_local_modules", "is_local"]
 
 _INSTALLED = tuple(
-    str(Path(p).resolve()) for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], sys.prefix, sys.base_prefix}
+    str(Path(p).resolve())
+    for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], sys.prefix, sys.base_prefix}
 )
 _checked: set[str] = set()
 _seen: tuple[int, str | None] = (0, None)  # sys.modules' size and newest name at the last look

@@ -14,11 +14,10 @@ import pickle
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from vastnb_worker import protocol, safepickle
-from vastnb_worker.protocol import Frame
-
 from vastnb.errors import RemoteError, UnsafeResultError
 from vastnb.offload.sourcemap import FIELD, SOURCES, TEXT, clean
+from vastnb_worker import protocol, safepickle
+from vastnb_worker.protocol import Frame
 
 if TYPE_CHECKING:
     from vastnb.offload.session import Session
@@ -45,8 +44,18 @@ def safe(body: bytes, buffers: Sequence[Any]) -> Any:
             "tensors come back. Return those, or use results=trusted for a box you trust (its pickles can "
             "run code here)."
         ) from None
-    except (pickle.UnpicklingError, ValueError, TypeError, EOFError, MemoryError, RecursionError, OverflowError,
-            IndexError, KeyError, AttributeError) as exc:  # fmt: skip
+    except (
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        EOFError,
+        MemoryError,
+        RecursionError,
+        OverflowError,
+        IndexError,
+        KeyError,
+        AttributeError,
+    ) as exc:
         raise UnsafeResultError(f"the box sent a result that does not decode ({type(exc).__name__}: {exc})") from None
 
 
@@ -62,7 +71,7 @@ def raise_remote(frame: Frame, policy: ResultPolicy, task: int | None) -> NoRetu
     if frame.body:
         try:
             exception = policy(frame.body, frame.buffers)
-        except Exception:  # the type may not exist here: the text says it all anyway
+        except Exception:  # noqa: BLE001 - the type may not exist here: the text says it all anyway
             exception = None
     error = RemoteError(
         clean(meta.get("type"), FIELD, oneline=True) or "Exception",  # the box's words, bounded and inert
@@ -77,7 +86,9 @@ def raise_remote(frame: Frame, policy: ResultPolicy, task: int | None) -> NoRetu
 class RemoteTask:
     """A task started detached on a box. It outlives the connection that started it."""
 
-    def __init__(self, session: Session, task_id: int, *, cell: bool = False, results: ResultPolicy | None = None) -> None:
+    def __init__(
+        self, session: Session, task_id: int, *, cell: bool = False, results: ResultPolicy | None = None
+    ) -> None:
         self.session = session
         self.id = task_id
         self._cell = cell

@@ -18,11 +18,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
-
-from vastnb_worker import __version__ as worker_version
-from vastnb_worker import protocol
-from vastnb_worker.protocol import Frame, Kind
+from typing import Any, Literal, overload
 
 from vastnb.errors import ConnectionLostError, HandshakeError, TransportError
 from vastnb.offload.connection import Connection
@@ -31,6 +27,8 @@ from vastnb.offload.results import RemoteTask, ResultPolicy, raise_remote, safe,
 from vastnb.offload.sourcemap import SOURCES
 from vastnb.offload.transport import Transport
 from vastnb.offload.zipapp import worker_zipapp
+from vastnb_worker import __version__ as worker_version, protocol
+from vastnb_worker.protocol import Frame, Kind
 
 __all__ = ["Session", "CellResult", "print_output"]
 
@@ -100,8 +98,9 @@ class Session:
             self._connection.close()
 
         def open_connection() -> Connection:
-            return Connection.open(self.transport, self.versions, timeout=timeout or self.connect_timeout,
-                                   max_frame=self.max_frame_bytes)  # fmt: skip
+            return Connection.open(
+                self.transport, self.versions, timeout=timeout or self.connect_timeout, max_frame=self.max_frame_bytes
+            )
 
         try:
             connection = open_connection()
@@ -112,7 +111,10 @@ class Session:
             connection = open_connection()
         pid = connection.hello.get("pid")
         if self._worker_pid is not None and pid != self._worker_pid:
-            warnings.warn(f"the worker on {self.transport.describe()} restarted: names defined by earlier cells are gone", stacklevel=3)
+            warnings.warn(
+                f"the worker on {self.transport.describe()} restarted: names defined by earlier cells are gone",
+                stacklevel=3,
+            )
         self._worker_pid = pid
         self._connection = connection
         return connection
@@ -139,10 +141,37 @@ class Session:
         """``fn(*args, **kwargs)`` on the box; its value here."""
         return self.invoke(fn, args, kwargs)
 
+    @overload
     def invoke(
-        self, fn: Callable[..., Any], args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, *,
-        results: ResultPolicy | None = None, detach: bool = False,
-    ) -> Any:  # fmt: skip
+        self,
+        fn: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        results: ResultPolicy | None = None,
+        detach: Literal[False] = False,
+    ) -> Any: ...
+
+    @overload
+    def invoke(
+        self,
+        fn: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        results: ResultPolicy | None = None,
+        detach: Literal[True],
+    ) -> RemoteTask: ...
+
+    def invoke(
+        self,
+        fn: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        results: ResultPolicy | None = None,
+        detach: bool = False,
+    ) -> Any:
         """``fn(*args, **kwargs)`` with the call's settings apart from its arguments (so
         none of ``fn``'s own can be taken): its value decoded with ``results`` (default:
         the session's policy), or with ``detach``, a :class:`RemoteTask` at once."""
@@ -171,23 +200,33 @@ class Session:
         return safe(frame.body, frame.buffers)
 
     def run_cell(
-        self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
+        self,
+        source: str,
+        *,
+        push: Mapping[str, Any] | None = None,
+        pull: Iterable[str] = (),
+        name: str = CELL_NAME,
         results: ResultPolicy | None = None,
-    ) -> CellResult:  # fmt: skip
+    ) -> CellResult:
         """Run cell ``source`` in the box's namespace, after setting the ``push`` names.
         Returns the ``pull`` names as a dict, with ``.value`` the last expression's value.
         ``name`` is how a traceback names the cell (the ``%%vast run`` magic: ``Cell In[3]``);
         ``results`` decodes what comes back (default: the session's policy)."""
-        return self._wait(*self._submit(Kind.CELL, _cell(source, push, pull, name), detach=False), results=results)  # type: ignore[no-any-return]
+        return self._wait(*self._submit(Kind.CELL, _cell(source, push, pull, name), detach=False), results=results)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteTask:
         """Start ``fn`` detached: it keeps running if the connection drops. Returns at once."""
-        return self.invoke(fn, args, kwargs, detach=True)  # type: ignore[no-any-return]
+        return self.invoke(fn, args, kwargs, detach=True)
 
     def submit_cell(
-        self, source: str, *, push: Mapping[str, Any] | None = None, pull: Iterable[str] = (), name: str = CELL_NAME,
+        self,
+        source: str,
+        *,
+        push: Mapping[str, Any] | None = None,
+        pull: Iterable[str] = (),
+        name: str = CELL_NAME,
         results: ResultPolicy | None = None,
-    ) -> RemoteTask:  # fmt: skip
+    ) -> RemoteTask:
         """Start a cell detached; see :meth:`run_cell`."""
         task = self._submit(Kind.CELL, _cell(source, push, pull, name), detach=True)[1]
         return RemoteTask(self, task, cell=True, results=results)
@@ -274,8 +313,10 @@ class Session:
             if frame is not None and frame.kind in _REPLIES and frame.meta.get("control") == request:
                 return frame
         self._abandon()
-        raise ConnectionLostError(f"vastnb's call of {name} on {self.transport.describe()} did not answer within "
-                                  f"{CONTROL_TIMEOUT:.0f} s; the next call reconnects.")  # fmt: skip
+        raise ConnectionLostError(
+            f"vastnb's call of {name} on {self.transport.describe()} did not answer within "
+            f"{CONTROL_TIMEOUT:.0f} s; the next call reconnects."
+        )
 
     def _expect(self, connection: Connection, kind: Kind, timeout: float = 60.0) -> Frame:
         deadline = time.monotonic() + timeout
@@ -283,7 +324,9 @@ class Session:
             frame = connection.next(timeout=0.2)
             if frame is not None and frame.kind == kind:
                 return frame
-        raise ConnectionLostError(f"no {kind.name} from the worker on {self.transport.describe()} within {timeout:.0f} s")
+        raise ConnectionLostError(
+            f"no {kind.name} from the worker on {self.transport.describe()} within {timeout:.0f} s"
+        )
 
     def _show(self, task: int, frame: Frame) -> None:
         if frame.kind == Kind.ACCEPTED:
@@ -345,14 +388,18 @@ class Session:
             except KeyboardInterrupt:
                 if interrupted_at is not None:
                     self._abandon()
-                    raise KeyboardInterrupt(f"stopped waiting; task {task} may still run on the box (attach({task}))") from None
+                    raise KeyboardInterrupt(
+                        f"stopped waiting; task {task} may still run on the box (attach({task}))"
+                    ) from None
                 connection.send(Kind.INTERRUPT, task)
                 interrupted_at = time.monotonic()
                 continue
             if frame is None:
                 if interrupted_at is not None and time.monotonic() - interrupted_at > INTERRUPT_GRACE:
                     self._abandon()
-                    raise KeyboardInterrupt(f"task {task} did not stop within {INTERRUPT_GRACE:.0f} s; it may still run on the box")
+                    raise KeyboardInterrupt(
+                        f"task {task} did not stop within {INTERRUPT_GRACE:.0f} s; it may still run on the box"
+                    )
                 continue
             if frame.task != task:
                 continue

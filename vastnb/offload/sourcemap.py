@@ -91,7 +91,8 @@ class SourceMap:
         and stripped of control characters), then the exception's lines and any hint."""
         frames = meta.get("frames")
         frames = [f for f in frames[: MAX_FRAMES + 1] if isinstance(f, Mapping)] if isinstance(frames, list) else []
-        omitted = meta.get("omitted") if isinstance(meta.get("omitted"), Mapping) else {}
+        omitted = meta.get("omitted")
+        omitted = omitted if isinstance(omitted, Mapping) else {}
         shown = [self._frame(frame) for frame in frames]
         out = ["Traceback (most recent call last):\n"] if shown else []
         repeats = 0
@@ -168,9 +169,10 @@ def _source_line(text: str, line: int, columns: Any) -> str:
     if isinstance(columns, list) and len(columns) == 2 and all(_int(c) == c for c in columns):
         marks = {"end_lineno": line, "colno": columns[0], "end_colno": columns[1]}
     try:
+        # The column keywords are Python 3.11's (mypy checks for 3.10, where they raise TypeError).
         frame = traceback.FrameSummary("", line, "", lookup_line=False, line=text, **marks)  # type: ignore[arg-type]
         return traceback.StackSummary.from_list([frame]).format()[0].split("\n", 1)[1]
-    except Exception:  # Python 3.10 has no columns; odd columns: the line without marks
+    except Exception:  # noqa: BLE001 - Python 3.10 has no columns; odd columns: the line without marks
         return f"    {text.strip()}\n"
 
 

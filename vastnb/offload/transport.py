@@ -41,7 +41,7 @@ class Transport(ABC):
         """The environment of the process :meth:`argv` starts; None: this process's."""
         return None
 
-    def close_master(self) -> None:
+    def close_master(self) -> None:  # noqa: B027 - optional: most transports keep no connection
         """End any connection kept open for later sessions (the box is going away)."""
 
     def failure(self, returncode: int | None, stderr: str) -> TransportError:
@@ -52,7 +52,9 @@ class Transport(ABC):
                 f"{self.describe()} has no python3: the worker needs Python 3.9 or newer on the box. "
                 "Rent with an image that has it (any pytorch/pytorch image does)."
             )
-        return TransportError(f"could not start the worker on {self.describe()} (exit {returncode}): {tail or 'no output'}")
+        return TransportError(
+            f"could not start the worker on {self.describe()} (exit {returncode}): {tail or 'no output'}"
+        )
 
 
 @dataclass
@@ -138,8 +140,12 @@ class SSHTransport(Transport):
         seconds): for a box that is stopped or destroyed."""
         if self.control_dir is None:
             return
-        subprocess.run(["ssh", *self.ssh_options(), "-O", "exit", f"{self.user}@{self.host}"],
-                       capture_output=True, timeout=15, check=False)  # fmt: skip
+        subprocess.run(
+            ["ssh", *self.ssh_options(), "-O", "exit", f"{self.user}@{self.host}"],
+            capture_output=True,
+            timeout=15,
+            check=False,
+        )
 
     def failure(self, returncode: int | None, stderr: str) -> TransportError:
         if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr or "Host key verification failed" in stderr:

@@ -72,19 +72,34 @@ def _check_ascending(values: tuple[float, ...]) -> str | None:
     return None
 
 
-_ROOT = (
-    Field("budgets", "node", required=True, expect="a list of budget entries", example="[]"),
-)
+_ROOT = (Field("budgets", "node", required=True, expect="a list of budget entries", example="[]"),)
 _FIELDS = (
     Field("team", "str", required=True, check=_check_name, example="ml-research"),
     Field("project", "str", check=_check_name, example="llm-finetune"),
-    Field("monthly_limit_usd", "number", required=True, check=within(0, MAX_LIMIT_USD, above=True, unit="USD"),
-          expect="a monthly limit in US dollars, above 0", example="1000"),
-    Field("per_job_limit_usd", "number", check=within(0, MAX_LIMIT_USD, above=True, unit="USD"),
-          expect="a per-job limit in US dollars, above 0", example="100"),
-    Field("alert_thresholds", "list[number]", default=DEFAULT_ALERT_THRESHOLDS, check=_check_ascending,
-          item_check=_Fraction(0, 1, above=True), expect="a list of fractions of the monthly limit",
-          example="[0.5, 0.8, 1.0]"),
+    Field(
+        "monthly_limit_usd",
+        "number",
+        required=True,
+        check=within(0, MAX_LIMIT_USD, above=True, unit="USD"),
+        expect="a monthly limit in US dollars, above 0",
+        example="1000",
+    ),
+    Field(
+        "per_job_limit_usd",
+        "number",
+        check=within(0, MAX_LIMIT_USD, above=True, unit="USD"),
+        expect="a per-job limit in US dollars, above 0",
+        example="100",
+    ),
+    Field(
+        "alert_thresholds",
+        "list[number]",
+        default=DEFAULT_ALERT_THRESHOLDS,
+        check=_check_ascending,
+        item_check=_Fraction(0, 1, above=True),
+        expect="a list of fractions of the monthly limit",
+        example="[0.5, 0.8, 1.0]",
+    ),
 )
 
 
@@ -106,15 +121,24 @@ def load_budgets(path: str | os.PathLike[str] | None = None) -> list[Budget]:
         got = checked.values
         monthly, per_job = got["monthly_limit_usd"], got["per_job_limit_usd"]
         if per_job is not None and per_job > monthly:  # a limit that can never bind is a typo
-            fail(f"per_job_limit_usd {per_job:g} is above monthly_limit_usd {monthly:g}; lower it to at most "
-                 f"{monthly:g}", source, checked.line_of("per_job_limit_usd"), "per_job_limit_usd")
+            fail(
+                f"per_job_limit_usd {per_job:g} is above monthly_limit_usd {monthly:g}; lower it to at most "
+                f"{monthly:g}",
+                source,
+                checked.line_of("per_job_limit_usd"),
+                "per_job_limit_usd",
+            )
         # Two entries for one scope would leave it unclear which limit is enforced.
         scope = (got["team"], got["project"])
         if scope in first_seen:
             project = f", project {scope[1]!r}" if scope[1] is not None else " (no project)"
             named = f"team {scope[0]!r}{project}"
-            fail(f"duplicate budget for {named} (first at line {first_seen[scope]}); merge the two entries",
-                 source, checked.line, "team")
+            fail(
+                f"duplicate budget for {named} (first at line {first_seen[scope]}); merge the two entries",
+                source,
+                checked.line,
+                "team",
+            )
         first_seen[scope] = checked.line
         budgets.append(Budget(source=source, line=line_of(item), **got))
     return budgets

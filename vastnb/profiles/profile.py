@@ -21,9 +21,19 @@ from typing import Any
 import yaml
 
 from vastnb.base.config import user_config_dir
-from vastnb.errors import ProfileError
 from vastnb.base.gpus import resolve_gpu, suggest_gpu
-from vastnb.profiles.yamlspec import Field, Range, check_mapping, compose_file, describe, fail, line_of, mapping_items, within
+from vastnb.errors import ProfileError
+from vastnb.profiles.yamlspec import (
+    Field,
+    Range,
+    check_mapping,
+    compose_file,
+    describe,
+    fail,
+    line_of,
+    mapping_items,
+    within,
+)
 
 __all__ = ["PROFILES_FILE", "DEFAULT_IMAGE", "Profile", "find_profile_file", "load_profiles", "get_profile"]
 
@@ -38,7 +48,7 @@ MAX_DURATION_HOURS = 8760.0  # one year
 MAX_DISK_GB = 100_000.0
 MAX_GPU_RAM_GB = 1024.0  # per GPU
 MAX_CUDA = 99.0
-#: Vast's range for a bid, $/h per machine (vast-api.md, create instance).
+#: Vast's range for a bid, $/h per machine (Vast's create-instance API: docs.vast.ai).
 BID_RANGE = (0.001, 128.0)
 MAX_BID_PERCENT = 1000.0  # "min+N%"
 
@@ -77,8 +87,9 @@ class Profile:
         such offers, because Vast creates (and bills) an instance for a bid that is too low.
         """
         if not self.interruptible or self.bid is None:
-            raise ProfileError(f"profile {self.name!r} is not interruptible, so it has no bid",
-                               path=self.source, key="bid")
+            raise ProfileError(
+                f"profile {self.name!r} is not interruptible, so it has no bid", path=self.source, key="bid"
+            )
         if isinstance(min_bid, bool) or not (isinstance(min_bid, (int, float)) and min_bid > 0):
             raise ValueError(f"min_bid must be a price in $/h above 0, not {min_bid!r}")
         if isinstance(self.bid, float):
@@ -136,8 +147,10 @@ def _check_gpu(name: str) -> str | None:
         return None
     close = suggest_gpu(name)
     hint = f"did you mean {close.replace(' ', '_')} (or '{close}')? " if close else ""
-    return (f"names an unknown GPU {name!r}; {hint}Write a Vast model name with underscores (RTX_4090) or "
-            "as Vast spells it, quoted ('RTX 4090'); a family such as A100 or H100 matches every variant")
+    return (
+        f"names an unknown GPU {name!r}; {hint}Write a Vast model name with underscores (RTX_4090) or "
+        "as Vast spells it, quoted ('RTX 4090'); a family such as A100 or H100 matches every variant"
+    )
 
 
 class _Reliability(Range):
@@ -166,7 +179,7 @@ def _check_bid(value: str | float) -> str | None:
         return f"must add at most {MAX_BID_PERCENT:g}% to the minimum bid (min+N%), not {value!r}"
     if match:
         return None
-    return f"must be min, min+N% (e.g. \"min+10%\") or a fixed $/h such as 0.20, not {value!r}"
+    return f'must be min, min+N% (e.g. "min+10%") or a fixed $/h such as 0.20, not {value!r}'
 
 
 def _check_country(code: str) -> str | None:
@@ -180,21 +193,56 @@ def _check_image(value: str) -> str | None:
 
 
 _FIELDS = (
-    Field("gpu", "str|list[str]", required=True, item_check=_check_gpu,
-          expect="a GPU name or family, or a list of them", example="RTX_4090"),
-    Field("num_gpus", "int", required=True, check=within(1, MAX_GPUS),
-          expect=f"a whole number of GPUs, from 1 to {MAX_GPUS}", example="1"),
-    Field("max_price_per_hour", "number", required=True, check=within(0, MAX_PRICE_PER_HOUR, above=True, unit="$/h"),
-          expect="a price in $/h for the whole instance, disk included", example="0.50"),
-    Field("min_reliability", "number", required=True, check=_Reliability(0, 1),
-          expect="a fraction between 0 and 1", example="0.95"),
-    Field("max_duration_hours", "number", required=True,
-          check=within(0, MAX_DURATION_HOURS, above=True, unit="hours"),
-          expect=f"a number of hours above 0, at most {MAX_DURATION_HOURS:g} (a year)", example="24"),
+    Field(
+        "gpu",
+        "str|list[str]",
+        required=True,
+        item_check=_check_gpu,
+        expect="a GPU name or family, or a list of them",
+        example="RTX_4090",
+    ),
+    Field(
+        "num_gpus",
+        "int",
+        required=True,
+        check=within(1, MAX_GPUS),
+        expect=f"a whole number of GPUs, from 1 to {MAX_GPUS}",
+        example="1",
+    ),
+    Field(
+        "max_price_per_hour",
+        "number",
+        required=True,
+        check=within(0, MAX_PRICE_PER_HOUR, above=True, unit="$/h"),
+        expect="a price in $/h for the whole instance, disk included",
+        example="0.50",
+    ),
+    Field(
+        "min_reliability",
+        "number",
+        required=True,
+        check=_Reliability(0, 1),
+        expect="a fraction between 0 and 1",
+        example="0.95",
+    ),
+    Field(
+        "max_duration_hours",
+        "number",
+        required=True,
+        check=within(0, MAX_DURATION_HOURS, above=True, unit="hours"),
+        expect=f"a number of hours above 0, at most {MAX_DURATION_HOURS:g} (a year)",
+        example="24",
+    ),
     Field("description", "str", default="", example="Quick experiments on one cheap GPU"),
     Field("min_gpu_ram_gb", "number", check=within(0, MAX_GPU_RAM_GB, above=True, unit="GB"), example="24"),
-    Field("disk_gb", "number", default=20.0, check=within(8, MAX_DISK_GB, unit="GB"),
-          expect=f"a disk size in GB, from 8 (Vast's minimum) to {MAX_DISK_GB:g}", example="20"),
+    Field(
+        "disk_gb",
+        "number",
+        default=20.0,
+        check=within(8, MAX_DISK_GB, unit="GB"),
+        expect=f"a disk size in GB, from 8 (Vast's minimum) to {MAX_DISK_GB:g}",
+        example="20",
+    ),
     Field("image", "str", default=DEFAULT_IMAGE, check=_check_image, example=DEFAULT_IMAGE),
     Field("interruptible", "bool", default=False, example="true"),
     Field("bid", "str|number", check=_check_bid, expect="min, min+N% or a fixed $/h", example="min"),
@@ -217,8 +265,9 @@ def _explicit(given: Path, filename: str, origin: str) -> Path | None:
     if given.is_dir():
         given = given / filename
     if not given.is_file():
-        raise ProfileError(f"{given} does not exist (from {origin}); point it at {filename} or the folder "
-                           f"holding it", path=str(given))
+        raise ProfileError(
+            f"{given} does not exist (from {origin}); point it at {filename} or the folder holding it", path=str(given)
+        )
     return given
 
 
@@ -242,8 +291,9 @@ def find_profile_file(filename: str, path: str | os.PathLike[str] | None = None)
             return folder / filename
     default = Path(str(importlib.resources.files("vastnb_profiles") / filename))
     if not default.is_file():
-        raise ProfileError(f"the default {filename} is missing from the installed package; reinstall vastnb",
-                           path=str(default))
+        raise ProfileError(
+            f"the default {filename} is missing from the installed package; reinstall vastnb", path=str(default)
+        )
     return default
 
 
@@ -261,32 +311,51 @@ def load_profiles(path: str | os.PathLike[str] | None = None) -> dict[str, Profi
     source = str(file)
     root = compose_file(file)
     if not isinstance(root, yaml.MappingNode):
-        fail(f"the top level must map profile names to profiles (`dev-test:` then indented keys), not "
-             f"{describe(root)}", source, line_of(root))
+        fail(
+            f"the top level must map profile names to profiles (`dev-test:` then indented keys), not {describe(root)}",
+            source,
+            line_of(root),
+        )
     profiles: dict[str, Profile] = {}
     for name, key_node, node in mapping_items(root, source, "the top level"):
         line = line_of(key_node)
         if not _NAME.match(name):
-            fail(f"profile name {name!r} must be one word of letters, digits, '-', '_' or '.', e.g. dev-test",
-                 source, line, name)
+            fail(
+                f"profile name {name!r} must be one word of letters, digits, '-', '_' or '.', e.g. dev-test",
+                source,
+                line,
+                name,
+            )
         values = check_mapping(node, _FIELDS, source, what=f"profile {name!r}", line=line, parent=name)
         got = values.values
         if got["bid"] is not None and not got["interruptible"]:
-            fail("bid is only used by interruptible rentals; add `interruptible: true` or remove bid", source,
-                 values.line_of("bid"), "bid")
+            fail(
+                "bid is only used by interruptible rentals; add `interruptible: true` or remove bid",
+                source,
+                values.line_of("bid"),
+                "bid",
+            )
         # Interruptible rentals always send a bid (design 6): default to the offer's minimum.
         if got["interruptible"] and got["bid"] is None:
             got["bid"] = "min"
         if isinstance(got["bid"], float) and got["bid"] > got["max_price_per_hour"]:
-            fail(f"bid {got['bid']:g} is above max_price_per_hour {got['max_price_per_hour']:g}, which must "
-                 "cover the bid plus disk; lower the bid or raise the maximum", source, values.line_of("bid"),
-                 "bid")
+            fail(
+                f"bid {got['bid']:g} is above max_price_per_hour {got['max_price_per_hour']:g}, which must "
+                "cover the bid plus disk; lower the bid or raise the maximum",
+                source,
+                values.line_of("bid"),
+                "bid",
+            )
         gpus = [got["gpu"]] if isinstance(got["gpu"], str) else list(got["gpu"])
         resolved = [model for gpu in gpus for model in resolve_gpu(gpu) or ()]
         profiles[name] = Profile(name=name, gpu_names=_dedupe(resolved), source=source, **got)
     if not profiles:
-        fail("the file defines no profiles; add one, e.g. `dev-test:` with gpu, num_gpus, "
-             "max_price_per_hour, min_reliability and max_duration_hours", source, 1)
+        fail(
+            "the file defines no profiles; add one, e.g. `dev-test:` with gpu, num_gpus, "
+            "max_price_per_hour, min_reliability and max_duration_hours",
+            source,
+            1,
+        )
     return profiles
 
 

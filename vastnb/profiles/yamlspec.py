@@ -22,8 +22,21 @@ from yaml.constructor import SafeConstructor
 from vastnb.errors import ProfileError
 
 __all__ = [
-    "Kind", "Check", "Field", "Checked", "compose_file", "check_mapping", "mapping_items", "sequence_items",
-    "describe", "fail", "line_of", "at_least", "within", "Range", "MAX_DEPTH",
+    "Kind",
+    "Check",
+    "Field",
+    "Checked",
+    "compose_file",
+    "check_mapping",
+    "mapping_items",
+    "sequence_items",
+    "describe",
+    "fail",
+    "line_of",
+    "at_least",
+    "within",
+    "Range",
+    "MAX_DEPTH",
 ]
 
 #: How deeply values may nest (lists and mappings inside each other, scalars included).
@@ -31,16 +44,21 @@ __all__ = [
 MAX_DEPTH = 32
 
 #: The value types a field may declare. "node" hands back the raw node, for nesting.
-Kind = Literal["str", "int", "number", "bool", "list[str]", "list[number]", "str|list[str]", "str|number",
-               "node"]
+Kind = Literal["str", "int", "number", "bool", "list[str]", "list[number]", "str|list[str]", "str|number", "node"]
 #: A check gets the converted value and returns None, or a phrase such as "must be more than 0".
 Check = Callable[[Any], "str | None"]
 
 _TAG = "tag:yaml.org,2002:"
 _EXPECT: dict[str, str] = {
-    "str": "text", "int": "a whole number", "number": "a number", "bool": "true or false",
-    "list[str]": "a list of text values", "list[number]": "a list of numbers",
-    "str|list[str]": "text or a list of text values", "str|number": "text or a number", "node": "a value",
+    "str": "text",
+    "int": "a whole number",
+    "number": "a number",
+    "bool": "true or false",
+    "list[str]": "a list of text values",
+    "list[number]": "a list of numbers",
+    "str|list[str]": "text or a list of text values",
+    "str|number": "text or a number",
+    "node": "a value",
 }
 
 
@@ -103,12 +121,12 @@ class _Loader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self._depth >= MAX_DEPTH:
             raise _TooDeep(self.peek_event().start_mark.line + 1)
         self._depth += 1
         try:
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
@@ -126,21 +144,32 @@ def compose_file(path: Path) -> yaml.Node:
     try:
         node = yaml.compose(text, Loader=_Loader)
     except _TooDeep as exc:
-        fail(f"values are nested more than {MAX_DEPTH} levels deep (lists or mappings inside each other), "
-             "far more than this file needs; remove the extra '[', '{' or indentation", source, exc.line)
+        fail(
+            f"values are nested more than {MAX_DEPTH} levels deep (lists or mappings inside each other), "
+            "far more than this file needs; remove the extra '[', '{' or indentation",
+            source,
+            exc.line,
+        )
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = str(exc.problem or exc.context)
         if exc.context and exc.problem and exc.context_mark:
             problem += f" ({exc.context}, which starts at line {exc.context_mark.line + 1})"
-        hint = ("YAML indents with spaces, never tabs" if "'\\t'" in problem
-                else "keep one document: remove the '---' line" if "document" in problem
-                else "check the indentation and quoting")
+        hint = (
+            "YAML indents with spaces, never tabs"
+            if "'\\t'" in problem
+            else "keep one document: remove the '---' line"
+            if "document" in problem
+            else "check the indentation and quoting"
+        )
         fail(f"invalid YAML: {problem}; {hint}", source, mark.line + 1 if mark else None)
     except yaml.reader.ReaderError as exc:  # a control character: it knows its offset, not its line
         char = chr(exc.character) if isinstance(exc.character, int) else exc.character
-        fail(f"invalid YAML: the character {char!r} is not allowed; remove it", source,
-             text[: exc.position].count("\n") + 1)
+        fail(
+            f"invalid YAML: the character {char!r} is not allowed; remove it",
+            source,
+            text[: exc.position].count("\n") + 1,
+        )
     if node is None:
         fail("the file is empty (or holds only comments); see the shipped example", source, 1)
     return node
@@ -154,12 +183,10 @@ def describe(node: yaml.Node) -> str:
     if tag == "null":
         return "an empty value (null)"
     shown = repr(node.value) if tag == "str" else node.value
-    return f"the {dict(str='text', bool='boolean', int='number', float='number').get(tag, tag)} {shown}"
+    return f"the { {'str': 'text', 'bool': 'boolean', 'int': 'number', 'float': 'number'}.get(tag, tag) } {shown}"
 
 
-def mapping_items(
-    node: yaml.Node, source: str, what: str, parent: str | None = None
-) -> list[tuple[str, Any, Any]]:
+def mapping_items(node: yaml.Node, source: str, what: str, parent: str | None = None) -> list[tuple[str, Any, Any]]:
     """The (key, key node, value node) triples of a mapping; refuse non-text and duplicate keys."""
     if not isinstance(node, yaml.MappingNode):
         fail(f"{what} must be a mapping of keys, not {describe(node)}", source, line_of(node), parent)
@@ -184,8 +211,12 @@ def mapping_items(
 def sequence_items(node: yaml.Node, source: str, key: str, example: str) -> list[yaml.Node]:
     """The item nodes of a list value; refuse anything else."""
     if not isinstance(node, yaml.SequenceNode):
-        fail(f"{key} must be a list, not {describe(node)}; write e.g. `{key}:` then `  {example}`", source,
-             line_of(node), key)
+        fail(
+            f"{key} must be a list, not {describe(node)}; write e.g. `{key}:` then `  {example}`",
+            source,
+            line_of(node),
+            key,
+        )
     return list(node.value)
 
 
@@ -200,11 +231,19 @@ def _scalar(node: yaml.Node, field: Field, source: str, key: str, want: str) -> 
             if want == "number":
                 value = float(value)
         except (OverflowError, ValueError):  # more digits than Python converts, or beyond a float
-            fail(f"{key} must be {allowed or field.wanted}, not {_short(node.value)}, which is far too large",
-                 source, line_of(node), key)
+            fail(
+                f"{key} must be {allowed or field.wanted}, not {_short(node.value)}, which is far too large",
+                source,
+                line_of(node),
+                key,
+            )
         if want == "number" and not math.isfinite(value):
-            fail(f"{key} must be a finite number{f' ({allowed})' if allowed else ''}, not {node.value}", source,
-                 line_of(node), key)
+            fail(
+                f"{key} must be a finite number{f' ({allowed})' if allowed else ''}, not {node.value}",
+                source,
+                line_of(node),
+                key,
+            )
         return value
     fix = f"; write e.g. `{key}: {field.example}`" if field.example else ""
     if want == "str" and tag in ("bool", "int", "float"):
@@ -243,8 +282,15 @@ def _convert(node: yaml.Node, field: Field, source: str, key: str) -> Any:
     return values[0] if single else tuple(values)
 
 
-def check_mapping(node: yaml.Node, fields: Iterable[Field], source: str, *, what: str,
-                  line: int | None = None, parent: str | None = None) -> Checked:
+def check_mapping(
+    node: yaml.Node,
+    fields: Iterable[Field],
+    source: str,
+    *,
+    what: str,
+    line: int | None = None,
+    parent: str | None = None,
+) -> Checked:
     """Check a mapping node against ``fields`` and return its values, defaults filled in.
 
     ``what`` names the mapping in messages ("profile 'dev-test'"); ``line`` is where a
@@ -273,8 +319,13 @@ def check_mapping(node: yaml.Node, fields: Iterable[Field], source: str, *, what
     start = line if line is not None else line_of(node)
     for field in spec.values():
         if field.required and field.name not in values:
-            fail(f"{what} is missing the required key {field.name} ({field.wanted}); add e.g. "
-                 f"`{field.name}: {field.example}`", source, start, field.name)
+            fail(
+                f"{what} is missing the required key {field.name} ({field.wanted}); add e.g. "
+                f"`{field.name}: {field.example}`",
+                source,
+                start,
+                field.name,
+            )
         values.setdefault(field.name, field.default)
     return Checked(values, lines, start)
 
@@ -332,9 +383,9 @@ def within(low: float, high: float, *, above: bool = False, unit: str = "") -> R
 
 def at_least(low: float, *, inclusive: bool = True) -> Check:
     """A check that a number is >= ``low`` (or > ``low`` when not inclusive)."""
+
     def check(value: float) -> str | None:
         ok = value >= low if inclusive else value > low
         return None if ok else f"must be {'at least' if inclusive else 'more than'} {low:g}, not {value:g}"
 
     return check
-

@@ -42,9 +42,11 @@ class Simulator:
 
         return SimTransport(self.api)
 
-    def serve(self, host: str = "127.0.0.1", port: int = 0, **kwargs: object) -> SimServer:
-        """A server for this simulator on loopback (not started)."""
-        return SimServer(self.api, host, port, **kwargs)  # type: ignore[arg-type]
+    def serve(
+        self, host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False, timeout_delay: float = 5.0
+    ) -> SimServer:
+        """A server for this simulator on loopback (not started); see :class:`SimServer`."""
+        return SimServer(self.api, host, port, verbose=verbose, timeout_delay=timeout_delay)
 
     def advance(self, seconds: float) -> None:
         """Move the simulated clock forward."""

@@ -42,7 +42,10 @@ class AccountMixin:
     def instance_ssh_keys(self, instance_id: int) -> list[dict[str, Any]]:
         with self._tx() as (state, _):
             inst = self._get(state, instance_id)
-            return [*inst["ssh_keys"], *({"id": k["id"], "name": "account", "public_key": k["key"]} for k in inst.get("account_keys", []))]
+            return [
+                *inst["ssh_keys"],
+                *({"id": k["id"], "name": "account", "public_key": k["key"]} for k in inst.get("account_keys", [])),
+            ]
 
     def account_ssh_keys(self) -> list[dict[str, Any]]:
         with self._tx() as (state, _):
@@ -50,8 +53,13 @@ class AccountMixin:
 
     def add_account_ssh_key(self, key: str) -> dict[str, Any]:
         with self._tx() as (state, now):
-            record = {"id": 9000 + len(state["ssh_keys"]), "user_id": state["user"]["id"], "key": _ssh_key(key),
-                      "created_at": now, "deleted_at": None}  # fmt: skip
+            record = {
+                "id": 9000 + len(state["ssh_keys"]),
+                "user_id": state["user"]["id"],
+                "key": _ssh_key(key),
+                "created_at": now,
+                "deleted_at": None,
+            }
             state["ssh_keys"].append(record)
             return record
 
@@ -93,8 +101,9 @@ class AccountMixin:
         """Bill bytes moved to and from an instance (each from 0 to :data:`MAX_TRAFFIC_BYTES`)."""
         for name, count in (("up_bytes", up_bytes), ("down_bytes", down_bytes)):
             if not _within(count, 0, MAX_TRAFFIC_BYTES):
-                raise ValueError(f"{name} must be a number of bytes from 0 to {MAX_TRAFFIC_BYTES:g}, not "
-                                 f"{_shown(count)}")
+                raise ValueError(
+                    f"{name} must be a number of bytes from 0 to {MAX_TRAFFIC_BYTES:g}, not {_shown(count)}"
+                )
         with self._tx() as (state, now):
             inst = self._get(state, instance_id)
             state["user"]["balance"] -= billing.record_traffic(inst, now, up_bytes / 1e9, down_bytes / 1e9)
@@ -102,8 +111,9 @@ class AccountMixin:
     def set_balance(self, dollars: float) -> None:
         """Set the account's balance, in dollars (from -:data:`MAX_BALANCE` to :data:`MAX_BALANCE`)."""
         if not _within(dollars, -MAX_BALANCE, MAX_BALANCE):
-            raise ValueError(f"the balance must be from {-MAX_BALANCE:g} to {MAX_BALANCE:g} dollars, not "
-                             f"{_shown(dollars)}")
+            raise ValueError(
+                f"the balance must be from {-MAX_BALANCE:g} to {MAX_BALANCE:g} dollars, not {_shown(dollars)}"
+            )
         with self._tx() as (state, _):
             state["user"]["balance"] = float(dollars)
 

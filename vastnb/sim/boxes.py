@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from vastnb_worker.relay import PID_NAME
-
 from vastnb.base.procs import process_token
+from vastnb_worker.relay import PID_NAME
 
 __all__ = ["Boxes", "LocalBox"]
 
@@ -73,11 +72,22 @@ class Boxes:
         return self.root / str(instance_id)
 
     def local(self, instance_id: int) -> LocalBox:
-        """Instance ``instance_id``'s machine (its venv is made when it first powers on)."""
+        """Instance ``instance_id``'s machine (its venv is made when it first powers on;
+        a running box powered on by an older vastnb, without one, gets it now)."""
         root = self.home(instance_id)
         env_dir, home = root / "venv", root / "home"
-        return LocalBox(instance_id=instance_id, root=root, home=home, workdir=root / "workspace",
-                        python=env_dir / "bin" / "python", env=_login_env(env_dir, home), power_mark=root / POWER)  # fmt: skip
+        box = LocalBox(
+            instance_id=instance_id,
+            root=root,
+            home=home,
+            workdir=root / "workspace",
+            python=env_dir / "bin" / "python",
+            env=_login_env(env_dir, home),
+            power_mark=root / POWER,
+        )
+        if box.power_mark.exists():
+            _furnish(box)
+        return box
 
     def power_on(self, instance_id: int, *, onstart: str | None = None, key: str = "") -> None:
         """The container starts: connections are taken, and ``onstart`` runs as Vast runs
@@ -86,16 +96,21 @@ class Boxes:
         ``python3`` is the box's own). The box's venv is made at its first start."""
         box = self.local(instance_id)
         box.root.mkdir(parents=True, exist_ok=True)
-        if not (_purelib(box.env_dir) / LAYER).exists():  # written last: the venv is whole
-            _BoxVenv(clear=True, symlinks=True, with_pip=False).create(box.env_dir)
-        box.home.mkdir(exist_ok=True)
+        _furnish(box)
         box.power_mark.touch()
         if onstart:
             _end_onstart(box.root, instance_id)  # a container runs one onstart at a time
             env = {**box.env, "CONTAINER_ID": str(instance_id), "CONTAINER_API_KEY": key}
             with open(box.root / "onstart.log", "ab") as log:
-                shell = subprocess.Popen(["/bin/sh", "-c", onstart], cwd=box.root, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log, start_new_session=True)  # fmt: skip
+                shell = subprocess.Popen(
+                    ["/bin/sh", "-c", onstart],
+                    cwd=box.root,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )
             (box.root / ONSTART_GROUP).write_text(str(shell.pid))
             shell.wait()  # the shell itself returns at once: onstart's work goes on in its group
 
@@ -147,7 +162,9 @@ def _end_onstart(home: Path, instance_id: int) -> None:
     mark = f"CONTAINER_ID={instance_id}".encode()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == group and mark in (stat.parent / "environ").read_bytes().split(b"\0"):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == group and mark in (
+                stat.parent / "environ"
+            ).read_bytes().split(b"\0"):
                 _signal_group(group, signal.SIGKILL)
                 return
         except (OSError, ValueError, IndexError):
@@ -169,14 +186,25 @@ def _login_env(env_dir: Path, home: Path) -> dict[str, str]:
     if os.environ.get("VIRTUAL_ENV"):
         notebook.add(str(Path(os.environ["VIRTUAL_ENV"]) / "bin"))
     path = [p for p in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep) if p and p not in notebook]
-    return {"PATH": os.pathsep.join([str(env_dir / "bin"), *path]), "HOME": str(home), "LANG": "C.UTF-8",
-            "VIRTUAL_ENV": str(env_dir)}  # fmt: skip
+    return {
+        "PATH": os.pathsep.join([str(env_dir / "bin"), *path]),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "VIRTUAL_ENV": str(env_dir),
+    }
 
 
 def _purelib(env_dir: Path) -> Path:
     """The site-packages folder of the virtual environment at ``env_dir``."""
     scheme = "venv" if "venv" in sysconfig.get_scheme_names() else "posix_prefix"
     return Path(sysconfig.get_path("purelib", scheme, vars={"base": str(env_dir), "platbase": str(env_dir)}))
+
+
+def _furnish(box: LocalBox) -> None:
+    """The box's venv and HOME, if not made yet."""
+    if not (_purelib(box.env_dir) / LAYER).exists():  # written last: the venv is whole
+        _BoxVenv(clear=True, symlinks=True, with_pip=False).create(box.env_dir)
+    box.home.mkdir(exist_ok=True)
 
 
 class _BoxVenv(venv.EnvBuilder):

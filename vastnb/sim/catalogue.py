@@ -1,6 +1,6 @@
 """A seeded, realistic catalogue of Vast offers, shaped exactly like ``/bundles/`` results.
 
-Each offer is a plain dict with Vast's field names and units (vast-api.md §3): ``gpu_ram`` in
+Each offer is a plain dict with Vast's field names and units (as its search answers): ``gpu_ram`` in
 MB per GPU, ``cpu_ram`` in MB for the whole machine, ``storage_cost`` in $/GB/month,
 ``inet_*_cost`` in $/GB, ``duration`` in seconds. Machines are generated one after another and
 the list is cut at ``count``, so a catalogue is a prefix of every larger one with the same seed.
@@ -76,34 +76,68 @@ _KINDS: dict[str, tuple[tuple[int, ...], tuple[float, ...], float, float]] = {
     "datacenter": ((1, 2, 4, 8), (20, 20, 30, 30), 0.70, 1.0),
     "hpc": ((1, 2, 4, 8), (3, 3, 6, 88), 0.90, 1.0),
 }
-_DRIVERS = (("535.183.01", 12.2), ("545.29.06", 12.3), ("550.54.14", 12.4), ("550.127.05", 12.4),
-            ("560.35.03", 12.6), ("565.57.01", 12.7), ("570.133.07", 12.8), ("575.64.03", 12.9),
-            ("580.65.06", 13.0))
-_DESKTOP_CPUS = (("AMD Ryzen 9 5950X 16-Core Processor", 32, 3.4),
-                 ("AMD Ryzen 9 7950X 16-Core Processor", 32, 4.5),
-                 ("13th Gen Intel(R) Core(TM) i9-13900K", 32, 3.0),
-                 ("AMD Ryzen Threadripper PRO 5975WX 32-Cores", 64, 3.6))
-_SERVER_CPUS = (("AMD EPYC 7543 32-Core Processor", 128, 2.8),
-                ("AMD EPYC 7763 64-Core Processor", 256, 2.45),
-                ("AMD EPYC 9654 96-Core Processor", 384, 2.4),
-                ("Intel(R) Xeon(R) Platinum 8480+", 224, 2.0),
-                ("Intel(R) Xeon(R) Gold 6348 CPU @ 2.60GHz", 112, 2.6))
-_MOBOS = ("ROG STRIX X570-E GAMING", "PRO B650-P WIFI", "WRX80E-SAGE SE WIFI", "H12DSG-O-CPU",
-          "X13DEG-OAD", "G493-ZB3-AAP1")
-_DISKS = ("Samsung SSD 990 PRO 2TB", "WD_BLACK SN850X 4000GB", "Micron_7450_MTFDKCC3T8TFR",
-          "KIOXIA KCM61VUL3T20", "INTEL SSDPF2KX076T1")
+_DRIVERS = (
+    ("535.183.01", 12.2),
+    ("545.29.06", 12.3),
+    ("550.54.14", 12.4),
+    ("550.127.05", 12.4),
+    ("560.35.03", 12.6),
+    ("565.57.01", 12.7),
+    ("570.133.07", 12.8),
+    ("575.64.03", 12.9),
+    ("580.65.06", 13.0),
+)
+_DESKTOP_CPUS = (
+    ("AMD Ryzen 9 5950X 16-Core Processor", 32, 3.4),
+    ("AMD Ryzen 9 7950X 16-Core Processor", 32, 4.5),
+    ("13th Gen Intel(R) Core(TM) i9-13900K", 32, 3.0),
+    ("AMD Ryzen Threadripper PRO 5975WX 32-Cores", 64, 3.6),
+)
+_SERVER_CPUS = (
+    ("AMD EPYC 7543 32-Core Processor", 128, 2.8),
+    ("AMD EPYC 7763 64-Core Processor", 256, 2.45),
+    ("AMD EPYC 9654 96-Core Processor", 384, 2.4),
+    ("Intel(R) Xeon(R) Platinum 8480+", 224, 2.0),
+    ("Intel(R) Xeon(R) Gold 6348 CPU @ 2.60GHz", 112, 2.6),
+)
+_MOBOS = (
+    "ROG STRIX X570-E GAMING",
+    "PRO B650-P WIFI",
+    "WRX80E-SAGE SE WIFI",
+    "H12DSG-O-CPU",
+    "X13DEG-OAD",
+    "G493-ZB3-AAP1",
+)
+_DISKS = (
+    "Samsung SSD 990 PRO 2TB",
+    "WD_BLACK SN850X 4000GB",
+    "Micron_7450_MTFDKCC3T8TFR",
+    "KIOXIA KCM61VUL3T20",
+    "INTEL SSDPF2KX076T1",
+)
 _PLACES: dict[str, tuple[float, tuple[str, ...]]] = {
     "US": (30, ("California", "Texas", "Virginia", "Oregon", "Florida", "Illinois", "Utah")),
     "CA": (5, ("Quebec", "Ontario", "British Columbia")),
-    "DE": (6, ("Frankfurt", "Nuremberg", "Berlin")), "NL": (4, ("Amsterdam", "Rotterdam")),
-    "SE": (4, ("Stockholm", "Boden")), "FI": (3, ("Helsinki", "Kajaani")),
-    "PL": (4, ("Warsaw", "Krakow")), "GB": (4, ("London", "Manchester")),
-    "FR": (4, ("Paris", "Roubaix")), "NO": (2, ("Oslo", "Stavanger")),
+    "DE": (6, ("Frankfurt", "Nuremberg", "Berlin")),
+    "NL": (4, ("Amsterdam", "Rotterdam")),
+    "SE": (4, ("Stockholm", "Boden")),
+    "FI": (3, ("Helsinki", "Kajaani")),
+    "PL": (4, ("Warsaw", "Krakow")),
+    "GB": (4, ("London", "Manchester")),
+    "FR": (4, ("Paris", "Roubaix")),
+    "NO": (2, ("Oslo", "Stavanger")),
     "JP": (3, ("Tokyo", "Osaka", "Yutakachō, Shinagawa District, Tokyo")),
-    "KR": (3, ("Seoul",)), "TW": (3, ("Taipei", "Taichung")), "AU": (3, ("Sydney", "Melbourne")),
-    "BR": (3, ("Sao Paulo",)), "ES": (2, ("Madrid",)), "CZ": (2, ("Prague",)),
-    "RO": (2, ("Bucharest",)), "IN": (2, ("Mumbai",)), "SG": (2, ("Singapore",)),
-    "IS": (1, ("Reykjavik",)), "BG": (1, ("Sofia",)),
+    "KR": (3, ("Seoul",)),
+    "TW": (3, ("Taipei", "Taichung")),
+    "AU": (3, ("Sydney", "Melbourne")),
+    "BR": (3, ("Sao Paulo",)),
+    "ES": (2, ("Madrid",)),
+    "CZ": (2, ("Prague",)),
+    "RO": (2, ("Bucharest",)),
+    "IN": (2, ("Mumbai",)),
+    "SG": (2, ("Singapore",)),
+    "IS": (1, ("Reykjavik",)),
+    "BG": (1, ("Sofia",)),
 }
 _COUNTRIES = tuple(_PLACES)
 _NETS = ("192.0.2", "198.51.100", "203.0.113")  # RFC 5737 documentation ranges only
@@ -112,19 +146,19 @@ _NETS = ("192.0.2", "198.51.100", "203.0.113")  # RFC 5737 documentation ranges 
 # seed and any count >= 200, and the decoys make them non-trivial: each fails by one criterion.
 # position: (gpu, gpus, $/GPU low, high, reliability low, high, min_bid low, high or None).
 _ANCHORS: dict[int, tuple[str, int, float, float, float, float, tuple[float, float] | None]] = {
-    3: ("RTX 4090", 1, 0.200, 0.235, 0.905, 0.960, None),         # cheap, reliable enough
+    3: ("RTX 4090", 1, 0.200, 0.235, 0.905, 0.960, None),  # cheap, reliable enough
     5: ("A100 PCIE", 4, 0.800, 1.300, 0.982, 0.996, None),
     7: ("RTX 4090", 1, 0.210, 0.240, 0.955, 0.985, (0.085, 0.11)),  # cheap and bid-friendly
-    9: ("A100 PCIE", 1, 0.750, 1.100, 0.930, 0.975, None),       # decoy: reliability < 0.98
-    11: ("H100 SXM", 8, 0.950, 0.975, 0.991, 0.997, None),        # cheap reliable H100 host
+    9: ("A100 PCIE", 1, 0.750, 1.100, 0.930, 0.975, None),  # decoy: reliability < 0.98
+    11: ("H100 SXM", 8, 0.950, 0.975, 0.991, 0.997, None),  # cheap reliable H100 host
     15: ("RTX 4090", 1, 0.260, 0.300, 0.960, 0.990, (0.105, 0.13)),  # bid-friendly only
     19: ("A100 SXM4", 8, 1.000, 1.400, 0.985, 0.995, None),
     23: ("H100 SXM", 8, 0.955, 0.980, 0.992, 0.998, None),
-    27: ("RTX 4090", 1, 0.200, 0.240, 0.800, 0.890, None),        # decoy: unreliable
-    31: ("H100 SXM", 8, 0.950, 0.980, 0.950, 0.985, None),        # decoy: reliability < 0.99
-    35: ("H100 SXM", 8, 1.010, 1.050, 0.992, 0.997, None),        # decoy: x4 just over $4
+    27: ("RTX 4090", 1, 0.200, 0.240, 0.800, 0.890, None),  # decoy: unreliable
+    31: ("H100 SXM", 8, 0.950, 0.980, 0.950, 0.985, None),  # decoy: reliability < 0.99
+    35: ("H100 SXM", 8, 1.010, 1.050, 0.992, 0.997, None),  # decoy: x4 just over $4
     39: ("A100 PCIE", 1, 0.750, 1.200, 0.981, 0.995, None),
-    43: ("RTX 4090", 1, 0.252, 0.270, 0.930, 0.970, None),        # decoy: just over $0.25
+    43: ("RTX 4090", 1, 0.252, 0.270, 0.930, 0.970, None),  # decoy: just over $0.25
     47: ("RTX 4090", 1, 0.200, 0.240, 0.950, 0.985, (0.085, 0.12)),
 }
 _NVLINK = {"A100 SXM4": 600.0, "B200": 1800.0}  # GB/s on 8-GPU SXM boards; H100/H200: 900
@@ -198,40 +232,61 @@ def generate_offers(seed: int = 0, count: int = 600) -> list[dict[str, Any]]:
         blackwell = cc >= 1000  # Blackwell needs driver 570+ (CUDA 12.8)
         driver, cuda = rng.choice(_DRIVERS[6:] if blackwell else _DRIVERS)
         major, minor, patch = (int(part) for part in driver.split("."))
-        cpu_name, cpu_cores, cpu_ghz = rng.choice(_SERVER_CPUS if n >= 4 or hosting_type
-                                                  else _DESKTOP_CPUS)
+        cpu_name, cpu_cores, cpu_ghz = rng.choice(_SERVER_CPUS if n >= 4 or hosting_type else _DESKTOP_CPUS)
         pci_gen = gen if rng.random() < 0.8 else max(3, gen - 1)
         inet_down = rng.uniform(1000, 10000) if hosting_type else rng.uniform(100, 2500)
         inet_cost = 0.0 if rng.random() < 0.2 else rng.uniform(0.001, 0.02)
         machine = {
-            "machine_id": machine_id, **{k: v for k, v in host.items() if k != "verified"},
-            "gpu_name": name, "gpu_arch": "nvidia", "gpu_ram": int(vram * 1024),
-            "gpu_mem_bw": round(bw * rng.uniform(0.85, 0.95), 1), "gpu_lanes": 16,
-            "gpu_max_power": float(watts), "gpu_max_temp": float(rng.choice((83, 85, 87, 90))),
+            "machine_id": machine_id,
+            **{k: v for k, v in host.items() if k != "verified"},
+            "gpu_name": name,
+            "gpu_arch": "nvidia",
+            "gpu_ram": int(vram * 1024),
+            "gpu_mem_bw": round(bw * rng.uniform(0.85, 0.95), 1),
+            "gpu_lanes": 16,
+            "gpu_max_power": float(watts),
+            "gpu_max_temp": float(rng.choice((83, 85, 87, 90))),
             "gpu_display_active": kind == "consumer" and rng.random() < 0.1,
-            "compute_cap": cc, "cuda_max_good": cuda, "driver_version": driver,
+            "compute_cap": cc,
+            "cuda_max_good": cuda,
+            "driver_version": driver,
             "driver_vers": major * 1_000_000 + minor * 1_000 + patch,
             "bw_nvlink": _NVLINK.get(name, 900.0) if kind == "hpc" and n == 8 else 0.0,
-            "cpu_name": cpu_name, "cpu_arch": "amd64", "cpu_cores": cpu_cores,
-            "cpu_ghz": cpu_ghz, "has_avx": 1,
+            "cpu_name": cpu_name,
+            "cpu_arch": "amd64",
+            "cpu_cores": cpu_cores,
+            "cpu_ghz": cpu_ghz,
+            "has_avx": 1,
             # System RAM follows VRAM: 1.5-4x per GPU, in whole 8 GB sticks (MB like Vast).
             "cpu_ram": n * int(vram * rng.choice((1.5, 2, 4)) / 8 + 1) * 8 * 1000,
-            "disk_bw": round(rng.uniform(1000, 7000), 1), "disk_name": rng.choice(_DISKS),
+            "disk_bw": round(rng.uniform(1000, 7000), 1),
+            "disk_name": rng.choice(_DISKS),
             "inet_up": round(inet_down * rng.uniform(0.3, 1.0), 1),
             "inet_down": round(inet_down, 1),
-            "inet_up_cost": round(inet_cost, 4), "inet_down_cost": round(inet_cost, 4),
+            "inet_up_cost": round(inet_cost, 4),
+            "inet_down_cost": round(inet_cost, 4),
             "internet_up_cost_per_tb": round(inet_cost * 1000, 2),
             "internet_down_cost_per_tb": round(inet_cost * 1000, 2),
             "direct_port_count": 0 if rng.random() < 0.08 else rng.choice((16, 32, 64, 200, 1000)),
             "pci_gen": float(pci_gen),
             "pcie_bw": round(rng.uniform(*{3: (9, 12.5), 4: (17, 25), 5: (35, 52)}[pci_gen]), 1),
-            "mobo_name": rng.choice(_MOBOS), "ubuntu_version": rng.choice(("22.04", "24.04")),
-            "storage_cost": storage_cost, "credit_discount_max": round(rng.uniform(0.1, 0.4), 2),
-            "reliability": reliability, "reliability2": reliability,
-            "verification": "verified" if verified else "unverified", "verified": verified,
-            "rentable": True, "rented": False, "external": False, "is_bid": False,
-            "hosting_type": hosting_type, "vms_enabled": rng.random() < 0.3,
-            "resource_type": "gpu", "cluster_id": None, "bundled_results": 0,
+            "mobo_name": rng.choice(_MOBOS),
+            "ubuntu_version": rng.choice(("22.04", "24.04")),
+            "storage_cost": storage_cost,
+            "credit_discount_max": round(rng.uniform(0.1, 0.4), 2),
+            "reliability": reliability,
+            "reliability2": reliability,
+            "verification": "verified" if verified else "unverified",
+            "verified": verified,
+            "rentable": True,
+            "rented": False,
+            "external": False,
+            "is_bid": False,
+            "hosting_type": hosting_type,
+            "vms_enabled": rng.random() < 0.3,
+            "resource_type": "gpu",
+            "cluster_id": None,
+            "bundled_results": 0,
             "duration": float(rng.randint(2 * 86_400, 240 * 86_400)),
         }
         disk_total = rng.choice((1000, 2000, 4000) if n < 4 else (4000, 8000, 16000))
@@ -243,19 +298,26 @@ def generate_offers(seed: int = 0, count: int = 600) -> list[dict[str, Any]]:
             dph_base = round(per_gpu * s, 6)
             anchor_bid = anchor[6] if anchor else None
             min_bid = rng.uniform(*anchor_bid) if anchor_bid else dph_base * bid_frac
-            dlperf = round(dlp * s ** 0.97 * rng.uniform(0.92, 1.04), 2)
+            dlperf = round(dlp * s**0.97 * rng.uniform(0.92, 1.04), 2)
             offer = {
-                "id": offer_id, "ask_contract_id": offer_id, "bundle_id": offer_id - 9_000_000,
-                **machine, "num_gpus": s, "gpu_frac": frac, "gpu_total_ram": int(vram * 1024) * s,
+                "id": offer_id,
+                "ask_contract_id": offer_id,
+                "bundle_id": offer_id - 9_000_000,
+                **machine,
+                "num_gpus": s,
+                "gpu_frac": frac,
+                "gpu_total_ram": int(vram * 1024) * s,
                 "cpu_cores_effective": round(cpu_cores * frac, 1),
                 "disk_space": round(disk_total * frac * rng.uniform(0.5, 0.95), 1),
-                "dph_base": dph_base, "min_bid": round(min_bid, 4),
-                "dlperf": dlperf, "total_flops": round(tflops * s, 2),
+                "dph_base": dph_base,
+                "min_bid": round(min_bid, 4),
+                "dlperf": dlperf,
+                "total_flops": round(tflops * s, 2),
                 "vram_costperhour": round(dph_base / (vram * s), 6),
             }
             apply_pricing(offer, disk_gb=DEFAULT_STORAGE_GB, bid=False)
             # Score: DLPerf per dollar, discounted hard for flaky hosts.
-            offer["score"] = round(offer["dlperf_per_dphtotal"] * reliability ** 8, 3)
+            offer["score"] = round(offer["dlperf_per_dphtotal"] * reliability**8, 3)
             offers.append(offer)
     return offers[:count]
 
@@ -279,5 +341,10 @@ def apply_pricing(offer: dict[str, Any], *, disk_gb: float, bid: bool) -> None:
 
 
 def _pricing_block(compute: float, storage: float, total: float) -> dict[str, float]:
-    return {"gpuCostPerHour": compute, "diskHour": storage, "totalHour": total,
-            "discountTotalHour": 0.0, "discountedTotalPerHour": total}
+    return {
+        "gpuCostPerHour": compute,
+        "diskHour": storage,
+        "totalHour": total,
+        "discountTotalHour": 0.0,
+        "discountedTotalPerHour": total,
+    }

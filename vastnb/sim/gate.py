@@ -107,8 +107,16 @@ class Faults:
         self._pending: list[Fault] = []
         self._lock = threading.Lock()
 
-    def inject(self, kind: str, *, path: str = ".*", method: str | None = None, times: int = 1,
-               status: int = 503, body: str | None = None) -> Fault:  # fmt: skip
+    def inject(
+        self,
+        kind: str,
+        *,
+        path: str = ".*",
+        method: str | None = None,
+        times: int = 1,
+        status: int = 503,
+        body: str | None = None,
+    ) -> Fault:
         """Add a fault. ``path`` is a regex searched in the request path."""
         if kind not in self.KINDS:
             raise ValueError(f"fault kind must be one of {sorted(self.KINDS)}, got {kind!r}")

@@ -19,19 +19,58 @@ Instance = dict[str, Any]
 
 # Fields copied from the offer onto the instance, as Vast does.
 _FROM_OFFER = (
-    "machine_id", "host_id", "num_gpus", "gpu_name", "gpu_arch", "gpu_ram", "gpu_total_ram",
-    "gpu_mem_bw", "compute_cap", "cuda_max_good", "driver_version", "cpu_name", "cpu_arch",
-    "cpu_cores", "cpu_cores_effective", "cpu_ram", "disk_bw", "inet_up", "inet_down",
-    "inet_up_cost", "inet_down_cost", "pci_gen", "pcie_bw", "storage_cost", "dlperf",
-    "total_flops", "reliability2", "geolocation", "static_ip", "verification", "min_bid",
-    "hosting_type", "public_ipaddr", "direct_port_count",
-)  # fmt: skip
+    "machine_id",
+    "host_id",
+    "num_gpus",
+    "gpu_name",
+    "gpu_arch",
+    "gpu_ram",
+    "gpu_total_ram",
+    "gpu_mem_bw",
+    "compute_cap",
+    "cuda_max_good",
+    "driver_version",
+    "cpu_name",
+    "cpu_arch",
+    "cpu_cores",
+    "cpu_cores_effective",
+    "cpu_ram",
+    "disk_bw",
+    "inet_up",
+    "inet_down",
+    "inet_up_cost",
+    "inet_down_cost",
+    "pci_gen",
+    "pcie_bw",
+    "storage_cost",
+    "dlperf",
+    "total_flops",
+    "reliability2",
+    "geolocation",
+    "static_ip",
+    "verification",
+    "min_bid",
+    "hosting_type",
+    "public_ipaddr",
+    "direct_port_count",
+)
 
 
 # Bookkeeping the simulator keeps on an instance that the real API does not show.
 _INTERNAL = frozenset(
-    {"ledger", "traffic", "events", "instance_api_key", "ssh_keys", "account_keys", "gpu_dph", "disk_gb", "image",
-     "created_at", "started_at"}
+    {
+        "ledger",
+        "traffic",
+        "events",
+        "instance_api_key",
+        "ssh_keys",
+        "account_keys",
+        "gpu_dph",
+        "disk_gb",
+        "image",
+        "created_at",
+        "started_at",
+    }
 )
 
 
@@ -112,7 +151,13 @@ def retire(state: dict[str, Any], inst: Instance, when: float, *, by: str) -> No
     """Remove a destroyed instance, keeping what ``/charges/`` still reports about it,
     and who destroyed it (``by``)."""
     state.setdefault("destroyed", {})[str(inst["id"])] = {
-        "id": inst["id"], "label": inst["label"], "ledger": inst["ledger"], "traffic": inst["traffic"],
-        "inet_up_cost": inst["inet_up_cost"], "inet_down_cost": inst["inet_down_cost"], "destroyed_at": when, "by": by,
-    }  # fmt: skip
+        "id": inst["id"],
+        "label": inst["label"],
+        "ledger": inst["ledger"],
+        "traffic": inst["traffic"],
+        "inet_up_cost": inst["inet_up_cost"],
+        "inet_down_cost": inst["inet_down_cost"],
+        "destroyed_at": when,
+        "by": by,
+    }
     del state["instances"][str(inst["id"])]

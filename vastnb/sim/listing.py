@@ -8,7 +8,7 @@ opaque to clients.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from vastnb.sim.market import SimError
@@ -16,9 +16,23 @@ from vastnb.sim.market import SimError
 __all__ = ["STORED_COLUMNS", "filter_records", "page_token", "parse_page_token"]
 
 STORED_COLUMNS = frozenset(
-    {"id", "label", "actual_status", "intended_status", "cur_state", "next_state", "machine_id",
-     "host_id", "gpu_name", "image_uuid", "is_bid", "start_date", "geolocation", "template_id"}
-)  # fmt: skip
+    {
+        "id",
+        "label",
+        "actual_status",
+        "intended_status",
+        "cur_state",
+        "next_state",
+        "machine_id",
+        "host_id",
+        "gpu_name",
+        "image_uuid",
+        "is_bid",
+        "start_date",
+        "geolocation",
+        "template_id",
+    }
+)
 
 _OPS = {
     "eq": lambda a, b: a == b,
@@ -38,13 +52,11 @@ def _column(name: Any) -> str:
     return str(name)
 
 
-def filter_records(
-    records: Sequence[Mapping[str, Any]], filters: Any, order_by: Any
-) -> list[Mapping[str, Any]]:
+def filter_records(records: Sequence[Mapping[str, Any]], filters: Any, order_by: Any) -> list[Mapping[str, Any]]:
     """``records`` that pass every ``{column: {op: value}}`` filter, ordered."""
     if not isinstance(filters, Mapping) or not isinstance(order_by, list):
         raise SimError(400, "invalid_args", "select_filters must be an object and order_by a list")
-    checks = []
+    checks: list[tuple[str, Callable[[Any, Any], Any], Any]] = []
     for name, ops in filters.items():
         column = _column(name)
         if not isinstance(ops, Mapping) or any(op not in _OPS for op in ops):
@@ -59,7 +71,9 @@ def filter_records(
     for key in reversed(keys):
         column = _column(key.get("col") if isinstance(key, Mapping) else None)
         descending = str(key.get("dir", "asc")).lower() == "desc"
-        kept.sort(key=lambda r: (r.get(column) is None, 0 if r.get(column) is None else r.get(column)), reverse=descending)
+        kept.sort(
+            key=lambda r: (r.get(column) is None, 0 if r.get(column) is None else r.get(column)), reverse=descending
+        )
     return kept
 
 

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vastnb_worker.watchdog import write_private
-
 from vastnb.sim import billing, selfdestruct
 from vastnb.sim.account import AccountMixin
 from vastnb.sim.boxes import Boxes
@@ -27,6 +25,7 @@ from vastnb.sim.errors import MAX_ADVANCE_S, Range, SimError, number
 from vastnb.sim.instances import new_instance, retire, to_api
 from vastnb.sim.offers import OffersMixin
 from vastnb.sim.state import StateStore
+from vastnb_worker.watchdog import write_private
 
 __all__ = ["Market", "SimConfig", "SimError"]
 
@@ -113,8 +112,9 @@ class Market(OffersMixin, AccountMixin):
     def advance(self, seconds: float) -> None:
         """Move the simulated clock forward: transitions fire and billing accrues."""
         if not 0 <= seconds <= MAX_ADVANCE_S:  # NaN fails too
-            raise ValueError(f"the clock only moves forward, by 0 to {MAX_ADVANCE_S:g} seconds at a time, not by "
-                             f"{seconds}")
+            raise ValueError(
+                f"the clock only moves forward, by 0 to {MAX_ADVANCE_S:g} seconds at a time, not by {seconds}"
+            )
         with self._tx() as (state, _):  # boxes' self-destruct requests first, at their moment
             state["clock_offset"] += seconds
             self._advance_to(state, time.time() + state["clock_offset"])
@@ -209,20 +209,37 @@ class Market(OffersMixin, AccountMixin):
             offer = self._offer_index.get(offer_id)
             available = {o["id"] for o in self._available(state)} if offer else set()
             if offer is None or offer_id not in available:
-                raise SimError(404, "no_such_ask", f"error 404/3603: no_such_ask Instance type by id {offer_id} is not available.", ask_id=offer_id)
+                raise SimError(
+                    404,
+                    "no_such_ask",
+                    f"error 404/3603: no_such_ask Instance type by id {offer_id} is not available.",
+                    ask_id=offer_id,
+                )
             if not payload.get("image") and not payload.get("template_hash_id"):
                 raise SimError(400, "invalid_args", "image is required", ask_id=offer_id)
             disk = _argument(offer_id, payload.get("disk", 10.0), "disk")
             if not isinstance(payload.get("args") or [], list):
-                raise SimError(400, "invalid_args", "args must be a list of strings, got "
-                               f"{type(payload['args']).__name__}", ask_id=offer_id)  # fmt: skip
+                raise SimError(
+                    400,
+                    "invalid_args",
+                    f"args must be a list of strings, got {type(payload['args']).__name__}",
+                    ask_id=offer_id,
+                )
             if len(str(payload.get("label") or "")) > 256:
                 raise SimError(400, "label_too_long", "label must be at most 256 characters", ask_id=offer_id)
             if _launch_length(payload) > LAUNCH_LIMIT:
-                raise SimError(400, "invalid_args", f"args, args_str and onstart together must be at most {LAUNCH_LIMIT} "
-                               f"characters, got {_launch_length(payload)}", ask_id=offer_id)  # fmt: skip
-            bid = None if payload.get("price") is None else _argument(offer_id, payload["price"], "price",
-                                                                      code="invalid_price")  # fmt: skip
+                raise SimError(
+                    400,
+                    "invalid_args",
+                    f"args, args_str and onstart together must be at most {LAUNCH_LIMIT} "
+                    f"characters, got {_launch_length(payload)}",
+                    ask_id=offer_id,
+                )
+            bid = (
+                None
+                if payload.get("price") is None
+                else _argument(offer_id, payload["price"], "price", code="invalid_price")
+            )
             offer = {**offer, "min_bid": state.get("min_bids", {}).get(str(offer_id), offer["min_bid"])}
             outbid = bid is not None and bid < offer["min_bid"]
             instance_id = state["next_id"]
@@ -273,9 +290,13 @@ class Market(OffersMixin, AccountMixin):
                     self._set_stopped(inst, "stopped by user")
             elif target == "running":
                 if inst["actual_status"] in FAULT_STATES:
-                    raise SimError(400, "invalid_args", f"instance {instance_id} is {inst['actual_status']} and cannot start")
+                    raise SimError(
+                        400, "invalid_args", f"instance {instance_id} is {inst['actual_status']} and cannot start"
+                    )
                 if state["user"]["balance"] <= 0:
-                    raise SimError(400, "insufficient_credit", "your balance is $0 or less; add credit to start instances")
+                    raise SimError(
+                        400, "insufficient_credit", "your balance is $0 or less; add credit to start instances"
+                    )
                 if _outbid(inst):
                     # Outbid: it starts when the bid wins (change_bid, or the market's resume).
                     inst["intended_status"] = "running"
@@ -283,8 +304,10 @@ class Market(OffersMixin, AccountMixin):
                     # A restart waits for the same GPUs ("scheduling" in Vast's console).
                     inst.update(intended_status="running", next_state="running")
                     inst["status_msg"] = "scheduling: waiting for the GPUs on this machine to be free"
-                    inst["events"] = [[now + self.config.schedule_delay, "loading"],
-                                      [now + self.config.schedule_delay + self.config.load_delay, "running"]]
+                    inst["events"] = [
+                        [now + self.config.schedule_delay, "loading"],
+                        [now + self.config.schedule_delay + self.config.load_delay, "running"],
+                    ]
                     inst["cur_state"] = "running"
             else:
                 raise SimError(400, "invalid_args", f"state must be 'running' or 'stopped', got {target!r}")
@@ -307,7 +330,9 @@ class Market(OffersMixin, AccountMixin):
         with self._tx() as (state, now):
             inst = self._get(state, instance_id)
             if not inst["is_bid"]:
-                raise SimError(400, "invalid_args", f"instance {instance_id} is on-demand; only interruptible instances have a bid")
+                raise SimError(
+                    400, "invalid_args", f"instance {instance_id} is on-demand; only interruptible instances have a bid"
+                )
             # Vast's range for a changed bid: up to $32/h per GPU.
             price = number(price, "price", within=Range(0.001, 32 * max(1, inst["num_gpus"]), "$/h"))
             inst["gpu_dph"] = price
@@ -368,7 +393,9 @@ def _argument(offer_id: int, value: Any, name: str, *, code: str = "invalid_args
 def _launch_length(payload: Mapping[str, Any]) -> int:
     """What Vast limits together: ``args``, ``args_str`` and ``onstart``, in characters."""
     args = payload.get("args") or []
-    return sum(map(len, map(str, args))) + len(str(payload.get("args_str") or "")) + len(str(payload.get("onstart") or ""))
+    return (
+        sum(map(len, map(str, args))) + len(str(payload.get("args_str") or "")) + len(str(payload.get("onstart") or ""))
+    )
 
 
 def _outbid(inst: dict[str, Any]) -> bool:

@@ -6,13 +6,17 @@ state, through the market's transactions.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from vastnb.sim.catalogue import generate_offers
 from vastnb.sim.errors import SimError
 from vastnb.sim.search import SearchError, search_offers
+
+if TYPE_CHECKING:
+    from vastnb.sim.market import SimConfig
 
 __all__ = ["OffersMixin"]
 
@@ -22,6 +26,9 @@ State = dict[str, Any]
 class OffersMixin:
     """The catalogue (generated from the seed), availability, search, and the offer
     races tests make happen. Needs the host class's ``config`` and ``_tx()``."""
+
+    config: SimConfig
+    _tx: Callable[[], contextlib.AbstractContextManager[tuple[State, float]]]
 
     @functools.cached_property
     def catalogue(self) -> list[dict[str, Any]]:

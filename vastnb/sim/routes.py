@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vastnb.sim.gate import Faults, RateLimiter, identity_of, instance_key_target
 from vastnb.sim.errors import number
-from vastnb.sim.market import Market, SimError
+from vastnb.sim.gate import Faults, RateLimiter, identity_of, instance_key_target
 from vastnb.sim.listing import filter_records, page_token, parse_page_token
+from vastnb.sim.market import Market, SimError
 
 __all__ = ["SimAPI", "SimRequest", "SimResponse", "MAX_BODY_BYTES", "loads"]
 
@@ -98,9 +98,14 @@ def too_large(length: int | str) -> SimResponse:
     size = str(length)
     if len(size) > 24:
         size = f"a {len(size)}-digit number of"
-    return SimResponse.of(413, {"success": False, "error": "request_too_large",
-                                "msg": f"the request body is {size} bytes, over the limit of {MAX_BODY_BYTES} bytes; "
-                                       "send a smaller body"})  # fmt: skip
+    return SimResponse.of(
+        413,
+        {
+            "success": False,
+            "error": "request_too_large",
+            "msg": f"the request body is {size} bytes, over the limit of {MAX_BODY_BYTES} bytes; send a smaller body",
+        },
+    )
 
 
 Handler = Callable[["SimAPI", SimRequest, re.Match[str]], Any]
@@ -137,7 +142,9 @@ class SimAPI:
         except SimError as exc:
             return SimResponse.of(exc.status, {"success": False, "error": exc.code, "msg": exc.msg, **exc.extra})
         except Exception as exc:  # noqa: BLE001 - answer, as a real server does, rather than hang up
-            return SimResponse.of(500, {"success": False, "error": "server_error", "msg": f"{type(exc).__name__}: {exc}"})
+            return SimResponse.of(
+                500, {"success": False, "error": "server_error", "msg": f"{type(exc).__name__}: {exc}"}
+            )
 
     def _handle(self, request: SimRequest) -> SimResponse:
         path = request.path
@@ -148,7 +155,9 @@ class SimAPI:
             key = identity_of(request.headers, request.query)
             if needs_auth:
                 if key is None:
-                    return SimResponse.of(403, {"success": False, "error": "not_authorized", "msg": "This action requires login."})
+                    return SimResponse.of(
+                        403, {"success": False, "error": "not_authorized", "msg": "This action requires login."}
+                    )
                 if key != self.market.api_key and not self._instance_key_may(key, request):
                     return SimResponse.of(401, {"success": False, "error": "auth_error", "msg": "Invalid user key"})
             elif key is not None and key != self.market.api_key:
@@ -161,17 +170,24 @@ class SimAPI:
             if fault and fault.kind == "status":
                 if fault.status == 429:
                     return SimResponse(429, (fault.body or "API requests too frequent").encode(), "text/plain")
-                return SimResponse(fault.status, (fault.body or f"<html>{fault.status} Bad Gateway</html>").encode(), "text/html")
+                return SimResponse(
+                    fault.status, (fault.body or f"<html>{fault.status} Bad Gateway</html>").encode(), "text/html"
+                )
             if fault and fault.kind in ("race", "outbid") and (ask := re.search(r"/asks/(\d+)", path)):
                 act = self.market.take_offer if fault.kind == "race" else self.market.raise_min_bid
                 act(int(ask.group(1)))
             threshold = self.limiter.check(key or "anonymous", limit) if limit else None
             if threshold is not None:
-                return SimResponse(429, f"API requests too frequent endpoint threshold={threshold}".encode(), "text/plain")
+                return SimResponse(
+                    429, f"API requests too frequent endpoint threshold={threshold}".encode(), "text/plain"
+                )
             result = handler(self, request, match)
             return result if isinstance(result, SimResponse) else SimResponse.of(200, result)
         if any(pattern.match(path) for _, pattern, *_ in _ROUTES):
-            return SimResponse.of(405, {"success": False, "error": "method_not_allowed", "msg": f"{request.method} is not allowed on {path}"})
+            return SimResponse.of(
+                405,
+                {"success": False, "error": "method_not_allowed", "msg": f"{request.method} is not allowed on {path}"},
+            )
         return SimResponse.of(404, {"success": False, "error": "not_found", "msg": f"no such endpoint: {path}"})
 
     def _instance_key_may(self, key: str, request: SimRequest) -> bool:

@@ -1,6 +1,6 @@
 """The offer search engine behind the simulator's ``POST /api/v0/bundles/``.
 
-It applies a Vast search body (vast-api.md §2) the way the real server does: ``field: {op:
+It applies a Vast search body (POST /bundles/, docs.vast.ai) the way the real server does: ``field: {op:
 value}`` filters with numeric strings coerced, underscores read as spaces, country codes for
 ``geolocation``, then ``order``, ``limit``, and pricing by ``type`` and ``allocated_storage``.
 Each call compiles the body once into small predicate closures, then narrows the offer list one
@@ -26,34 +26,84 @@ DEFAULT_ORDER: tuple[tuple[str, str], ...] = (("score", "desc"),)
 _Getter = Callable[[Mapping[str, Any]], Any]
 _Predicate = Callable[[Mapping[str, Any]], bool]
 
-_COMPARE: dict[str, Callable[[Any, Any], bool]] = {"eq": operator.eq, "neq": operator.ne,
-    "gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": operator.eq,
+    "neq": operator.ne,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
 _OPS = (*_COMPARE, "in", "notin")
 # Top-level keys that steer the search rather than filter it.
-_CONTROL_KEYS = frozenset({"order", "type", "limit", "allocated_storage", "disable_bundling",
-                           "target_reliability", "extra_ids", "select_cols"})
+_CONTROL_KEYS = frozenset(
+    {
+        "order",
+        "type",
+        "limit",
+        "allocated_storage",
+        "disable_bundling",
+        "target_reliability",
+        "extra_ids",
+        "select_cols",
+    }
+)
 # Pricing per ``type``: True prices at min_bid. Both on-demand spellings are in use (OAS vs CLI).
-_TYPES = {"on-demand": False, "ondemand": False, "reserved": False, "bid": True,
-          "interruptible": True}
-_BOOL_FIELDS = frozenset({"verified", "rentable", "rented", "external", "static_ip", "has_avx",
-                          "gpu_display_active", "vms_enabled", "is_bid", "datacenter",
-                          "is_vm_deverified"})
-_STRING_FIELDS = frozenset({"gpu_name", "gpu_arch", "cpu_name", "cpu_arch", "verification",
-                            "geolocation", "mobo_name", "ubuntu_version", "os_version",
-                            "disk_name", "public_ipaddr", "hostname", "resource_type"})
+_TYPES = {"on-demand": False, "ondemand": False, "reserved": False, "bid": True, "interruptible": True}
+_BOOL_FIELDS = frozenset(
+    {
+        "verified",
+        "rentable",
+        "rented",
+        "external",
+        "static_ip",
+        "has_avx",
+        "gpu_display_active",
+        "vms_enabled",
+        "is_bid",
+        "datacenter",
+        "is_vm_deverified",
+    }
+)
+_STRING_FIELDS = frozenset(
+    {
+        "gpu_name",
+        "gpu_arch",
+        "cpu_name",
+        "cpu_arch",
+        "verification",
+        "geolocation",
+        "mobo_name",
+        "ubuntu_version",
+        "os_version",
+        "disk_name",
+        "public_ipaddr",
+        "hostname",
+        "resource_type",
+    }
+)
 # Fields whose value the search computes rather than reads (see _getter).
-_DERIVED = frozenset({"dph_total", "discounted_dph_total", "storage_total_cost",
-                      "dlperf_per_dphtotal", "flops_per_dphtotal", "is_bid", "datacenter",
-                      "reliability", "reliability2", "driver_version"})
+_DERIVED = frozenset(
+    {
+        "dph_total",
+        "discounted_dph_total",
+        "storage_total_cost",
+        "dlperf_per_dphtotal",
+        "flops_per_dphtotal",
+        "is_bid",
+        "datacenter",
+        "reliability",
+        "reliability2",
+        "driver_version",
+    }
+)
 
 
 class SearchError(ValueError):
     """A search body the server would refuse; the HTTP layer answers 400 ``invalid_args``."""
 
 
-def search_offers(
-    offers: Iterable[Mapping[str, Any]], body: Mapping[str, Any]
-) -> list[dict[str, Any]]:
+def search_offers(offers: Iterable[Mapping[str, Any]], body: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Offers matching ``body``, ordered and limited, as priced copies (inputs stay untouched)."""
     if not isinstance(body, Mapping):
         raise SearchError(f"search body must be a JSON object, not {type(body).__name__}")
@@ -78,8 +128,7 @@ def search_offers(
     return results
 
 
-def _compile(body: Mapping[str, Any], sample: Mapping[str, Any], *, bid: bool,
-             storage: float) -> list[_Predicate]:
+def _compile(body: Mapping[str, Any], sample: Mapping[str, Any], *, bid: bool, storage: float) -> list[_Predicate]:
     """The body's filters as predicates, the likely most selective first (AND commutes)."""
     known = _DERIVED.union(sample)  # any field the offers carry, plus computed ones
     exact: dict[str, Any] = {}
@@ -181,14 +230,14 @@ def _getter(field: str, *, bid: bool, storage: float) -> _Getter:
         compute = o.get("min_bid") if bid else None
         if compute is None:
             compute = o.get("dph_base")
-        return o.get("dph_total") if compute is None else compute + per_gb * (
-            o.get("storage_cost") or 0.0)
+        return o.get("dph_total") if compute is None else compute + per_gb * (o.get("storage_cost") or 0.0)
 
     def per_dollar(key: str) -> _Getter:
         return lambda o: (o.get(key) or 0.0) / p if (p := price(o)) else None
 
     derived: dict[str, _Getter] = {
-        "dph_total": price, "discounted_dph_total": price,
+        "dph_total": price,
+        "discounted_dph_total": price,
         "storage_total_cost": lambda o: per_gb * (o.get("storage_cost") or 0.0),
         "dlperf_per_dphtotal": per_dollar("dlperf"),
         "flops_per_dphtotal": per_dollar("total_flops"),

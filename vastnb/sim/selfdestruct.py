@@ -94,7 +94,7 @@ def _read(path: Path) -> dict[str, Any] | None:
         request["at"] = float(request["at"])
         if not isinstance(request.get("key"), str):
             raise ValueError("no key")
-        return request  # type: ignore[no-any-return]
+        return request
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -102,7 +102,9 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _apply(state: State, request: dict[str, Any], now: float, advance: Callable[[State, float], None], name: str) -> bool:
+def _apply(
+    state: State, request: dict[str, Any], now: float, advance: Callable[[State, float], None], name: str
+) -> bool:
     """Destroy the instance a valid request names; whether it did."""
     instance_id = request["instance_id"]
     inst = state["instances"].get(str(instance_id))

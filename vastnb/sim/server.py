@@ -66,12 +66,19 @@ class _Handler(BaseHTTPRequestHandler):
         lengths = [v.strip() for v in self.headers.get_all("Content-Length") or []]
         digits = (lengths[0].lstrip("0") or "0") if lengths else "0"
         if self.headers.get("Transfer-Encoding"):
-            problem = (411, "length_required", "chunked request bodies are not accepted; send the body with a "
-                       "Content-Length header")  # fmt: skip
+            problem = (
+                411,
+                "length_required",
+                "chunked request bodies are not accepted; send the body with a Content-Length header",
+            )
         elif not all(_DIGITS.fullmatch(v) for v in lengths) or len(set(lengths)) > 1:
             shown = ", ".join(repr(v[:40]) for v in lengths)
-            problem = (400, "invalid_request", f"Content-Length must be one whole number of bytes (0 or more), not "
-                       f"{shown}; send the body's size in bytes")  # fmt: skip
+            problem = (
+                400,
+                "invalid_request",
+                f"Content-Length must be one whole number of bytes (0 or more), not "
+                f"{shown}; send the body's size in bytes",
+            )
         elif len(digits) > len(str(MAX_BODY_BYTES)) or int(digits) > MAX_BODY_BYTES:  # no int() of 5,000 digits
             self._refuse(too_large(digits))
             return None
@@ -120,6 +127,8 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], api: SimAPI, *, verbose: bool, timeout_delay: float) -> None:
         self.api, self.verbose, self.timeout_delay = api, verbose, timeout_delay
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6  # ::1
         super().__init__(address, _Handler)
 
 
@@ -129,8 +138,9 @@ class SimServer:
     Use as a context manager, or call :meth:`serve_forever` from a CLI.
     """
 
-    def __init__(self, api: SimAPI, host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False,
-                 timeout_delay: float = 5.0) -> None:  # fmt: skip
+    def __init__(
+        self, api: SimAPI, host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False, timeout_delay: float = 5.0
+    ) -> None:
         if host not in LOOPBACK:
             # The simulator has no real security; never expose it beyond this machine.
             raise ValueError(f"the simulator serves on loopback only (127.0.0.1 or ::1), not {host!r}")
@@ -141,7 +151,8 @@ class SimServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        assert isinstance(host, str)  # a TCP server's address: (host, port)
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def start(self) -> SimServer:
         # A short poll interval keeps stop() quick (the default waits up to 0.5 s).

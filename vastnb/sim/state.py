@@ -16,9 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from vastnb_worker.watchdog import write_private
-
 from vastnb.base.private import private_folder
+from vastnb_worker.watchdog import write_private
 
 __all__ = ["StateStore"]
 

@@ -28,6 +28,4 @@ class SimTransport(httpx.BaseTransport):
         )
         if response.timeout:
             raise httpx.ReadTimeout("simulated timeout: the server never answered", request=request)
-        return httpx.Response(
-            response.status, content=response.body, headers={"Content-Type": response.content_type}
-        )
+        return httpx.Response(response.status, content=response.body, headers={"Content-Type": response.content_type})

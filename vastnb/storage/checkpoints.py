@@ -28,15 +28,24 @@ def checkpoints(url: str, **store_options: Any) -> pd.DataFrame:
     Only manifests are read: nothing is downloaded or verified."""
     rows = []
     for info in list_checkpoints(url, **store_options):
-        row: dict[str, Any] = {"step": info.step, "time": pd.Timestamp(info.time, unit="s", tz="UTC"),
-                               "size": info.size}  # fmt: skip
+        row: dict[str, Any] = {
+            "step": info.step,
+            "time": pd.Timestamp(info.time, unit="s", tz="UTC"),
+            "size": info.size,
+        }
         for name, value in info.metrics.items():
             row[f"metric_{name}" if name in _COLUMNS else name] = value  # never hide a fixed column
         row["id"] = info.id
         rows.append(row)
     if not rows:
-        return pd.DataFrame({"step": pd.Series(dtype="int64"), "time": pd.Series(dtype="datetime64[ns, UTC]"),
-                             "size": pd.Series(dtype="int64"), "id": pd.Series(dtype="object")})  # fmt: skip
+        return pd.DataFrame(
+            {
+                "step": pd.Series(dtype="int64"),
+                "time": pd.Series(dtype="datetime64[ns, UTC]"),
+                "size": pd.Series(dtype="int64"),
+                "id": pd.Series(dtype="object"),
+            }
+        )
     frame = pd.DataFrame(rows).sort_values("step", kind="stable").reset_index(drop=True)
     # The id last, after the metrics, which are what people read.
     return frame[[c for c in frame.columns if c != "id"] + ["id"]]

@@ -21,18 +21,31 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from vastnb.errors import ConfigError
 from vastnb.base.secret import Secret, redact
+from vastnb.errors import ConfigError
 
 __all__ = ["OBJECT_ACTIONS", "Grant", "Renewal", "grant", "keep_granted"]
 
 #: What a grant allows on the objects under its prefix.
-OBJECT_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
-                  "s3:ListMultipartUploadParts")  # fmt: skip
+OBJECT_ACTIONS = (
+    "s3:GetObject",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+)
 MIN_DURATION, MAX_DURATION = 900, 129600  # what GetFederationToken accepts
 #: Error codes (or HTTP statuses) that mean "this endpoint has no STS", not "STS said no".
-_NO_STS = {"InvalidAction", "NotImplemented", "UnknownOperation", "UnknownOperationException",
-           "MethodNotAllowed", "404", "405", "501"}  # fmt: skip
+_NO_STS = {
+    "InvalidAction",
+    "NotImplemented",
+    "UnknownOperation",
+    "UnknownOperationException",
+    "MethodNotAllowed",
+    "404",
+    "405",
+    "501",
+}
 
 
 @dataclass(frozen=True)
@@ -65,27 +78,42 @@ def scope_policy(bucket: str, prefix: str) -> dict[str, Any]:
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "ObjectsUnderPrefix", "Effect": "Allow", "Action": list(OBJECT_ACTIONS),
-             "Resource": [f"arn:aws:s3:::{bucket}/{prefix}/*"]},
-            {"Sid": "ListPrefix", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{bucket}"],
-             "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/*", prefix]}}},
+            {
+                "Sid": "ObjectsUnderPrefix",
+                "Effect": "Allow",
+                "Action": list(OBJECT_ACTIONS),
+                "Resource": [f"arn:aws:s3:::{bucket}/{prefix}/*"],
+            },
+            {
+                "Sid": "ListPrefix",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": [f"arn:aws:s3:::{bucket}"],
+                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/*", prefix]}},
+            },
         ],
-    }  # fmt: skip
+    }
 
 
 def _parse(url: str) -> tuple[str, str]:
     match = re.fullmatch(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(.+)", url)
     prefix = match.group(2).strip("/") if match else ""
     if not match or not prefix:
-        raise ConfigError(f"cannot grant {url!r}: write s3://BUCKET/PREFIX (a grant covers one prefix, never a whole bucket)")
+        raise ConfigError(
+            f"cannot grant {url!r}: write s3://BUCKET/PREFIX (a grant covers one prefix, never a whole bucket)"
+        )
     if re.search(r"[*?$\[\]]", prefix):
         raise ConfigError(f"cannot grant {url!r}: the prefix has a wildcard character, which would widen the grant")
     return match.group(1), prefix
 
 
 def grant(
-    url: str, *, duration_s: int = 3600, endpoint_url: str | None = None, own_keys: bool = False,
-) -> Grant:  # fmt: skip
+    url: str,
+    *,
+    duration_s: int = 3600,
+    endpoint_url: str | None = None,
+    own_keys: bool = False,
+) -> Grant:
     """Credentials for ``url`` (``s3://bucket/prefix``) that last ``duration_s`` seconds.
 
     ``endpoint_url`` is the S3 endpoint (STS is asked there too). ``own_keys=True``: where
@@ -93,7 +121,9 @@ def grant(
     """
     bucket, prefix = _parse(url)
     if not MIN_DURATION <= duration_s <= MAX_DURATION:
-        raise ConfigError(f"duration_s={duration_s}: STS gives credentials for {MIN_DURATION} to {MAX_DURATION} seconds")
+        raise ConfigError(
+            f"duration_s={duration_s}: STS gives credentials for {MIN_DURATION} to {MAX_DURATION} seconds"
+        )
     import boto3
     from botocore.exceptions import (
         BotoCoreError,
@@ -114,25 +144,36 @@ def grant(
         code = str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
         if code not in _NO_STS:
             detail = redact(str(error.get("Message") or code), _own_secret(session))
-            raise ConfigError(f"STS at {where} refused a token for {url} ({code}: {detail}); check that your "
-                              "credentials are long-lived IAM user keys allowed sts:GetFederationToken") from None  # fmt: skip
+            raise ConfigError(
+                f"STS at {where} refused a token for {url} ({code}: {detail}); check that your "
+                "credentials are long-lived IAM user keys allowed sts:GetFederationToken"
+            ) from None
         if not own_keys:
-            raise ConfigError(f"{where} has no STS (GetFederationToken answered {code}), so no short-lived credentials "
-                              f"can be made for {url}; pass own_keys=True to send your own long-lived keys to the box "
-                              "instead (anyone with root on that machine can read them)") from None  # fmt: skip
+            raise ConfigError(
+                f"{where} has no STS (GetFederationToken answered {code}), so no short-lived credentials "
+                f"can be made for {url}; pass own_keys=True to send your own long-lived keys to the box "
+                "instead (anyone with root on that machine can read them)"
+            ) from None
         return _own_grant(session, url, endpoint_url)
     except NoCredentialsError:
-        raise ConfigError("no AWS credentials found (boto3's chain: environment, AWS_PROFILE, config files); "
-                          "set them on this machine, not on the box") from None  # fmt: skip
+        raise ConfigError(
+            "no AWS credentials found (boto3's chain: environment, AWS_PROFILE, config files); "
+            "set them on this machine, not on the box"
+        ) from None
     except EndpointConnectionError:
         raise ConfigError(f"could not reach STS at {where}; check endpoint_url and the network") from None
     except BotoCoreError as exc:
         raise ConfigError(f"asking STS at {where} for {url} failed: {type(exc).__name__}") from None
     credentials = answer["Credentials"]
-    return Grant(url=f"s3://{bucket}/{prefix}", access_key_id=credentials["AccessKeyId"],
-                 secret_access_key=Secret(credentials["SecretAccessKey"]),
-                 session_token=Secret(credentials["SessionToken"]),
-                 expiration=_aware(credentials["Expiration"]), policy=policy, endpoint_url=endpoint_url)  # fmt: skip
+    return Grant(
+        url=f"s3://{bucket}/{prefix}",
+        access_key_id=credentials["AccessKeyId"],
+        secret_access_key=Secret(credentials["SecretAccessKey"]),
+        session_token=Secret(credentials["SessionToken"]),
+        expiration=_aware(credentials["Expiration"]),
+        policy=policy,
+        endpoint_url=endpoint_url,
+    )
 
 
 def _aware(value: datetime | str) -> datetime:
@@ -150,12 +191,22 @@ def _own_grant(session: Any, url: str, endpoint_url: str | None) -> Grant:
     if credentials is None:
         raise ConfigError("own_keys=True, but no AWS credentials were found on this machine to send")
     frozen = credentials.get_frozen_credentials()
-    warnings.warn(f"sending your own long-lived AWS keys (key id ...{frozen.access_key[-4:]}) to a stranger's machine "
-                  f"for {url}: they are not limited to that prefix nor in time; rotate them after the run",
-                  UserWarning, stacklevel=3)  # fmt: skip
+    warnings.warn(
+        f"sending your own long-lived AWS keys (key id ...{frozen.access_key[-4:]}) to a stranger's machine "
+        f"for {url}: they are not limited to that prefix nor in time; rotate them after the run",
+        UserWarning,
+        stacklevel=3,
+    )
     token = Secret(frozen.token) if frozen.token else None
-    return Grant(url=url, access_key_id=frozen.access_key, secret_access_key=Secret(frozen.secret_key),
-                 session_token=token, expiration=None, policy=None, endpoint_url=endpoint_url)  # fmt: skip
+    return Grant(
+        url=url,
+        access_key_id=frozen.access_key,
+        secret_access_key=Secret(frozen.secret_key),
+        session_token=token,
+        expiration=None,
+        policy=None,
+        endpoint_url=endpoint_url,
+    )
 
 
 class Renewal:
@@ -167,9 +218,17 @@ class Renewal:
     while a cell runs, not after it; it is none of the box's tasks.
     """
 
-    def __init__(self, session: Any, url: str, *, duration_s: int = 3600, endpoint_url: str | None = None,
-                 own_keys: bool = False, margin: float = 0.2,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:  # fmt: skip
+    def __init__(
+        self,
+        session: Any,
+        url: str,
+        *,
+        duration_s: int = 3600,
+        endpoint_url: str | None = None,
+        own_keys: bool = False,
+        margin: float = 0.2,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
         if not 0 < margin < 1:
             raise ConfigError(f"margin={margin}: give the fraction of the duration left at renewal, between 0 and 1")
         self._make = lambda: grant(url, duration_s=duration_s, endpoint_url=endpoint_url, own_keys=own_keys)
@@ -205,8 +264,11 @@ class Renewal:
         from vastnb.offload import Session
 
         try:  # a connection of its own: the user's may be waiting on a cell in another thread
-            session = Session(self._session.transport, on_output=lambda stream, text: None,
-                              connect_timeout=self._session.connect_timeout)  # fmt: skip
+            session = Session(
+                self._session.transport,
+                on_output=lambda stream, text: None,
+                connect_timeout=self._session.connect_timeout,
+            )
         except Exception as exc:  # noqa: BLE001 - kept for the user
             self.error = exc
             return
@@ -233,8 +295,13 @@ def _install(session: Any, credentials: Grant) -> dict[str, Any]:
 
 
 def keep_granted(
-    session: Any, url: str, *, duration_s: int = 3600, endpoint_url: str | None = None, own_keys: bool = False,
+    session: Any,
+    url: str,
+    *,
+    duration_s: int = 3600,
+    endpoint_url: str | None = None,
+    own_keys: bool = False,
     margin: float = 0.2,
-) -> Renewal:  # fmt: skip
+) -> Renewal:
     """Install a grant for ``url`` on the box behind ``session`` and keep it fresh."""
     return Renewal(session, url, duration_s=duration_s, endpoint_url=endpoint_url, own_keys=own_keys, margin=margin)

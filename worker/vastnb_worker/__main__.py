@@ -23,7 +23,11 @@ def main() -> None:
         serve(home, args.digest, workdir=args.workdir, idle_exit=args.idle_exit)
         return
     # The daemon runs from the same program as this relay: the zipapp, or this package.
-    program = [sys.executable, "-I", sys.argv[0]] if sys.argv[0].endswith(".pyz") else [sys.executable, "-I", "-m", "vastnb_worker"]
+    program = (
+        [sys.executable, "-I", sys.argv[0]]
+        if sys.argv[0].endswith(".pyz")
+        else [sys.executable, "-I", "-m", "vastnb_worker"]
+    )
     daemon_argv = [*program, "daemon", "--home", home, "--digest", args.digest, "--idle-exit", str(args.idle_exit)]
     if args.workdir:
         daemon_argv += ["--workdir", args.workdir]

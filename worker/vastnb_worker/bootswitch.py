@@ -117,10 +117,10 @@ def destroy(url: str, instance: int, key: str, reason: str) -> str:
     if url.startswith("file:"):  # the embedded simulator: a request in its spool folder
         from urllib.parse import unquote, urlsplit
 
-        request = {"instance_id": instance, "key": key, "at": time.time(), "reason": "boot switch: " + reason}
+        spooled = {"instance_id": instance, "key": key, "at": time.time(), "reason": "boot switch: " + reason}
         name = "destroy-%d-boot-%d.json" % (instance, os.getpid())
         try:
-            write(os.path.join(unquote(urlsplit(url).path), name), json.dumps(request))
+            write(os.path.join(unquote(urlsplit(url).path), name), json.dumps(spooled))
             return "requested"
         except OSError as exc:
             return "could not leave the request: %s" % exc
@@ -129,8 +129,12 @@ def destroy(url: str, instance: int, key: str, reason: str) -> str:
 
     answer: Optional[str] = None
     for attempt in range(8):  # 429s, 5xx and network errors may pass: about 2 minutes
-        request = Request("%s/instances/%d/" % (url.rstrip("/"), instance), data=b"{}", method="DELETE",
-                          headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})  # fmt: skip
+        request = Request(
+            "%s/instances/%d/" % (url.rstrip("/"), instance),
+            data=b"{}",
+            method="DELETE",
+            headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"},
+        )
         try:
             with urlopen(request, timeout=30) as response:
                 body = response.read(4096)

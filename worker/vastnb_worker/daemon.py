@@ -26,11 +26,12 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable, ClassVar, Optional
 
 from . import __version__, protocol, watchdog
-from .protocol import Channel, ChannelClosed, Frame, Kind
 from .output import Forwarder, flush_streams
+from .protocol import Channel, ChannelClosed, Frame, Kind
 from .relay import PID_NAME, SOCKET_NAME
 from .tasks import Listener, Task, TaskStream, error_outcome, execute, failure, result_outcome
 
@@ -54,15 +55,16 @@ class _Link:
     def __init__(self, channel: Channel, listener: Listener) -> None:
         self.channel = channel
         self.listener = listener  # sends a frame, or raises ChannelClosed once the relay is gone
-        self.watched: List[Task] = []
+        self.watched: list[Task] = []
         self._lock = threading.Lock()
         self._open = True
 
-    def send(self, kind: Kind, task: int = 0, meta: Optional[dict] = None, body: bytes = b"",
-             buffers: Sequence[Any] = ()) -> None:  # fmt: skip
+    def send(
+        self, kind: Kind, task: int = 0, meta: Optional[dict] = None, body: bytes = b"", buffers: Sequence[Any] = ()
+    ) -> None:
         self.channel.send(kind, task, meta, body, buffers)
 
-    def answer(self, kind: Kind, task: int, meta: dict, body: bytes, buffers: List[Any]) -> None:
+    def answer(self, kind: Kind, task: int, meta: dict, body: bytes, buffers: list[Any]) -> None:
         with self._lock:
             if self._open:
                 self.listener(kind, task, meta, body, buffers)
@@ -85,9 +87,9 @@ class Daemon:
         self.socket_path = os.path.join(home, SOCKET_NAME)
         self.versions = protocol.versions(f"{__version__}+{digest[:12]}")
         self.idle_exit = idle_exit
-        self.namespace: Dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
-        self.tasks: Dict[int, Task] = {}
-        self.queue: "queue.Queue[Task]" = queue.Queue()
+        self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+        self.tasks: dict[int, Task] = {}
+        self.queue: queue.Queue[Task] = queue.Queue()
         self.current: Optional[Task] = None
         self.connections = 0
         self.last_activity = time.monotonic()
@@ -97,7 +99,7 @@ class Daemon:
         self._in_user_code = False
         self._health: Optional[dict] = None
         self._health_ready = threading.Event()
-        self.forwarders: List[Forwarder] = []  # set by serve(): fds 1 and 2 -> the task
+        self.forwarders: list[Forwarder] = []  # set by serve(): fds 1 and 2 -> the task
         threading.Thread(target=self._measure_health, daemon=True).start()
 
     # -- the main thread: run tasks ---------------------------------------------------------
@@ -129,7 +131,7 @@ class Daemon:
         except KeyboardInterrupt as exc:
             flush_streams(self.forwarders)
             state, outcome = "interrupted", error_outcome(exc)
-        except BaseException as exc:  # noqa: B036 (SystemExit in user code must not end the worker)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit in user code must not end the worker
             flush_streams(self.forwarders)
             state, outcome = "failed", error_outcome(exc)
         with self._lock:
@@ -178,7 +180,7 @@ class Daemon:
             from .health import health
 
             self._health = health(self.home)
-        except Exception as exc:  # health is a report, never a reason to fail
+        except Exception as exc:  # noqa: BLE001 - health is a report, never a reason to fail
             self._health = {"error": repr(exc)}
         finally:
             self._health_ready.set()
@@ -203,7 +205,7 @@ class Daemon:
             self.connections += 1
             self.last_contact = time.monotonic()
 
-        def listener(kind: Kind, task: int, meta: dict, body: bytes, buffers: List[Any]) -> None:
+        def listener(kind: Kind, task: int, meta: dict, body: bytes, buffers: list[Any]) -> None:
             # Once the relay is gone its pipes lead to /dev/null: a frame sent then, or
             # while they were being swapped, reached nobody (a result must not count as
             # delivered, or it is lost).
@@ -255,10 +257,14 @@ class Daemon:
             if stale and busy:  # restart_worker() cannot reach it either: say what will work
                 with self._lock:
                     work = ", ".join(str(t.id) for t in self.tasks.values() if t.state in ("queued", "running"))
-                message = (f"{message.split('; ', 1)[0]}; that worker, from another vastnb release, is busy with "
-                           f"task(s) {work} and keeps them: it steps aside once they end, so connect again then.")  # fmt: skip
-            channel.send(Kind.REFUSED, meta={"message": message, "versions": self.versions, "busy": busy,
-                                             "restarting": restarting})  # fmt: skip
+                message = (
+                    f"{message.split('; ', 1)[0]}; that worker, from another vastnb release, is busy with "
+                    f"task(s) {work} and keeps them: it steps aside once they end, so connect again then."
+                )
+            channel.send(
+                Kind.REFUSED,
+                meta={"message": message, "versions": self.versions, "busy": busy, "restarting": restarting},
+            )
             if restarting:
                 _remove_pid(self.home)
                 os._exit(0)
@@ -287,9 +293,10 @@ class Daemon:
         """The answer to a frame this worker does not take: an ERROR frame, never a crash."""
         what = f"{name} ({kind})" if name else f"unknown kind {kind}"
         error, meta, body, buffers = failure(
-            "ProtocolError", f"this worker (protocol {protocol.PROTOCOL_VERSION}) does not take {what} frames from a "
+            "ProtocolError",
+            f"this worker (protocol {protocol.PROTOCOL_VERSION}) does not take {what} frames from a "
             "client; is the notebook's vastnb another release than the box's worker?",
-        )  # fmt: skip
+        )
         link.send(error, task, {**meta, "kind": kind}, body, buffers)
 
     # -- the handlers: one per kind a client may send ---------------------------------------
@@ -321,7 +328,7 @@ class Daemon:
         try:
             fn, args, kwargs = protocol.decode(frame.body, frame.buffers)
             outcome = result_outcome(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: B036 (a SystemExit must not end the worker)
+        except BaseException as exc:  # noqa: BLE001 - a SystemExit must not end the worker
             outcome = error_outcome(exc)
         self.last_activity = time.monotonic()
         kind = Kind.CONTROL_RESULT if outcome[0] == Kind.RESULT else Kind.CONTROL_ERROR
@@ -333,7 +340,9 @@ class Daemon:
     def _on_attach(self, link: _Link, frame: Frame) -> bool:
         task = self.tasks.get(frame.task)
         if task is None:
-            refusal = failure("KeyError", f"no task {frame.task} on this box (finished tasks are kept for the last {KEEP_TASKS})")
+            refusal = failure(
+                "KeyError", f"no task {frame.task} on this box (finished tasks are kept for the last {KEEP_TASKS})"
+            )
             link.send(refusal[0], frame.task, refusal[1])
         else:
             task.subscribe(link.listener)
@@ -367,7 +376,7 @@ class Daemon:
 
     #: The one place a kind a client sends is dispatched. Any other kind (HELLO after the
     #: handshake, a worker's own kinds, one from another protocol) gets an ERROR frame.
-    HANDLERS: ClassVar[Dict[Kind, Handler]] = {
+    HANDLERS: ClassVar[dict[Kind, Handler]] = {
         Kind.CALL: _on_task,
         Kind.CELL: _on_task,
         Kind.CONTROL: _on_control,

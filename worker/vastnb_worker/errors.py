@@ -8,7 +8,7 @@ carry credentials.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Optional
 
 __all__ = ["VastError", "CheckpointError", "CheckpointCorruptError", "StorageError"]
 
@@ -16,7 +16,7 @@ __all__ = ["VastError", "CheckpointError", "CheckpointCorruptError", "StorageErr
 class VastError(Exception):
     """Root of every error vastnb raises."""
 
-    def _render_traceback_(self) -> List[str]:
+    def _render_traceback_(self) -> list[str]:
         """What IPython shows: the message, which says what to do, not vastnb's internals."""
         return [f"{type(self).__name__}: {self}"]
 

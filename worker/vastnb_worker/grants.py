@@ -11,7 +11,7 @@ so a client made earlier picks up a renewal. Standard library only.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 __all__ = ["NAMES", "install", "installed"]
 
@@ -29,7 +29,7 @@ NAMES = (
 _STALE = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CREDENTIAL_EXPIRATION")
 
 
-def install(env: Dict[str, str]) -> Dict[str, Any]:
+def install(env: dict[str, str]) -> dict[str, Any]:
     """Set ``env`` (a grant's variables) in this process's environment. Returns the
     names set, the names cleared and the expiry; never a secret value."""
     unknown = sorted(name for name in env if name not in NAMES)
@@ -38,7 +38,7 @@ def install(env: Dict[str, str]) -> Dict[str, Any]:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         if not env.get(name):
             raise ValueError(f"{name} is missing or empty: a grant needs both keys")
-    removed: List[str] = []
+    removed: list[str] = []
     for name in _STALE:
         if name not in env and os.environ.pop(name, None) is not None:
             removed.append(name)
@@ -47,7 +47,7 @@ def install(env: Dict[str, str]) -> Dict[str, Any]:
     return {"installed": sorted(env), "removed": removed, "expires": env.get("AWS_CREDENTIAL_EXPIRATION")}
 
 
-def installed() -> Dict[str, Optional[str]]:
+def installed() -> dict[str, Optional[str]]:
     """What is set now, for a check from the notebook: the names present, the key id's
     last four characters, the expiry and the endpoint; never a secret value."""
     key = os.environ.get("AWS_ACCESS_KEY_ID")

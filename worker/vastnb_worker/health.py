@@ -49,16 +49,25 @@ def parse_nvidia_smi_gpus(text: str | None) -> list[dict[str, Any]]:
             continue
         name = ", ".join(fields[1:-4])  # a name holding a comma would have been split
         total, used, util, temp = (int(f) if f.isdigit() else None for f in fields[-4:])
-        gpus.append({"index": int(fields[0]), "name": name, "memory_total_mb": total,
-                     "memory_used_mb": used, "utilization_pct": util, "temperature_c": temp})
+        gpus.append(
+            {
+                "index": int(fields[0]),
+                "name": name,
+                "memory_total_mb": total,
+                "memory_used_mb": used,
+                "utilization_pct": util,
+                "temperature_c": temp,
+            }
+        )
     return gpus
 
 
 def health(path: str = ".", *, timeout: float = TIMEOUT) -> dict[str, Any]:
     """Report on this box. Never raises: a part that cannot be found is None (or [] for `gpus`).
     `path` is the folder whose disk is measured; `timeout` bounds the nvidia-smi calls."""
-    header, query = _run_all([["nvidia-smi"], ["nvidia-smi", "--query-gpu=" + GPU_QUERY,
-                                                "--format=csv,noheader,nounits"]], timeout)
+    header, query = _run_all(
+        [["nvidia-smi"], ["nvidia-smi", "--query-gpu=" + GPU_QUERY, "--format=csv,noheader,nounits"]], timeout
+    )
     from importlib import metadata  # here, not at import: it pulls in email, zipfile, csv
 
     memory = _safe(_meminfo, {})
@@ -91,8 +100,11 @@ def format_health(report: dict[str, Any]) -> str:
     disk free". The report comes from a box, maybe another worker version: what is missing or
     of the wrong type is left out rather than failing."""
     r = report if isinstance(report, dict) else {}
-    soft = [f"Python {r.get('python') or '?'}", f"cloudpickle {r.get('cloudpickle') or 'missing'}",
-            f"torch {r['torch']}" if r.get("torch") else "no torch"]
+    soft = [
+        f"Python {r.get('python') or '?'}",
+        f"cloudpickle {r.get('cloudpickle') or 'missing'}",
+        f"torch {r['torch']}" if r.get("torch") else "no torch",
+    ]
     if r.get("cuda_version") or r.get("cuda_driver"):
         soft.append(f"CUDA {r.get('cuda_version') or '?'} (driver {r.get('cuda_driver') or '?'})")
     counts: dict[str, list[Any]] = {}  # name -> [how many, memory of the first]
@@ -100,8 +112,7 @@ def format_health(report: dict[str, Any]) -> str:
     for gpu in listed if isinstance(listed, list) else []:
         if isinstance(gpu, dict):
             counts.setdefault(str(gpu.get("name")), [0, _num(gpu.get("memory_total_mb"))])[0] += 1
-    gpus = ", ".join(f"{n}x {name}" + (f" ({mb:.0f} MB)" if mb is not None else "")
-                     for name, (n, mb) in counts.items())
+    gpus = ", ".join(f"{n}x {name}" + (f" ({mb:.0f} MB)" if mb is not None else "") for name, (n, mb) in counts.items())
     box, cpus, usable = [], r.get("cpu_count"), r.get("cpu_usable")
     if cpus:
         box.append(f"{usable} of {cpus} CPUs" if usable and usable != cpus else f"{cpus} CPUs")
@@ -119,9 +130,17 @@ def _run_all(argvs: Sequence[Sequence[str]], timeout: float) -> list[str | None]
     procs: list[subprocess.Popen[str] | None] = []
     for argv in argvs:
         try:
-            procs.append(subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                          stderr=subprocess.DEVNULL, encoding="utf-8", errors="replace",
-                                          start_new_session=True))  # a group of its own, to kill
+            procs.append(
+                subprocess.Popen(
+                    list(argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    encoding="utf-8",
+                    errors="replace",
+                    start_new_session=True,
+                )
+            )  # a group of its own, to kill
         except (OSError, ValueError):  # not installed, not executable
             procs.append(None)
     deadline = time.monotonic() + timeout
@@ -129,7 +148,7 @@ def _run_all(argvs: Sequence[Sequence[str]], timeout: float) -> list[str | None]
     for proc in procs:
         try:
             outputs.append(proc.communicate(timeout=max(0.0, deadline - time.monotonic()))[0] if proc else None)
-        except Exception:  # TimeoutExpired, or anything odd: give up on this one
+        except Exception:  # noqa: BLE001 - TimeoutExpired, or anything odd: give up on this one
             outputs.append(None)
             _kill(proc)
     return outputs
@@ -147,7 +166,7 @@ def _kill(proc: subprocess.Popen[str] | None) -> None:
         proc.wait(timeout=1.0)
         if proc.stdout:
             proc.stdout.close()
-    except Exception:  # already gone, or stuck in the kernel: nothing more to do
+    except Exception:  # noqa: BLE001 - already gone, or stuck in the kernel: nothing more to do
         pass
 
 
@@ -161,8 +180,10 @@ def _cpu_usable() -> int | None:
     """CPUs this process may really use: its affinity mask, capped by a cgroup CPU quota
     (a container often sees every core of the host but may use only a few)."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    for files in (["/sys/fs/cgroup/cpu.max"],  # cgroup v2: "200000 100000", or "max 100000"
-                  ["/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"]):
+    for files in (
+        ["/sys/fs/cgroup/cpu.max"],  # cgroup v2: "200000 100000", or "max 100000"
+        ["/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"],
+    ):
         try:
             words = " ".join(_read(name) for name in files).split()
             quota, period = int(words[0]), int(words[1])
@@ -182,7 +203,7 @@ def _read(path: str) -> str:
 def _safe(fn: Callable[[], Any], default: Any) -> Any:
     try:
         return fn()
-    except Exception:
+    except Exception:  # noqa: BLE001 - a figure missing from a report, never a failure
         return default
 
 

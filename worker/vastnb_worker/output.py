@@ -7,7 +7,7 @@ import os
 import select
 import sys
 import threading
-from typing import Any, List
+from typing import Any
 
 __all__ = ["Forwarder", "flush_streams"]
 
@@ -50,7 +50,9 @@ class Forwarder:
             cut = max(self.pending.rfind(b"\n"), self.pending.rfind(b"\r"))
             if cut < 0 and len(self.pending) < 1 << 16:
                 continue
-            ready, self.pending = (self.pending[: cut + 1], self.pending[cut + 1 :]) if cut >= 0 else (self.pending, b"")
+            ready, self.pending = (
+                (self.pending[: cut + 1], self.pending[cut + 1 :]) if cut >= 0 else (self.pending, b"")
+            )
             self._deliver(ready)
 
     def _deliver(self, data: bytes) -> None:
@@ -70,12 +72,12 @@ class Forwarder:
                 self._deliver(ready)
 
 
-def flush_streams(forwarders: List[Forwarder]) -> None:
+def flush_streams(forwarders: list[Forwarder]) -> None:
     """Deliver to the running task all it wrote: what Python holds, then what the pipes do."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a closed or broken stream must not stop the flush
             pass
     for forwarder in forwarders:
         forwarder.drain()

@@ -25,7 +25,8 @@ import struct
 import sys
 import threading
 import types
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, Callable, ClassVar, NamedTuple, Optional
 
 from .tables import table_reducer
 
@@ -110,7 +111,7 @@ class Frame(NamedTuple):
     task: int
     meta: dict
     body: bytes
-    buffers: List[Any]  # bytearray, or mmap for big ones: writable, so arrays rebuild on them
+    buffers: list[Any]  # bytearray, or mmap for big ones: writable, so arrays rebuild on them
 
 
 class ChannelClosed(EOFError):
@@ -148,17 +149,21 @@ class Channel:
         self.max_frame = max_frame
         for fd in {read_fd, write_fd}:
             widen(fd)
-        self._reader = io.open(read_fd, "rb", buffering=1 << 16, closefd=False)
+        self._reader = io.BufferedReader(io.FileIO(read_fd, "rb", closefd=False), buffer_size=1 << 16)
         self._write_lock = threading.Lock()
 
     def send(
-        self, kind: Kind, task: int = 0, meta: Optional[dict] = None, body: bytes = b"",
+        self,
+        kind: Kind,
+        task: int = 0,
+        meta: Optional[dict] = None,
+        body: bytes = b"",
         buffers: Sequence[Any] = (),
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Write one frame. ``buffers`` are bytes-like objects, sent without a copy."""
         meta_bytes = json.dumps(meta or {}, separators=(",", ":")).encode()
         views = [memoryview(b).cast("B") for b in buffers]
-        parts: List[Any] = [_HEADER.pack(int(kind), task, len(meta_bytes), len(views), len(body))]
+        parts: list[Any] = [_HEADER.pack(int(kind), task, len(meta_bytes), len(views), len(body))]
         parts.extend(_LENGTH.pack(v.nbytes) for v in views)
         parts.extend((meta_bytes, body))
         parts.extend(views)
@@ -169,12 +174,16 @@ class Channel:
         """Read one frame; raises :class:`ChannelClosed` at EOF."""
         kind, task, meta_len, count, body_len = _HEADER.unpack(self._read_exact(_HEADER.size))
         if meta_len > _MAX_META or count > MAX_BUFFERS:
-            raise BadFrame(f"corrupt frame header (meta of {meta_len} bytes, {count} buffers): the stream is out of sync")
+            raise BadFrame(
+                f"corrupt frame header (meta of {meta_len} bytes, {count} buffers): the stream is out of sync"
+            )
         lengths = [_LENGTH.unpack(self._read_exact(8))[0] for _ in range(count)]
         size = body_len + sum(lengths)
         if size > self.max_frame:
-            raise FrameTooLarge(f"a frame of {size:,} bytes was announced, over the limit of {self.max_frame:,}; "
-                                "if results this big are expected, raise the session's max_frame_bytes")  # fmt: skip
+            raise FrameTooLarge(
+                f"a frame of {size:,} bytes was announced, over the limit of {self.max_frame:,}; "
+                "if results this big are expected, raise the session's max_frame_bytes"
+            )
         try:
             meta = json.loads(bytes(self._read_exact(meta_len))) if meta_len else {}
         except (ValueError, RecursionError) as exc:  # not JSON, too deeply nested
@@ -213,7 +222,7 @@ class Channel:
                 pass
 
 
-def _writev_all(fd: int, parts: List[Any]) -> None:
+def _writev_all(fd: int, parts: list[Any]) -> None:
     """``os.writev`` until every byte is out (a pipe takes at most 64 KiB at a time)."""
     views = [memoryview(p).cast("B") for p in parts]
     while views:
@@ -269,7 +278,7 @@ def _device_available(torch: Any, device: str) -> bool:
     return device.startswith("mps") and bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
-def encode(obj: Any, *, code_filename: Optional[Callable[[types.CodeType], str]] = None) -> Tuple[bytes, List[Any]]:
+def encode(obj: Any, *, code_filename: Optional[Callable[[types.CodeType], str]] = None) -> tuple[bytes, list[Any]]:
     """Pickle ``obj`` with cloudpickle (functions and classes by value), protocol 5; big
     contiguous buffers (numpy arrays, tensors) come back separately, uncopied. Tensors
     and pandas objects travel as plain arrays and columns (``tables.py``).
@@ -279,7 +288,7 @@ def encode(obj: Any, *, code_filename: Optional[Callable[[types.CodeType], str]]
     running it can be traced back to the sender's own record of its source."""
     import cloudpickle
 
-    buffers: List[Any] = []
+    buffers: list[Any] = []
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool:
         try:
@@ -292,7 +301,9 @@ def encode(obj: Any, *, code_filename: Optional[Callable[[types.CodeType], str]]
         return False
 
     stream = io.BytesIO()
-    pickler_class = cloudpickle.CloudPickler if code_filename is None else _code_naming_pickler(cloudpickle, code_filename)
+    pickler_class = (
+        cloudpickle.CloudPickler if code_filename is None else _code_naming_pickler(cloudpickle, code_filename)
+    )
     pickler = pickler_class(stream, protocol=5, buffer_callback=out_of_band)
     reducers = [r for r in (_tensor_reducer(), table_reducer()) if r is not None]
     if reducers:
@@ -305,7 +316,7 @@ def encode(obj: Any, *, code_filename: Optional[Callable[[types.CodeType], str]]
                     return reduced
             return base(obj)
 
-        pickler.reducer_override = reducer_override  # type: ignore[method-assign]
+        pickler.reducer_override = reducer_override
     pickler.dump(obj)
     return stream.getvalue(), buffers
 
@@ -321,13 +332,15 @@ def _code_naming_pickler(cloudpickle: Any, code_filename: Callable[[types.CodeTy
         rebuild, args = reduce_code(code)
         return _named_code, (rebuild, args, code_filename(code))
 
-    class CodeNamingPickler(cloudpickle.CloudPickler):  # type: ignore[misc, name-defined]
-        dispatch_table = collections.ChainMap({types.CodeType: reduce}, base_table)
+    class CodeNamingPickler(cloudpickle.CloudPickler):
+        dispatch_table: ClassVar[collections.ChainMap[Any, Any]] = collections.ChainMap(
+            {types.CodeType: reduce}, base_table
+        )
 
     return CodeNamingPickler
 
 
-def _named_code(rebuild: Callable[..., types.CodeType], args: Tuple[Any, ...], filename: str) -> types.CodeType:
+def _named_code(rebuild: Callable[..., types.CodeType], args: tuple[Any, ...], filename: str) -> types.CodeType:
     return rebuild(*args).replace(co_filename=filename)
 
 
@@ -346,7 +359,7 @@ def versions(worker_version: str) -> dict:
 
     return {
         "protocol": PROTOCOL_VERSION,
-        "python": "%d.%d" % sys.version_info[:2],
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
         "cloudpickle": cloudpickle.__version__,
         "worker": worker_version,
     }
@@ -362,7 +375,7 @@ _FIXES = {
 }
 
 
-def check_versions(notebook: dict, box: dict) -> Optional[Tuple[str, str]]:
+def check_versions(notebook: dict, box: dict) -> Optional[tuple[str, str]]:
     """None if the two sides can talk, else (the first item that differs, a message that
     names both sides' values and the fix)."""
     for key in ("protocol", "python", "cloudpickle", "worker"):

@@ -12,7 +12,6 @@ import os
 import socket
 import sys
 import time
-from typing import List
 
 from .protocol import widen
 
@@ -42,7 +41,7 @@ def _connect(home: str) -> socket.socket:
     return sock
 
 
-def _start_daemon(home: str, daemon_argv: List[str]) -> socket.socket:
+def _start_daemon(home: str, daemon_argv: list[str]) -> socket.socket:
     """Connect to the daemon, starting it first if needed; one starter at a time."""
     with open(os.path.join(home, "daemon.lock"), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -54,8 +53,9 @@ def _start_daemon(home: str, daemon_argv: List[str]) -> socket.socket:
 
         with open(os.path.join(home, "daemon.log"), "ab") as log:  # the daemon keeps its own copy
             # A new session: no SIGHUP when the SSH connection that started it goes away.
-            subprocess.Popen(daemon_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                             start_new_session=True, close_fds=True)  # fmt: skip
+            subprocess.Popen(
+                daemon_argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True
+            )
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
@@ -66,7 +66,7 @@ def _start_daemon(home: str, daemon_argv: List[str]) -> socket.socket:
                 time.sleep(0.02)
 
 
-def relay(home: str, daemon_argv: List[str]) -> None:
+def relay(home: str, daemon_argv: list[str]) -> None:
     """Hand stdin/stdout to the daemon, then wait while it serves them.
 
     The descriptors travel over the Unix socket (SCM_RIGHTS), so the daemon reads and

@@ -31,7 +31,8 @@ import io
 import math
 import pickle
 import re
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
 
 __all__ = ["Refused", "loads", "SafeUnpickler", "MAX_RANGE", "numpy_substitutes", "settled"]
 
@@ -41,8 +42,22 @@ MAX_RANGE = 1 << 20
 # numpy dtype names that are plain data: bool, ints, floats, complex, bytes/str, dates.
 _PLAIN_DTYPE = re.compile(r"(b1|[iu][1248]|f[248]|f16|c(8|16|32)|[SU]\d{1,7}|[Mm]8)\Z")
 _DATE_UNITS = frozenset({"Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs", "as", "generic"})
-_TORCH_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8",
-                           "bool", "complex64", "complex128"})  # fmt: skip
+_TORCH_DTYPES = frozenset(
+    {
+        "float64",
+        "float32",
+        "float16",
+        "bfloat16",
+        "int64",
+        "int32",
+        "int16",
+        "int8",
+        "uint8",
+        "bool",
+        "complex64",
+        "complex128",
+    }
+)
 
 
 class Refused(pickle.UnpicklingError):
@@ -53,7 +68,7 @@ class Refused(pickle.UnpicklingError):
         self.what = what
 
 
-def loads(data: bytes, buffers: Sequence[Any] = (), *, extra: Optional[Dict[Tuple[str, str], Any]] = None) -> Any:
+def loads(data: bytes, buffers: Sequence[Any] = (), *, extra: Optional[dict[tuple[str, str], Any]] = None) -> Any:
     """Unpickle ``data`` (protocol 5 buffers in ``buffers``) as plain data; :class:`Refused`
     for anything else. ``extra`` allows more names (module, name) -> object."""
     return SafeUnpickler(io.BytesIO(data), buffers=buffers, extra=extra).load()
@@ -62,7 +77,9 @@ def loads(data: bytes, buffers: Sequence[Any] = (), *, extra: Optional[Dict[Tupl
 class SafeUnpickler(pickle.Unpickler):
     """See the module doc. ``extra`` allows more names (module, name) -> object."""
 
-    def __init__(self, file: Any, *, buffers: Sequence[Any] = (), extra: Optional[Dict[Tuple[str, str], Any]] = None) -> None:
+    def __init__(
+        self, file: Any, *, buffers: Sequence[Any] = (), extra: Optional[dict[tuple[str, str], Any]] = None
+    ) -> None:
         super().__init__(file, buffers=buffers)
         self._extra = extra or {}
         self._stand_ins = False  # whether the pickle named what leaves stand-ins to settle
@@ -85,7 +102,7 @@ def settled(value: Any) -> Any:
     return _settled(value, {})
 
 
-def numpy_substitutes() -> List[Tuple[Any, str]]:
+def numpy_substitutes() -> list[tuple[Any, str]]:
     """numpy's names, each with the rebuilder that stands in for it here, in the
     ``(object, "module.name")`` form torch's weights-only loader takes
     (``torch.serialization.safe_globals``): numpy arrays in a torch checkpoint are then
@@ -121,6 +138,8 @@ class _DType:
     """Stands for a numpy dtype while the pickle is read: its name, byte order and (for
     dates) unit are kept; the rest of the pickle's dtype state is never given to numpy."""
 
+    unit: Optional[str]
+
     def __init__(self, name: Any, align: Any = False, copy: Any = True) -> None:
         if not isinstance(name, str) or not _PLAIN_DTYPE.match(name):
             raise Refused(f"numpy.dtype({name!r})", "not a plain dtype (structured and object dtypes are refused)")
@@ -154,8 +173,10 @@ def _dtype(value: Any) -> Any:
     return value.real()
 
 
-def _shape(shape: Any) -> Tuple[int, ...]:
-    if not isinstance(shape, tuple) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+def _shape(shape: Any) -> tuple[int, ...]:
+    if not isinstance(shape, tuple) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    ):
         raise Refused("numpy array", f"shape {shape!r}")
     return shape
 
@@ -250,14 +271,27 @@ def _check_column(column: Any) -> None:
     ok = isinstance(column, tuple) and len(column) >= 3 and isinstance(column[-1], _LABEL)
     kind = column[0] if ok else None
     if kind == "range":
-        ok = len(column) == 5 and all(isinstance(n, int) and not isinstance(n, bool) for n in column[1:4]) and column[3] != 0
+        ok = (
+            len(column) == 5
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in column[1:4])
+            and column[3] != 0
+        )
     elif kind == "array":
         ok = len(column) == 3 and array(column[1], "biufcmM")
     elif kind == "strings":
-        ok = (len(column) == 4 and isinstance(column[1], list) and column[2] in _STRING_DTYPES
-              and all(item is None or isinstance(item, str) for item in column[1]))  # fmt: skip
+        ok = (
+            len(column) == 4
+            and isinstance(column[1], list)
+            and column[2] in _STRING_DTYPES
+            and all(item is None or isinstance(item, str) for item in column[1])
+        )
     elif kind == "categorical":
-        ok = len(column) == 5 and array(column[1], "iu") and isinstance(column[3], bool) and column[2][0] != "categorical"
+        ok = (
+            len(column) == 5
+            and array(column[1], "iu")
+            and isinstance(column[3], bool)
+            and column[2][0] != "categorical"
+        )
         if ok:
             _check_column(column[2])
     elif kind == "datetime_tz":
@@ -268,7 +302,7 @@ def _check_column(column: Any) -> None:
         raise Refused("pandas column", f"a malformed {kind!r} column")
 
 
-def _settled(value: Any, seen: Dict[int, Tuple[Any, Any]]) -> Any:
+def _settled(value: Any, seen: dict[int, tuple[Any, Any]]) -> Any:
     """``value`` with every stand-in (:class:`_Array`, :class:`_DType`) made real;
     lists and dicts are changed in place, tuples and sets rebuilt where one holds a
     stand-in. ``seen`` maps ``id(original)`` to (original, result): shared and cyclic
@@ -294,7 +328,7 @@ def _settled(value: Any, seen: Dict[int, Tuple[Any, Any]]) -> Any:
     return seen[id(value)][1]
 
 
-_REBUILDERS: Dict[Tuple[str, str], Any] = {
+_REBUILDERS: dict[tuple[str, str], Any] = {
     **{("builtins", k.__name__): k for k in (complex, slice, set, frozenset, list, tuple, dict, str, int, float, bool)},
     # An exception is data too (its type, its arguments): the box's errors come back as themselves.
     **{("builtins", n): k for n, k in vars(builtins).items() if isinstance(k, type) and issubclass(k, BaseException)},
@@ -302,7 +336,10 @@ _REBUILDERS: Dict[Tuple[str, str], Any] = {
     ("builtins", "bytes"): _no_size(bytes),
     ("builtins", "bytearray"): _no_size(bytearray),
     **{("collections", k.__name__): k for k in (collections.OrderedDict, collections.defaultdict, collections.deque)},
-    **{("datetime", k.__name__): k for k in (datetime.datetime, datetime.date, datetime.time, datetime.timedelta, datetime.timezone)},
+    **{
+        ("datetime", k.__name__): k
+        for k in (datetime.datetime, datetime.date, datetime.time, datetime.timedelta, datetime.timezone)
+    },
     ("decimal", "Decimal"): decimal.Decimal,
     ("fractions", "Fraction"): fractions.Fraction,
     **{(core, "_frombuffer"): _frombuffer for core in ("numpy.core.numeric", "numpy._core.numeric")},
@@ -312,4 +349,4 @@ _REBUILDERS: Dict[Tuple[str, str], Any] = {
     ("numpy", "ndarray"): _NDARRAY,
     ("vastnb_worker.protocol", "_rebuild_tensor"): _tensor,
     ("vastnb_worker.tables", "rebuild_table"): _table,
-}  # fmt: skip
+}

@@ -12,11 +12,11 @@ the whole object to pandas' own pickling, which only a trusted box's results may
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Optional
 
 __all__ = ["table_reducer", "rebuild_table"]
 
-Column = Tuple[Any, ...]  # (kind, ...payload)
+Column = tuple[Any, ...]  # (kind, ...payload)
 
 
 def table_reducer() -> Optional[Callable[[Any], Any]]:
@@ -57,16 +57,23 @@ def _column(pandas: Any, values: Any) -> Column:
     dtype = values.dtype
     if isinstance(dtype, pandas.CategoricalDtype):
         categorical = pandas.Categorical(values)
-        return ("categorical", categorical.codes, _column(pandas, pandas.Index(categorical.categories)), bool(dtype.ordered), name)
+        return (
+            "categorical",
+            categorical.codes,
+            _column(pandas, pandas.Index(categorical.categories)),
+            bool(dtype.ordered),
+            name,
+        )
     if isinstance(dtype, pandas.DatetimeTZDtype):
         utc = pandas.DatetimeIndex(values).tz_convert("UTC").tz_localize(None)
         return ("datetime_tz", utc.to_numpy(), str(dtype.tz), name)
     if dtype.kind in "biufcmM" and not isinstance(dtype, pandas.api.extensions.ExtensionDtype):
         return ("array", values.to_numpy(), name)
-    if dtype == object or isinstance(dtype, pandas.StringDtype):
+    # A numpy dtype equals `object` without being it: == on purpose.
+    if dtype == object or isinstance(dtype, pandas.StringDtype):  # noqa: E721
         items = [None if _missing(item) else item for item in values.tolist()]
         if all(item is None or isinstance(item, str) for item in items):
-            return ("strings", items, "object" if dtype == object else str(dtype), name)
+            return ("strings", items, "object" if dtype == object else str(dtype), name)  # noqa: E721
     raise _NotPlain
 
 
@@ -75,7 +82,7 @@ def _missing(item: Any) -> bool:
     return item is None or (isinstance(item, float) and item != item) or type(item).__name__ == "NAType"
 
 
-def rebuild_table(kind: str, columns: List[Tuple[Any, Column]], index: Column) -> Any:
+def rebuild_table(kind: str, columns: list[tuple[Any, Column]], index: Column) -> Any:
     """The DataFrame (``kind`` "frame") or Series ("series") that :func:`table_reducer`
     sent. The notebook's safe policy checks the arguments before calling this."""
     import pandas

@@ -11,15 +11,15 @@ import ast
 import linecache
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Optional
 
 from . import protocol, tracebacks
 from .protocol import Frame, Kind
 
 __all__ = ["Task", "execute", "TaskStream", "failure"]
 
-Outcome = Tuple[Kind, dict, bytes, List[Any]]
-Listener = Callable[[Kind, int, dict, bytes, List[Any]], None]
+Outcome = tuple[Kind, dict, bytes, list[Any]]
+Listener = Callable[[Kind, int, dict, bytes, list[Any]], None]
 
 #: Results up to this size stay on the box after delivery, for a reattach.
 KEEP_DELIVERED = 1 << 20
@@ -35,15 +35,21 @@ class Task:
         self.state = "queued"  # queued, running, done, failed, interrupted, cancelled
         self.started: Optional[float] = None
         self.finished: Optional[float] = None
-        self.log: List[Tuple[str, str]] = []
+        self.log: list[tuple[str, str]] = []
         self.outcome: Optional[Outcome] = None
-        self._listeners: List[Listener] = []
+        self._listeners: list[Listener] = []
         self._lock = threading.Lock()
 
     def describe(self) -> dict:
-        return {"task": self.id, "kind": self.request.kind.name.lower(), "state": self.state,
-                "detached": self.detached, "started": self.started, "finished": self.finished,
-                "tag": self.request.meta.get("tag")}  # fmt: skip
+        return {
+            "task": self.id,
+            "kind": self.request.kind.name.lower(),
+            "state": self.state,
+            "detached": self.detached,
+            "started": self.started,
+            "finished": self.finished,
+            "tag": self.request.meta.get("tag"),
+        }
 
     def subscribe(self, listener: Listener) -> None:
         """Send ``listener`` everything so far, then everything new, then the outcome."""
@@ -77,11 +83,13 @@ class Task:
                 # Someone has the value; the box need not hold a big result any longer.
                 # (A small one is kept: "sent" is not "received" when the link is dying,
                 # and the session that started the task can still attach to it.)
-                outcome = failure("LookupError", f"task {self.id}'s result was already delivered to the session that started it")
+                outcome = failure(
+                    "LookupError", f"task {self.id}'s result was already delivered to the session that started it"
+                )
             self.outcome = outcome
 
 
-def _deliver(listener: Listener, kind: Kind, task: int, meta: dict, body: bytes, buffers: List[Any]) -> bool:
+def _deliver(listener: Listener, kind: Kind, task: int, meta: dict, body: bytes, buffers: list[Any]) -> bool:
     """Send to one listener; False if its connection is gone (it is then dropped)."""
     try:
         listener(kind, task, meta, body, buffers)
@@ -134,7 +142,7 @@ class TaskStream:
         raise OSError("task output is a stream of frames, not a file descriptor")
 
 
-def execute(task: Task, namespace: Dict[str, Any]) -> Any:
+def execute(task: Task, namespace: dict[str, Any]) -> Any:
     """Run ``task`` in ``namespace``; its value, or the exception it raised."""
     request = task.request
     args = protocol.decode(request.body, request.buffers)
@@ -150,7 +158,7 @@ def execute(task: Task, namespace: Dict[str, Any]) -> Any:
     return {"value": value, "pull": {name: namespace[name] for name in pull}}
 
 
-def run_cell(source: str, namespace: Dict[str, Any], filename: str) -> Any:
+def run_cell(source: str, namespace: dict[str, Any], filename: str) -> Any:
     """Execute cell source as ``filename`` (the code id the notebook gave it); the value
     of a final expression, as IPython would show it."""
     # Registered so code on the box that reads source (inspect.getsource) finds the cell's.
@@ -159,7 +167,11 @@ def run_cell(source: str, namespace: Dict[str, Any], filename: str) -> Any:
         tree = ast.parse(source, filename, "exec")
     except SyntaxError as exc:  # the cell's line, as Python shows it, without ast's frames
         raise exc.with_traceback(None) from None
-    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    last = tree.body[-1] if tree.body else None
+    if not isinstance(last, ast.Expr):
+        last = None
+    else:
+        tree.body.pop()
     exec(compile(tree, filename, "exec"), namespace)
     if last is None:
         return None
@@ -185,7 +197,7 @@ def error_outcome(exc: BaseException) -> Outcome:
         meta["hint"] = _module_hint(exc)
     try:
         body, buffers = protocol.encode(exc)
-    except Exception:  # an exception that does not pickle still reports as text
+    except Exception:  # noqa: BLE001 - an exception that does not pickle still reports as text
         body, buffers = b"", []
     return Kind.ERROR, meta, body, buffers
 
@@ -193,9 +205,11 @@ def error_outcome(exc: BaseException) -> Outcome:
 def result_outcome(value: Any, *, cell: bool = False) -> Outcome:
     try:
         body, buffers = protocol.encode(value)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a result that does not pickle is reported, as text
         meta = tracebacks.describe(exc.with_traceback(None))  # the pickler's frames say nothing to a user
-        meta["message"] = f"the result could not be pickled: {exc}. Return plain data, arrays or tensors, or pull= names instead."
+        meta["message"] = (
+            f"the result could not be pickled: {exc}. Return plain data, arrays or tensors, or pull= names instead."
+        )
         meta["exception"] = f"{meta['type']}: {meta['message']}\n"
         return Kind.ERROR, meta, b"", []
     return Kind.RESULT, {"cell": True} if cell else {}, body, buffers  # a cell's: a CellResult there

@@ -12,7 +12,7 @@ from __future__ import annotations
 import linecache
 import re
 import traceback
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 __all__ = ["code_filename", "code_id", "describe", "MAX_FRAMES"]
 
@@ -37,7 +37,7 @@ def code_id(filename: str) -> Optional[str]:
     return match.group(1) if match else None
 
 
-def describe(exc: BaseException) -> Dict[str, Any]:
+def describe(exc: BaseException) -> dict[str, Any]:
     """``exc`` as the ERROR frame's meta: ``type`` (qualified name), ``message``,
     ``frames`` (the user's frames, outermost first; ``omitted`` counts those cut from a
     very deep stack) and ``exception`` (Python's own last lines: ``Type: message``,
@@ -48,7 +48,7 @@ def describe(exc: BaseException) -> Dict[str, Any]:
         summaries = summaries[:_KEEP_OUTER] + summaries[_KEEP_OUTER + omitted :]
     module = type(exc).__module__
     name = type(exc).__qualname__ if module == "builtins" else f"{module}.{type(exc).__qualname__}"
-    meta: Dict[str, Any] = {
+    meta: dict[str, Any] = {
         "type": name,
         "message": _text(exc),
         "frames": [_frame(f) for f in summaries],
@@ -62,18 +62,20 @@ def describe(exc: BaseException) -> Dict[str, Any]:
 def _text(exc: BaseException) -> str:
     try:
         return str(exc)
-    except Exception:  # a __str__ that raises: Python prints <exception str() failed>
+    except Exception:  # noqa: BLE001 - a __str__ that raises: Python prints <exception str() failed>
         return "<exception str() failed>"
 
 
-def _frame(summary: traceback.FrameSummary) -> Dict[str, Any]:
-    frame: Dict[str, Any] = {"line": summary.lineno or 0, "name": summary.name}
+def _frame(summary: traceback.FrameSummary) -> dict[str, Any]:
+    frame: dict[str, Any] = {"line": summary.lineno or 0, "name": summary.name}
     code = code_id(summary.filename)
     if code is not None:
         frame["code"] = code
     else:
         frame["file"] = summary.filename
-        frame["text"] = linecache.getline(summary.filename, summary.lineno or 0).rstrip("\r\n")  # unstripped: columns fit
+        frame["text"] = linecache.getline(summary.filename, summary.lineno or 0).rstrip(
+            "\r\n"
+        )  # unstripped: columns fit
     colno, end_colno = getattr(summary, "colno", None), getattr(summary, "end_colno", None)
     if colno is not None and end_colno is not None and getattr(summary, "end_lineno", None) == summary.lineno:
         frame["columns"] = [colno, end_colno]

@@ -31,7 +31,7 @@ import secrets
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, Dict, Optional, TextIO, Tuple
+from typing import Any, Callable, Optional, TextIO
 
 from . import __version__
 from .bootswitch import BEAT_NAME, clock_offset
@@ -48,13 +48,20 @@ RETRY_AFTER = 300.0
 HTTP_TIMEOUT = 30.0
 
 #: (open connections, time.monotonic() of the last contact): the daemon's view.
-Contact = Callable[[], Tuple[int, float]]
+Contact = Callable[[], tuple[int, float]]
 
-_watchdog: Optional["Watchdog"] = None
+_watchdog: Optional[Watchdog] = None
 
 
-def arm(instance_id: int, api_url: str, instance_key: str, *, remaining_s: Optional[float],
-        silence_s: float = 1800.0, clock: Optional[str] = None) -> Dict[str, Any]:  # fmt: skip
+def arm(
+    instance_id: int,
+    api_url: str,
+    instance_key: str,
+    *,
+    remaining_s: Optional[float],
+    silence_s: float = 1800.0,
+    clock: Optional[str] = None,
+) -> dict[str, Any]:
     """Arm (or re-arm, replacing the configuration) this box's watchdog; its status.
 
     ``api_url`` is the Vast API base (``https://console.vast.ai/api/v0``; a bare host
@@ -69,7 +76,7 @@ def arm(instance_id: int, api_url: str, instance_key: str, *, remaining_s: Optio
     return _running().arm(config)
 
 
-def status() -> Dict[str, Any]:
+def status() -> dict[str, Any]:
     """What the watchdog will do: ``armed``, ``instance_id``, ``deadline`` (epoch seconds
     or None), ``seconds_left`` until it (None: no limit), ``silence_s``,
     ``silence_left_s`` (if nobody connects from now on) and ``fired`` (None, or why and
@@ -82,7 +89,7 @@ def disarm() -> None:
     _running().disarm()
 
 
-def start(home: str, contact: Contact, log: TextIO) -> "Watchdog":
+def start(home: str, contact: Contact, log: TextIO) -> Watchdog:
     """Start the daemon's watchdog thread; re-arm from ``home``'s configuration if any.
     Called once by the daemon at start."""
     global _watchdog
@@ -97,13 +104,17 @@ def holds_daemon() -> bool:
     return _watchdog is not None and _watchdog.pending()
 
 
-def _running() -> "Watchdog":
+def _running() -> Watchdog:
     if _watchdog is None:
-        raise RuntimeError("the watchdog lives in the worker daemon: call it there, through session.control(watchdog.arm, ...)")
+        raise RuntimeError(
+            "the watchdog lives in the worker daemon: call it there, through session.control(watchdog.arm, ...)"
+        )
     return _watchdog
 
 
-def _validated(instance_id: Any, api_url: Any, key: Any, remaining_s: Any, silence_s: Any, clock: Any = None) -> Dict[str, Any]:
+def _validated(
+    instance_id: Any, api_url: Any, key: Any, remaining_s: Any, silence_s: Any, clock: Any = None
+) -> dict[str, Any]:
     if isinstance(instance_id, bool) or not isinstance(instance_id, int) or instance_id <= 0:
         raise ValueError(f"instance_id must be a positive integer, got {instance_id!r}")
     parts = urllib.parse.urlsplit(str(api_url))
@@ -121,9 +132,15 @@ def _validated(instance_id: Any, api_url: Any, key: Any, remaining_s: Any, silen
     if clock is not None and not isinstance(clock, str):
         raise ValueError(f"clock must be the path of the simulator's clock file or None, got {clock!r}")
     now = time.time() + clock_offset(clock)
-    return {"instance_id": instance_id, "api_url": str(api_url), "key": key.strip(), "armed_at": now,
-            "deadline": None if remaining_s is None else now + float(remaining_s), "silence_s": float(silence_s),
-            "clock": clock}  # fmt: skip
+    return {
+        "instance_id": instance_id,
+        "api_url": str(api_url),
+        "key": key.strip(),
+        "armed_at": now,
+        "deadline": None if remaining_s is None else now + float(remaining_s),
+        "silence_s": float(silence_s),
+        "clock": clock,
+    }
 
 
 def _finite(value: Any) -> bool:
@@ -138,8 +155,8 @@ class Watchdog:
         self.beat_path = os.path.join(home, BEAT_NAME)
         self.contact = contact
         self.log = log
-        self.config: Optional[Dict[str, Any]] = None
-        self.fired: Optional[Dict[str, Any]] = None
+        self.config: Optional[dict[str, Any]] = None
+        self.fired: Optional[dict[str, Any]] = None
         self.next_try = 0.0  # time.monotonic() before which a failed destroy is not retried
         self.contact_offset = 0.0  # the clock's offset when an orchestrator was last seen
         self.cond = threading.Condition()
@@ -153,8 +170,14 @@ class Watchdog:
             if deadline is not None and not _finite(deadline):
                 raise ValueError(f"deadline must be epoch seconds or null, got {deadline!r}")
             # Validated as if armed now, then given back the deadline it was armed with.
-            config = _validated(saved.get("instance_id"), saved.get("api_url"), saved.get("key"), None,
-                                saved.get("silence_s"), saved.get("clock"))  # fmt: skip
+            config = _validated(
+                saved.get("instance_id"),
+                saved.get("api_url"),
+                saved.get("key"),
+                None,
+                saved.get("silence_s"),
+                saved.get("clock"),
+            )
             config.update(armed_at=saved.get("armed_at"), deadline=deadline)
         except FileNotFoundError:
             return
@@ -166,7 +189,7 @@ class Watchdog:
             self.contact_offset = clock_offset(config.get("clock"))
         self._say(f"re-armed after a worker restart: {self._describe(config)}")
 
-    def arm(self, config: Dict[str, Any]) -> Dict[str, Any]:
+    def arm(self, config: dict[str, Any]) -> dict[str, Any]:
         write_private(self.path, json.dumps(config))
         with self.cond:
             self.config, self.fired, self.next_try = config, None, 0.0
@@ -197,12 +220,19 @@ class Watchdog:
         """Whether the armed instance is already destroyed (or asked to be). Under ``cond``."""
         return bool(self.fired and self.fired["done"])
 
-    def status(self) -> Dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         with self.cond:
             config, fired = self.config, self.fired
         if config is None:
-            return {"armed": False, "instance_id": None, "deadline": None, "seconds_left": None,
-                    "silence_s": None, "silence_left_s": None, "fired": None}  # fmt: skip
+            return {
+                "armed": False,
+                "instance_id": None,
+                "deadline": None,
+                "seconds_left": None,
+                "silence_s": None,
+                "silence_left_s": None,
+                "fired": None,
+            }
         deadline = config["deadline"]
         return {
             "armed": True,
@@ -231,12 +261,12 @@ class Watchdog:
                 continue
             try:
                 self._fire(config, reason)
-            except Exception as exc:  # the watchdog must outlive its own bugs
+            except Exception as exc:  # noqa: BLE001 - the watchdog must outlive its own bugs
                 self._say(f"error while destroying instance {config['instance_id']}: {exc!r}")
                 with self.cond:
                     self.next_try = time.monotonic() + RETRY_AFTER
 
-    def _period(self, config: Optional[Dict[str, Any]]) -> float:
+    def _period(self, config: Optional[dict[str, Any]]) -> float:
         """Until the next check: short enough for the silence limit and the deadline."""
         if config is None:
             return CHECK_PERIOD
@@ -246,11 +276,11 @@ class Watchdog:
         return max(0.05, period)
 
     @staticmethod
-    def _now(config: Dict[str, Any]) -> float:
+    def _now(config: dict[str, Any]) -> float:
         """The box's time: this machine's, or the simulator's clock for a simulated box."""
         return time.time() + clock_offset(config.get("clock"))
 
-    def _due(self, config: Dict[str, Any]) -> Optional[str]:
+    def _due(self, config: dict[str, Any]) -> Optional[str]:
         """Why the instance must go now, or None."""
         deadline = config["deadline"]
         if deadline is not None and self._now(config) >= deadline:
@@ -260,10 +290,10 @@ class Watchdog:
             return f"no orchestrator has been in touch for {silent:.0f} s (limit {config['silence_s']:.0f} s)"
         return None
 
-    def _beat(self, config: Optional[Dict[str, Any]] = None) -> None:
+    def _beat(self, config: Optional[dict[str, Any]] = None) -> None:
         """Tell the boot switch this watchdog is on duty, and when (on the box's clock) an
         orchestrator was last in touch; with no ``config``: that it was disarmed."""
-        beat: Dict[str, Any] = {"disarmed": True}
+        beat: dict[str, Any] = {"disarmed": True}
         if config is not None:
             beat = {"contact": self._now(config) - self._silent_for(config)}
         try:
@@ -271,7 +301,7 @@ class Watchdog:
         except OSError as exc:
             self._say(f"cannot write {BEAT_NAME}: {exc}")
 
-    def _silent_for(self, config: Dict[str, Any]) -> float:
+    def _silent_for(self, config: dict[str, Any]) -> float:
         """Seconds without an orchestrator: real ones, plus the simulated clock's moves."""
         connections, last_contact = self.contact()
         offset = clock_offset(config.get("clock"))
@@ -280,14 +310,16 @@ class Watchdog:
             return 0.0
         return max(0.0, time.monotonic() - last_contact + offset - self.contact_offset)
 
-    def _fire(self, config: Dict[str, Any], reason: str) -> None:
+    def _fire(self, config: dict[str, Any], reason: str) -> None:
         self._say(f"destroying instance {config['instance_id']}: {reason}")
         if config["api_url"].startswith("file:"):
             result = _request_destroy(config, reason)
         else:
             result = _http_destroy(config, self._say)
         done = result in ("destroyed", "already gone", "requested")
-        self._say(f"instance {config['instance_id']}: {result}" + ("" if done else f"; trying again in {RETRY_AFTER:.0f} s"))
+        self._say(
+            f"instance {config['instance_id']}: {result}" + ("" if done else f"; trying again in {RETRY_AFTER:.0f} s")
+        )
         with self.cond:
             if self.config is not config:
                 return  # re-armed or disarmed meanwhile: the new configuration decides
@@ -302,27 +334,33 @@ class Watchdog:
             pass
 
     @staticmethod
-    def _describe(config: Dict[str, Any]) -> str:
+    def _describe(config: dict[str, Any]) -> str:
         # Never the key: only what the user set and where the request will go.
         deadline = "no maximum duration" if config["deadline"] is None else f"deadline {_when(config['deadline'])}"
         api = urllib.parse.urlsplit(config["api_url"])
-        return (f"instance {config['instance_id']}, {deadline}, silence limit {config['silence_s']:.0f} s, "
-                f"via {api.scheme}://{api.netloc}{api.path}")  # fmt: skip
+        return (
+            f"instance {config['instance_id']}, {deadline}, silence limit {config['silence_s']:.0f} s, "
+            f"via {api.scheme}://{api.netloc}{api.path}"
+        )
 
 
 def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(epoch))
 
 
-def _http_destroy(config: Dict[str, Any], say: Callable[[str], None]) -> str:
+def _http_destroy(config: dict[str, Any], say: Callable[[str], None]) -> str:
     """``DELETE {api}/instances/{id}/`` with the instance's key, retrying what may pass
     (429, 5xx, network errors) for up to :data:`DESTROY_WINDOW`; the outcome, in words."""
     import urllib.error  # here: it costs the daemon's start ~30 ms (http.client, ssl, email)
     import urllib.request
 
     url = f"{config['api_url'].rstrip('/')}/instances/{config['instance_id']}/"
-    headers = {"Authorization": f"Bearer {config['key']}", "Accept": "application/json",
-               "Content-Type": "application/json", "User-Agent": f"vastnb-worker/{__version__}"}  # fmt: skip
+    headers = {
+        "Authorization": f"Bearer {config['key']}",
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+        "User-Agent": f"vastnb-worker/{__version__}",
+    }
     give_up = time.monotonic() + DESTROY_WINDOW
     delay = 0.5
     while True:
@@ -350,7 +388,7 @@ def _http_destroy(config: Dict[str, Any], say: Callable[[str], None]) -> str:
         delay = min(delay * 2, 30.0)
 
 
-def _error_of(body: bytes) -> Tuple[Optional[str], str]:
+def _error_of(body: bytes) -> tuple[Optional[str], str]:
     """(the error code, the message) of an API answer; (None, "") for a success."""
     text = body.decode("utf-8", errors="replace").strip()
     try:
@@ -364,7 +402,7 @@ def _error_of(body: bytes) -> Tuple[Optional[str], str]:
     return None, ""
 
 
-def _request_destroy(config: Dict[str, Any], reason: str) -> str:
+def _request_destroy(config: dict[str, Any], reason: str) -> str:
     """The embedded simulator has no server: leave it a request file in its spool
     folder, which its next transaction carries out (and checks the key of)."""
     folder = urllib.parse.unquote(urllib.parse.urlsplit(config["api_url"]).path)

@@ -50,7 +50,7 @@ class StatusCard(View):
             except InstanceGoneError:  # destroyed between the two calls
                 info = None
             cost = self.box.cost()
-        except Exception as exc:  # a display must not lose it: it shows on the card
+        except Exception as exc:  # noqa: BLE001 - a display must not lose it: it shows on the card
             self.error = f"{type(exc).__name__}: {exc}"
             return
         with self.hold_trait_notifications():
@@ -69,7 +69,7 @@ class StatusCard(View):
         failure = ""
         try:
             action()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a click's failure is shown on the card (see above)
             failure = f"{type(exc).__name__}: {exc}"
         finally:
             self.busy = ""
@@ -98,10 +98,16 @@ class StatusCard(View):
         import ipywidgets as w
 
         self._summary, self._error = w.HTML(), w.HTML()
-        self.stop_button = w.Button(description="Stop", icon="pause", tooltip="Stop: GPU billing stops, the disk stays (billed)")
+        self.stop_button = w.Button(
+            description="Stop", icon="pause", tooltip="Stop: GPU billing stops, the disk stays (billed)"
+        )
         self.start_button = w.Button(description="Start", icon="play", tooltip="Start again: the worker starts fresh")
-        self.destroy_button = w.Button(description="Destroy", icon="trash", button_style="danger",
-                                       tooltip="Destroy: billing stops for good, the disk is gone")  # fmt: skip
+        self.destroy_button = w.Button(
+            description="Destroy",
+            icon="trash",
+            button_style="danger",
+            tooltip="Destroy: billing stops for good, the disk is gone",
+        )
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.stop_button.on_click(lambda _b: self._act("stopping", self.box.stop))
         self.start_button.on_click(lambda _b: self._act("starting", self.box.start))
@@ -120,6 +126,10 @@ class StatusCard(View):
         color = {"running": "green", "stopped": "darkorange", "destroyed": "gray"}.get(self.state, "#1565c0")
         state = html.escape(self.state + (f" ({self.busy}...)" if self.busy else ""))
         badge = " <span style='color:crimson'>SIMULATED</span>" if self.simulated else ""
-        self._summary.value = (f"<b>{html.escape(self.name)}</b> #{self.instance_id} <span style='color:{color}'>● {state}</span>"
-                               f"{badge}<br>{' · '.join(html.escape(f) for f in self.figures())}")  # fmt: skip
-        self._error.value = f"<pre style='color:crimson;white-space:pre-wrap'>{html.escape(self.error)}</pre>" if self.error else ""
+        self._summary.value = (
+            f"<b>{html.escape(self.name)}</b> #{self.instance_id} <span style='color:{color}'>● {state}</span>"
+            f"{badge}<br>{' · '.join(html.escape(f) for f in self.figures())}"
+        )
+        self._error.value = (
+            f"<pre style='color:crimson;white-space:pre-wrap'>{html.escape(self.error)}</pre>" if self.error else ""
+        )

@@ -6,11 +6,10 @@ import html
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from traitlets import Bool, List, Unicode
-from traitlets import Instance as InstanceOf
+from traitlets import Bool, Instance as InstanceOf, List, Unicode
 
-from vastnb.lifecycle.launch import LaunchEvent
 from vastnb.front.widgets.base import View, describe
+from vastnb.lifecycle.launch import LaunchEvent
 
 if TYPE_CHECKING:
     import ipywidgets
@@ -20,11 +19,24 @@ if TYPE_CHECKING:
 __all__ = ["LaunchProgress", "Row", "STEPS"]
 
 #: The steps of one launch attempt, in order, as the view names them.
-STEPS = {"offer": "offer chosen", "created": "created", "loading": "loading", "running": "running",
-         "connecting": "SSH", "ready": "worker ready"}  # fmt: skip
+STEPS = {
+    "offer": "offer chosen",
+    "created": "created",
+    "loading": "loading",
+    "running": "running",
+    "connecting": "SSH",
+    "ready": "worker ready",
+}
 MARKS = {"done": "✓", "active": "▸", "pending": "·", "retry": "↻", "cleanup": "−", "failed": "✗", "note": "•"}
-COLORS = {"done": "green", "active": "#1565c0", "pending": "gray", "retry": "darkorange", "cleanup": "gray",
-          "failed": "crimson", "note": "gray"}  # fmt: skip
+COLORS = {
+    "done": "green",
+    "active": "#1565c0",
+    "pending": "gray",
+    "retry": "darkorange",
+    "cleanup": "gray",
+    "failed": "crimson",
+    "note": "gray",
+}
 
 
 @dataclass(frozen=True)
@@ -45,8 +57,10 @@ class Row:
     def html(self) -> str:
         when = f" <code>{self.elapsed:.1f}s</code>" if self.elapsed is not None else ""
         color = COLORS[self.mark]
-        return (f"<span style='color:{color}'>{MARKS[self.mark]} {html.escape(self.label)}</span>{when}"
-                f"{'&nbsp; ' + html.escape(self.detail) if self.detail else ''}")  # fmt: skip
+        return (
+            f"<span style='color:{color}'>{MARKS[self.mark]} {html.escape(self.label)}</span>{when}"
+            f"{'&nbsp; ' + html.escape(self.detail) if self.detail else ''}"
+        )
 
 
 def _detail(event: LaunchEvent) -> str:
@@ -152,6 +166,6 @@ class LaunchProgress(View):
         self._header.value = f"<b>{html.escape(self.headline())}</b>"
         rows = self.rows()
         self._pool += [w.HTML() for _ in range(len(rows) - len(self._pool))]
-        for widget, row in zip(self._pool, rows):
+        for widget, row in zip(self._pool, rows, strict=False):
             widget.value = row.html()
         self._lines.children = tuple(self._pool[: len(rows)])

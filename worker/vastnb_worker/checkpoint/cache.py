@@ -17,7 +17,8 @@ import hashlib
 import os
 import shutil
 import tempfile
-from typing import Iterable, Optional
+from collections.abc import Iterable
+from typing import Optional
 
 from ..errors import CheckpointCorruptError
 from .manifest import Part, file_sha256, folder_step
@@ -42,14 +43,14 @@ class Cache:
         self.move = move
 
     @classmethod
-    def for_store(cls, store_url: str, root: Optional[str], keep: int) -> "Cache":
+    def for_store(cls, store_url: str, root: Optional[str], keep: int) -> Cache:
         """A cache for the store at ``store_url``: a folder of its own under ``root``
         (default :func:`default_cache_root`), so stores never share files."""
         name = hashlib.sha256(store_url.encode()).hexdigest()[:16]
         return cls(os.path.join(root or default_cache_root(), name), keep=keep)
 
     @classmethod
-    def scratch(cls) -> "Cache":
+    def scratch(cls) -> Cache:
         """A private temporary folder that keeps nothing."""
         return cls(tempfile.mkdtemp(prefix="vastnb-ckpt-"), keep=0)
 
@@ -78,9 +79,11 @@ class Cache:
         return path
 
     def _refused(self, name: str) -> CheckpointCorruptError:
-        return CheckpointCorruptError(f"refused to write {name!r:.100} in the checkpoint cache {self.root}: it is not "
-                                      "a file in a checkpoint's folder there, so the checkpoint that names it is not "
-                                      "loaded")  # fmt: skip
+        return CheckpointCorruptError(
+            f"refused to write {name!r:.100} in the checkpoint cache {self.root}: it is not "
+            "a file in a checkpoint's folder there, so the checkpoint that names it is not "
+            "loaded"
+        )
 
     def holds(self, checkpoint_id: str, part: Part) -> Optional[str]:
         """The cached file for ``part`` when its size and sha256 match, else None."""

@@ -26,6 +26,7 @@ __all__ = ["codec_of", "write_part", "read_part", "SUFFIX"]
 #: The file name suffix of each codec's objects.
 SUFFIX = {"torch": ".pt", "pickle": ".pkl"}
 
+
 def codec_of(snapshot: Snapshot) -> str:
     """The codec :func:`write_part` writes ``snapshot`` with."""
     return "torch" if snapshot.uses_torch else "pickle"
@@ -62,13 +63,15 @@ def read_part(path: str, codec: str, *, map_location: Any = None, where: str = "
             try:
                 return settled(torch.load(path, map_location=map_location, weights_only=True, mmap=True))
             except (pickle.UnpicklingError, Refused) as exc:
-                raise CheckpointCorruptError(f"{where} holds more than tensors and plain data; it is not "
-                                             f"loaded, as that could run code: {exc}") from exc  # fmt: skip
+                raise CheckpointCorruptError(
+                    f"{where} holds more than tensors and plain data; it is not loaded, as that could run code: {exc}"
+                ) from exc
     if codec == "pickle":
         with open(path, "rb") as file:
             try:
                 return SafeUnpickler(file).load()
             except Refused as exc:
-                raise CheckpointCorruptError(f"{where} holds {exc}; it is not loaded, as that could run code "
-                                             "or crash this process") from None  # fmt: skip
+                raise CheckpointCorruptError(
+                    f"{where} holds {exc}; it is not loaded, as that could run code or crash this process"
+                ) from None
     raise CheckpointError(f"{where} was written with codec {codec!r}, which this vastnb does not know: upgrade vastnb")

@@ -14,8 +14,9 @@ Also the functions a notebook uses without a manager: :func:`load_latest` and
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Optional
 
 from ..errors import CheckpointCorruptError, CheckpointError
 from . import rng
@@ -36,11 +37,11 @@ class Checkpoint:
 
     step: int
     info: CheckpointInfo
-    extras: Dict[str, Any] = field(default_factory=dict)
-    states: Dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    states: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def metrics(self) -> Dict[str, Any]:
+    def metrics(self) -> dict[str, Any]:
         """The metrics given to the ``save()`` that made it."""
         return self.info.metrics
 
@@ -88,23 +89,28 @@ def _skip(what: str, reason: CheckpointError) -> None:
     warnings.warn(f"skipping {what}: {reason}", CheckpointWarning, stacklevel=5)
 
 
-def _apply(info: CheckpointInfo, states: Dict[str, Any], objects: Mapping[str, Any], restore_rng: bool) -> Checkpoint:
+def _apply(info: CheckpointInfo, states: dict[str, Any], objects: Mapping[str, Any], restore_rng: bool) -> Checkpoint:
     for name, obj in objects.items():
         if obj is None:
             continue
         if name not in states:
-            raise CheckpointError(f"the checkpoint of step {info.step} in {info.url} holds no {name} state "
-                                  f"(it holds {', '.join(sorted(states))}): do not pass {name}= to load it",
-                                  step=info.step)  # fmt: skip
+            raise CheckpointError(
+                f"the checkpoint of step {info.step} in {info.url} holds no {name} state "
+                f"(it holds {', '.join(sorted(states))}): do not pass {name}= to load it",
+                step=info.step,
+            )
         obj.load_state_dict(states.pop(name))
     state = states.pop("state", {})
     if restore_rng and state.get("rng"):
         try:
             rng.restore(state["rng"])
         except Exception as exc:  # saved by another version of Python, numpy or torch, or not by vastnb
-            raise CheckpointError(f"the random number generator states saved with step {info.step} in {info.url} "
-                                  f"cannot be restored here ({type(exc).__name__}: {exc}): load it with "
-                                  "restore_rng=False", step=info.step) from exc  # fmt: skip
+            raise CheckpointError(
+                f"the random number generator states saved with step {info.step} in {info.url} "
+                f"cannot be restored here ({type(exc).__name__}: {exc}): load it with "
+                "restore_rng=False",
+                step=info.step,
+            ) from exc
     return Checkpoint(step=info.step, info=info, extras=state.get("extras", {}), states=states)
 
 
@@ -127,14 +133,21 @@ def load_latest(
     store = open_store(url, **store_options)
     try:
         objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
-        return load_from(store, None, objects, map_location=map_location, restore_rng=restore_rng,
-                         max_manifest_bytes=max_manifest_bytes)  # fmt: skip
+        return load_from(
+            store,
+            None,
+            objects,
+            map_location=map_location,
+            restore_rng=restore_rng,
+            max_manifest_bytes=max_manifest_bytes,
+        )
     finally:
         store.close()
 
 
-def list_checkpoints(url: str, *, max_manifest_bytes: int = MAX_MANIFEST_BYTES,
-                     **store_options: Any) -> List[CheckpointInfo]:  # fmt: skip
+def list_checkpoints(
+    url: str, *, max_manifest_bytes: int = MAX_MANIFEST_BYTES, **store_options: Any
+) -> list[CheckpointInfo]:
     """The complete checkpoints at ``url``, highest step first (manifests only: nothing
     is downloaded or verified; a manifest over ``max_manifest_bytes`` is skipped unread)."""
     store = open_store(url, **store_options)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Mapping
 from concurrent.futures import Future
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 from ..errors import CheckpointError
 from . import rng
@@ -67,7 +68,7 @@ class CheckpointManager:
 
     def __init__(
         self,
-        url: Union[str, "os.PathLike[str]", Store],
+        url: Union[str, os.PathLike[str], Store],
         *,
         every_steps: Optional[int] = None,
         every_seconds: Optional[float] = None,
@@ -95,8 +96,15 @@ class CheckpointManager:
         else:
             self.cache = Cache.scratch()
         self._pool = BufferPool()
-        self._writer = Writer(self.store, self.cache, self._pool, max_in_flight=max_in_flight, retries=retries,
-                              keep_last=keep_last, keep_every=keep_every)  # fmt: skip
+        self._writer = Writer(
+            self.store,
+            self.cache,
+            self._pool,
+            max_in_flight=max_in_flight,
+            retries=retries,
+            keep_last=keep_last,
+            keep_every=keep_every,
+        )
         self.preemption = Preemption(grace_seconds, install=handle_sigterm)
         self._last_step: Optional[int] = None
         self._last_time = time.monotonic()
@@ -124,7 +132,7 @@ class CheckpointManager:
         extras: Optional[Mapping[str, Any]] = None,
         metrics: Optional[Mapping[str, Any]] = None,
         force: bool = False,
-    ) -> "Optional[Future[CheckpointInfo]]":
+    ) -> Optional[Future[CheckpointInfo]]:
         """Checkpoint ``step`` if it is due (or ``force``), and return at once.
 
         ``model``, ``optimizer`` and ``scheduler`` are objects with ``state_dict()``
@@ -149,7 +157,7 @@ class CheckpointManager:
             if obj is not None and not hasattr(obj, "state_dict"):
                 raise TypeError(f"{name} has no state_dict(): pass plain data as extras= instead")
         started = time.time()
-        future: "Optional[Future[CheckpointInfo]]" = None
+        future: Optional[Future[CheckpointInfo]] = None
         try:
             self._writer.reserve(step, timeout=self.preemption.remaining() if preempted else None)
         except CheckpointError:
@@ -164,13 +172,24 @@ class CheckpointManager:
             self.preemption.finish()
         return future
 
-    def _snapshot(self, step: int, started: float, model: Any, optimizer: Any, scheduler: Any,
-                  extras: Optional[Mapping[str, Any]], metrics: Optional[Mapping[str, Any]]) -> Job:  # fmt: skip
+    def _snapshot(
+        self,
+        step: int,
+        started: float,
+        model: Any,
+        optimizer: Any,
+        scheduler: Any,
+        extras: Optional[Mapping[str, Any]],
+        metrics: Optional[Mapping[str, Any]],
+    ) -> Job:
         """The checkpoint's state in host memory, in the slot reserved for it."""
         try:
             checkpoint_id = new_id(step)
-            parts = [(name, take_snapshot(obj.state_dict(), self._pool, name))
-                     for name, obj in zip(_OBJECTS, (model, optimizer, scheduler)) if obj is not None]  # fmt: skip
+            parts = [
+                (name, take_snapshot(obj.state_dict(), self._pool, name))
+                for name, obj in zip(_OBJECTS, (model, optimizer, scheduler))
+                if obj is not None
+            ]
             state = take_snapshot(dict(extras or {}), self._pool, "extras")
         except BaseException:
             self._writer.release()  # refused (a bad step, not plain data): the slot is free again
@@ -204,10 +223,11 @@ class CheckpointManager:
         self.preemption.uninstall()
         self._raise_failure()
         if not done:
-            raise CheckpointError(f"checkpoints to {self.url} were still uploading after {timeout} s; the last "
-                                  "complete one is the latest")  # fmt: skip
+            raise CheckpointError(
+                f"checkpoints to {self.url} were still uploading after {timeout} s; the last complete one is the latest"
+            )
 
-    def __enter__(self) -> "CheckpointManager":
+    def __enter__(self) -> CheckpointManager:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -215,7 +235,7 @@ class CheckpointManager:
 
     # Loading.
 
-    def checkpoints(self) -> List[CheckpointInfo]:
+    def checkpoints(self) -> list[CheckpointInfo]:
         """The complete checkpoints in the store, highest step first."""
         return catalogue(self.store, max_manifest_bytes=self.max_manifest_bytes)
 
@@ -239,8 +259,16 @@ class CheckpointManager:
             self._last_step = found.step
         return found
 
-    def load(self, step: int, model: Any = None, optimizer: Any = None, scheduler: Any = None, *,
-             map_location: Any = "cpu", restore_rng: bool = True) -> Checkpoint:  # fmt: skip
+    def load(
+        self,
+        step: int,
+        model: Any = None,
+        optimizer: Any = None,
+        scheduler: Any = None,
+        *,
+        map_location: Any = "cpu",
+        restore_rng: bool = True,
+    ) -> Checkpoint:
         """Like :meth:`load_latest`, for the checkpoint of ``step``: raises
         :class:`CheckpointError` when there is none, :class:`CheckpointCorruptError` when
         its manifest is refused or its objects do not match it or do not decode."""
@@ -248,13 +276,21 @@ class CheckpointManager:
         assert found is not None
         return found
 
-    def _load(self, step: Optional[int], model: Any, optimizer: Any, scheduler: Any, map_location: Any,
-              restore_rng: bool) -> Optional[Checkpoint]:  # fmt: skip
+    def _load(
+        self, step: Optional[int], model: Any, optimizer: Any, scheduler: Any, map_location: Any, restore_rng: bool
+    ) -> Optional[Checkpoint]:
         self._check_open()
         objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
         # A cache that keeps nothing (a scratch or staging folder) is never read from.
-        return load_from(self.store, self.cache, objects, step=step, map_location=map_location,
-                         restore_rng=restore_rng, max_manifest_bytes=self.max_manifest_bytes)  # fmt: skip
+        return load_from(
+            self.store,
+            self.cache,
+            objects,
+            step=step,
+            map_location=map_location,
+            restore_rng=restore_rng,
+            max_manifest_bytes=self.max_manifest_bytes,
+        )
 
     def _raise_failure(self) -> None:
         failure, self._writer.failure = self._writer.failure, None
@@ -269,9 +305,9 @@ class CheckpointManager:
         return f"CheckpointManager({self.url!r}, every_steps={self.every_steps}, every_seconds={self.every_seconds})"
 
 
-def _plain_metrics(metrics: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+def _plain_metrics(metrics: Optional[Mapping[str, Any]]) -> dict[str, Any]:
     """Metrics as JSON numbers (a tensor or numpy scalar becomes its value)."""
-    plain: Dict[str, Any] = {}
+    plain: dict[str, Any] = {}
     for key, value in (metrics or {}).items():
         if hasattr(value, "item"):
             value = value.item()

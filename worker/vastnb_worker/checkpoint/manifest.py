@@ -28,14 +28,30 @@ import platform
 import re
 import sys
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import CheckpointCorruptError, CheckpointError
 from .codec import SUFFIX
 
-__all__ = ["Part", "CheckpointInfo", "new_id", "manifest_key", "step_of", "folder_step", "file_sha256", "versions",
-           "expired", "MAX_MANIFEST_BYTES", "MAX_PARTS", "MAX_PART_BYTES"]
+if TYPE_CHECKING:
+    from typing import TypeGuard  # Python 3.10: for mypy only, the box may run 3.9
+
+__all__ = [
+    "Part",
+    "CheckpointInfo",
+    "new_id",
+    "manifest_key",
+    "step_of",
+    "folder_step",
+    "file_sha256",
+    "versions",
+    "expired",
+    "MAX_MANIFEST_BYTES",
+    "MAX_PARTS",
+    "MAX_PART_BYTES",
+]
 
 FORMAT = "vastnb-checkpoint"
 VERSION = 1
@@ -76,9 +92,9 @@ class CheckpointInfo:
     id: str
     step: int
     time: float
-    metrics: Dict[str, Any] = field(default_factory=dict)
-    parts: Tuple[Part, ...] = ()
-    versions: Dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    parts: tuple[Part, ...] = ()
+    versions: dict[str, str] = field(default_factory=dict)
     url: str = ""
 
     @property
@@ -93,13 +109,21 @@ class CheckpointInfo:
 
     def to_json(self) -> bytes:
         """The manifest, as stored."""
-        body = {"format": FORMAT, "version": VERSION, "id": self.id, "step": self.step, "time": self.time,
-                "size": self.size, "metrics": self.metrics, "versions": self.versions,
-                "parts": [vars(p) for p in self.parts]}  # fmt: skip
+        body = {
+            "format": FORMAT,
+            "version": VERSION,
+            "id": self.id,
+            "step": self.step,
+            "time": self.time,
+            "size": self.size,
+            "metrics": self.metrics,
+            "versions": self.versions,
+            "parts": [vars(p) for p in self.parts],
+        }
         return json.dumps(body, indent=1, sort_keys=True, default=_plain).encode()
 
     @classmethod
-    def from_json(cls, data: bytes, *, url: str = "", name: Optional[str] = None) -> "CheckpointInfo":
+    def from_json(cls, data: bytes, *, url: str = "", name: Optional[str] = None) -> CheckpointInfo:
         """Parse a manifest, read from ``name`` in the store at ``url``. One that is malformed,
         or says anything vastnb would not write, raises :class:`CheckpointCorruptError`; one
         written by a newer vastnb, :class:`CheckpointError`."""
@@ -117,16 +141,27 @@ class CheckpointInfo:
                 raise _Newer(f"manifest version {_shown(version)}, this one reads {VERSION}")
             _check(body, name)
             parts = tuple(Part(**{k: p[k] for k in _PART_FIELDS}) for p in body["parts"])
-            return cls(id=body["id"], step=body["step"], time=float(body["time"]), metrics=body.get("metrics", {}),
-                       parts=parts, versions=body.get("versions", {}), url=url)  # fmt: skip
+            return cls(
+                id=body["id"],
+                step=body["step"],
+                time=float(body["time"]),
+                metrics=body.get("metrics", {}),
+                parts=parts,
+                versions=body.get("versions", {}),
+                url=url,
+            )
         except _Newer as exc:
-            raise CheckpointError(f"checkpoint manifest {where} was written by a newer vastnb ({exc}): upgrade vastnb "
-                                  "where you load it.", step=step) from None  # fmt: skip
+            raise CheckpointError(
+                f"checkpoint manifest {where} was written by a newer vastnb ({exc}): upgrade vastnb where you load it.",
+                step=step,
+            ) from None
         except Exception as exc:  # bad JSON, missing, mistyped or out-of-range fields
-            raise CheckpointCorruptError(f"unreadable checkpoint manifest {where}: {exc}. vastnb never writes such a "
-                                         "manifest (it was changed, or put there by someone else), so nothing it "
-                                         "names is read: delete it if you do not know where it came from",
-                                         step=step) from exc  # fmt: skip
+            raise CheckpointCorruptError(
+                f"unreadable checkpoint manifest {where}: {exc}. vastnb never writes such a "
+                "manifest (it was changed, or put there by someone else), so nothing it "
+                "names is read: delete it if you do not know where it came from",
+                step=step,
+            ) from exc
 
 
 class _Newer(ValueError):
@@ -136,12 +171,11 @@ class _Newer(ValueError):
 _PART_FIELDS = ("name", "key", "size", "sha256", "codec")
 
 
-def _check(body: Dict[str, Any], name: Optional[str]) -> None:
+def _check(body: dict[str, Any], name: Optional[str]) -> None:
     """Raise ValueError, saying what is wrong, unless every field of the manifest ``body``
     (read from ``name``) is what vastnb writes: nothing in it is used before this."""
     checkpoint_id = body.get("id")
-    match = _FOLDER.fullmatch(checkpoint_id) if isinstance(checkpoint_id, str) else None
-    if match is None:
+    if not isinstance(checkpoint_id, str) or (match := _FOLDER.fullmatch(checkpoint_id)) is None:
         raise ValueError(f"id {_shown(checkpoint_id)} is not a checkpoint name (ckpt-<12 digits>-<8 hex digits>)")
     if name is not None and name != manifest_key(checkpoint_id):
         raise ValueError(f"it names checkpoint {checkpoint_id}, not the one of its own name")
@@ -188,11 +222,11 @@ def _check_part(part: Any, checkpoint_id: str) -> str:
     return name
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
 
 
@@ -220,13 +254,13 @@ def folder_step(name: str) -> Optional[int]:
     return int(match.group(1)) if match else None
 
 
-def step_of(name: str) -> Optional[Tuple[str, int]]:
+def step_of(name: str) -> Optional[tuple[str, int]]:
     """``(id, step)`` for a manifest's object name, None for any other name."""
     match = _NAME.fullmatch(name)
     return (match.group(1), int(match.group(2))) if match else None
 
 
-def file_sha256(path: str, limit: Optional[int] = None) -> Tuple[int, str]:
+def file_sha256(path: str, limit: Optional[int] = None) -> tuple[int, str]:
     """``(size, sha256 hex)`` of a file, read in big blocks (hashlib lets go of the GIL);
     of its first ``limit`` bytes only, when it holds more."""
     digest = hashlib.sha256()
@@ -243,7 +277,7 @@ def file_sha256(path: str, limit: Optional[int] = None) -> Tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def versions() -> Dict[str, str]:
+def versions() -> dict[str, str]:
     """Versions that matter to whoever loads the checkpoint (torch and numpy only when
     the process already uses them: they are never imported for this)."""
     from .. import __version__
@@ -256,7 +290,7 @@ def versions() -> Dict[str, str]:
     return found
 
 
-def expired(checkpoints: Iterable[Tuple[str, int]], keep_last: Optional[int], keep_every: Optional[int]) -> List[str]:
+def expired(checkpoints: Iterable[tuple[str, int]], keep_last: Optional[int], keep_every: Optional[int]) -> list[str]:
     """Ids of the checkpoints that retention deletes, from ``(id, step)`` pairs: all but
     the ``keep_last`` highest steps and those whose step is a multiple of ``keep_every``.
     ``keep_last=None`` keeps everything."""

@@ -21,7 +21,7 @@ import time
 import warnings
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 from ..errors import CheckpointError, StorageError
 from .cache import Cache
@@ -46,9 +46,9 @@ class Job:
     id: str
     step: int
     time: float
-    metrics: Dict[str, Any]
-    parts: List[Tuple[str, Snapshot]]
-    future: "Future[CheckpointInfo]" = field(default_factory=Future)
+    metrics: dict[str, Any]
+    parts: list[tuple[str, Snapshot]]
+    future: Future[CheckpointInfo] = field(default_factory=Future)
 
 
 class Writer:
@@ -70,18 +70,21 @@ class Writer:
         self.store, self.cache, self.pool = store, cache, pool
         self.retries, self.keep_last, self.keep_every = retries, keep_last, keep_every
         self.failure: Optional[CheckpointError] = None
-        self._cached: "collections.deque[str]" = collections.deque(maxlen=max(cache.keep, 1))
+        self._cached: collections.deque[str] = collections.deque(maxlen=max(cache.keep, 1))
         self._slots = threading.BoundedSemaphore(max_in_flight)
-        self._jobs: "queue.Queue[Optional[Job]]" = queue.Queue()
-        self._uploads: "queue.Queue[Optional[Tuple[Future[None], str, str]]]" = queue.Queue()
+        self._jobs: queue.Queue[Optional[Job]] = queue.Queue()
+        self._uploads: queue.Queue[Optional[tuple[Future[None], str, str]]] = queue.Queue()
         self._idle = threading.Condition()
-        self._in_flight: List[str] = []  # ids submitted and not yet stored or failed
-        self._thread = threading.Thread(target=_serve, args=(self._jobs, self._run_job), name="vastnb-checkpoint",
-                                        daemon=True)  # fmt: skip
+        self._in_flight: list[str] = []  # ids submitted and not yet stored or failed
+        self._thread = threading.Thread(
+            target=_serve, args=(self._jobs, self._run_job), name="vastnb-checkpoint", daemon=True
+        )
         self._thread.start()
         # Daemon threads: an upload that hangs must never keep a preempted process alive.
-        self._uploaders = [threading.Thread(target=_serve, args=(self._uploads, self._upload), daemon=True,
-                                            name=f"vastnb-upload-{i}") for i in range(UPLOADERS)]  # fmt: skip
+        self._uploaders = [
+            threading.Thread(target=_serve, args=(self._uploads, self._upload), daemon=True, name=f"vastnb-upload-{i}")
+            for i in range(UPLOADERS)
+        ]
         for thread in self._uploaders:
             thread.start()
 
@@ -96,7 +99,7 @@ class Writer:
         """Give back a slot reserved for a checkpoint that will not be submitted."""
         self._slots.release()
 
-    def submit(self, job: Job) -> "Future[CheckpointInfo]":
+    def submit(self, job: Job) -> Future[CheckpointInfo]:
         """Queue ``job`` in the slot :meth:`reserve` gave."""
         with self._idle:
             self._in_flight.append(job.id)
@@ -130,7 +133,7 @@ class Writer:
     def _run_job(self, job: Job) -> None:
         try:
             info = self._store(job)
-        except BaseException as exc:  # every failure is reported, none dies with the thread
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported, none dies with the thread
             self._fail(job, exc)
         else:
             job.future.set_result(info)  # stored: retention is housekeeping, after
@@ -149,15 +152,15 @@ class Writer:
 
     def _store(self, job: Job) -> CheckpointInfo:
         folder = self.cache.folder(job.id)
-        parts: List[Part] = []
-        uploads: List["Future[None]"] = []
+        parts: list[Part] = []
+        uploads: list[Future[None]] = []
         for name, snapshot in job.parts:
             codec = codec_of(snapshot)
             path = os.path.join(folder, name + SUFFIX[codec])
             write_part(snapshot, path)
             self._give_back(snapshot)  # written: the host copy can serve the next save
             key = f"{job.id}/{name}{SUFFIX[codec]}"
-            upload: "Future[None]" = Future()
+            upload: Future[None] = Future()
             if self.cache.move:  # the store takes the file away: hash it first
                 size, digest = file_sha256(path)
                 self._uploads.put((upload, key, path))
@@ -171,17 +174,24 @@ class Writer:
         for error in errors:
             if error is not None:
                 raise error  # the first failure fails the checkpoint: it gets no manifest
-        info = CheckpointInfo(id=job.id, step=job.step, time=job.time, metrics=job.metrics, parts=tuple(parts),
-                              versions=versions(), url=self.store.url)  # fmt: skip
+        info = CheckpointInfo(
+            id=job.id,
+            step=job.step,
+            time=job.time,
+            metrics=job.metrics,
+            parts=tuple(parts),
+            versions=versions(),
+            url=self.store.url,
+        )
         self._retry(f"manifest of step {job.step}", lambda: self.store.put_bytes(info.manifest_key, info.to_json()))
         self._cached.append(info.id)
         return info
 
-    def _upload(self, item: "Tuple[Future[None], str, str]") -> None:
+    def _upload(self, item: tuple[Future[None], str, str]) -> None:
         upload, key, path = item
         try:
             self._retry(key, lambda: self.store.put_file(key, path, move=self.cache.move))
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - the upload's future carries every failure
             upload.set_exception(exc)
         else:
             upload.set_result(None)
@@ -202,9 +212,12 @@ class Writer:
     def _tidy(self) -> None:
         try:
             self._retain()
-        except Exception as exc:  # the checkpoint is stored; only old ones were not deleted
-            warnings.warn(f"retention in {self.store.url} failed, older checkpoints were kept: {exc}",
-                          CheckpointWarning, stacklevel=1)  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - the checkpoint is stored; only old ones were not deleted
+            warnings.warn(
+                f"retention in {self.store.url} failed, older checkpoints were kept: {exc}",
+                CheckpointWarning,
+                stacklevel=1,
+            )
 
     def _retain(self) -> None:
         """Delete what retention does not keep (manifest first: the checkpoint stops
@@ -241,7 +254,7 @@ class Writer:
         job.future.set_exception(failure)
 
 
-def _serve(items: "queue.Queue[Optional[T]]", handle: Callable[[T], None]) -> None:
+def _serve(items: queue.Queue[Optional[T]], handle: Callable[[T], None]) -> None:
     """A thread's loop: handle each item until None comes."""
     while True:
         item = items.get()

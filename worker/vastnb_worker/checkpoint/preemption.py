@@ -109,6 +109,6 @@ class Preemption:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except Exception:  # a closed or broken stream must not stop the exit
+            except Exception:  # noqa: BLE001 - a closed or broken stream must not stop the exit
                 pass
         os._exit(EXIT_STATUS)

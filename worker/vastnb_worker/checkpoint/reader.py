@@ -18,7 +18,8 @@ import os
 import shutil
 import tempfile
 import warnings
-from typing import Any, Dict, Iterator, List, Optional, Union
+from collections.abc import Iterator
+from typing import Any, Optional, Union
 
 from ..errors import CheckpointCorruptError, CheckpointError, StorageError
 from .cache import Cache
@@ -37,26 +38,28 @@ class CheckpointWarning(UserWarning):
     """A checkpoint was skipped (corrupt, incomplete) or could not be saved."""
 
 
-def catalogue(store: Store, *, max_manifest_bytes: int = MAX_MANIFEST_BYTES) -> List[CheckpointInfo]:
+def catalogue(store: Store, *, max_manifest_bytes: int = MAX_MANIFEST_BYTES) -> list[CheckpointInfo]:
     """The complete checkpoints in ``store``, highest step first. A manifest that is
     refused (unreadable, too big, from a newer vastnb) is skipped with a warning."""
-    found: List[CheckpointInfo] = []
+    found: list[CheckpointInfo] = []
     for candidate in candidates(store, max_manifest_bytes=max_manifest_bytes):
         if isinstance(candidate, CheckpointInfo):
             found.append(candidate)
         else:
-            warnings.warn(f"skipping the checkpoint of step {candidate.step}: {candidate}", CheckpointWarning,
-                          stacklevel=3)  # fmt: skip
+            warnings.warn(
+                f"skipping the checkpoint of step {candidate.step}: {candidate}", CheckpointWarning, stacklevel=3
+            )
     return found
 
 
-def candidates(store: Store, step: Optional[int] = None, *,
-               max_manifest_bytes: int = MAX_MANIFEST_BYTES) -> Iterator[Candidate]:  # fmt: skip
+def candidates(
+    store: Store, step: Optional[int] = None, *, max_manifest_bytes: int = MAX_MANIFEST_BYTES
+) -> Iterator[Candidate]:
     """Like :func:`catalogue` (or only ``step``'s), reading each manifest only when the
     caller gets that far: resuming a long run reads one or two, not thousands. Each step's
     checkpoints come newest first, then the manifests of that step that were refused, as
     the error that says why."""
-    by_step: Dict[int, List[str]] = {}
+    by_step: dict[int, list[str]] = {}
     for name in store.list():
         found = step_of(name)
         if found is not None and step in (None, found[1]):
@@ -77,23 +80,26 @@ def _manifest(store: Store, name: str, step: int, limit: int) -> Optional[Candid
         return None
     except ObjectSizeError as exc:
         size = f"more than {limit} bytes" if exc.found is None else f"{exc.found} bytes"
-        return CheckpointCorruptError(f"checkpoint manifest {store.url}/{name} holds {size}, and a manifest may hold "
-                                      f"{limit} (vastnb writes a few KiB), so it is refused unread: delete it if you "
-                                      "do not know where it came from, or pass a larger max_manifest_bytes= to read "
-                                      "it", step=step)  # fmt: skip
+        return CheckpointCorruptError(
+            f"checkpoint manifest {store.url}/{name} holds {size}, and a manifest may hold "
+            f"{limit} (vastnb writes a few KiB), so it is refused unread: delete it if you "
+            "do not know where it came from, or pass a larger max_manifest_bytes= to read "
+            "it",
+            step=step,
+        )
     except StorageError:  # the store failed, not this checkpoint: an older one is no answer
         raise
     except CheckpointError as exc:
         return exc
 
 
-def read(store: Store, info: CheckpointInfo, cache: Optional[Cache], *, map_location: Any = None) -> Dict[str, Any]:
+def read(store: Store, info: CheckpointInfo, cache: Optional[Cache], *, map_location: Any = None) -> dict[str, Any]:
     """Every part of ``info``, decoded, by name. Raises :class:`CheckpointCorruptError`
     when an object is missing, does not match the manifest, or does not decode."""
     keeper = cache if cache is not None and cache.keep else None  # one that keeps nothing is not read
     scratch: Optional[str] = None
     try:
-        states: Dict[str, Any] = {}
+        states: dict[str, Any] = {}
         for part in info.parts:
             where = f"{info.url}/{part.key}"
             path = _local(store, part.key, where, info.step)
@@ -149,16 +155,21 @@ def _verify(path: str, part: Part, where: str, step: int) -> None:
         raise _size_mismatch(part, where, step, found)
     size, digest = file_sha256(path, part.size + 1)
     if (size, digest) != (part.size, part.sha256):
-        raise CheckpointCorruptError(f"{where} does not match its manifest (size {size}, expected {part.size}; "
-                                     f"sha256 {digest[:12]}..., expected {part.sha256[:12]}...): it was changed, or "
-                                     "only partly written, after its manifest", step=step)  # fmt: skip
+        raise CheckpointCorruptError(
+            f"{where} does not match its manifest (size {size}, expected {part.size}; "
+            f"sha256 {digest[:12]}..., expected {part.sha256[:12]}...): it was changed, or "
+            "only partly written, after its manifest",
+            step=step,
+        )
 
 
 def _size_mismatch(part: Part, where: str, step: int, found: Optional[int]) -> CheckpointCorruptError:
     size = f"more than {part.size} bytes" if found is None else f"{found} bytes"
-    return CheckpointCorruptError(f"{where} does not match its manifest: it holds {size}, the manifest states "
-                                  f"{part.size}; it was changed, or only partly written, after its manifest",
-                                  step=step)  # fmt: skip
+    return CheckpointCorruptError(
+        f"{where} does not match its manifest: it holds {size}, the manifest states "
+        f"{part.size}; it was changed, or only partly written, after its manifest",
+        step=step,
+    )
 
 
 def _decode(path: str, part: Part, where: str, step: int, map_location: Any) -> Any:
@@ -167,21 +178,30 @@ def _decode(path: str, part: Part, where: str, step: int, map_location: Any) -> 
     except (CheckpointError, OSError):  # refused by the codec (corrupt), no torch here, a failing disk
         raise
     except ImportError as exc:  # this machine's fault, not the checkpoint's: an older one would fail alike
-        raise CheckpointError(f"{where} needs the module {exc.name or exc}, which this Python cannot import: install "
-                              "(or upgrade) it where you load the checkpoint", step=step) from exc  # fmt: skip
+        raise CheckpointError(
+            f"{where} needs the module {exc.name or exc}, which this Python cannot import: install "
+            "(or upgrade) it where you load the checkpoint",
+            step=step,
+        ) from exc
     except Exception as exc:  # its checksum matched: written that way, by something other than vastnb
         detail = f"{type(exc).__name__}: {exc}"
-        raise CheckpointCorruptError(f"{where} matches its manifest but is not {part.codec} data that vastnb can "
-                                     f"read ({detail:.200}): something other than vastnb wrote it, so it is not "
-                                     "loaded", step=step) from exc  # fmt: skip
+        raise CheckpointCorruptError(
+            f"{where} matches its manifest but is not {part.codec} data that vastnb can "
+            f"read ({detail:.200}): something other than vastnb wrote it, so it is not "
+            "loaded",
+            step=step,
+        ) from exc
 
 
-def _check_state(states: Dict[str, Any], info: CheckpointInfo) -> None:
+def _check_state(states: dict[str, Any], info: CheckpointInfo) -> None:
     """The ``state`` part, when there is one, must be what vastnb saves: a dict, with dicts
     as its extras and RNG states."""
     state = states.get("state", {})
     if isinstance(state, dict) and all(isinstance(state.get(k, {}), dict) for k in ("extras", "rng")):
         return
-    raise CheckpointCorruptError(f"the state saved with step {info.step} in {info.url} ({info.id}) is not what vastnb "
-                                 "saves (a dict, with a dict of extras and one of RNG states): something other than "
-                                 "vastnb wrote it, so it is not loaded", step=info.step)  # fmt: skip
+    raise CheckpointCorruptError(
+        f"the state saved with step {info.step} in {info.url} ({info.id}) is not what vastnb "
+        "saves (a dict, with a dict of extras and one of RNG states): something other than "
+        "vastnb wrote it, so it is not loaded",
+        step=info.step,
+    )

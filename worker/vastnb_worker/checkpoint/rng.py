@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import random
 import sys
-from typing import Any, Dict
+from typing import Any
 
 __all__ = ["capture", "restore"]
 
 
-def capture() -> Dict[str, Any]:
+def capture() -> dict[str, Any]:
     """The generators' states as lists, ints and bytes (no arrays, no tensors)."""
-    state: Dict[str, Any] = {"python": random.getstate()}
+    state: dict[str, Any] = {"python": random.getstate()}
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         kind, keys, pos, has_gauss, gauss = numpy.random.get_state()
@@ -31,7 +31,7 @@ def capture() -> Dict[str, Any]:
     return state
 
 
-def restore(state: Dict[str, Any]) -> None:
+def restore(state: dict[str, Any]) -> None:
     """Put the generators back as :func:`capture` found them."""
     if "python" in state:
         version, internal, gauss = state["python"]

@@ -14,9 +14,10 @@ fix, and is not retried.
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 from ..errors import StorageError
 from .stores import ObjectSizeError, Store
@@ -41,8 +42,9 @@ def transfer_config(chunk: int = CHUNK, concurrency: int = CONCURRENCY) -> Any:
     """The boto3 ``TransferConfig`` checkpoints upload and download with."""
     from boto3.s3.transfer import TransferConfig
 
-    return TransferConfig(multipart_threshold=chunk, multipart_chunksize=chunk, max_concurrency=concurrency,
-                          use_threads=True)  # fmt: skip
+    return TransferConfig(
+        multipart_threshold=chunk, multipart_chunksize=chunk, max_concurrency=concurrency, use_threads=True
+    )
 
 
 class S3Store(Store):
@@ -78,20 +80,24 @@ class S3Store(Store):
 
             # Standard retries back off on throttling and 5xx; the checkpoint pipeline
             # retries whole objects on top of that.
-            options: Dict[str, Any] = {}
+            options: dict[str, Any] = {}
             endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
             if endpoint and "amazonaws.com" not in endpoint:
                 # boto3 >= 1.36 sends CRC32 checksums (as aws-chunked trailers) by default,
                 # which R2, GCS and older MinIO refuse. The manifest's sha256 checks the data
                 # end to end anyway.
-                options = {"request_checksum_calculation": "when_required",
-                           "response_checksum_validation": "when_required"}  # fmt: skip
-            botocore_config = Config(retries={"max_attempts": 5, "mode": "standard"},
-                                     max_pool_connections=4 * CONCURRENCY, **options)  # fmt: skip
+                options = {
+                    "request_checksum_calculation": "when_required",
+                    "response_checksum_validation": "when_required",
+                }
+            botocore_config = Config(
+                retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=4 * CONCURRENCY, **options
+            )
             # A session of its own: boto3's default one keeps the credentials it found first,
             # so credentials set after a failure (in a notebook, say) would never be seen.
-            client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region_name,
-                                                    config=botocore_config, **client_options)  # fmt: skip
+            client = boto3.session.Session().client(
+                "s3", endpoint_url=endpoint_url, region_name=region_name, config=botocore_config, **client_options
+            )
         self.client = client
         self.endpoint = getattr(getattr(client, "meta", None), "endpoint_url", endpoint_url)
         self.config = config if config is not None else transfer_config()
@@ -155,26 +161,28 @@ class S3Store(Store):
             target = _Capped(file, size, key)
             self._call("download", key, lambda: self._transfer().download(self.bucket, self._key(key), target).result())
 
-    def list(self, folder: str = "") -> List[str]:
+    def list(self, folder: str = "") -> builtins.list[str]:
         prefix = self._prefix(folder)
 
-        def list_all() -> List[str]:
+        def list_all() -> list[str]:
             pages = self._pages(prefix)
-            return sorted(o["Key"][len(prefix):] for page in pages for o in page.get("Contents", []))
+            return sorted(o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", []))
 
         return self._call("list", folder, list_all)
 
-    def folders(self, folder: str = "") -> List[str]:
+    def folders(self, folder: str = "") -> builtins.list[str]:
         """Sub-folders holding objects, or only the parts of an upload a crash cut short
         (S3 keeps, and bills, those until they are aborted)."""
         prefix = self._prefix(folder)
 
-        def list_all() -> List[str]:
+        def list_all() -> list[str]:
             pages = self._pages(prefix)
-            return [p["Prefix"][len(prefix):].rstrip("/") for page in pages for p in page.get("CommonPrefixes", [])]
+            return [p["Prefix"][len(prefix) :].rstrip("/") for page in pages for p in page.get("CommonPrefixes", [])]
 
         found = set(self._call("list", folder, list_all))
-        found.update(key[len(prefix):].split("/")[0] for key, _ in self._unfinished(prefix) if "/" in key[len(prefix):])
+        found.update(
+            key[len(prefix) :].split("/")[0] for key, _ in self._unfinished(prefix) if "/" in key[len(prefix) :]
+        )
         return sorted(found)
 
     def delete_folder(self, folder: str) -> None:
@@ -198,13 +206,13 @@ class S3Store(Store):
     def _prefix(self, folder: str) -> str:
         return self._key(folder.strip("/")).rstrip("/") + "/" if (folder or self.prefix) else ""
 
-    def _unfinished(self, prefix: str) -> List[Tuple[str, str]]:
+    def _unfinished(self, prefix: str) -> builtins.list[tuple[str, str]]:
         """``(key, upload id)`` of multipart uploads begun and never completed under
         ``prefix``; [] where listing them is not allowed (it is housekeeping only)."""
         try:
             pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
             return [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
-        except Exception:  # e.g. no s3:ListBucketMultipartUploads permission
+        except Exception:  # noqa: BLE001 - e.g. no s3:ListBucketMultipartUploads permission
             return []
 
     def delete(self, key: str) -> None:
@@ -237,27 +245,47 @@ class S3Store(Store):
         if code in _MISSING and operation != "upload" and code != "NoSuchBucket":
             return FileNotFoundError(where)
         if code == "NoSuchBucket":
-            return fail(f"{operation} of {where} failed: bucket '{self.bucket}' does not exist{via}. Create it "
-                        f"(aws s3 mb s3://{self.bucket}) or fix the bucket name; for MinIO, R2 or GCS, check "
-                        "endpoint_url.")  # fmt: skip
+            return fail(
+                f"{operation} of {where} failed: bucket '{self.bucket}' does not exist{via}. Create it "
+                f"(aws s3 mb s3://{self.bucket}) or fix the bucket name; for MinIO, R2 or GCS, check "
+                "endpoint_url."
+            )
         if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
-            return fail(f"{operation} of {where} failed: no S3 credentials found. Set AWS_ACCESS_KEY_ID and "
-                        "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment of the process that saves "
-                        "checkpoints, or give the machine a role that may use the bucket.")  # fmt: skip
+            return fail(
+                f"{operation} of {where} failed: no S3 credentials found. Set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment of the process that saves "
+                "checkpoints, or give the machine a role that may use the bucket."
+            )
         if code in _BAD_KEY:
-            return fail(f"{operation} of {where} failed: the endpoint{via} does not accept the credentials "
-                        f"({code}). Check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the profile), and "
-                        "that they belong to this endpoint.")  # fmt: skip
+            return fail(
+                f"{operation} of {where} failed: the endpoint{via} does not accept the credentials "
+                f"({code}). Check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the profile), and "
+                "that they belong to this endpoint."
+            )
         if code in _DENIED or status == 403:
-            action = {"upload": "s3:PutObject", "download": "s3:GetObject", "list": "s3:ListBucket",
-                      "delete": "s3:DeleteObject"}.get(operation, "access")  # fmt: skip
-            return fail(f"{operation} of {where} failed: access denied{via}. The credentials need {action} on "
-                        f"bucket '{self.bucket}' (prefix '{self.prefix or '/'}'): grant it in the bucket's "
-                        "policy or the key's permissions, or use a bucket you own.")  # fmt: skip
-        if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
-                    "ReadTimeoutError", "ResponseStreamingError"):  # fmt: skip
-            return fail(f"{operation} of {where} failed: cannot reach the S3 endpoint{via} ({name}). Check "
-                        "endpoint_url and the network; the upload is retried.", retryable=True)  # fmt: skip
+            action = {
+                "upload": "s3:PutObject",
+                "download": "s3:GetObject",
+                "list": "s3:ListBucket",
+                "delete": "s3:DeleteObject",
+            }.get(operation, "access")
+            return fail(
+                f"{operation} of {where} failed: access denied{via}. The credentials need {action} on "
+                f"bucket '{self.bucket}' (prefix '{self.prefix or '/'}'): grant it in the bucket's "
+                "policy or the key's permissions, or use a bucket you own."
+            )
+        if name in (
+            "EndpointConnectionError",
+            "ConnectTimeoutError",
+            "ConnectionClosedError",
+            "ReadTimeoutError",
+            "ResponseStreamingError",
+        ):
+            return fail(
+                f"{operation} of {where} failed: cannot reach the S3 endpoint{via} ({name}). Check "
+                "endpoint_url and the network; the upload is retried.",
+                retryable=True,
+            )
         detail = f"{code} (HTTP {status})" if code else f"{name}: {cause}"
         return fail(f"{operation} of {where} failed: {detail}.", retryable=status is None or status >= 500)
 
@@ -286,7 +314,7 @@ class _Capped:
 
 def _read_at_most(body: Any, limit: int) -> bytes:
     """Up to ``limit`` bytes of a response body, never more."""
-    blocks: List[bytes] = []
+    blocks: list[bytes] = []
     left = limit
     while left > 0:
         block = body.read(min(left, 1 << 20))

@@ -18,7 +18,7 @@ import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 from ..errors import CheckpointError
 
@@ -35,8 +35,8 @@ class Snapshot:
 
     tree: Any
     uses_torch: bool = False
-    buffers: List[Any] = field(default_factory=list)
-    events: List[Any] = field(default_factory=list)
+    buffers: list[Any] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
 
     def wait_copies(self) -> None:
         """Wait until the queued GPU-to-host copies are done."""
@@ -50,12 +50,12 @@ class BufferPool:
     keeps at most as many bytes as the largest snapshot so far, so memory stays bounded."""
 
     def __init__(self) -> None:
-        self._free: Dict[Tuple[Any, ...], List[Any]] = {}
+        self._free: dict[tuple[Any, ...], list[Any]] = {}
         self._lock = threading.Lock()
         self._bytes = 0
         self.limit = 0
 
-    def fit(self, snapshots: List["Snapshot"]) -> None:
+    def fit(self, snapshots: list[Snapshot]) -> None:
         """Let the pool keep the buffers of ``snapshots`` (one checkpoint's), when they are
         the largest checkpoint so far."""
         self.limit = max(self.limit, sum(_nbytes(b) for snap in snapshots for b in snap.buffers))
@@ -75,7 +75,7 @@ class BufferPool:
 
         return torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=pinned)
 
-    def give(self, buffers: List[Any]) -> None:
+    def give(self, buffers: list[Any]) -> None:
         """Return buffers that nothing reads any more."""
         with self._lock:
             for buffer in buffers:
@@ -93,9 +93,9 @@ class BufferPool:
 def take_snapshot(tree: Any, pool: BufferPool, where: str) -> Snapshot:
     """Copy ``tree`` to host memory. ``where`` names it in errors (``model``, ``extras``)."""
     snap = Snapshot(tree=None)
-    devices: Dict[Any, None] = {}
-    memo: Dict[int, Any] = {}  # a tensor met twice (tied weights) is copied once, stays shared
-    torch = sys.modules.get("torch")  # never imported here: a tree without tensors needs no torch
+    devices: dict[Any, None] = {}
+    memo: dict[int, Any] = {}  # a tensor met twice (tied weights) is copied once, stays shared
+    torch: Any = sys.modules.get("torch")  # never imported here: a tree without tensors needs no torch
 
     def copy(value: Any, path: str) -> Any:
         if isinstance(value, _PLAIN):
@@ -109,6 +109,7 @@ def take_snapshot(tree: Any, pool: BufferPool, where: str) -> Snapshot:
                     raise _refuse(key, f"{path} key", where)
                 out[key] = copy(item, f"{path}[{key!r}]")
             if hasattr(value, "_metadata"):  # a module's state_dict keeps its layout versions here
+                # An attribute torch sets on the OrderedDict instance, which no dict type declares.
                 out._metadata = copy(value._metadata, path + "._metadata")  # type: ignore[attr-defined]
             result: Any = out
         elif type(value) in (list, tuple, set, frozenset):  # not subclasses: namedtuples need their class
@@ -137,7 +138,7 @@ def take_snapshot(tree: Any, pool: BufferPool, where: str) -> Snapshot:
     return snap
 
 
-def _copy_tensor(torch: Any, tensor: Any, pool: BufferPool, snap: Snapshot, devices: Dict[Any, None]) -> Any:
+def _copy_tensor(torch: Any, tensor: Any, pool: BufferPool, snap: Snapshot, devices: dict[Any, None]) -> Any:
     snap.uses_torch = True
     tensor = tensor.detach()
     if tensor.layout != torch.strided or tensor.is_quantized or tensor.device.type not in ("cpu", "cuda"):
@@ -158,6 +159,8 @@ def _nbytes(tensor: Any) -> int:
 
 def _refuse(value: Any, path: str, where: str) -> CheckpointError:
     kind = f"{type(value).__module__}.{type(value).__qualname__}"
-    return CheckpointError(f"cannot checkpoint {path}: it holds a {kind}. Checkpoints keep plain data (numbers, "
-                           "strings, lists, dicts, arrays, tensors) so that loading them can never run code; "
-                           f"convert it to plain data before saving it in {where}.")  # fmt: skip
+    return CheckpointError(
+        f"cannot checkpoint {path}: it holds a {kind}. Checkpoints keep plain data (numbers, "
+        "strings, lists, dicts, arrays, tensors) so that loading them can never run code; "
+        f"convert it to plain data before saving it in {where}."
+    )

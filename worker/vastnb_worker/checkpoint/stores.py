@@ -19,12 +19,13 @@ a size known beforehand and no further: :meth:`Store.get_bytes_capped` for manif
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import tempfile
 import threading
 from abc import ABC, abstractmethod
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 from urllib.parse import unquote, urlparse
 
 __all__ = ["Store", "LocalStore", "MemoryStore", "ObjectSizeError", "open_store"]
@@ -70,7 +71,7 @@ class Store(ABC):
         """Write the object ``key`` to the local file ``path``."""
 
     @abstractmethod
-    def list(self, folder: str = "") -> List[str]:
+    def list(self, folder: str = "") -> builtins.list[str]:
         """Names of the objects directly in ``folder`` (not in its sub-folders)."""
 
     @abstractmethod
@@ -81,7 +82,7 @@ class Store(ABC):
     def delete(self, key: str) -> None:
         """Delete one object; nothing happens if it is missing."""
 
-    def folders(self, folder: str = "") -> List[str]:
+    def folders(self, folder: str = "") -> builtins.list[str]:
         """Names of the sub-folders directly in ``folder`` (used to clean up after
         crashed uploads; a store that cannot tell returns [] and is not cleaned)."""
         return []
@@ -109,7 +110,7 @@ class Store(ABC):
         if found != size:
             raise ObjectSizeError(key, found)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: only some stores hold connections
         """Release connections. The store is not used afterwards."""
 
     def __repr__(self) -> str:
@@ -201,13 +202,13 @@ class LocalStore(Store):
             raise FileNotFoundError(path)
         return path
 
-    def list(self, folder: str = "") -> List[str]:
+    def list(self, folder: str = "") -> builtins.list[str]:
         return sorted(e.name for e in self._scan(folder) if e.is_file() and not e.name.startswith(".partial-"))
 
-    def folders(self, folder: str = "") -> List[str]:
+    def folders(self, folder: str = "") -> builtins.list[str]:
         return sorted(e.name for e in self._scan(folder) if e.is_dir() and not e.name.startswith("."))
 
-    def _scan(self, folder: str) -> "List[os.DirEntry[str]]":
+    def _scan(self, folder: str) -> builtins.list[os.DirEntry[str]]:
         try:
             return list(os.scandir(self._path(folder) if folder else self.root))
         except FileNotFoundError:
@@ -224,16 +225,16 @@ class MemoryStore(Store):
     """Objects in a dict, for tests and notebooks. ``memory://name`` gives the same store
     for the same name, for the life of the process."""
 
-    _named: Dict[str, "MemoryStore"] = {}
+    _named: ClassVar[dict[str, MemoryStore]] = {}
     _named_lock = threading.Lock()
 
     def __init__(self, name: str = "") -> None:
         self.url = f"memory://{name}"
-        self.objects: Dict[str, bytes] = {}
+        self.objects: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def named(cls, name: str) -> "MemoryStore":
+    def named(cls, name: str) -> MemoryStore:
         """The process-wide store called ``name``, created on first use."""
         with cls._named_lock:
             if name not in cls._named:
@@ -266,18 +267,18 @@ class MemoryStore(Store):
         with open(path, "wb") as file:
             file.write(data)
 
-    def list(self, folder: str = "") -> List[str]:
+    def list(self, folder: str = "") -> builtins.list[str]:
         return sorted(k for k in self._below(folder) if "/" not in k)
 
-    def folders(self, folder: str = "") -> List[str]:
+    def folders(self, folder: str = "") -> builtins.list[str]:
         return sorted({k.split("/")[0] for k in self._below(folder) if "/" in k})
 
-    def _below(self, folder: str) -> List[str]:
+    def _below(self, folder: str) -> builtins.list[str]:
         """The keys under ``folder``, relative to it."""
         prefix = folder.rstrip("/") + "/" if folder else ""
         with self._lock:
             keys = list(self.objects)
-        return [k[len(prefix):] for k in keys if k.startswith(prefix)]
+        return [k[len(prefix) :] for k in keys if k.startswith(prefix)]
 
     def delete_folder(self, folder: str) -> None:
         prefix = folder.rstrip("/") + "/"
@@ -290,7 +291,7 @@ class MemoryStore(Store):
             self.objects.pop(key, None)
 
 
-def open_store(url: Union[str, "os.PathLike[str]"], **options: Any) -> Store:
+def open_store(url: Union[str, os.PathLike[str]], **options: Any) -> Store:
     """The store for ``url`` (see the module's docstring; a ``pathlib.Path`` is a folder).
     ``options`` go to the store's constructor: for S3, ``endpoint_url``, ``region_name``,
     ``client``..."""
