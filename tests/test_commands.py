@@ -166,7 +166,7 @@ def _cell(ip: InteractiveShell, source: str) -> Any:
 def test_the_alias_runs_the_same_command_and_says_nothing_more(
     ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _cell(ip, "%vast attach 7") == "the value"  # as notebooks/02 spells it
+    assert _cell(ip, "%vast attach 7") == "the value"  # follow's old name, as earlier notebooks spell it
     capsys.readouterr()
     # The magic itself, without IPython's Out[n]: the alias prints nothing of its own.
     assert ip.run_line_magic("vast", "follow 7") == ip.run_line_magic("vast", "attach 7") == "the value"

@@ -195,15 +195,15 @@ def test_ctrl_c_interrupts_the_remote_work(launched: InteractiveShell, capsys: p
     assert run(ip, "%%vast run\n'still usable'") == "still usable"
 
 
-def test_detach_returns_at_once_and_attach_brings_the_output_back(
+def test_detach_returns_at_once_and_follow_brings_the_output_back(
     launched: InteractiveShell, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ip = launched
     run(ip, "%%vast run --detach --pull r -o job\nimport time\ntime.sleep(0.3)\nprint('detached work')\nr = 7\n'done'")
     out = capsys.readouterr().out
     task = ip.user_ns["job"].id
-    assert f"%vast attach {task}" in out  # the alias of follow, as notebooks/02 has it stored
-    assert run(ip, f"%vast attach {task}") == "done"
+    assert f"%vast follow {task}" in out  # what it says to run next
+    assert run(ip, f"%vast attach {task}") == "done"  # follow's old name, kept as an alias
     assert "detached work" in capsys.readouterr().out
     assert ip.user_ns["r"] == 7
 

@@ -314,8 +314,7 @@ class VastMagics(Magics):
             self.tasks[task.id] = task
             if args.out:
                 user_ns[args.out] = task
-            # `attach`, the alias of follow: the line stored in notebooks/02-offload-patterns.ipynb.
-            print(f"task {task.id} runs on {box.name}; %vast attach {task.id} brings its output and result back")
+            print(f"task {task.id} runs on {box.name}; %vast follow {task.id} brings its output and result back")
             return None
         result = run.run_cell(cell, push=push, pull=pull, name=name)
         if args.out:
