@@ -103,7 +103,9 @@ def take_snapshot(tree: Any, pool: BufferPool, where: str) -> Snapshot:
         if id(value) in memo:
             return memo[id(value)]
         if isinstance(value, dict):
-            out = OrderedDict() if isinstance(value, OrderedDict) else {}
+            # An OrderedDict for any dict that carries torch's _metadata: a plain dict takes
+            # no attributes.
+            out = OrderedDict() if isinstance(value, OrderedDict) or hasattr(value, "_metadata") else {}
             for key, item in value.items():
                 if not isinstance(key, _PLAIN):
                     raise _refuse(key, f"{path} key", where)
