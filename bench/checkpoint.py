@@ -180,7 +180,7 @@ def main() -> None:
             finished: list[float] = []
             future.add_done_callback(lambda _, finished=finished: finished.append(time.perf_counter()))
             training = n == args.checkpoints
-            while not future.done():
+            while not finished:  # the callback's time, not future.done(): that turns true before it runs
                 if training:
                     busy_steps.append(compute_step(x, w))
                 else:
