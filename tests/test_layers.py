@@ -13,8 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 #: package -> rank. A module may import its own package and any package of a lower rank;
-#: packages of the same rank know nothing of each other. (Jobs and costs will go between
-#: lifecycle and client.)
+#: packages of the same rank know nothing of each other.
 RANKS = {
     "vastnb_worker": 0,  # the GPU-worker tier: on the box, needs nothing of the notebook's
     "vastnb.errors": 1,  # the error tree (its root is the worker's VastError)
@@ -27,9 +26,10 @@ RANKS = {
     "vastnb.storage": 4,  # grants travel over an offload session
     "vastnb.backends": 5,
     "vastnb.lifecycle": 6,
-    "vastnb.client": 7,
-    "vastnb.front": 8,
-    "vastnb.__main__": 9,
+    "vastnb.jobs": 7,  # the job queue (and, to come, its controller); costs will sit here too
+    "vastnb.client": 8,
+    "vastnb.front": 9,
+    "vastnb.__main__": 10,
 }
 
 

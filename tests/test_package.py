@@ -34,7 +34,7 @@ def test_importing_vastnb_and_its_packages_loads_nothing_heavy() -> None:
     code = textwrap.dedent(
         """
         import sys, pkgutil, importlib, vastnb
-        for package in ("base", "profiles", "market", "offload", "storage", "sim", "backends", "lifecycle", "front", "front.widgets"):
+        for package in ("base", "profiles", "market", "offload", "storage", "sim", "backends", "lifecycle", "jobs", "front", "front.widgets"):
             importlib.import_module("vastnb." + package)
         heavy = ("pandas", "numpy", "httpx", "ipywidgets", "boto3", "torch")
         print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))

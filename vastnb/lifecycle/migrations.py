@@ -47,6 +47,20 @@ def _v2_vast_names(db: sqlite3.Connection) -> None:
     db.execute(f"UPDATE instances SET state = 'created' WHERE state NOT IN {known}")  # live: let the market say
 
 
+def _v3_jobs(db: sqlite3.Connection) -> None:
+    """The job queue (:mod:`vastnb.jobs`): jobs, and what happened to each."""
+    db.execute("""CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, url TEXT NOT NULL, name TEXT NOT NULL, profile TEXT NOT NULL,
+        state TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0, submitted_at REAL NOT NULL,
+        payload BLOB NOT NULL, checkpoint TEXT, max_recoveries INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0, controller TEXT, claimed_at REAL, finished_at REAL, error TEXT)""")
+    db.execute("CREATE INDEX jobs_queue ON jobs (url, state, priority DESC, submitted_at, id)")
+    db.execute("""CREATE TABLE job_events (
+        job INTEGER NOT NULL, at REAL NOT NULL, event TEXT NOT NULL, detail TEXT,
+        instance_id INTEGER, dph_total REAL)""")
+    db.execute("CREATE INDEX job_events_job ON job_events (job)")
+
+
 #: MIGRATIONS[n] takes a file from version n to n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_tables, _v2_vast_names]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_tables, _v2_vast_names, _v3_jobs]
 SCHEMA_VERSION = len(MIGRATIONS)

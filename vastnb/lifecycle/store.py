@@ -148,11 +148,14 @@ class StateStore:
     @property
     def version(self) -> int:
         """The schema version of the file (:data:`SCHEMA_VERSION` once opened)."""
-        with self._db() as db:
+        with self.transaction() as db:
             return int(db.execute("PRAGMA user_version").fetchone()[0])
 
     @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``) on a short connection of its own:
+        committed when the block ends, rolled back if it raises. Other tables of the same
+        file (the job queue's) use it too."""
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         try:
             db.execute("PRAGMA synchronous=NORMAL")
@@ -172,7 +175,7 @@ class StateStore:
         """Register this process as a session (before it creates anything)."""
         pid = os.getpid()
         info = SessionInfo(secrets.token_hex(4), socket.gethostname(), pid, process_token(pid), time.time(), None)
-        with self._db() as db:
+        with self.transaction() as db:
             db.execute(
                 "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
                 (info.id, info.host, info.pid, info.token, info.started_at, None),
@@ -180,11 +183,11 @@ class StateStore:
         return info
 
     def end_session(self, session: str) -> None:
-        with self._db() as db:
+        with self.transaction() as db:
             db.execute("UPDATE sessions SET ended_at = ? WHERE id = ?", (time.time(), session))
 
     def session(self, session: str) -> SessionInfo | None:
-        with self._db() as db:
+        with self.transaction() as db:
             row = db.execute("SELECT * FROM sessions WHERE id = ?", (session,)).fetchone()
         return SessionInfo(*row) if row else None
 
@@ -192,7 +195,7 @@ class StateStore:
 
     def record(self, rental: Rental) -> None:
         """Write a new instance, and its first state in the history."""
-        with self._db() as db:
+        with self.transaction() as db:
             db.execute(
                 f"INSERT OR REPLACE INTO instances VALUES ({', '.join('?' * len(_COLUMNS))})",
                 [_value(getattr(rental, c)) for c in _COLUMNS],
@@ -207,7 +210,7 @@ class StateStore:
         transaction) and write it into the history with ``note``; the instance after, or
         None if the store has no such instance. Destroyed is final: destroying again
         adds a note, and the first time counts."""
-        with self._db() as db:
+        with self.transaction() as db:
             row = db.execute(
                 "SELECT state, dph_total FROM instances WHERE url = ? AND id = ?", (url, instance_id)
             ).fetchone()
@@ -235,7 +238,7 @@ class StateStore:
         refused = set(changes) - _UPDATABLE
         if refused:
             raise ValueError(f"update() cannot change {', '.join(sorted(refused))} (the state changes by transition())")
-        with self._db() as db:
+        with self.transaction() as db:
             if changes:
                 sets = ", ".join(f"{c} = ?" for c in changes)
                 db.execute(
@@ -252,13 +255,13 @@ class StateStore:
                     )
 
     def get(self, url: str, instance_id: int) -> Rental | None:
-        with self._db() as db:
+        with self.transaction() as db:
             row = db.execute("SELECT * FROM instances WHERE url = ? AND id = ?", (url, instance_id)).fetchone()
         return _rental(row) if row else None
 
     def find(self, url: str, name: str) -> Rental | None:
         """The live instance called ``name`` (else the latest one of that name)."""
-        with self._db() as db:
+        with self.transaction() as db:
             row = db.execute(
                 "SELECT * FROM instances WHERE url = ? AND name = ? ORDER BY destroyed_at IS NULL DESC, created_at DESC LIMIT 1",
                 (url, name),
@@ -271,12 +274,12 @@ class StateStore:
             + (" AND destroyed_at IS NULL" if live else "")
             + " ORDER BY created_at"
         )
-        with self._db() as db:
+        with self.transaction() as db:
             return [_rental(row) for row in db.execute(query, (url,))]
 
     def history(self, url: str, instance_id: int) -> list[tuple[float, str, float | None, str | None]]:
         """(time, state, $/h, note) for one instance, oldest first."""
-        with self._db() as db:
+        with self.transaction() as db:
             return db.execute(
                 "SELECT at, state, dph_total, note FROM history WHERE url = ? AND id = ? ORDER BY at, rowid",
                 (url, instance_id),
