@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pandas as pd
 
-from vastnb.backends import NAMES, open_backend
+from vastnb.backends import open_backend
 from vastnb.backends.base import Backend, BoxOptions
 from vastnb.base.config import find_api_key, vastnb_home
 from vastnb.errors import InstanceGoneError, NoOffersError
@@ -34,9 +34,8 @@ from vastnb.profiles.profile import Profile, get_profile, load_profiles
 if TYPE_CHECKING:
     from vastnb.sim import SimConfig, Simulator
 
-__all__ = ["Client", "BACKENDS"]
+__all__ = ["Client"]
 
-BACKENDS = NAMES
 SIM_MARK = "SIMULATED"
 INSTANCE_COLUMNS = ("id", "name", "profile", "gpu", "state", "price_per_hour", "uptime_hours", "cost", "owner", "keep")
 
@@ -98,7 +97,7 @@ class Client:
     @property
     def sim(self) -> Simulator | None:
         """The embedded simulator (to move its clock or inject faults), on the sim backend."""
-        return getattr(self.provider, "simulator", None)
+        return self.provider.simulator
 
     def close(self) -> None:
         """End this client: its session's boxes are destroyed (kept ones are listed)."""

@@ -20,6 +20,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vastnb.backends.keys import KeyPair, ensure_keypair, ensure_registered
 from vastnb.base.private import private_folder
@@ -27,6 +28,9 @@ from vastnb.errors import InstanceGoneError
 from vastnb.market.api import VastAPI
 from vastnb.market.records import Instance
 from vastnb.offload.transport import SSHTransport, Transport
+
+if TYPE_CHECKING:
+    from vastnb.sim import Simulator
 
 __all__ = ["Backend", "BoxOptions", "SelfDestruct", "SSHBackend"]
 
@@ -60,6 +64,8 @@ class Backend(ABC):
     simulated: bool = False
     #: Seconds between status checks while a box starts (the simulator answers in ms).
     poll: float = 5.0
+    #: The embedded simulator, on the sim backend (to move its clock or inject faults).
+    simulator: Simulator | None = None
 
     def __init__(self, api: VastAPI, home: Path, box: BoxOptions | None = None) -> None:
         self.api = api

@@ -25,7 +25,7 @@ class SimBackend(SSHBackend):
 
     def __init__(self, simulator: Simulator, api: VastAPI, home: Path, box: BoxOptions | None = None) -> None:
         super().__init__(api, home, box)
-        self.simulator = simulator
+        self.simulator: Simulator = simulator
         market = simulator.market
         # Worker processes on this machine, unless the market points its instances at an sshd.
         self._boxes = market.boxes if market.config.ssh_address is None else None

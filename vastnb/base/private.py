@@ -4,7 +4,7 @@ vastnb keeps keys under ``VASTNB_HOME`` (the state store holds each instance's o
 the simulator's state its account key), its SSH key pair in the user's config folder, and
 OpenSSH control sockets (live, authenticated connections to boxes) in a folder under the
 temp folder. Each such folder is made mode 0700 and each such file 0600 (written with
-``vastnb_worker.watchdog.write_private``). A folder that
+``vastnb_worker.files.write_private``). A folder that
 exists but belongs to another user, or that others may write to, is refused: whoever
 controls it could read the keys, or put their own socket where vastnb's would be.
 """

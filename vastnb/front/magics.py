@@ -27,7 +27,7 @@ from vastnb.errors import VastError
 from vastnb.front.commands import Command, add_arguments, commands, find
 from vastnb.lifecycle.box import Box
 from vastnb.offload import CellResult, RemoteTask
-from vastnb.offload.session import CELL_NAME
+from vastnb.offload.cells import CELL_NAME
 
 __all__ = ["VastMagics", "load_ipython_extension", "free_names", "build_parsers"]
 

@@ -15,7 +15,7 @@ from vastnb.errors import InstanceGoneError
 from vastnb.lifecycle.rental import Rental
 from vastnb.market.records import Instance
 from vastnb.offload import CellResult, RemoteTask, ResultPolicy, Session, safe, trusted
-from vastnb.offload.session import CELL_NAME
+from vastnb.offload.cells import CELL_NAME
 
 if TYPE_CHECKING:
     from vastnb.lifecycle.fleet import Fleet

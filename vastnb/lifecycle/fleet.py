@@ -189,11 +189,10 @@ class Fleet:
             )
         )
 
-    def ready(self, instance_id: int, *, keep: bool | None = None) -> Rental:
+    def ready(self, instance_id: int, *, keep: bool) -> Rental:
         """The worker answers: kept from now on if ``keep`` (only now: a launcher that
         died before this point left an orphan, not a kept box)."""
-        if keep is not None:
-            self.store.update(self.url, instance_id, keep=int(keep), note="worker ready")
+        self.store.update(self.url, instance_id, keep=int(keep), note="worker ready")
         rental = self.rental(instance_id)
         assert rental is not None
         return rental

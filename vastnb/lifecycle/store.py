@@ -63,7 +63,7 @@ class SessionInfo:
 
 _COLUMNS = [f.name for f in fields(Rental)]
 #: Columns :meth:`StateStore.update` may change: the state goes through transition().
-_UPDATABLE = {"keep", "session", "instance_key"}
+_UPDATABLE = {"keep", "session"}
 
 
 def _rental(row: tuple[Any, ...]) -> Rental:
@@ -109,33 +109,30 @@ class StateStore:
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == SCHEMA_VERSION:
-                return
             if version > SCHEMA_VERSION:
                 raise ConfigError(
                     f"{self.path} was written by a newer vastnb (schema {version}; this one knows up to "
                     f"{SCHEMA_VERSION}): upgrade vastnb, or point VASTNB_HOME at another folder."
                 )
             made = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]  # not a new file
-            if made and not self.path.with_name(f"{self.path.name}.v{version}.bak").exists():
+            if version < SCHEMA_VERSION and made and not self._backup(version).exists():
                 self._back_up(db, version)  # outside the transaction: a backup must read the file
-            db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then find it done
-            try:
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                for migrate in MIGRATIONS[version:]:
-                    migrate(db)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
         finally:
             db.close()
+        if version == SCHEMA_VERSION:
+            return
+        with self.transaction() as db:  # one process migrates; the others wait, then find it done
+            for migrate in MIGRATIONS[db.execute("PRAGMA user_version").fetchone()[0] :]:
+                migrate(db)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _backup(self, version: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.v{version}.bak")
 
     def _back_up(self, db: sqlite3.Connection, version: int) -> None:
         """A consistent copy of the file before it is migrated from ``version``, made
         whole under a temporary name and then renamed (no half-written backups)."""
-        final = self.path.with_name(f"{self.path.name}.v{version}.bak")
+        final = self._backup(version)
         partial = final.with_name(f"{final.name}.{os.getpid()}")
         copy = sqlite3.connect(partial)
         try:
@@ -233,7 +230,7 @@ class StateStore:
         return _rental(got)
 
     def update(self, url: str, instance_id: int, *, note: str | None = None, **changes: Any) -> None:
-        """Change who owns an instance, whether it is kept, or its key; a ``note`` goes
+        """Change who owns an instance, or whether it is kept; a ``note`` goes
         into the history. The state changes only by :meth:`transition`."""
         refused = set(changes) - _UPDATABLE
         if refused:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from vastnb.offload.cells import CellResult
 from vastnb.offload.results import RemoteTask, ResultPolicy, safe, trusted
-from vastnb.offload.session import CellResult, Session, print_output
+from vastnb.offload.session import Session, print_output
 from vastnb.offload.transport import LocalTransport, SSHTransport, Transport
 
 __all__ = [

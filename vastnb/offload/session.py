@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, overload
 
 from vastnb.errors import ConnectionLostError, HandshakeError, TransportError
+from vastnb.offload.cells import CELL_NAME, CellResult, cell_payload
 from vastnb.offload.connection import Connection
+from vastnb.offload.control import REPLIES, control_reply
 from vastnb.offload.localmods import ship_local_modules
 from vastnb.offload.results import RemoteTask, ResultPolicy, raise_remote, safe, trusted
 from vastnb.offload.sourcemap import SOURCES
@@ -30,14 +32,11 @@ from vastnb.offload.zipapp import worker_zipapp
 from vastnb_worker import __version__ as worker_version, protocol
 from vastnb_worker.protocol import Frame, Kind
 
-__all__ = ["Session", "CellResult", "print_output"]
+__all__ = ["Session", "print_output"]
 
 Output = Callable[[str, str], None]
 INTERRUPT_GRACE = 10.0  # seconds the box gets to stop after Ctrl-C before we stop waiting
 RECONNECT_TIMEOUT = 10.0  # seconds to try to reach the box again after a drop, to name a task
-CELL_NAME = 'File "<cell>"'  # how a traceback names a cell run through the API
-CONTROL_TIMEOUT = 600.0  # seconds a control call may take on the box before the session gives up on it
-_REPLIES = (Kind.CONTROL_RESULT, Kind.CONTROL_ERROR)
 
 
 def print_output(stream: str, text: str) -> None:
@@ -45,17 +44,6 @@ def print_output(stream: str, text: str) -> None:
     target = sys.stderr if stream == "stderr" else sys.stdout
     target.write(text)
     target.flush()
-
-
-def _cell(source: str, push: Mapping[str, Any] | None, pull: Iterable[str], name: str) -> tuple[Any, ...]:
-    """A CELL task's payload; the cell's source is recorded under ``name`` for tracebacks."""
-    return source, dict(push or {}), list(pull), SOURCES.name_source(name, source.splitlines(True))
-
-
-class CellResult(dict[str, Any]):
-    """The names a cell pulled back, as a dict, and ``value``: its last expression."""
-
-    value: Any = None
 
 
 class Session:
@@ -194,7 +182,11 @@ class Session:
         connection = self.connect()
         request = next(self._controls)
         connection.send(Kind.CONTROL, 0, {"control": request}, body, buffers)
-        frame = self._reply(connection, request, getattr(fn, "__qualname__", repr(fn)))
+        try:
+            frame = control_reply(connection, request, getattr(fn, "__qualname__", repr(fn)), self.transport.describe())
+        except ConnectionLostError:
+            self._abandon()
+            raise
         if frame.kind == Kind.CONTROL_ERROR:
             raise_remote(frame, safe, None)
         return safe(frame.body, frame.buffers)
@@ -212,7 +204,9 @@ class Session:
         Returns the ``pull`` names as a dict, with ``.value`` the last expression's value.
         ``name`` is how a traceback names the cell (the ``%%vast run`` magic: ``Cell In[3]``);
         ``results`` decodes what comes back (default: the session's policy)."""
-        return self._wait(*self._submit(Kind.CELL, _cell(source, push, pull, name), detach=False), results=results)
+        return self._wait(
+            *self._submit(Kind.CELL, cell_payload(source, push, pull, name), detach=False), results=results
+        )
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteTask:
         """Start ``fn`` detached: it keeps running if the connection drops. Returns at once."""
@@ -228,7 +222,7 @@ class Session:
         results: ResultPolicy | None = None,
     ) -> RemoteTask:
         """Start a cell detached; see :meth:`run_cell`."""
-        task = self._submit(Kind.CELL, _cell(source, push, pull, name), detach=True)[1]
+        task = self._submit(Kind.CELL, cell_payload(source, push, pull, name), detach=True)[1]
         return RemoteTask(self, task, cell=True, results=results)
 
     def attach(self, task_id: int, *, results: ResultPolicy | None = None) -> Any:
@@ -297,27 +291,6 @@ class Session:
         late frames cannot be taken for the next task's."""
         self.close()
 
-    def _reply(self, connection: Connection, request: int, name: str) -> Frame:
-        """The answer to control request ``request`` (other frames are not for it)."""
-        deadline = time.monotonic() + CONTROL_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                frame = connection.next(timeout=0.5)
-            except ConnectionLostError:
-                self._abandon()
-                why = f": {connection.lost_because}" if connection.lost_because else ""
-                raise ConnectionLostError(
-                    f"the connection to {self.transport.describe()} was lost during vastnb's call of {name} on the box"
-                    f"{why}; it may or may not have run there. The next call reconnects.",
-                ) from None
-            if frame is not None and frame.kind in _REPLIES and frame.meta.get("control") == request:
-                return frame
-        self._abandon()
-        raise ConnectionLostError(
-            f"vastnb's call of {name} on {self.transport.describe()} did not answer within "
-            f"{CONTROL_TIMEOUT:.0f} s; the next call reconnects."
-        )
-
     def _expect(self, connection: Connection, kind: Kind, timeout: float = 60.0) -> Frame:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -344,7 +317,7 @@ class Session:
         while True:
             try:
                 frame = connection.next(timeout=0.5)
-                if frame is not None and frame.kind in _REPLIES:
+                if frame is not None and frame.kind in REPLIES:
                     continue  # a control call's late answer (its wait was interrupted): no task's
                 if frame is not None and task == 0:
                     task = frame.task

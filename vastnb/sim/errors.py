@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SimError", "Range", "RANGES", "MAX_DISK_GB", "MAX_ADVANCE_S", "MAX_EPOCH_S", "number"]
+__all__ = ["SimError", "Range", "RANGES", "MAX_DISK_GB", "MAX_ADVANCE_S", "MAX_EPOCH_S", "number", "create_number"]
 
 #: The largest disk a create may ask for. Vast documents only the minimum (8 GB); no
 #: machine on its market has a petabyte, so anything above this is a typo.
@@ -75,3 +75,12 @@ def _shown(value: Any) -> str:
     except ValueError:  # an integer with more digits than Python will print
         return "an integer of thousands of digits"
     return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+
+
+def create_number(offer_id: int, value: Any, name: str, *, code: str = "invalid_args") -> float:
+    """A numeric create argument (see :func:`number`); its errors carry
+    ``ask_id``, as all of Vast's create errors do."""
+    try:
+        return number(value, name, code=code)
+    except SimError as exc:
+        raise SimError(exc.status, exc.code, exc.msg, ask_id=offer_id) from None

@@ -21,11 +21,11 @@ from typing import Any
 from vastnb.sim import billing, selfdestruct
 from vastnb.sim.account import AccountMixin
 from vastnb.sim.boxes import Boxes
-from vastnb.sim.errors import MAX_ADVANCE_S, Range, SimError, number
+from vastnb.sim.errors import MAX_ADVANCE_S, Range, SimError, create_number, number
 from vastnb.sim.instances import new_instance, retire, to_api
 from vastnb.sim.offers import OffersMixin
 from vastnb.sim.state import StateStore
-from vastnb_worker.watchdog import write_private
+from vastnb_worker.files import write_private
 
 __all__ = ["Market", "SimConfig", "SimError"]
 
@@ -217,7 +217,7 @@ class Market(OffersMixin, AccountMixin):
                 )
             if not payload.get("image") and not payload.get("template_hash_id"):
                 raise SimError(400, "invalid_args", "image is required", ask_id=offer_id)
-            disk = _argument(offer_id, payload.get("disk", 10.0), "disk")
+            disk = create_number(offer_id, payload.get("disk", 10.0), "disk")
             if not isinstance(payload.get("args") or [], list):
                 raise SimError(
                     400,
@@ -238,7 +238,7 @@ class Market(OffersMixin, AccountMixin):
             bid = (
                 None
                 if payload.get("price") is None
-                else _argument(offer_id, payload["price"], "price", code="invalid_price")
+                else create_number(offer_id, payload["price"], "price", code="invalid_price")
             )
             offer = {**offer, "min_bid": state.get("min_bids", {}).get(str(offer_id), offer["min_bid"])}
             outbid = bid is not None and bid < offer["min_bid"]
@@ -379,15 +379,6 @@ class Market(OffersMixin, AccountMixin):
                 self._power_on(inst)
             elif self.boxes:
                 self.boxes.power_off(instance_id)
-
-
-def _argument(offer_id: int, value: Any, name: str, *, code: str = "invalid_args") -> float:
-    """A numeric create argument (see :func:`~vastnb.sim.errors.number`); its errors carry
-    ``ask_id``, as all of Vast's create errors do."""
-    try:
-        return number(value, name, code=code)
-    except SimError as exc:
-        raise SimError(exc.status, exc.code, exc.msg, ask_id=offer_id) from None
 
 
 def _launch_length(payload: Mapping[str, Any]) -> int:

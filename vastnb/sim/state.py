@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vastnb.base.private import private_folder
-from vastnb_worker.watchdog import write_private
+from vastnb_worker.files import write_private
 
 __all__ = ["StateStore"]
 

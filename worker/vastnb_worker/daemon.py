@@ -26,14 +26,15 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any, Callable, ClassVar, Optional
 
 from . import __version__, protocol, watchdog
+from .files import write_private
+from .link import Guard, Link, watch_relay
 from .output import Forwarder, flush_streams
 from .protocol import Channel, ChannelClosed, Frame, Kind
-from .relay import PID_NAME, SOCKET_NAME
-from .tasks import Listener, Task, TaskStream, error_outcome, execute, failure, result_outcome
+from .relay import PID_NAME, SOCKET_NAME, remove_pid
+from .tasks import Task, TaskStream, error_outcome, execute, failure, result_outcome
 
 __all__ = ["Daemon", "SOCKET_NAME", "serve"]
 
@@ -43,40 +44,8 @@ KEEP_TASKS = 50  # finished tasks kept for reattach, newest first
 _in_control = threading.local()
 
 
-class _Link:
-    """One connection as its handlers see it: where answers go, and the tasks it watches.
-
-    :meth:`send` is for the connection's own thread, which alone closes the descriptors.
-    Another thread (a control call's) answers with :meth:`answer`, which sends nothing
-    once the connection is closing (the descriptors' numbers may already belong to
-    another connection) and, like a task's frames, raises ChannelClosed when the relay
-    is gone (the frame reached nobody)."""
-
-    def __init__(self, channel: Channel, listener: Listener) -> None:
-        self.channel = channel
-        self.listener = listener  # sends a frame, or raises ChannelClosed once the relay is gone
-        self.watched: list[Task] = []
-        self._lock = threading.Lock()
-        self._open = True
-
-    def send(
-        self, kind: Kind, task: int = 0, meta: Optional[dict] = None, body: bytes = b"", buffers: Sequence[Any] = ()
-    ) -> None:
-        self.channel.send(kind, task, meta, body, buffers)
-
-    def answer(self, kind: Kind, task: int, meta: dict, body: bytes, buffers: list[Any]) -> None:
-        with self._lock:
-            if self._open:
-                self.listener(kind, task, meta, body, buffers)
-
-    def close(self) -> None:
-        """From the connection's thread, before its descriptors close: no answer after this."""
-        with self._lock:
-            self._open = False
-
-
 #: A kind's handler: answers ``frame`` on the link; False ends the connection.
-Handler = Callable[["Daemon", _Link, Frame], bool]
+Handler = Callable[["Daemon", Link, Frame], bool]
 
 
 class Daemon:
@@ -199,8 +168,8 @@ class Daemon:
         for fd in fds:  # a process the user's code starts must not hold the connection open
             os.set_inheritable(fd, False)
         channel = Channel(fds[0], fds[1])
-        guard = _Guard()
-        threading.Thread(target=_watch_relay, args=(conn, channel, guard), daemon=True).start()
+        guard = Guard()
+        threading.Thread(target=watch_relay, args=(conn, channel, guard), daemon=True).start()
         with self._lock:
             self.connections += 1
             self.last_contact = time.monotonic()
@@ -215,7 +184,7 @@ class Daemon:
             if guard.released:
                 raise ChannelClosed("the connection's relay is gone")
 
-        link = _Link(channel, listener)
+        link = Link(channel, listener)
         try:
             if self._handshake(channel):
                 while self._handle(link, self._receive(link)):
@@ -266,14 +235,14 @@ class Daemon:
                 meta={"message": message, "versions": self.versions, "busy": busy, "restarting": restarting},
             )
             if restarting:
-                _remove_pid(self.home)
+                remove_pid(self.home)
                 os._exit(0)
             return False
         self._health_ready.wait(2.0)
         channel.send(Kind.HELLO, meta={"versions": self.versions, "health": self._health, "pid": os.getpid()})
         return True
 
-    def _receive(self, link: _Link) -> Frame:
+    def _receive(self, link: Link) -> Frame:
         """The connection's next frame; one of a kind unknown here is answered and skipped."""
         while True:
             try:
@@ -281,7 +250,7 @@ class Daemon:
             except protocol.UnknownKind as exc:
                 self._refuse_kind(link, exc.kind, exc.task)
 
-    def _handle(self, link: _Link, frame: Frame) -> bool:
+    def _handle(self, link: Link, frame: Frame) -> bool:
         """Dispatch one frame through :attr:`HANDLERS`; False ends the connection."""
         handler = self.HANDLERS.get(frame.kind)
         if handler is None:
@@ -289,7 +258,7 @@ class Daemon:
             return True
         return handler(self, link, frame)
 
-    def _refuse_kind(self, link: _Link, kind: int, task: int, name: str = "") -> None:
+    def _refuse_kind(self, link: Link, kind: int, task: int, name: str = "") -> None:
         """The answer to a frame this worker does not take: an ERROR frame, never a crash."""
         what = f"{name} ({kind})" if name else f"unknown kind {kind}"
         error, meta, body, buffers = failure(
@@ -301,7 +270,7 @@ class Daemon:
 
     # -- the handlers: one per kind a client may send ---------------------------------------
 
-    def _on_task(self, link: _Link, frame: Frame) -> bool:
+    def _on_task(self, link: Link, frame: Frame) -> bool:
         """CALL and CELL: the user's work, queued for the main thread under a new task id."""
         detached = bool(frame.meta.get("detach"))
         with self._lock:
@@ -318,12 +287,12 @@ class Daemon:
         self.queue.put(task)
         return True
 
-    def _on_control(self, link: _Link, frame: Frame) -> bool:
+    def _on_control(self, link: Link, frame: Frame) -> bool:
         """CONTROL: vastnb's own call, run now on a thread of its own, beside any task."""
         threading.Thread(target=self._run_control, args=(link, frame), name="vastnb-control", daemon=True).start()
         return True
 
-    def _run_control(self, link: _Link, frame: Frame) -> None:
+    def _run_control(self, link: Link, frame: Frame) -> None:
         _in_control.active = True  # what it prints goes to the log (see output_task)
         try:
             fn, args, kwargs = protocol.decode(frame.body, frame.buffers)
@@ -337,7 +306,7 @@ class Daemon:
         except (ChannelClosed, OSError):
             pass  # the connection went: nobody waits for this answer
 
-    def _on_attach(self, link: _Link, frame: Frame) -> bool:
+    def _on_attach(self, link: Link, frame: Frame) -> bool:
         task = self.tasks.get(frame.task)
         if task is None:
             refusal = failure(
@@ -349,28 +318,28 @@ class Daemon:
             link.watched.append(task)
         return True
 
-    def _on_interrupt(self, link: _Link, frame: Frame) -> bool:
+    def _on_interrupt(self, link: Link, frame: Frame) -> bool:
         # Task 0: this connection's latest attached task (Ctrl-C before any frame of it).
         self.interrupt(frame.task or (link.watched[-1].id if link.watched else 0))
         return True
 
-    def _on_ping(self, link: _Link, frame: Frame) -> bool:
+    def _on_ping(self, link: Link, frame: Frame) -> bool:
         link.send(Kind.PONG, frame.task, frame.meta)
         return True
 
-    def _on_tasks(self, link: _Link, frame: Frame) -> bool:
+    def _on_tasks(self, link: Link, frame: Frame) -> bool:
         with self._lock:
             listing = [t.describe() for t in self.tasks.values()]
         link.send(Kind.TASKS, 0, {"tasks": listing})
         return True
 
-    def _on_bye(self, link: _Link, frame: Frame) -> bool:
+    def _on_bye(self, link: Link, frame: Frame) -> bool:
         if frame.meta.get("shutdown"):
             try:
                 link.send(Kind.BYE)
             except (ChannelClosed, OSError):
                 pass  # the client may be gone already: it asked, the worker ends all the same
-            _remove_pid(self.home)
+            remove_pid(self.home)
             os._exit(0)  # the whole worker: the client asked for a fresh one
         return False
 
@@ -393,49 +362,6 @@ class Daemon:
         return None if getattr(_in_control, "active", False) else self.current
 
 
-class _Guard:
-    """Orders the two ways a connection ends: its descriptors are closed once, and never
-    touched after (their numbers may already belong to another connection)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.closed = False
-        self.released = False  # the relay died: the descriptors now lead to /dev/null
-
-
-def _watch_relay(conn: socket.socket, channel: Channel, guard: _Guard) -> None:
-    """When the relay dies (the connection dropped, or was killed), release its pipes:
-    /dev/null takes their descriptor numbers, so the serving thread sees EOF, a late
-    write goes nowhere, and the client, whose pipe has no other writer, sees EOF too.
-    (Only if the serving thread has not closed them already: the numbers may be reused.)"""
-    try:
-        conn.recv(1)
-    except OSError:
-        pass
-    with guard.lock:
-        if guard.closed:
-            return
-        guard.released = True
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (channel.read_fd, channel.write_fd):
-            try:
-                os.dup2(null, fd, inheritable=False)
-            except OSError:
-                pass
-        os.close(null)
-
-
-def _remove_pid(home: str) -> None:
-    """Remove the pid file, if it is still ours (a successor may have written its own)."""
-    path = os.path.join(home, PID_NAME)
-    try:
-        with open(path) as f:
-            if f.read().strip() == str(os.getpid()):
-                os.unlink(path)
-    except (OSError, ValueError):
-        pass
-
-
 def serve(home: str, digest: str, *, workdir: Optional[str] = None, idle_exit: float = 12 * 3600) -> None:
     """Run the daemon for ``home`` until told to stop or left idle for ``idle_exit`` s.
     Tasks run in ``workdir`` (default: ``home``)."""
@@ -446,7 +372,7 @@ def serve(home: str, digest: str, *, workdir: Optional[str] = None, idle_exit: f
     listener.bind(SOCKET_NAME)
     listener.listen(64)
     daemon = Daemon(home, digest, idle_exit=idle_exit)
-    watchdog.write_private(PID_NAME, f"{os.getpid()}\n")
+    write_private(PID_NAME, f"{os.getpid()}\n")
     # Started in the background, SIGINT may be ignored: tasks need it for Ctrl-C.
     signal.signal(signal.SIGINT, daemon.on_sigint)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -471,4 +397,4 @@ def serve(home: str, digest: str, *, workdir: Optional[str] = None, idle_exit: f
     try:
         daemon.run_tasks()
     finally:
-        _remove_pid(home)
+        remove_pid(home)

@@ -15,7 +15,7 @@ import time
 
 from .protocol import widen
 
-__all__ = ["relay", "SOCKET_NAME", "PID_NAME"]
+__all__ = ["relay", "SOCKET_NAME", "PID_NAME", "remove_pid"]
 
 # Every connection runs a relay: it imports as little as it can (not the daemon).
 SOCKET_NAME = "worker.sock"  # relative to the worker's home, which is the daemon's cwd at bind time
@@ -25,6 +25,17 @@ START_TIMEOUT = 20.0
 #: The relay's exit status when the daemon ended without letting the connection go:
 #: killed (out of memory?) or crashed, rather than the connection dropping.
 WORKER_DIED = 75
+
+
+def remove_pid(home: str) -> None:
+    """Remove the pid file, if it is still ours (a successor may have written its own)."""
+    path = os.path.join(home, PID_NAME)
+    try:
+        with open(path) as f:
+            if f.read().strip() == str(os.getpid()):
+                os.unlink(path)
+    except (OSError, ValueError):
+        pass
 
 
 def _connect(home: str) -> socket.socket:

@@ -27,25 +27,22 @@ import json
 import math
 import os
 import re
-import secrets
 import threading
 import time
 import urllib.parse
 from typing import Any, Callable, Optional, TextIO
 
-from . import __version__
 from .bootswitch import BEAT_NAME, clock_offset
+from .destroy import http_destroy, request_destroy
+from .files import write_private
 
-__all__ = ["arm", "status", "disarm", "start", "holds_daemon", "write_private", "CONFIG_NAME"]
+__all__ = ["arm", "status", "disarm", "start", "holds_daemon", "CONFIG_NAME"]
 
 CONFIG_NAME = "watchdog.json"
 #: The longest pause between two checks; a short ``silence_s`` checks more often.
 CHECK_PERIOD = 5.0
-#: How long one attempt to destroy keeps retrying 429s, 5xx and network errors.
-DESTROY_WINDOW = 180.0
 #: After an attempt failed, the next one starts this much later (the box still bills).
 RETRY_AFTER = 300.0
-HTTP_TIMEOUT = 30.0
 
 #: (open connections, time.monotonic() of the last contact): the daemon's view.
 Contact = Callable[[], tuple[int, float]]
@@ -313,9 +310,9 @@ class Watchdog:
     def _fire(self, config: dict[str, Any], reason: str) -> None:
         self._say(f"destroying instance {config['instance_id']}: {reason}")
         if config["api_url"].startswith("file:"):
-            result = _request_destroy(config, reason)
+            result = request_destroy(config, reason)
         else:
-            result = _http_destroy(config, self._say)
+            result = http_destroy(config, self._say)
         done = result in ("destroyed", "already gone", "requested")
         self._say(
             f"instance {config['instance_id']}: {result}" + ("" if done else f"; trying again in {RETRY_AFTER:.0f} s")
@@ -346,91 +343,3 @@ class Watchdog:
 
 def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(epoch))
-
-
-def _http_destroy(config: dict[str, Any], say: Callable[[str], None]) -> str:
-    """``DELETE {api}/instances/{id}/`` with the instance's key, retrying what may pass
-    (429, 5xx, network errors) for up to :data:`DESTROY_WINDOW`; the outcome, in words."""
-    import urllib.error  # here: it costs the daemon's start ~30 ms (http.client, ssl, email)
-    import urllib.request
-
-    url = f"{config['api_url'].rstrip('/')}/instances/{config['instance_id']}/"
-    headers = {
-        "Authorization": f"Bearer {config['key']}",
-        "Accept": "application/json",
-        "Content-Type": "application/json",
-        "User-Agent": f"vastnb-worker/{__version__}",
-    }
-    give_up = time.monotonic() + DESTROY_WINDOW
-    delay = 0.5
-    while True:
-        request = urllib.request.Request(url, data=b"{}", headers=headers, method="DELETE")
-        try:
-            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
-                status, body = response.status, response.read(4096)
-        except urllib.error.HTTPError as exc:
-            status, body = exc.code, exc.read(4096)
-        except (OSError, ValueError) as exc:  # URLError, timeouts, resets
-            status, body = 0, repr(exc).encode()
-        error, message = _error_of(body)
-        if error == "no_such_instance":
-            return "already gone"
-        if 200 <= status < 300 and error is None:
-            return "destroyed"
-        problem = " ".join(p for p in (f"HTTP {status}", error, message) if p) if status else f"no answer ({message})"
-        # 200 with success:false is Vast's way to say "not now" as well: retried like a 5xx.
-        if 300 <= status < 500 and status != 429:
-            return f"refused: {problem}"
-        if time.monotonic() + delay > give_up:
-            return f"gave up after {DESTROY_WINDOW:.0f} s: {problem}"
-        say(f"destroy not done yet ({problem}); retrying in {delay:g} s")
-        time.sleep(delay)
-        delay = min(delay * 2, 30.0)
-
-
-def _error_of(body: bytes) -> tuple[Optional[str], str]:
-    """(the error code, the message) of an API answer; (None, "") for a success."""
-    text = body.decode("utf-8", errors="replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:  # a proxy's HTML page, a plain-text 429: not an answer from the API
-        return ("", text[:200]) if text else (None, "")
-    if not isinstance(data, dict):
-        return None, ""
-    if data.get("success") is False or "error" in data:
-        return str(data.get("error") or "failed"), str(data.get("msg") or data.get("message") or "")[:200]
-    return None, ""
-
-
-def _request_destroy(config: dict[str, Any], reason: str) -> str:
-    """The embedded simulator has no server: leave it a request file in its spool
-    folder, which its next transaction carries out (and checks the key of)."""
-    folder = urllib.parse.unquote(urllib.parse.urlsplit(config["api_url"]).path)
-    name = f"destroy-{config['instance_id']}-{secrets.token_hex(4)}.json"
-    request = {"instance_id": config["instance_id"], "key": config["key"], "at": time.time(), "reason": reason}
-    try:
-        write_private(os.path.join(folder, name), json.dumps(request))
-    except OSError as exc:
-        return f"could not leave the request in {folder}: {exc}"
-    return "requested"
-
-
-def write_private(path: str, text: str, *, sync: bool = True) -> None:
-    """Write ``text`` to ``path`` atomically (temp file + rename), readable by its owner
-    only; flushed to disk first unless ``sync`` is False (for what is rewritten often)."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
