@@ -43,6 +43,8 @@ _LAZY = {
     "CheckpointManager": "vastnb.storage.checkpoints",
     "load_latest": "vastnb.storage.checkpoints",
     "checkpoints": "vastnb.storage.checkpoints",
+    "Job": "vastnb.jobs.job",
+    "JobState": "vastnb.jobs.states",
 }
 
 __all__ = ["__version__", "load_ipython_extension", *_LAZY, *errors.__all__]  # noqa: PLE0604 - _LAZY's keys and the error tree's names: strings
@@ -50,6 +52,8 @@ __all__ = ["__version__", "load_ipython_extension", *_LAZY, *errors.__all__]  # 
 if typing.TYPE_CHECKING:
     from vastnb.backends.base import BoxOptions as BoxOptions
     from vastnb.client import Client as Client
+    from vastnb.jobs.job import Job as Job
+    from vastnb.jobs.states import JobState as JobState
     from vastnb.lifecycle.box import Box as Box, RunOptions as RunOptions
     from vastnb.lifecycle.launch import LaunchEvent as LaunchEvent, LaunchPolicy as LaunchPolicy
     from vastnb.lifecycle.states import InstanceState as InstanceState

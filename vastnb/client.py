@@ -7,6 +7,7 @@ marked as simulated wherever they are shown.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -20,7 +21,9 @@ import pandas as pd
 from vastnb.backends import open_backend
 from vastnb.backends.base import Backend, BoxOptions
 from vastnb.base.config import find_api_key, vastnb_home
-from vastnb.errors import InstanceGoneError, NoOffersError
+from vastnb.errors import ConfigError, InstanceGoneError, NoOffersError
+from vastnb.jobs.controller import ControllerSettings
+from vastnb.jobs.mixin import JobsMixin
 from vastnb.lifecycle.box import Box
 from vastnb.lifecycle.fleet import Fleet, FleetEntry, parse_label
 from vastnb.lifecycle.launch import LaunchPolicy, Progress
@@ -40,7 +43,7 @@ SIM_MARK = "SIMULATED"
 INSTANCE_COLUMNS = ("id", "name", "profile", "gpu", "state", "price_per_hour", "uptime_hours", "cost", "owner", "keep")
 
 
-class Client:
+class Client(JobsMixin):
     """A connection to a GPU marketplace: Vast.ai, or the simulated one.
 
     ``backend`` is ``"vast"`` or ``"sim"``; by default ``VASTNB_BACKEND``, else
@@ -49,7 +52,8 @@ class Client:
     ``transport`` replaces the network for the ``vast`` backend (tests use it).
     ``box`` says how boxes are reached and guarded (:class:`BoxOptions`); ``launch_policy``
     bounds launches (attempts, deadlines per phase). ``sim_config`` tunes the simulated
-    market (its delays, for instance) when the backend is ``sim``.
+    market (its delays, for instance) when the backend is ``sim``. ``controller`` says how
+    the job controller started from here polls, recovers and when it exits.
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class Client:
         box: BoxOptions | None = None,
         launch_policy: LaunchPolicy | None = None,
         sim_config: SimConfig | None = None,
+        controller: ControllerSettings | None = None,
     ) -> None:
         key = find_api_key(api_key)
         self.backend = backend or os.environ.get("VASTNB_BACKEND") or ("vast" if key else "sim")
@@ -85,6 +90,9 @@ class Client:
         )
         self.api = self.provider.api
         self._launch_policy = launch_policy
+        self._key = key
+        #: How the job controller started from this client works (its timing, limits).
+        self.controller_settings = controller or ControllerSettings(idle_exit_s=600.0)
 
     def __repr__(self) -> str:
         return f"Client(backend={self.backend!r}, url={self.api.base_url!r})"
@@ -191,24 +199,54 @@ class Client:
         """Instances no live session owns (their kernel died without destroying them)."""
         return self._instances_frame(self.fleet.orphans())
 
-    def down(self, ref: str | int) -> bool:
-        """Destroy the instance called ``ref`` (name or id). False if already gone."""
+    def down(self, ref: str | int, *, cancel_job: bool = False) -> bool:
+        """Destroy the instance called ``ref`` (name or id). False if already gone. A box
+        that runs an active job is refused (its controller would only replace it) unless
+        ``cancel_job``: then the job is cancelled and its boxes destroyed."""
         try:
             rental = self.fleet.resolve(ref)
         except InstanceGoneError:
             if isinstance(ref, int) or str(ref).isdigit():
                 return self.fleet.destroy(int(ref))  # an id the store never saw
             raise
+        job = self._jobs.owner_of([rental.id]).get(rental.id)
+        if job is not None:
+            if not cancel_job:
+                raise ConfigError(
+                    f"instance {rental.id} ({rental.name}) runs job {job!r}: its controller would replace it. "
+                    f"Cancel the job (`vastnb cancel {job}`, or down --cancel-job) to end both."
+                )
+            self.job(job).cancel()
+            return True
         return self.fleet.destroy(rental.id)
 
     def down_all(self) -> list[int]:
-        """Destroy every vastnb instance on the account; the ids destroyed. Every one is
-        tried: a :class:`~vastnb.errors.TeardownError` after the last names those that failed."""
+        """Cancel every queued or active job, then destroy every vastnb instance on the
+        account; the ids destroyed. Every one is tried: a
+        :class:`~vastnb.errors.TeardownError` after the last names those that failed."""
+        self._jobs.cancel_active()
         return self.fleet.destroy_every([e.instance.id for e in self.fleet.entries()], "destroyed")
 
     def down_orphans(self) -> list[int]:
         """Destroy every orphan; the ids destroyed. Every one is tried, as in :meth:`down_all`."""
         return self.fleet.destroy_every([e.instance.id for e in self.fleet.orphans()], "orphan destroyed")
+
+    def _controller_file(self) -> dict[str, Any]:
+        """What a controller started from here runs with (``vastnb controller run --settings``)."""
+        sim = self.provider.simulator
+        return {
+            "backend": self.backend,
+            "url": None if sim is not None else self.api.base_url,
+            "home": str(self.home),
+            "profiles": str(self._profiles_path) if self._profiles_path else None,
+            "sim_config": dataclasses.asdict(sim.market.config) if sim is not None else None,
+            "launch_policy": dataclasses.asdict(self.fleet.policy),
+            "box": dataclasses.asdict(self.provider.box),
+            "controller": self.controller_settings.to_dict(),
+        }
+
+    def _controller_env(self) -> dict[str, str]:
+        return {"VAST_API_KEY": self._key.reveal()} if self._key is not None and self.backend == "vast" else {}
 
     def checkpoints(self, url: str, **store_options: Any) -> pd.DataFrame:
         """The complete checkpoints saved under ``url`` (a folder or ``s3://bucket/prefix``),

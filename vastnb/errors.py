@@ -31,6 +31,8 @@ __all__ = [
     "InstanceGoneError",
     "TeardownError",
     "LifecycleError",
+    "JobError",
+    "JobWarning",
 ]
 
 
@@ -231,3 +233,20 @@ class LifecycleError(VastError):
     """A change of an instance's recorded state that its life does not allow (destroyed
     is final, for one): a bug in vastnb, or another process that changed the instance at
     the same moment. ``vastnb ps`` shows where it is now."""
+
+
+class JobError(VastError):
+    """A job did not give a result: it failed (its boxes were lost more often than
+    ``max_recoveries`` allows, or no box could be rented), was cancelled, or ran out of
+    budget. ``job`` is its name and ``state`` where it ended; ``job.events()`` tells why.
+    A job whose own code raised raises that as a :class:`RemoteError` instead."""
+
+    def __init__(self, message: str, *, job: str = "", state: str = "") -> None:
+        super().__init__(message)
+        self.job = job
+        self.state = state
+
+
+class JobWarning(UserWarning):
+    """Something about a submitted job its user should know (it has no checkpoint, so a
+    recovery starts it from the beginning)."""

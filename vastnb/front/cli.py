@@ -24,13 +24,14 @@ import pandas as pd
 from vastnb.base.config import vastnb_home
 from vastnb.client import Client
 from vastnb.errors import TeardownError, VastError
+from vastnb.front import jobcli
 from vastnb.front.commands import TABLE, Command, add_arguments
 from vastnb.lifecycle.launch import LaunchEvent
 
-__all__ = ["main"]
+__all__ = ["main", "print_frame"]
 
 
-def _print_frame(frame: pd.DataFrame, *, as_json: bool, simulated: bool) -> None:
+def print_frame(frame: pd.DataFrame, *, as_json: bool, simulated: bool) -> None:
     if as_json:
         records = json.loads(frame.reset_index().to_json(orient="records"))
         print(json.dumps({"simulated": simulated, "rows": records}, indent=2))
@@ -43,14 +44,14 @@ def _print_frame(frame: pd.DataFrame, *, as_json: bool, simulated: bool) -> None
 
 def _profiles(args: argparse.Namespace) -> int:
     with Client(profiles=args.profiles) as client:
-        _print_frame(client.profiles(), as_json=args.json, simulated=False)
+        print_frame(client.profiles(), as_json=args.json, simulated=False)
     return 0
 
 
 def _offers(args: argparse.Namespace) -> int:
     with Client(profiles=args.profiles) as client:
         frame = client.offers(" ".join(args.spec), limit=args.limit, order=args.order)
-        _print_frame(frame, as_json=args.json, simulated=client.simulated)
+        print_frame(frame, as_json=args.json, simulated=client.simulated)
     return 0
 
 
@@ -82,7 +83,7 @@ def _launch(args: argparse.Namespace) -> int:
 def _ps(args: argparse.Namespace) -> int:
     with Client() as client:
         frame = client.orphans() if args.orphans else client.instances()
-        _print_frame(frame, as_json=args.json, simulated=client.simulated)
+        print_frame(frame, as_json=args.json, simulated=client.simulated)
     return 0
 
 
@@ -104,7 +105,9 @@ def _down(args: argparse.Namespace) -> int:
         failed = 0
         for name in args.names:  # each on its own: a typo must not spare the others
             try:
-                print(f"destroyed: {name}" if client.down(name) else f"{name}: already gone")
+                print(
+                    f"destroyed: {name}" if client.down(name, cancel_job=args.cancel_job) else f"{name}: already gone"
+                )
             except VastError as exc:
                 print(f"vastnb: {name}: {exc}", file=sys.stderr)
                 failed += 1
@@ -171,6 +174,13 @@ _RUN: dict[str, Callable[[argparse.Namespace], int]] = {
     "down": _down,
     "demo": _demo,
     "sim serve": _sim_serve,
+    "submit": jobcli.submit,
+    "jobs": jobcli.jobs,
+    "logs": jobcli.logs,
+    "cancel": jobcli.cancel,
+    "controller run": jobcli.controller_run,
+    "controller status": jobcli.controller_status,
+    "controller stop": jobcli.controller_stop,
 }
 
 

@@ -11,8 +11,6 @@ Bad arguments raise IPython's ``UsageError`` (a message, never a traceback), and
 from __future__ import annotations
 
 import argparse
-import ast
-import builtins
 import shlex
 import sys
 from collections.abc import Callable
@@ -24,15 +22,14 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from vastnb.client import Client
 from vastnb.errors import VastError
+from vastnb.front.cellvars import cell_push, free_names, names
 from vastnb.front.commands import Command, add_arguments, commands, find
+from vastnb.front.jobmagics import JobMagicsMixin
 from vastnb.lifecycle.box import Box
 from vastnb.offload import CellResult, RemoteTask
 from vastnb.offload.cells import CELL_NAME
 
-__all__ = ["VastMagics", "load_ipython_extension", "free_names", "build_parsers"]
-
-#: A pushed value above this size gets a warning: it crosses the network on every run.
-LARGE_PUSH = 256 * 2**20
+__all__ = ["VastMagics", "load_ipython_extension", "free_names", "build_parsers"]  # free_names: tests
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,63 +69,8 @@ def build_parsers() -> dict[str, _Parser]:
     return parsers
 
 
-def _names(text: str | None) -> list[str]:
-    names = [n.strip() for n in (text or "").split(",") if n.strip()]
-    for name in names:
-        if not name.isidentifier():
-            raise UsageError(f"{name!r} is not a Python name (give names separated by commas: --pull model,losses)")
-    return names
-
-
-def free_names(source: str) -> list[str]:
-    """Names a cell reads before (or without) binding them itself, in order of first use:
-    what must come from the notebook. Builtins are left out."""
-    tree = ast.parse(source)
-    # A comprehension binds its targets before its element reads them, though the element
-    # comes first in the text: they are its own, never the notebook's.
-    bound: set[str] = {
-        n.id
-        for c in ast.walk(tree)
-        if isinstance(c, ast.comprehension)
-        for n in ast.walk(c.target)
-        if isinstance(n, ast.Name)
-    }
-    free: list[str] = []
-    nodes = sorted(
-        (
-            n
-            for n in ast.walk(tree)
-            if isinstance(n, (ast.Name, ast.alias, ast.arg, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-        ),
-        key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", 0)),
-    )
-    for node in nodes:
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            if node.id not in bound and node.id not in free and not hasattr(builtins, node.id):
-                free.append(node.id)
-        elif isinstance(node, ast.Name):
-            bound.add(node.id)
-        elif isinstance(node, ast.alias):
-            bound.add((node.asname or node.name).split(".")[0])
-        elif isinstance(node, ast.arg):
-            bound.add(node.arg)
-        else:
-            bound.add(node.name)
-    return free
-
-
-def _size(value: Any) -> int:
-    """A cheap estimate of what pushing ``value`` costs, in bytes (arrays, tensors, bytes)."""
-    nbytes = getattr(value, "nbytes", None)
-    if isinstance(nbytes, int):
-        return nbytes
-    if hasattr(value, "element_size") and hasattr(value, "nelement"):
-        return int(value.element_size() * value.nelement())
-    return len(value) if isinstance(value, (bytes, bytearray, memoryview, str)) else 0
-
-
 @magics_class
-class VastMagics(Magics):
+class VastMagics(JobMagicsMixin, Magics):
     """``%vast SUBCOMMAND ...`` and ``%%vast run``. ``%vast help`` lists the subcommands."""
 
     shell: InteractiveShell  # never None: the magics are made for a running shell
@@ -150,6 +92,10 @@ class VastMagics(Magics):
             "down": self._down,
             "follow": self._follow,
             "run": self._run,
+            "job": self._job,
+            "jobs": self._jobs,
+            "logs": self._logs,
+            "cancel": self._cancel,
         }
         self._parsers = build_parsers()
         assert self._handlers.keys() == self._parsers.keys(), "a %vast subcommand of the table without its handler"
@@ -262,7 +208,8 @@ class VastMagics(Magics):
         for name in args.names or [None]:  # none: the box in use; each on its own, a typo spares none
             try:
                 box = self._box(name)
-                done = box.down()
+                done = self.client.down(box.id, cancel_job=args.cancel_job)
+                box.session.close()
             except VastError as exc:
                 if failed or len(args.names) > 1:
                     print(f"{name}: {exc}", file=sys.stderr)
@@ -288,23 +235,9 @@ class VastMagics(Magics):
     def _run(self, words: list[str], cell: str | None) -> Any:
         assert cell is not None
         args = self._parse("run", words)
-        pull = _names(args.pull)
+        pull = names(args.pull)
         user_ns = self.shell.user_ns
-        try:
-            wanted = _names(args.push) if args.push is not None else free_names(cell)
-        except SyntaxError as exc:
-            raise UsageError(f"the cell is not valid Python: {exc}") from None
-        missing = [n for n in wanted if n not in user_ns] if args.push is not None else []
-        if missing:
-            raise UsageError(f"--push names what the notebook does not define: {', '.join(missing)}")
-        push = {n: user_ns[n] for n in wanted if n in user_ns and not _internal(n)}
-        for name, size in ((n, _size(v)) for n, v in push.items()):
-            if size > LARGE_PUSH:
-                print(
-                    f"[vastnb] pushing {name} ({size / 2**20:.0f} MiB) to the box on every run; "
-                    "use --push to choose what to send",
-                    file=sys.stderr,
-                )
+        push = cell_push(cell, args.push, user_ns)
         box = self._box(args.on)
         # Tracebacks name the notebook's cell and its lines: line 1 is the %%vast line.
         cell, name = "\n" + cell, self._cell_name()
@@ -343,12 +276,6 @@ class VastMagics(Magics):
         if name not in self.boxes:
             self.boxes[name] = self.client.attach(name)
         return self.boxes[name]
-
-
-def _internal(name: str) -> bool:
-    """IPython's own names (In, Out, exit, _1...): never pushed. Modules are pushed: they
-    travel by name and are imported on the box."""
-    return name.startswith("_") or name in ("In", "Out", "get_ipython", "exit", "quit")
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -10,6 +10,7 @@ transaction.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -45,6 +46,12 @@ class JobRecord:
     claimed_at: float | None
     finished_at: float | None
     error: str | None
+    kind: str  # "call" or "cell": how the payload runs on the box
+    settings: dict[str, Any]  # the profile as submitted, retry_on_error, trust (JSON in the store)
+    instance_id: int | None  # the box it runs on now (or last ran on)
+    task_id: int | None  # its task on that box
+    recoveries: int  # boxes lost and replaced
+    error_retries: int  # failures of the user's code run again
 
     def __repr__(self) -> str:
         return f"JobRecord(id={self.id}, name={self.name!r}, state={self.state.value!r}, profile={self.profile!r})"
@@ -76,6 +83,7 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
     values = dict(zip(_COLUMNS, row, strict=True))
     values["state"] = JobState(values["state"])
     values["payload"] = bytes(values["payload"])
+    values["settings"] = json.loads(values["settings"])
     return JobRecord(**values)
 
 
@@ -94,6 +102,8 @@ class JobQueue:
         priority: int = 0,
         checkpoint: str | None = None,
         max_recoveries: int = 0,
+        kind: str = "call",
+        settings: Mapping[str, Any] | None = None,
     ) -> JobRecord:
         """Queue a job. Refused if a job of that name is still queued or active."""
         now = time.time()
@@ -109,9 +119,21 @@ class JobQueue:
                     "or cancel that one first."
                 )
             cursor = db.execute(
-                "INSERT INTO jobs (url, name, profile, state, priority, submitted_at, payload, checkpoint, max_recoveries)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.url, name, profile, JobState.QUEUED.value, priority, now, payload, checkpoint, max_recoveries),
+                "INSERT INTO jobs (url, name, profile, state, priority, submitted_at, payload, checkpoint,"
+                " max_recoveries, kind, settings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    self.url,
+                    name,
+                    profile,
+                    JobState.QUEUED.value,
+                    priority,
+                    now,
+                    payload,
+                    checkpoint,
+                    max_recoveries,
+                    kind,
+                    json.dumps(dict(settings or {})),
+                ),
             )
             job_id = int(cursor.lastrowid or 0)
             self._event(db, job_id, "queued", f"priority {priority}")
@@ -158,20 +180,67 @@ class JobQueue:
         dph_total: float | None = None,
         error: str | None = None,
         attempt: bool = False,
+        recovery: bool = False,
+        error_retry: bool = False,
     ) -> JobRecord:
         """Move a job to ``state`` (checked), recording ``event``; ``attempt`` counts a new
-        attempt (a box rented for it). A final state stamps ``finished_at``."""
+        attempt (its code sent to a box), ``recovery`` a box lost, ``error_retry`` a failure
+        of its code run again. A final state stamps ``finished_at``."""
         with self.store.transaction() as db:
             current = self._get(db, job_id)
             check_transition(job_id, current.state, state)
             db.execute(
-                "UPDATE jobs SET state = ?, attempts = attempts + ?, error = coalesce(?, error),"
+                "UPDATE jobs SET state = ?, attempts = attempts + ?, recoveries = recoveries + ?,"
+                " error_retries = error_retries + ?, error = coalesce(?, error),"
                 " finished_at = CASE WHEN ? THEN ? ELSE finished_at END,"
                 " controller = CASE WHEN ? THEN NULL ELSE controller END WHERE id = ?",
-                (state.value, int(attempt), error, state.final, time.time(), state is JobState.QUEUED, job_id),
+                (
+                    state.value,
+                    int(attempt),
+                    int(recovery),
+                    int(error_retry),
+                    error,
+                    state.final,
+                    time.time(),
+                    state is JobState.QUEUED,
+                    job_id,
+                ),
             )
             self._event(db, job_id, event, detail, instance_id, dph_total)
             return self._get(db, job_id)
+
+    def place(
+        self, job_id: int, *, instance_id: int | None, task_id: int | None, controller: str | None = None
+    ) -> None:
+        """Record where the job runs now: its box and its task there (and, on adoption,
+        the controller that watches it)."""
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE jobs SET instance_id = ?, task_id = ?, controller = coalesce(?, controller) WHERE id = ?",
+                (instance_id, task_id, controller, job_id),
+            )
+
+    def note(
+        self,
+        job_id: int,
+        event: str,
+        detail: str | None = None,
+        *,
+        instance_id: int | None = None,
+        dph_total: float | None = None,
+    ) -> None:
+        """Record an event that changes no state (an offer chosen, a resume's step)."""
+        with self.store.transaction() as db:
+            self._event(db, job_id, event, detail, instance_id, dph_total)
+
+    def active(self) -> list[JobRecord]:
+        """The jobs a controller must be working on (provisioning, running, recovering)."""
+        with self.store.transaction() as db:
+            rows = db.execute(
+                f"SELECT * FROM jobs WHERE url = ? AND state IN ({', '.join('?' * len(_ACTIVE))}) ORDER BY id",
+                (self.url, *_ACTIVE),
+            ).fetchall()
+        return [_record(row) for row in rows]
 
     def get(self, job_id: int) -> JobRecord:
         with self.store.transaction() as db:

@@ -19,7 +19,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +51,7 @@ class FleetEntry:
 
     instance: Instance
     rental: Rental | None
-    owner: str  # "this session", "session <id> (pid N)", "kept", "orphan", "unknown"
+    owner: str  # "this session", "session <id> (pid N)", "kept", "job <id>", "orphan", "unknown"
 
     @property
     def orphan(self) -> bool:
@@ -117,7 +117,18 @@ class Fleet:
 
     # -- launching ------------------------------------------------------------------------
 
-    def launch(self, profile: Profile, *, name: str | None, keep: bool, progress: Progress | None) -> Box:
+    def launch(
+        self,
+        profile: Profile,
+        *,
+        name: str | None,
+        keep: bool,
+        progress: Progress | None,
+        avoid: Collection[int] = (),
+        job: int | None = None,
+    ) -> Box:
+        """Rent and ready a box for ``profile``; never on the machines in ``avoid``. ``job``
+        owns it from its first row: its controller adopts it, nobody sweeps it."""
         name = name or f"{profile.name}-{secrets.token_hex(2)}"
         if not _NAME.match(name):
             raise ConfigError(
@@ -129,9 +140,9 @@ class Fleet:
                 f"an instance called {name!r} is already running (#{existing.id}): pick another name, "
                 f"or reattach to it with attach({name!r})."
             )
-        return launch(self, profile, name, keep=keep, policy=self.policy, progress=progress)
+        return launch(self, profile, name, keep=keep, policy=self.policy, progress=progress, avoid=avoid, job=job)
 
-    def create(self, profile: Profile, candidate: Candidate, name: str) -> CreatedInstance:
+    def create(self, profile: Profile, candidate: Candidate, name: str, job: int | None = None) -> CreatedInstance:
         """Rent ``candidate``, its boot switch in its onstart, and record it at once
         (before any waiting). Not kept: a launcher that dies before the box is ready
         leaves an orphan, which the boot switch and the orphan sweep both end."""
@@ -148,9 +159,9 @@ class Fleet:
             )
         except InstanceCreateError as exc:
             if exc.created_instance_id is not None:
-                self._record(profile, candidate, name, label, exc.created_instance_id, None)
+                self._record(profile, candidate, name, label, exc.created_instance_id, None, job)
             raise
-        self._record(profile, candidate, name, label, created.id, created.instance_api_key)
+        self._record(profile, candidate, name, label, created.id, created.instance_api_key, job)
         return created
 
     def _boot_switch(self, profile: Profile) -> str:
@@ -163,7 +174,14 @@ class Fleet:
         )
 
     def _record(
-        self, profile: Profile, candidate: Candidate, name: str, label: str, instance_id: int, key: str | None
+        self,
+        profile: Profile,
+        candidate: Candidate,
+        name: str,
+        label: str,
+        instance_id: int,
+        key: str | None,
+        job: int | None,
     ) -> None:
         offer = candidate.offer
         self.store.record(
@@ -186,6 +204,7 @@ class Fleet:
                 state=InstanceState.CREATED,
                 created_at=time.time(),
                 destroyed_at=None,
+                job=job,
             )
         )
 
@@ -322,6 +341,8 @@ class Fleet:
         return out
 
     def _owner(self, session: str | None, rental: Rental | None) -> str:
+        if rental is not None and rental.job is not None:
+            return f"job {rental.job}"  # its controller's, whichever process that is now
         if session is None:
             return "unknown"
         if self._session is not None and session == self._session.id:

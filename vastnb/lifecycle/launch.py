@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -81,21 +81,39 @@ class Attempt:
 
 
 def launch(
-    fleet: Fleet, profile: Profile, name: str, *, keep: bool, policy: LaunchPolicy, progress: Progress | None
+    fleet: Fleet,
+    profile: Profile,
+    name: str,
+    *,
+    keep: bool,
+    policy: LaunchPolicy,
+    progress: Progress | None,
+    avoid: Collection[int] = (),
+    job: int | None = None,
 ) -> Box:
-    """Rent the cheapest offer for ``profile`` and return its box, ready (see module doc)."""
-    return _Launch(fleet, profile, name, keep, policy, progress).run()
+    """Rent the cheapest offer for ``profile`` and return its box, ready (see module doc).
+    Machines in ``avoid`` are never tried; ``job`` owns what is created."""
+    return _Launch(fleet, profile, name, keep, policy, progress, avoid, job).run()
 
 
 class _Launch:
     def __init__(
-        self, fleet: Fleet, profile: Profile, name: str, keep: bool, policy: LaunchPolicy, progress: Progress | None
+        self,
+        fleet: Fleet,
+        profile: Profile,
+        name: str,
+        keep: bool,
+        policy: LaunchPolicy,
+        progress: Progress | None,
+        avoid: Collection[int],
+        job: int | None,
     ) -> None:
         self.fleet, self.profile, self.name, self.keep, self.policy = fleet, profile, name, keep, policy
         self._progress = progress
+        self.job = job
         self.t0 = time.monotonic()
         self.attempts: list[Attempt] = []
-        self.avoid: set[int] = set()  # machines that failed us during this launch
+        self.avoid: set[int] = set(avoid)  # machines that failed us (before, or during this launch)
 
     def emit(
         self, stage: str, message: str, instance_id: int | None = None, candidate: Candidate | None = None
@@ -132,7 +150,7 @@ class _Launch:
             candidate=candidate,
         )
         try:
-            created = self.fleet.create(self.profile, candidate, self.name)
+            created = self.fleet.create(self.profile, candidate, self.name, self.job)
         except OfferUnavailableError as exc:
             record.error = f"offer taken: {exc}"
             self.emit("retry", f"offer {offer.id} was rented by someone else; trying the next one")

@@ -61,6 +61,19 @@ def _v3_jobs(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX job_events_job ON job_events (job)")
 
 
+def _v4_job_runs(db: sqlite3.Connection) -> None:
+    """What a controller needs to run a job and pick it up again after a restart: the kind
+    of task, its settings (the profile as submitted, retries), the box and task it runs
+    as, recoveries and error retries used; and which job owns an instance."""
+    db.execute("ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'call'")
+    db.execute("ALTER TABLE jobs ADD COLUMN settings TEXT NOT NULL DEFAULT '{}'")
+    db.execute("ALTER TABLE jobs ADD COLUMN instance_id INTEGER")
+    db.execute("ALTER TABLE jobs ADD COLUMN task_id INTEGER")
+    db.execute("ALTER TABLE jobs ADD COLUMN recoveries INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE jobs ADD COLUMN error_retries INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE instances ADD COLUMN job INTEGER")
+
+
 #: MIGRATIONS[n] takes a file from version n to n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_tables, _v2_vast_names, _v3_jobs]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_tables, _v2_vast_names, _v3_jobs, _v4_job_runs]
 SCHEMA_VERSION = len(MIGRATIONS)

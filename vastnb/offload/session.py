@@ -17,7 +17,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, overload
 
 from vastnb.errors import ConnectionLostError, HandshakeError, TransportError
@@ -32,11 +32,18 @@ from vastnb.offload.zipapp import worker_zipapp
 from vastnb_worker import __version__ as worker_version, protocol
 from vastnb_worker.protocol import Frame, Kind
 
-__all__ = ["Session", "print_output"]
+__all__ = ["Session", "print_output", "encode_task"]
 
 Output = Callable[[str, str], None]
 INTERRUPT_GRACE = 10.0  # seconds the box gets to stop after Ctrl-C before we stop waiting
 RECONNECT_TIMEOUT = 10.0  # seconds to try to reach the box again after a drop, to name a task
+
+
+def encode_task(payload: Any) -> tuple[bytes, list[Any]]:
+    """A CALL's ``(fn, args, kwargs)`` or a CELL's payload, as a task's body and buffers:
+    local modules by value, code named for this process's source map."""
+    ship_local_modules()
+    return protocol.encode(payload, code_filename=SOURCES.name_code)
 
 
 def print_output(stream: str, text: str) -> None:
@@ -177,8 +184,7 @@ class Session:
         interrupting only stops the wait here), and what it prints goes to the worker's
         log. Its result is plain data, decoded with the safe policy whatever the
         session's, so that no box can run code here before the user has sent it anything."""
-        ship_local_modules()
-        body, buffers = protocol.encode((fn, args, kwargs), code_filename=SOURCES.name_code)
+        body, buffers = encode_task((fn, args, kwargs))
         connection = self.connect()
         request = next(self._controls)
         connection.send(Kind.CONTROL, 0, {"control": request}, body, buffers)
@@ -267,14 +273,22 @@ class Session:
         """Send a task: the connection it went on, its id once the box has it (0 for an
         attached task: the id comes with its first frame, see :meth:`_wait`) and its tag,
         by which the box can name it if that frame never comes."""
-        ship_local_modules()
-        body, buffers = protocol.encode(payload, code_filename=SOURCES.name_code)
+        body, buffers = encode_task(payload)
         connection = self.connect()
         tag = f"{self._tag}.{next(self._tags)}"
         connection.send(kind, 0, {"detach": detach, "tag": tag}, body, buffers)
         if not detach:
             return connection, 0, tag
         return connection, self._expect(connection, Kind.ACCEPTED).task, tag
+
+    def send_encoded(
+        self, kind: Kind, body: bytes, buffers: Sequence[Any], *, tag: str, meta: Mapping[str, Any]
+    ) -> int:
+        """Start a task encoded earlier (by :func:`encode_task`, perhaps in another
+        process: a job's), detached, with ``meta`` beside it; its id on the box."""
+        connection = self.connect()
+        connection.send(kind, 0, {**meta, "detach": True, "tag": tag}, body, list(buffers))
+        return self._expect(connection, Kind.ACCEPTED).task
 
     def _find(self, tag: str) -> int | None:
         """The id of the task sent with ``tag``, asked of the box on a new connection (the

@@ -51,3 +51,23 @@ class Simulator:
     def advance(self, seconds: float) -> None:
         """Move the simulated clock forward."""
         self.market.advance(seconds)
+
+    def preempt(self, instance_id: int, *, resume_after: float | None = 60.0) -> None:
+        """Preempt a bid instance (see :meth:`Market.preempt`)."""
+        self.market.preempt(instance_id, resume_after=resume_after)
+
+    def outbid(self, instance_id: int, price: float | None = None, resume_after: float | None = None) -> float:
+        """Have another renter outbid a bid instance (see :meth:`Market.outbid`); the new minimum bid."""
+        return self.market.outbid(instance_id, price=price, resume_after=resume_after)
+
+    def kill_worker(self, instance_id: int) -> int:
+        """Kill a running instance's worker daemon (see :meth:`Market.kill_worker`); its pid."""
+        return self.market.kill_worker(instance_id)
+
+    def set_status(self, instance_id: int, status: str) -> None:
+        """Force host trouble on an instance, or back to running (see :meth:`Market.set_status`)."""
+        self.market.set_status(instance_id, status)
+
+    def stall_loading(self, count: int = 1) -> None:
+        """Keep the next ``count`` instances created in ``loading`` (see :meth:`Market.stall_loading`)."""
+        self.market.stall_loading(count)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from vastnb.base.procs import process_token
+from vastnb.base.procs import alive, process_token
 from vastnb_worker.relay import PID_NAME
 
 __all__ = ["Boxes", "LocalBox"]
@@ -42,6 +42,7 @@ POWER = "powered"
 LAYER = "_vastnb_notebook_env.pth"  # in the box venv's site-packages: the notebook's packages, after the box's own
 ONSTART_GROUP = "onstart.pgid"  # the process group the container's onstart runs in
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL, as `docker stop` gives (10 s)
+KILL_WAIT = 5.0  # the most seconds kill_worker waits for the killed worker to be gone
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,38 @@ class Boxes:
 
     def powered(self, instance_id: int) -> bool:
         return (self.home(instance_id) / POWER).exists()
+
+    def kill_worker(self, instance_id: int) -> int | None:
+        """The box's worker daemon dies at once (SIGKILL to its process group: the daemon
+        and its tasks' subprocesses), as an out-of-memory kill would end it; the box stays
+        powered, and nothing on it starts a new worker (the boot switch only watches), so
+        it stays dead until a new connection starts one. The killed daemon's pid, once it
+        is gone; None if no worker of this box was running."""
+        home = self.home(instance_id)
+        try:
+            pid = int((home / PID_NAME).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None  # no worker ever started there
+        token = process_token(pid)
+        if token is None or not alive(pid, token) or not _serves(pid, home):
+            return None  # it died already (the pid file outlives a killed daemon)
+        _signal_group(pid, signal.SIGKILL)
+        deadline = time.monotonic() + KILL_WAIT
+        while alive(pid, token) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return pid
+
+
+def _serves(pid: int, home: Path) -> bool:
+    """Whether process ``pid`` is the worker daemon of the box at ``home`` (its command
+    line says ``daemon --home <home>``), not a later process given the same pid. Where
+    the command line cannot be read, the pid file is trusted."""
+    try:
+        argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+    except OSError:
+        return not Path("/proc/self").exists()  # no /proc (macOS): the pid file is all there is
+    at = argv.index("--home") + 1 if "--home" in argv else len(argv)
+    return "daemon" in argv and at < len(argv) and os.path.abspath(argv[at]) == os.path.abspath(home)
 
 
 def _end_group(home: Path, grace: float) -> None:

@@ -1,5 +1,6 @@
 """Sim-only endpoints under ``/_sim/``: make things happen that a real market does on
-its own (time passing, preemption, host trouble, offer races, failures).
+its own (time passing, preemption, being outbid, host trouble, a dead worker, an image pull
+that never ends, offer races, failures).
 
 They let a test or a demo drive a ``vastnb sim serve`` process from outside, with the
 same key as the rest of the API. The real Vast API has no such paths.
@@ -8,6 +9,7 @@ same key as the rest of the API. The real Vast API has no such paths.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from vastnb.sim.errors import SimError, number
@@ -30,6 +32,26 @@ def _advance(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
 def _preempt(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
     # The market checks resume_after (None: no automatic resume).
     api.market.preempt(int(match.group(1)), resume_after=request.object().get("resume_after", 60.0))
+    return {"success": True}
+
+
+@route("POST", r"/_sim/outbid/(\d+)")
+def _outbid(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
+    # The market checks price and resume_after (None: the default price; no automatic resume).
+    body = _fields(request, "price", "resume_after")
+    price = api.market.outbid(int(match.group(1)), price=body.get("price"), resume_after=body.get("resume_after"))
+    return {"success": True, "min_bid": price}
+
+
+@route("POST", r"/_sim/kill-worker/(\d+)")
+def _kill_worker(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
+    _fields(request)
+    return {"success": True, "pid": api.market.kill_worker(int(match.group(1)))}
+
+
+@route("POST", "/_sim/stall-loading")
+def _stall_loading(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
+    api.market.stall_loading(_fields(request, "count").get("count", 1))  # the market checks count
     return {"success": True}
 
 
@@ -61,3 +83,12 @@ def _fault(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
     except (TypeError, ValueError, re.error) as exc:
         raise SimError(400, "invalid_args", f"bad fault: {exc}") from None
     return {"success": True}
+
+
+def _fields(request: SimRequest, *allowed: str) -> Mapping[str, Any]:
+    """The request's JSON object (an empty body is an empty one), holding no field but ``allowed``."""
+    body = request.object()
+    if unknown := sorted(set(body) - set(allowed)):
+        takes = f"takes only {', '.join(allowed)}" if allowed else "takes no fields"
+        raise SimError(400, "invalid_args", f"unknown field {unknown[0]!r}: {request.path} {takes}")
+    return body

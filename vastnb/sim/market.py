@@ -3,9 +3,10 @@
 This is the business logic behind the simulated REST API (:mod:`vastnb.sim.routes`).
 It keeps Vast's state fields and transitions: ``null -> loading -> running``; stop
 and start (a restart waits in *scheduling* for its GPUs); destroy; preemption of bid
-instances (``stopped`` in all three state fields, then automatic resume); and
-``exited``/``offline``/``unknown`` on demand. Time is wall time plus an offset that
-tests move forward with :meth:`Market.advance`.
+instances (``stopped`` in all three state fields, then automatic resume). The faults tests
+make happen (preemption, being outbid, host trouble, a dead worker, a stalled image pull)
+are in :mod:`vastnb.sim.faults`. Time is wall time plus an offset that tests move forward
+with :meth:`Market.advance`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from vastnb.sim import billing, selfdestruct
 from vastnb.sim.account import AccountMixin
 from vastnb.sim.boxes import Boxes
 from vastnb.sim.errors import MAX_ADVANCE_S, Range, SimError, create_number, number
+from vastnb.sim.faults import FAULT_STATES, FaultsMixin, is_outbid
 from vastnb.sim.instances import new_instance, retire, to_api
 from vastnb.sim.offers import OffersMixin
 from vastnb.sim.state import StateStore
@@ -30,7 +32,6 @@ from vastnb_worker.files import write_private
 __all__ = ["Market", "SimConfig", "SimError"]
 
 State = dict[str, Any]
-FAULT_STATES = frozenset({"exited", "offline", "unknown"})
 
 
 #: Vast's limit on a create's ``args``, ``args_str`` and ``onstart`` together, in characters.
@@ -53,11 +54,11 @@ class SimConfig:
     authorized_keys: Path | None = None
 
 
-class Market(OffersMixin, AccountMixin):
+class Market(OffersMixin, AccountMixin, FaultsMixin):
     """The simulator's state and rules. ``home`` None keeps everything in memory.
 
     The offers live in :class:`OffersMixin`, the account side (SSH keys, user, charges,
-    balance) in :class:`AccountMixin`.
+    balance) in :class:`AccountMixin`, the faults tests inject in :class:`FaultsMixin`.
     """
 
     def __init__(self, home: Path | None = None, config: SimConfig | None = None) -> None:
@@ -137,7 +138,7 @@ class Market(OffersMixin, AccountMixin):
         instances = state["instances"]
         user = state["user"]
         while True:
-            self._fire_due(instances, t)
+            self._fire_due(state, t)
             if user["balance"] <= 0:
                 # Vast stops every instance once the balance is gone (disks keep billing).
                 for inst in instances.values():
@@ -159,21 +160,23 @@ class Market(OffersMixin, AccountMixin):
             t = step_end
         state["last_advanced"] = max(t, state["last_advanced"])
 
-    def _fire_due(self, instances: dict[str, Any], t: float) -> None:
+    def _fire_due(self, state: State, t: float) -> None:
         """Fire every transition due by ``t``, in time order (a transition may queue more)."""
-        for inst in instances.values():
+        for inst in state["instances"].values():
             while due := sorted(e for e in inst["events"] if e[0] <= t):
                 inst["events"] = [e for e in inst["events"] if e[0] > t]
-                for when, action in due:
-                    self._fire(inst, action, when)
+                for when, action, *args in due:
+                    self._fire(state, inst, action, when, *args)
 
     def _bill(self, state: State, t0: float, t1: float) -> None:
         for inst in state["instances"].values():
             state["user"]["balance"] -= billing.accrue(inst, t0, t1)
 
-    def _fire(self, inst: dict[str, Any], action: str, when: float) -> None:
+    def _fire(self, state: State, inst: dict[str, Any], action: str, when: float, *args: Any) -> None:
         if action == "loading":
             inst.update(actual_status="loading", status_msg=f"Pulling image {inst['image']}")
+        elif action == "running" and self._stalled(state, inst):
+            pass  # its image pull never finishes (stall_loading)
         elif action == "running":
             inst.update(actual_status="running", status_msg="success, running", started_at=when)
             self._power_on(inst)
@@ -181,6 +184,8 @@ class Market(OffersMixin, AccountMixin):
             inst.update(intended_status="running", cur_state="running", next_state="running")
             inst.update(actual_status="loading", status_msg="resumed: your bid is winning again")
             inst["events"].append([when + self.config.load_delay, "running"])
+        elif action == "outbid-ends":
+            self._outbid_ends(state, inst, when, *args)
 
     def _set_stopped(self, inst: dict[str, Any], msg: str) -> None:
         inst.update(actual_status="stopped", intended_status="stopped", cur_state="stopped", next_state="stopped")
@@ -256,6 +261,7 @@ class Market(OffersMixin, AccountMixin):
             )
             # Vast installs the account's keys on instances created after them.
             inst["account_keys"] = list(state["ssh_keys"])
+            self._take_stall(state, instance_id)
             if not outbid:
                 return {"success": True, "new_contract": instance_id, "instance_api_key": inst["instance_api_key"]}
         # Vast's spot pitfall: the instance exists (stopped, billing disk) and the error still
@@ -297,7 +303,7 @@ class Market(OffersMixin, AccountMixin):
                     raise SimError(
                         400, "insufficient_credit", "your balance is $0 or less; add credit to start instances"
                     )
-                if _outbid(inst):
+                if is_outbid(inst):
                     # Outbid: it starts when the bid wins (change_bid, or the market's resume).
                     inst["intended_status"] = "running"
                 elif inst["intended_status"] != "running":
@@ -337,10 +343,10 @@ class Market(OffersMixin, AccountMixin):
             price = number(price, "price", within=Range(0.001, 32 * max(1, inst["num_gpus"]), "$/h"))
             inst["gpu_dph"] = price
             if price < inst["min_bid"]:
-                if inst["intended_status"] == "running" or _outbid(inst):
+                if inst["intended_status"] == "running" or is_outbid(inst):
                     # Under the minimum, the instance loses its GPUs (and any pending resume).
                     self._set_stopped(inst, f"outbid: bid ${price:.4f}/h is below the minimum ${inst['min_bid']:.4f}/h")
-            elif _outbid(inst):
+            elif is_outbid(inst):
                 inst["events"] = [[now + self.config.schedule_delay, "resume"]]
 
     def _get(self, state: State, instance_id: int) -> dict[str, Any]:
@@ -349,37 +355,6 @@ class Market(OffersMixin, AccountMixin):
             raise SimError(404, "no_such_instance", f"Instance {instance_id} not found.")
         return inst
 
-    # -- what tests and demos can make happen -----------------------------------------------
-
-    def preempt(self, instance_id: int, *, resume_after: float | None = 60.0) -> None:
-        """Outbid a bid instance: stopped in all three state fields, then (optionally) an
-        automatic resume ``resume_after`` simulated seconds later, as Vast does."""
-        if resume_after is not None:
-            resume_after = number(resume_after, "resume_after")
-        with self._tx() as (state, now):
-            inst = self._get(state, instance_id)
-            if not inst["is_bid"]:
-                raise SimError(400, "invalid_args", f"instance {instance_id} is on-demand; only bids are preempted")
-            wanted = inst["intended_status"] == "running" or _outbid(inst)
-            self._set_stopped(inst, "outbid: a higher bid took this machine")
-            if not wanted:
-                inst["status_msg"] = "stopped by user"  # nothing to resume
-            elif resume_after is not None:
-                inst["events"] = [[now + resume_after, "resume"]]
-
-    def set_status(self, instance_id: int, status: str) -> None:
-        """Force ``exited``, ``offline`` or ``unknown`` (host trouble), or back to ``running``."""
-        if status not in FAULT_STATES | {"running"}:
-            raise ValueError(f"status must be one of {sorted(FAULT_STATES | {'running'})}")
-        with self._tx() as (state, now):
-            inst = self._get(state, instance_id)
-            inst.update(actual_status=status, events=[], status_msg=f"simulated: {status}")
-            if status == "running":
-                inst.update(intended_status="running", cur_state="running", next_state="running", started_at=now)
-                self._power_on(inst)
-            elif self.boxes:
-                self.boxes.power_off(instance_id)
-
 
 def _launch_length(payload: Mapping[str, Any]) -> int:
     """What Vast limits together: ``args``, ``args_str`` and ``onstart``, in characters."""
@@ -387,8 +362,3 @@ def _launch_length(payload: Mapping[str, Any]) -> int:
     return (
         sum(map(len, map(str, args))) + len(str(payload.get("args_str") or "")) + len(str(payload.get("onstart") or ""))
     )
-
-
-def _outbid(inst: dict[str, Any]) -> bool:
-    """Stopped because its bid lost (at create, by preemption, or by lowering it)."""
-    return str(inst.get("status_msg") or "").startswith("outbid")

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from . import protocol, tracebacks
+from . import job, protocol, tracebacks
 from .protocol import Frame, Kind
 
 __all__ = ["Task", "execute", "TaskStream", "failure"]
@@ -145,10 +145,15 @@ class TaskStream:
 def execute(task: Task, namespace: dict[str, Any]) -> Any:
     """Run ``task`` in ``namespace``; its value, or the exception it raised."""
     request = task.request
-    args = protocol.decode(request.body, request.buffers)
-    if request.kind == Kind.CALL:
-        fn, fn_args, fn_kwargs = args
-        return fn(*fn_args, **fn_kwargs)
+    with job.bound(request.meta.get("job")):
+        args = protocol.decode(request.body, request.buffers)
+        if request.kind == Kind.CALL:
+            fn, fn_args, fn_kwargs = args
+            return fn(*fn_args, **fn_kwargs)
+        return _cell(args, namespace)
+
+
+def _cell(args: Any, namespace: dict[str, Any]) -> Any:
     source, push, pull, filename = args
     namespace.update(push)
     value = run_cell(source, namespace, filename)

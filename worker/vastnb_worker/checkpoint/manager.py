@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any, Optional, Union
 
+from .. import job
 from ..errors import CheckpointError
 from . import rng
 from .cache import Cache
@@ -42,7 +43,7 @@ _OBJECTS = ("model", "optimizer", "scheduler")
 class CheckpointManager:
     """Saves training state to a store in the background and resumes from it.
 
-    ``url``: a folder path or ``file://`` URL (the default kind), ``s3://bucket/prefix``
+    ``url``: (inside a job, default: the job's ``checkpoint=``) a folder path or ``file://`` URL (the default kind), ``s3://bucket/prefix``
     (AWS, or MinIO, R2... with ``endpoint_url=``), ``gs://bucket/prefix`` (GCS through its
     S3 endpoint), ``memory://name``, or a :class:`Store`. Other keyword arguments go to the
     store (``endpoint_url``, ``region_name``, ``client``...). S3 credentials come from
@@ -68,7 +69,7 @@ class CheckpointManager:
 
     def __init__(
         self,
-        url: Union[str, os.PathLike[str], Store],
+        url: Union[str, os.PathLike[str], Store, None] = None,
         *,
         every_steps: Optional[int] = None,
         every_seconds: Optional[float] = None,
@@ -84,6 +85,8 @@ class CheckpointManager:
     ) -> None:
         if every_steps is not None and every_steps < 1:
             raise ValueError(f"every_steps must be at least 1, not {every_steps}")
+        if url is None:
+            url = _job_checkpoint()
         self.store = url if isinstance(url, Store) else open_store(url, **store_options)
         self.url = self.store.url
         self.every_steps = every_steps
@@ -257,6 +260,7 @@ class CheckpointManager:
         found = self._load(None, model, optimizer, scheduler, map_location, restore_rng)
         if found is not None:
             self._last_step = found.step
+            job.note_resumed(found.step)
         return found
 
     def load(
@@ -316,3 +320,19 @@ def _plain_metrics(metrics: Optional[Mapping[str, Any]]) -> dict[str, Any]:
             value = str(value)
         plain[str(key)] = value
     return plain
+
+
+def _job_checkpoint() -> str:
+    """The checkpoint URL of the job this code runs as; outside a job, a clear error."""
+    current = job.context()
+    if current is None:
+        raise CheckpointError(
+            "CheckpointManager() needs a URL outside a job: pass one, as in "
+            'CheckpointManager("s3://bucket/runs/exp1"). Inside vast.submit(..., checkpoint=URL) it takes the job\'s.'
+        )
+    if current.checkpoint is None:
+        raise CheckpointError(
+            f"job {current.name!r} was submitted without checkpoint=, so CheckpointManager() has no URL: "
+            "pass one here, or submit the job with checkpoint=URL."
+        )
+    return current.checkpoint

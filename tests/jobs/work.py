@@ -1,0 +1,61 @@
+"""Training code the job tests submit: deterministic, checkpointed, plain Python.
+
+Sent by value (the box has vastnb_worker, not the tests). ``train`` is a tiny model whose
+state after N steps is the same bit for bit however often it was interrupted and resumed
+from a checkpoint, so a recovered job's result can be compared with an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import cloudpickle
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def step_state(w: list[float], step: int) -> tuple[list[float], float]:
+    """One step of the "model": a fixed, chaotic-enough update, and its loss."""
+    w = [(x * 1.000001 + ((step * 2654435761 + i * 40503) % 1000) / 1e6) % 10.0 for i, x in enumerate(w)]
+    return w, sum(x * x for x in w) / len(w)
+
+
+def reference(steps: int, size: int = 8) -> list[float]:
+    """The state after ``steps`` uninterrupted steps."""
+    w = [0.5] * size
+    for step in range(steps):
+        w, _ = step_state(w, step)
+    return w
+
+
+def train(steps: int, every: int, delay: float = 0.0, size: int = 8) -> dict[str, Any]:
+    """Train for ``steps``, checkpointing every ``every`` steps to the job's location,
+    resuming from its latest checkpoint; the final state and where this attempt began."""
+    from vastnb_worker.checkpoint import CheckpointManager
+    from vastnb_worker.job import context
+
+    ckpt = CheckpointManager(every_steps=every, grace_seconds=2.0)
+    state = ckpt.load_latest()
+    w = list(state.extras["w"]) if state else [0.5] * size
+    start = state.step + 1 if state else 0
+    job = context()
+    print(f"attempt {job.attempt if job else '-'} starts at step {start}", flush=True)
+    for step in range(start, steps):
+        w, loss = step_state(w, step)
+        print(f"step {step} loss {loss:.6f}", flush=True)
+        ckpt.save(step, extras={"w": w}, metrics={"loss": loss})
+        if delay:
+            time.sleep(delay)
+    ckpt.close()
+    return {"w": w, "start": start, "attempt": job.attempt if job else None}
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def sleep_then(seconds: float, value: Any) -> Any:
+    time.sleep(seconds)
+    return value

@@ -1,0 +1,67 @@
+"""``%%vast job``, ``%vast jobs``, ``%vast logs`` and ``%vast cancel``: jobs from a notebook."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from vastnb.front.cellvars import cell_push, names
+
+if TYPE_CHECKING:
+    from vastnb.client import Client
+
+__all__ = ["JobMagicsMixin"]
+
+
+class JobMagicsMixin:
+    """The job subcommands of :class:`~vastnb.front.magics.VastMagics`."""
+
+    shell: Any
+
+    @property
+    def client(self) -> Client:
+        raise NotImplementedError
+
+    def _parse(self, command: str, words: list[str]) -> argparse.Namespace:
+        raise NotImplementedError
+
+    def _cell_name(self) -> str:
+        raise NotImplementedError
+
+    def _job(self, words: list[str], cell: str | None) -> Any:
+        """Submit the cell: the names it reads are captured now and stored with the job,
+        so every attempt (on whatever box) starts from the same inputs."""
+        assert cell is not None
+        args = self._parse("job", words)
+        self.client.profile(args.profile)  # a typo is refused before anything is queued
+        job = self.client.submit_cell(
+            "\n" + cell,  # line 1 is the %%vast line: tracebacks give the cell's own line numbers
+            push=cell_push(cell, args.push, self.shell.user_ns),
+            pull=names(args.pull),
+            cell=self._cell_name(),
+            profile=args.profile,
+            name=args.name,
+            checkpoint=args.checkpoint,
+            max_recoveries=args.max_recoveries,
+            priority=args.priority,
+            retry_on_error=args.retry_on_error,
+        )
+        print(f"job {job.name} queued; %vast logs {job.name} -f follows it, vast.job({job.name!r}) is its handle")
+        return job
+
+    def _jobs(self, words: list[str], _: str | None) -> Any:
+        self._parse("jobs", words)
+        return self.client.jobs()
+
+    def _logs(self, words: list[str], _: str | None) -> None:
+        args = self._parse("logs", words)
+        job = self.client.job(args.name)
+        if args.follow:
+            job.follow()
+        else:
+            print(job.logs(), end="")
+
+    def _cancel(self, words: list[str], _: str | None) -> None:
+        args = self._parse("cancel", words)
+        self.client.job(args.name).cancel()
+        print(f"job {args.name} cancelled; its boxes are destroyed")
