@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vastnb import Client, JobState
+
 from . import work
 from .conftest import billing, wait_for
-from vastnb import Client, JobState
 
 
 def _step_seen(job, step: int) -> bool:  # type: ignore[no-untyped-def]

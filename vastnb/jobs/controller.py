@@ -36,7 +36,8 @@ from vastnb.base.procs import alive, process_token
 from vastnb.errors import ConfigError, VastError
 from vastnb.jobs.artifacts import JobFiles
 from vastnb.jobs.queue import JobQueue, Limits
-from vastnb.jobs.runner import JobRunner, Timing
+from vastnb.jobs.runner import JobRunner
+from vastnb.jobs.watch import Timing
 from vastnb.lifecycle.box import Box
 from vastnb.lifecycle.fleet import Fleet
 from vastnb_worker.files import write_private

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from vastnb.lifecycle.fleet import Fleet
+    from vastnb.market.selection import Candidate
 
 __all__ = ["JobsMixin"]
 
@@ -34,6 +35,9 @@ class JobsMixin:
         raise NotImplementedError
 
     def profile(self, name: str) -> Profile:
+        raise NotImplementedError
+
+    def select(self, profile: str | Profile) -> list[Candidate]:
         raise NotImplementedError
 
     def _controller_file(self) -> dict[str, Any]:
@@ -160,9 +164,11 @@ class JobsMixin:
         trust: bool,
     ) -> Job:
         chosen = profile if isinstance(profile, Profile) else self.profile(profile)
+        chosen = chosen.rented_as(interruptible=interruptible, bid=bid)
+        self.select(chosen)  # no offer fits now: NoOffersError says why, and nothing is queued
         return self._jobs.submit(
             payload,
-            chosen.rented_as(interruptible=interruptible, bid=bid),
+            chosen,
             kind=kind,
             name=name,
             checkpoint=checkpoint,

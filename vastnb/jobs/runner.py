@@ -20,62 +20,36 @@ fails the job (run again only ``retry_on_error`` times).
 
 from __future__ import annotations
 
-import re
 import secrets
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from vastnb.errors import ConnectionLostError, LifecycleError, TransportError, VastError
+from vastnb.errors import LifecycleError, VastError
 from vastnb.jobs.artifacts import JobFiles, unpack
 from vastnb.jobs.monitor import GONE, LOST, Verdict, judge
 from vastnb.jobs.queue import JobQueue, JobRecord
 from vastnb.jobs.states import JobState
+from vastnb.jobs.watch import Timing, Watcher
 from vastnb.lifecycle.box import Box
 from vastnb.lifecycle.fleet import Fleet
 from vastnb.lifecycle.launch import LaunchEvent
 from vastnb.offload.sourcemap import FIELD, TEXT, clean
 from vastnb.profiles.profile import Profile
-from vastnb_worker.job import RESUMED_MARK
 from vastnb_worker.protocol import Kind
 
-__all__ = ["Timing", "JobRunner"]
+__all__ = ["JobRunner"]
 
 J = JobState
-_RESUMED = re.compile(re.escape(RESUMED_MARK) + r"(\d{1,12})\b")
-
-
-@dataclass(frozen=True)
-class Timing:
-    """How a controller watches and recovers. Seconds."""
-
-    poll_s: float = 15.0  # the market is asked about each box this often (and its worker pinged)
-    lost_after_s: float = 90.0  # a worker silent this long (no output, no pong) counts as lost
-    resume_wait_s: float = 0.0  # a preempted interruptible box: wait this long for it to come back
-    backoff_s: float = 5.0  # the pause before a replacement, doubled for each recovery
-    backoff_max_s: float = 300.0
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """How an attempt ended: ``done`` (value), ``error`` (the user's exception), ``lost``
-    (the box: see ``verdict``), ``cancelled``, or ``detached`` (the controller stops)."""
-
-    how: str
-    verdict: Verdict | None = None
-    meta: dict[str, Any] | None = None
-    body: bytes = b""
-    buffers: list[Any] | None = None
 
 
 class _Ended(Exception):
     """The job became final elsewhere (cancelled by its user): stop working on it."""
 
 
-class JobRunner(threading.Thread):
+class JobRunner(Watcher, threading.Thread):
     """Works on job ``job_id`` until it is final, or until ``stopping`` is set."""
 
     def __init__(
@@ -123,7 +97,7 @@ class JobRunner(threading.Thread):
             if task is None:
                 task = self._send(box, job)
                 job = self._job()
-            outcome = self._watch(box, job, task)
+            outcome = self.watch(box, job, task)
             if outcome.how == "detached":
                 return
             task = None
@@ -228,7 +202,7 @@ class JobRunner(threading.Thread):
                 profile, name=name, keep=True, progress=self._progress, avoid=frozenset(self.avoid), job=job.id
             )
         except VastError as exc:
-            self._finish(J.FAILED, "failed", f"no box for profile {profile.name!r}: {exc}", error=str(exc))
+            self._finish(J.FAILED, "failed", f"no box for profile {profile.name!r}: {exc}")
             return None
         self.queue.place(job.id, instance_id=box.id, task_id=None)
         return box
@@ -267,116 +241,6 @@ class JobRunner(threading.Thread):
             attempt=True,
         )
         return task
-
-    def _watch(self, box: Box, job: JobRecord, task: int) -> _Outcome:
-        """Follow ``task`` on ``box`` until it ends, the box is lost or the job is cancelled."""
-        rental = box.rental
-        attempt = job.attempts
-        price = f"${rental.dph_total:.3f}/h" if rental.dph_total is not None else "price unknown"
-        header = f"=== attempt {attempt} · instance {box.id} · {rental.num_gpus}x {rental.gpu_name} · {price} ===\n"
-        connection = None
-        heard = time.monotonic()
-        next_poll = 0.0
-        while not self.stopping.is_set():
-            now = time.monotonic()
-            if connection is None and now >= next_poll:
-                try:
-                    connection = self._attach(box, task, header)
-                except _TaskGone:
-                    return _Outcome("lost", Verdict("worker died", "the box answers, but the job's task is gone", True))
-                if connection is not None:
-                    heard = now
-            if now >= next_poll:
-                next_poll = now + self.timing.poll_s
-                state = self.queue.get(job.id).state
-                if state is J.CANCELLED or state.final:
-                    self._interrupt(box, task)
-                    return _Outcome("cancelled")
-                try:
-                    verdict = judge(self.fleet.api.show_instance(box.id))
-                except VastError as exc:
-                    self.log(f"job {job.id}: asking the market about instance {box.id} failed: {exc}")
-                    verdict = None
-                if verdict is not None:
-                    return _Outcome("lost", verdict)
-                if connection is not None:
-                    try:
-                        connection.send(Kind.PING)
-                    except ConnectionLostError:
-                        connection = None
-            if now - heard > self.timing.lost_after_s:
-                return _Outcome("lost", Verdict(LOST, f"the worker was silent for {now - heard:.0f} s", True))
-            if connection is None:
-                self.stopping.wait(min(0.5, max(0.0, next_poll - now)))
-                continue
-            try:
-                frame = connection.next(timeout=0.5)
-            except ConnectionLostError:
-                died = connection.worker_died()
-                box.session.close()
-                connection = None
-                if died:
-                    return _Outcome("lost", Verdict("worker died", "the worker process on the box ended", True))
-                continue
-            if frame is None:
-                continue
-            heard = time.monotonic()
-            if frame.task != task:
-                continue
-            if frame.kind == Kind.OUTPUT:
-                text = str(frame.meta.get("text", ""))
-                self.files.append(attempt, text)
-                if match := _RESUMED.search(text):
-                    self.queue.note(job.id, "resumed", f"at step {match.group(1)}", instance_id=box.id)
-            elif frame.kind == Kind.RESULT:
-                return _Outcome("done", body=frame.body, buffers=frame.buffers)
-            elif frame.kind == Kind.ERROR:
-                if frame.meta.get("type") == "KeyboardInterrupt":
-                    return _Outcome("cancelled")
-                # A box being stopped ends its task (SIGTERM: the checkpoint manager saves and
-                # exits) before the market says so: that is a lost box, not the code's error.
-                verdict = self._stopping_box(box, sigterm=frame.meta.get("type") == "SystemExit")
-                if verdict is not None:
-                    return _Outcome("lost", verdict)
-                return _Outcome("error", meta=dict(frame.meta), body=frame.body)
-        box.session.close()
-        return _Outcome("detached")
-
-    def _attach(self, box: Box, task: int, header: str) -> Any:
-        """A connection streaming ``task`` from its first line (the attempt's log begins
-        again with it); None if the box cannot be reached now."""
-        try:
-            connection = box.session.connect(timeout=min(30.0, self.timing.lost_after_s))
-            known = {int(t["task"]) for t in box.session.tasks()}
-            if task not in known:
-                raise _TaskGone
-            self.files.start_log(self._job().attempts, header)
-            connection.send(Kind.ATTACH, task)
-            return connection
-        except _TaskGone:
-            raise
-        except (TransportError, OSError):
-            box.session.close()
-            return None
-
-    def _stopping_box(self, box: Box, *, sigterm: bool) -> Verdict | None:
-        """What the market says of a box whose task just failed: a verdict if it is being
-        lost. After a SystemExit (a SIGTERM), the market is asked for a while longer."""
-        deadline = time.monotonic() + (self.timing.lost_after_s if sigterm else 0.0)
-        while True:
-            try:
-                verdict = judge(self.fleet.api.show_instance(box.id))
-            except VastError:
-                verdict = None
-            if verdict is not None or time.monotonic() >= deadline or self.stopping.is_set():
-                return verdict
-            self.stopping.wait(min(self.timing.poll_s, 2.0))
-
-    def _interrupt(self, box: Box, task: int) -> None:
-        try:
-            box.session.interrupt(task)
-        except (VastError, OSError):
-            pass
 
     # -- losing a box --------------------------------------------------------------------------
 
@@ -442,10 +306,6 @@ class JobRunner(threading.Thread):
         for rental in self.fleet.store.instances(self.fleet.url):
             if rental.job == self.job_id:
                 self._destroy(Box(self.fleet, rental), "its job ended")
-
-
-class _TaskGone(TransportError):
-    """The box answers, but the job's task is not there (its worker was replaced)."""
 
 
 def _tag(job: JobRecord) -> str:

@@ -92,7 +92,7 @@ def check_checkpoint(url: str | None) -> None:
             "this job has no checkpoint=: if its box is lost, the replacement starts it from the beginning. "
             "Pass checkpoint='s3://bucket/runs/NAME' and use CheckpointManager() inside it to resume instead.",
             JobWarning,
-            stacklevel=3,
+            stacklevel=5,  # the caller of vast.submit(...)
         )
         return
     if not isinstance(url, str) or not url.strip():
