@@ -59,3 +59,53 @@ def fail(message: str) -> None:
 def sleep_then(seconds: float, value: Any) -> Any:
     time.sleep(seconds)
     return value
+
+
+def train_torch(steps: int, every: int, delay: float = 0.0) -> dict[str, Any]:
+    """A small torch model (a 2-layer MLP, SGD with momentum, a fixed synthetic batch):
+    resumed from the job's checkpoints (weights, optimizer, RNG), it ends bit-identical to
+    an uninterrupted run."""
+    import torch
+
+    from vastnb_worker.checkpoint import CheckpointManager
+
+    model, optimizer, data, target = torch_setup()
+    ckpt = CheckpointManager(every_steps=every, grace_seconds=2.0)
+    state = ckpt.load_latest(model=model, optimizer=optimizer)
+    start = state.step + 1 if state else 0
+    for step in range(start, steps):
+        optimizer.zero_grad()
+        noise = torch.randn(data.shape) * 0.01  # the RNG state is part of the checkpoint
+        loss = torch.nn.functional.mse_loss(model(data + noise), target)
+        loss.backward()
+        optimizer.step()
+        print(f"step {step} loss {loss.item():.6f}", flush=True)
+        ckpt.save(step, model=model, optimizer=optimizer, metrics={"loss": loss.item()})
+        if delay:
+            time.sleep(delay)
+    ckpt.close()
+    return {"w": {k: v.clone() for k, v in model.state_dict().items()}, "start": start}
+
+
+def torch_setup() -> tuple[Any, Any, Any, Any]:
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    data = torch.randn(32, 4)
+    target = data.sum(dim=1, keepdim=True).sin()
+    return model, optimizer, data, target
+
+
+def torch_reference(steps: int) -> dict[str, Any]:
+    """The torch model's weights after ``steps`` uninterrupted steps (run here)."""
+    import torch
+
+    model, optimizer, data, target = torch_setup()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        noise = torch.randn(data.shape) * 0.01
+        torch.nn.functional.mse_loss(model(data + noise), target).backward()
+        optimizer.step()
+    return {k: v.clone() for k, v in model.state_dict().items()}

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,11 +193,24 @@ class Controller:
 
 
 class ControllerProcess:
-    """The controller of a market, seen from outside: is it running, start it, stop it."""
+    """The controller of a market, seen from outside: is it running, start it, stop it.
+    ``settings()`` is what one started from here runs with (the settings file of
+    ``vastnb controller run --settings``), ``env()`` what goes into its environment."""
 
-    def __init__(self, home: Path, url: str) -> None:
+    def __init__(
+        self,
+        home: Path,
+        url: str,
+        settings: Callable[[], Mapping[str, Any]] = dict,
+        env: Callable[[], Mapping[str, str]] = dict,
+    ) -> None:
         self.home, self.url = Path(home), url
         self.files = controller_files(self.home, url)
+        self._settings, self._env = settings, env
+
+    def ensure(self) -> bool:
+        """Start one unless one runs; True if this call started it."""
+        return self.start(self._settings(), self._env())
 
     def status(self) -> dict[str, Any]:
         """``running``, its ``pid`` and ``id``, and where its ``log`` is."""

@@ -188,5 +188,5 @@ class JobsMixin:
 
     @property
     def controller(self) -> ControllerProcess:
-        """The job controller of this market: ``status()``, ``stop()``."""
+        """The job controller of this market: ``status()``, ``ensure()`` (start one unless one runs), ``stop()``."""
         return self._jobs.controller

@@ -43,12 +43,7 @@ class Jobs:
     ) -> None:
         self.fleet, self.home = fleet, Path(home)
         self.queue = JobQueue(fleet.store, fleet.url)
-        self.controller = ControllerProcess(self.home, fleet.url)
-        self._controller_settings, self._env = controller_settings, env
-
-    def ensure_controller(self) -> bool:
-        """Start the controller unless one runs; True if this call started it."""
-        return self.controller.start(self._controller_settings(), self._env())
+        self.controller = ControllerProcess(self.home, fleet.url, controller_settings, env)
 
     def submit(
         self,
@@ -85,7 +80,7 @@ class Jobs:
             kind=kind,
             settings=settings,
         )
-        self.ensure_controller()
+        self.controller.ensure()
         return self.job(record.id)
 
     def job(self, ref: str | int) -> Job:
@@ -95,7 +90,7 @@ class Jobs:
             self.queue,
             JobFiles(self.home, record.id),
             record.id,
-            ensure_controller=self.ensure_controller,
+            ensure_controller=self.controller.ensure,
             end_boxes=self.end_boxes,
         )
 

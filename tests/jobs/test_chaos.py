@@ -1,0 +1,33 @@
+"""Seeded chaos (see tests/jobs/chaos.py): every job ends succeeded with the result of an
+uninterrupted run, no fault costs more than one checkpoint interval of work, nothing is
+left billing. ``bench/chaos.py --runs 100`` runs the same campaign on more seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from . import chaos
+
+PLAIN_SEEDS = range(20)
+TORCH_SEEDS = (100, 101)
+EVERY = 8
+
+
+@pytest.mark.parametrize("seed", PLAIN_SEEDS)
+def test_a_job_survives_random_faults(seed: int, tmp_path: Path) -> None:
+    _check(chaos.run(seed, tmp_path / "vastnb", every=EVERY))
+
+
+@pytest.mark.parametrize("seed", TORCH_SEEDS)
+def test_a_torch_job_survives_random_faults(seed: int, tmp_path: Path) -> None:
+    _check(chaos.run(seed, tmp_path / "vastnb", model="torch", steps=40, every=EVERY, delay=0.05))
+
+
+def _check(run: chaos.ChaosRun) -> None:
+    assert not run.error, run
+    assert run.state == "succeeded", run
+    assert run.correct, run
+    assert all(redone <= EVERY for redone in run.redone), run
+    assert run.left_billing == [], run
