@@ -33,7 +33,7 @@ def main() -> int:
     seeds = [(s, "plain") for s in range(args.first_seed, args.first_seed + args.runs)]
     seeds += [(1000 + s, "torch") for s in range(args.torch)]
     for seed, model in seeds:
-        with tempfile.TemporaryDirectory(prefix="vastnb-chaos-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="vastnb-chaos-", ignore_cleanup_errors=True) as tmp:
             extra = {"steps": 40, "delay": 0.05} if model == "torch" else {}
             run = chaos.run(seed, Path(tmp) / "vastnb", model=model, every=EVERY, **extra)
         runs.append(run)

@@ -284,8 +284,11 @@ class Client(JobsMixin):
         frame = pd.DataFrame(list(rows), columns=list(columns) if columns else None)
         if not frame.empty or columns:
             frame = frame.set_index(index)
-        # Market figures from the simulator say so in the table's corner (the columns'
-        # name), in print and in notebooks alike.
+        return self._market_frame(frame, market=market)
+
+    def _market_frame(self, frame: pd.DataFrame, *, market: bool = True) -> pd.DataFrame:
+        """Market figures from the simulator say so in the table's corner (the columns'
+        name), in print and in notebooks alike."""
         frame.columns.name = SIM_MARK if market and self.simulated else None
         frame.attrs["simulated"] = market and self.simulated
         return frame

@@ -171,6 +171,7 @@ class RemoteError(VastError):
         *,
         exception: BaseException | None = None,
         task: int | None = None,
+        job: str | None = None,
     ) -> None:
         super().__init__(f"{remote_type}: {remote_message}")
         self.remote_type = remote_type
@@ -178,13 +179,14 @@ class RemoteError(VastError):
         self.remote_traceback = remote_traceback
         self.exception = exception
         self.task = task
+        self.job = job  # "job exp1, attempt 2 on instance N" for a job's own exception
 
     def __str__(self) -> str:
         return f"{self.remote_type}: {self.remote_message}\n\nOn the box:\n{self.remote_traceback}"
 
     def _render_traceback_(self) -> list[str]:
         """What IPython shows: the box's traceback, not vastnb's internals."""
-        where = f"task {self.task} on the box" if self.task is not None else "a control call on the box"
+        where = self.job or (f"task {self.task} on the box" if self.task is not None else "a control call on the box")
         return [f"RemoteError ({where})", *self.remote_traceback.rstrip().splitlines()]
 
 

@@ -235,3 +235,25 @@ def test_a_frozen_worker_counts_as_lost_once_silent_past_the_threshold(vast: Cli
     assert "silent" in events[events.event == "unreachable"].detail.iloc[0]
     assert job.result()["w"] == work.reference(60)
     _nothing_billing(vast)
+
+
+def test_a_preempted_box_that_comes_back_in_time_is_used_again(jobs_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from .conftest import FAST_CONTROLLER
+
+    patient = dataclasses.replace(
+        FAST_CONTROLLER, timing=dataclasses.replace(FAST_CONTROLLER.timing, resume_wait_s=30.0)
+    )
+    vast = jobs_client(controller=patient)
+    job = _submit_train(vast, tmp_path, "patient")
+    _at_step(job, 15)
+    first = job.record.instance_id
+    assert vast.sim is not None and first is not None
+    vast.sim.preempt(first, resume_after=1.0)  # the bid wins again a second later
+    assert job.wait(timeout=120) is J.SUCCEEDED
+    assert job.result()["w"] == work.reference(60)
+    record = job.record
+    assert (record.instance_id, record.recoveries, record.attempts) == (first, 1, 2)
+    assert any("came back" in (d or "") for d in job.events().detail)
+    _nothing_billing(vast)

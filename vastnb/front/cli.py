@@ -207,7 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # `vastnb submit train.py --profile P -- --lr 0.1`: what follows `--` is the script's.
+    tail = words[words.index("--") + 1 :] if "--" in words else []
+    parser = build_parser()
+    args = parser.parse_args(words[: len(words) - len(tail) - 1] if "--" in words else words)
+    if "--" in words:
+        if not hasattr(args, "script_args"):
+            parser.error("`--` only separates a submitted script's own arguments: vastnb submit SCRIPT ... -- ARGS")
+        args.script_args = [*args.script_args, *tail]
     try:
         return int(args.run(args))
     except VastError as exc:

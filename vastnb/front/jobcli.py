@@ -13,6 +13,7 @@ from typing import Any
 from vastnb.backends.base import BoxOptions
 from vastnb.client import Client
 from vastnb.errors import ConfigError
+from vastnb.front.notices import told_as
 from vastnb.jobs.controller import Controller, ControllerSettings
 from vastnb.lifecycle.launch import LaunchPolicy
 
@@ -86,7 +87,7 @@ def controller_stop(args: argparse.Namespace) -> int:
 
 
 def submit(args: argparse.Namespace) -> int:
-    with Client(profiles=args.profiles) as client:
+    with Client(profiles=args.profiles) as client, told_as("vastnb: warning:"):
         job = client.submit_script(
             args.script,
             args.script_args,

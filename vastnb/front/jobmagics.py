@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from vastnb.front.cellvars import cell_push, names
+from vastnb.front.notices import told_as
 
 if TYPE_CHECKING:
     from vastnb.client import Client
@@ -34,18 +35,19 @@ class JobMagicsMixin:
         assert cell is not None
         args = self._parse("job", words)
         self.client.profile(args.profile)  # a typo is refused before anything is queued
-        job = self.client.submit_cell(
-            "\n" + cell,  # line 1 is the %%vast line: tracebacks give the cell's own line numbers
-            push=cell_push(cell, args.push, self.shell.user_ns),
-            pull=names(args.pull),
-            cell=self._cell_name(),
-            profile=args.profile,
-            name=args.name,
-            checkpoint=args.checkpoint,
-            max_recoveries=args.max_recoveries,
-            priority=args.priority,
-            retry_on_error=args.retry_on_error,
-        )
+        with told_as("[vastnb] warning:"):
+            job = self.client.submit_cell(
+                "\n" + cell,  # line 1 is the %%vast line: tracebacks give the cell's own line numbers
+                push=cell_push(cell, args.push, self.shell.user_ns),
+                pull=names(args.pull),
+                cell=self._cell_name(),
+                profile=args.profile,
+                name=args.name,
+                checkpoint=args.checkpoint,
+                max_recoveries=args.max_recoveries,
+                priority=args.priority,
+                retry_on_error=args.retry_on_error,
+            )
         print(f"job {job.name} queued; %vast logs {job.name} -f follows it, vast.job({job.name!r}) is its handle")
         return job
 

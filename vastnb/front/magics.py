@@ -207,16 +207,22 @@ class VastMagics(JobMagicsMixin, Magics):
         failed: list[VastError] = []
         for name in args.names or [None]:  # none: the box in use; each on its own, a typo spares none
             try:
-                box = self._box(name)
-                done = self.client.down(box.id, cancel_job=args.cancel_job)
-                box.session.close()
+                # Never adopted on the way: a job's box stays its controller's if refused.
+                rental = self.client.fleet.resolve(name or self._box(None).name)
+                done = self.client.down(rental.id, cancel_job=args.cancel_job)
             except VastError as exc:
                 if failed or len(args.names) > 1:
                     print(f"{name}: {exc}", file=sys.stderr)
                 failed.append(exc)
                 continue
-            self._forget(box.name)
-            print(f"destroyed {box.name} (#{box.id}): billing stopped" if done else f"{box.name} was already gone")
+            if rental.name in self.boxes:
+                self.boxes[rental.name].session.close()
+            self._forget(rental.name)
+            print(
+                f"destroyed {rental.name} (#{rental.id}): billing stopped"
+                if done
+                else f"{rental.name} was already gone"
+            )
         if failed:
             raise failed[0]
 

@@ -251,8 +251,10 @@ class ControllerProcess:
         info = self.status()
         if not info["running"]:
             return False
-        os.kill(info["pid"], signal.SIGTERM)
+        pid = info["pid"]
+        token = process_token(pid)
+        os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.status()["running"]:
+        while time.monotonic() < deadline and alive(pid, token):  # until the process is gone, not its pid file
             time.sleep(0.05)
         return True

@@ -93,7 +93,8 @@ class Job:
         error = self._files.error()
         if state is JobState.FAILED and error is not None:
             meta, body = error
-            raise_remote(Frame(Kind.ERROR, 0, meta, body, []), policy, None)
+            where = f"job {job.name}, attempt {job.attempts} on instance {job.instance_id}"
+            raise_remote(Frame(Kind.ERROR, job.task_id or 0, meta, body, []), policy, job.task_id, job=where)
         raise JobError(
             f"job {job.name!r} {state.value}: {job.error or 'see job.events()'}", job=job.name, state=state.value
         )

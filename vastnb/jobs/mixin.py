@@ -43,6 +43,9 @@ class JobsMixin:
     def _controller_file(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _market_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        raise NotImplementedError
+
     def _controller_env(self) -> dict[str, str]:
         raise NotImplementedError
 
@@ -180,7 +183,7 @@ class JobsMixin:
 
     def jobs(self) -> pd.DataFrame:
         """Every job of this market: name, state, profile, attempts, recoveries, box, runtime, cost."""
-        return self._jobs.frame()
+        return self._market_frame(self._jobs.frame())  # its costs come from the market
 
     def job(self, ref: str | int) -> Job:
         """The job called ``ref`` (the latest of that name) or of id ``ref``, from any process."""

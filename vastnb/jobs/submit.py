@@ -89,8 +89,8 @@ def check_checkpoint(url: str | None) -> None:
     """Refuse a checkpoint location no box could use; warn when there is none."""
     if url is None:
         warnings.warn(
-            "this job has no checkpoint=: if its box is lost, the replacement starts it from the beginning. "
-            "Pass checkpoint='s3://bucket/runs/NAME' and use CheckpointManager() inside it to resume instead.",
+            "this job has no checkpoint location: if its box is lost, the replacement starts it from the "
+            "beginning. Give it one (s3://bucket/runs/NAME) and use CheckpointManager() inside to resume instead.",
             JobWarning,
             stacklevel=5,  # the caller of vast.submit(...)
         )

@@ -59,11 +59,11 @@ def safe(body: bytes, buffers: Sequence[Any]) -> Any:
         raise UnsafeResultError(f"the box sent a result that does not decode ({type(exc).__name__}: {exc})") from None
 
 
-def raise_remote(frame: Frame, policy: ResultPolicy, task: int | None) -> NoReturn:
+def raise_remote(frame: Frame, policy: ResultPolicy, task: int | None, *, job: str | None = None) -> NoReturn:
     """Raise what an ERROR (or CONTROL_ERROR) frame reports: KeyboardInterrupt for an
     interrupted task (as a local cell would), else a RemoteError carrying the box's
     traceback, rendered from the notebook's own records of the code it shipped. ``task``
-    is None for a control call: it is no task."""
+    is None for a control call: it is no task; ``job`` names the job whose code raised."""
     meta = frame.meta
     if meta.get("type") == "KeyboardInterrupt":
         raise KeyboardInterrupt(meta.get("message") or f"task {task} interrupted on the box")
@@ -79,6 +79,7 @@ def raise_remote(frame: Frame, policy: ResultPolicy, task: int | None) -> NoRetu
         SOURCES.render(meta),
         exception=exception if isinstance(exception, BaseException) else None,
         task=task,
+        job=job,
     )
     raise error from None
 

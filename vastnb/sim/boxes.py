@@ -97,6 +97,9 @@ class Boxes:
         ``python3`` is the box's own). The box's venv is made at its first start."""
         box = self.local(instance_id)
         box.root.mkdir(parents=True, exist_ok=True)
+        # A container starts with none of its processes from before its stop (one still in
+        # its stop's grace period is ended now: a stop completes before a start).
+        _end_group(box.root, 0.0)
         _furnish(box)
         box.power_mark.touch()
         if onstart:
