@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from vastnb import Client, JobState
 
 from . import work
@@ -34,3 +36,13 @@ def test_a_preempted_job_resumes_on_a_new_box_and_ends_as_if_never_interrupted(v
     assert job.record.instance_id != first
     assert "=== attempt 1" in job.logs() and "=== attempt 2" in job.logs()
     wait_for(lambda: not billing(vast), timeout=30, message="nothing billing")
+
+
+def test_follow_streams_every_attempt_live_until_the_job_ends(
+    vast: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = vast.submit(work.train, args=(30, 10, 0.05), profile="dev-test", name="followed", checkpoint=str(tmp_path))
+    assert job.follow(poll=0.1) is JobState.SUCCEEDED  # from submit to the end, as it happens
+    out = capsys.readouterr().out
+    assert out.index("=== attempt 1") < out.index("step 0 ") < out.index("step 29 ") < out.index("followed succeeded")
+    assert out.count("step 29 ") == 1  # each line once, however often it was polled

@@ -26,6 +26,7 @@ __all__ = ["JobFiles", "pack", "unpack"]
 _COUNT = struct.Struct("!I")
 _LENGTH = struct.Struct("!Q")
 _LOG = re.compile(r"attempt-(\d+)\.log\Z")
+MAX_LOG_BYTES = 64 << 20  # one attempt's output kept, at most
 
 
 def pack(body: bytes, buffers: Sequence[Any]) -> bytes:
@@ -73,7 +74,16 @@ class JobFiles:
         write_private(str(self._ready() / f"attempt-{int(attempt)}.log"), header, sync=False)
 
     def append(self, attempt: int, text: str) -> None:
-        with open(self.log_path(attempt), "a", encoding="utf-8", errors="replace") as f:
+        """Add to an attempt's output, up to :data:`MAX_LOG_BYTES` (a box may print without end)."""
+        path = self.log_path(attempt)
+        size = path.stat().st_size if path.exists() else 0
+        if size >= MAX_LOG_BYTES:
+            return
+        if size + len(text) >= MAX_LOG_BYTES:
+            text = (
+                text[: MAX_LOG_BYTES - size] + f"\n[vastnb] output cut at {MAX_LOG_BYTES >> 20} MiB for this attempt\n"
+            )
+        with open(path, "a", encoding="utf-8", errors="replace") as f:
             f.write(text)
 
     def attempts(self) -> list[int]:
