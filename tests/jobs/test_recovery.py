@@ -35,6 +35,8 @@ def test_a_preempted_job_resumes_on_a_new_box_and_ends_as_if_never_interrupted(v
     assert "resumed" in set(events.event)
     assert job.record.instance_id != first
     assert "=== attempt 1" in job.logs() and "=== attempt 2" in job.logs()
+    assert (ckpt / "job" / "logs.txt").read_text() == job.logs()  # beside the checkpoints too
+    assert (ckpt / "job" / "result.bin").exists()
     wait_for(lambda: not billing(vast), timeout=30, message="nothing billing")
 
 

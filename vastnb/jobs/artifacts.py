@@ -118,6 +118,24 @@ class JobFiles:
         body_path = self.folder / "error.bin"
         return (meta if isinstance(meta, dict) else {}), body_path.read_bytes() if body_path.exists() else b""
 
+    def publish(self, url: str) -> list[str]:
+        """Copy the output, result and error next to the job's checkpoints (``url``), under
+        ``job/``, with this machine's credentials for the store; the keys written."""
+        from vastnb_worker.checkpoint.stores import open_store
+
+        store = open_store(url)
+        written = []
+        for key, path in (("job/logs.txt", None), ("job/result.bin", "result.bin"), ("job/error.json", "error.json")):
+            if path is None:
+                data = self.logs().encode()
+            elif (self.folder / path).exists():
+                data = (self.folder / path).read_bytes()
+            else:
+                continue
+            store.put_bytes(key, data)
+            written.append(key)
+        return written
+
 
 def _write_bytes(path: Path, data: bytes) -> None:
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")

@@ -142,12 +142,24 @@ class JobRunner(Watcher, threading.Thread):
     ) -> None:
         if box is not None:
             self._destroy(box, f"its job {event}")
+        self._publish()
         try:
             self.queue.transition(
                 self.job_id, state, event, detail, error=error or (detail if state is J.FAILED else None)
             )
         except LifecycleError:
             pass  # already final (cancelled meanwhile): that stands
+
+    def _publish(self) -> None:
+        """The job's output and outcome beside its checkpoints too (best effort: the copy
+        under VASTNB_HOME is the one ``job.result()`` reads)."""
+        url = self.queue.get(self.job_id).checkpoint
+        if not url:
+            return
+        try:
+            self.files.publish(url)
+        except Exception as exc:  # noqa: BLE001 - no credentials here, a bucket away: the job's outcome stands
+            self.queue.note(self.job_id, "artifacts not copied", f"to {url}: {type(exc).__name__}: {exc}"[:300])
 
     # -- adopting what a previous controller left ------------------------------------------
 
