@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import matplotlib.font_manager  # noqa: F401  (see below)
 import pytest
 from sshd import SSHServer  # tests/sshd.py: a real OpenSSH server on 127.0.0.1
 
@@ -21,6 +22,11 @@ from vastnb.base.secret import Secret
 from vastnb.market.api import VastAPI
 from vastnb.market.retry import RetryPolicy
 from vastnb.sim import SimConfig, Simulator
+
+# Importing matplotlib's font manager builds its font cache (under the real HOME: no test
+# has started) while the suite is collected, before notebooks/03's kernel plots: on a fresh
+# machine that kernel would otherwise print matplotlib's "building the font cache" notice
+# into an output nbval compares.
 
 #: Retries that stay well inside a test's time: about half a second, doubling.
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.5, factor=2.0, max_delay=8.0, total=60.0, jitter=0.25)

@@ -45,6 +45,8 @@ _LAZY = {
     "checkpoints": "vastnb.storage.checkpoints",
     "Job": "vastnb.jobs.job",
     "JobState": "vastnb.jobs.states",
+    "ControllerSettings": "vastnb.jobs.controller",
+    "Timing": "vastnb.jobs.watch",
 }
 
 __all__ = ["__version__", "load_ipython_extension", *_LAZY, *errors.__all__]  # noqa: PLE0604 - _LAZY's keys and the error tree's names: strings
@@ -52,7 +54,9 @@ __all__ = ["__version__", "load_ipython_extension", *_LAZY, *errors.__all__]  # 
 if typing.TYPE_CHECKING:
     from vastnb.backends.base import BoxOptions as BoxOptions
     from vastnb.client import Client as Client
+    from vastnb.jobs.controller import ControllerSettings as ControllerSettings
     from vastnb.jobs.job import Job as Job
+    from vastnb.jobs.watch import Timing as Timing
     from vastnb.jobs.states import JobState as JobState
     from vastnb.lifecycle.box import Box as Box, RunOptions as RunOptions
     from vastnb.lifecycle.launch import LaunchEvent as LaunchEvent, LaunchPolicy as LaunchPolicy

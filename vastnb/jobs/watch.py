@@ -122,7 +122,7 @@ class Watcher:
                 text = str(frame.meta.get("text", ""))
                 self.files.append(attempt, text)
                 if match := _RESUMED.search(text):
-                    self.queue.note(job.id, "resumed", f"at step {match.group(1)}", instance_id=box.id)
+                    self.queue.note(job.id, "resumed", f"from the checkpoint of step {match.group(1)}", instance_id=box.id)
             elif frame.kind == Kind.RESULT:
                 return Outcome("done", body=frame.body, buffers=frame.buffers)
             elif frame.kind == Kind.ERROR:
