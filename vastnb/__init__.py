@@ -56,8 +56,8 @@ if typing.TYPE_CHECKING:
     from vastnb.client import Client as Client
     from vastnb.jobs.controller import ControllerSettings as ControllerSettings
     from vastnb.jobs.job import Job as Job
-    from vastnb.jobs.watch import Timing as Timing
     from vastnb.jobs.states import JobState as JobState
+    from vastnb.jobs.watch import Timing as Timing
     from vastnb.lifecycle.box import Box as Box, RunOptions as RunOptions
     from vastnb.lifecycle.launch import LaunchEvent as LaunchEvent, LaunchPolicy as LaunchPolicy
     from vastnb.lifecycle.states import InstanceState as InstanceState

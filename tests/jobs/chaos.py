@@ -6,7 +6,8 @@ faults come from here: the box preempted, outbid, its host offline, its worker k
 the controller SIGKILLed (and started again), the kernel SIGKILLed. The run then checks
 what a user would: the job succeeded, its result is bit-identical to an uninterrupted
 run, the work redone after each fault (steps trained twice) is at most one checkpoint
-interval, and nothing is left billing.
+interval (counting the step whose checkpoint was still uploading when the box died: steps
+0..N for a first checkpoint at step N), and nothing is left billing.
 
 Used by tests/jobs/test_chaos.py (a few seeds in CI) and bench/chaos.py (the campaign).
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 FAULTS = ("preempt", "outbid", "offline", "kill_worker", "kill_controller", "kill_kernel")
+BOX_FAULTS = frozenset(FAULTS[:4])  # those that cost the job its box
 REPO = Path(__file__).resolve().parents[2]
 _STEP = re.compile(r"^step (\d+) ", re.M)
 
@@ -35,19 +37,21 @@ class ChaosRun:
     """What one seeded run did and found."""
 
     seed: int
-    faults: list[tuple[str, int]]  # (fault, the step it struck after)
+    faults: list[tuple[str, int]]  # (fault, the step it is to strike after), as planned
     model: str
     state: str = ""
     correct: bool = False
     attempts: int = 0
+    struck: list[str] = field(default_factory=list)  # the faults injected (a job may end before the last)
     redone: list[int] = field(default_factory=list)  # steps trained twice, per lost box
     left_billing: list[int] = field(default_factory=list)
     seconds: float = 0.0
     error: str = ""
 
-    @property
-    def ok(self) -> bool:
-        return self.state == "succeeded" and self.correct and not self.left_billing
+    def ok(self, every: int) -> bool:
+        """Succeeded, bit-identical, at most one interval (+ the uploading step) redone, nothing billing."""
+        within = all(redone <= every + 1 for redone in self.redone)
+        return self.state == "succeeded" and self.correct and within and not self.left_billing and not self.error
 
 
 def plan(seed: int, steps: int) -> list[tuple[str, int]]:
@@ -104,10 +108,15 @@ def run(
     kernel = _kernel(home, str(home / "runs" / name), name, model, steps, every, delay)
     try:
         job = vast.job(name)
+        attempts = 1
         for fault, step in faults:
-            if not _wait_running_past(job, step, timeout=120):
+            if not _wait_running_past(job, step, attempts, timeout=120):
                 break  # it finished first: the remaining faults found nothing to strike
-            _strike(vast, job, fault, kernel)
+            if not _strike(vast, job, fault, kernel):
+                break  # it ended as the fault came
+            outcome.struck.append(fault)
+            if fault in BOX_FAULTS:
+                attempts = job.record.attempts + 1  # the next fault strikes the replacement
         state = job.wait(timeout=300)
         outcome.state = state.value
         if state.value == "succeeded":
@@ -141,14 +150,15 @@ def run(
     return outcome
 
 
-def _wait_running_past(job: Any, step: int, timeout: float) -> bool:
-    """Until the job runs and its current attempt has trained past ``step``; False if it ended."""
+def _wait_running_past(job: Any, step: int, attempts: int, timeout: float) -> bool:
+    """Until the job runs its attempt ``attempts`` (or a later one) and has trained past
+    ``step``; False if it ended."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         record = job.record
         if record.state.final:
             return False
-        if record.state.value == "running":
+        if record.state.value == "running" and record.attempts >= attempts:
             current = _steps_by_attempt(job.logs())
             if current and current[-1] and max(current[-1]) >= step:
                 return True
@@ -156,7 +166,20 @@ def _wait_running_past(job: Any, step: int, timeout: float) -> bool:
     raise TimeoutError(f"job {job.name} did not pass step {step} within {timeout} s")
 
 
-def _strike(vast: Any, job: Any, fault: str, kernel: Any) -> None:
+def _strike(vast: Any, job: Any, fault: str, kernel: Any) -> bool:
+    """Inject ``fault``; False if the job ended (its box gone) just before it struck."""
+    from vastnb.sim import SimError
+
+    try:
+        _inject(vast, job, fault, kernel)
+    except SimError:
+        if job.record.state.final:
+            return False
+        raise
+    return True
+
+
+def _inject(vast: Any, job: Any, fault: str, kernel: Any) -> None:
     sim, instance = vast.sim, job.record.instance_id
     if fault == "preempt":
         sim.preempt(instance, resume_after=None)

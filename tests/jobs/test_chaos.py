@@ -29,5 +29,6 @@ def _check(run: chaos.ChaosRun) -> None:
     assert not run.error, run
     assert run.state == "succeeded", run
     assert run.correct, run
-    assert all(redone <= EVERY for redone in run.redone), run
+    assert all(redone <= EVERY + 1 for redone in run.redone), run  # + the step whose checkpoint was uploading
     assert run.left_billing == [], run
+    assert run.ok(EVERY)

@@ -122,7 +122,10 @@ class Watcher:
                 text = str(frame.meta.get("text", ""))
                 self.files.append(attempt, text)
                 if match := _RESUMED.search(text):
-                    self.queue.note(job.id, "resumed", f"from the checkpoint of step {match.group(1)}", instance_id=box.id)
+                    detail = f"attempt {attempt} from the checkpoint of step {match.group(1)}"
+                    # Once: a controller that attaches again reads the attempt's output again.
+                    if not any(e.event == "resumed" and e.detail == detail for e in self.queue.events(job.id)):
+                        self.queue.note(job.id, "resumed", detail, instance_id=box.id)
             elif frame.kind == Kind.RESULT:
                 return Outcome("done", body=frame.body, buffers=frame.buffers)
             elif frame.kind == Kind.ERROR:
