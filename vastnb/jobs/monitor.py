@@ -18,8 +18,6 @@ from vastnb.market.records import ActualStatus, Instance
 
 __all__ = ["Verdict", "judge", "LOST", "GONE"]
 
-#: Events that end an attempt and are recovered from (within max_recoveries).
-RECOVERABLE = frozenset({"preempted", "outbid", "offline", "unreachable", "worker died", "destroyed"})
 LOST = "unreachable"  # the worker stopped answering on a box the market says runs
 GONE = "destroyed"  # the instance is no longer on the market (not by vastnb)
 

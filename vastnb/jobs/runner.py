@@ -178,7 +178,7 @@ class JobRunner(Watcher, threading.Thread):
                 if found is not None:
                     keep, task = box, found or None
                     continue
-            self._destroy(Box(self.fleet, rental), "left half-made by a stopped controller")
+            self._destroy(Box(self.fleet, rental), "not usable by its job when a controller took it over")
         if keep is not None and job.state is J.RUNNING and task is None:
             self._move(J.RECOVERING, LOST, "its task is no longer on the box", recovery=True)
             self._destroy(keep, "its task was gone")

@@ -15,7 +15,6 @@ from vastnb.errors import ConnectionLostError, TransportError, VastError
 from vastnb.jobs.artifacts import JobFiles
 from vastnb.jobs.monitor import LOST, Verdict, judge
 from vastnb.jobs.queue import JobQueue, JobRecord
-from vastnb.jobs.states import JobState
 from vastnb.lifecycle.box import Box
 from vastnb.lifecycle.fleet import Fleet
 from vastnb_worker.job import RESUMED_MARK
@@ -23,7 +22,6 @@ from vastnb_worker.protocol import Kind
 
 __all__ = ["Timing", "Outcome", "Watcher"]
 
-J = JobState
 _RESUMED = re.compile(re.escape(RESUMED_MARK) + r"(\d{1,12})\b")
 
 
@@ -60,9 +58,6 @@ class Watcher:
     stopping: threading.Event
     log: Callable[[str], None]
 
-    def _job(self) -> JobRecord:
-        raise NotImplementedError
-
     def watch(self, box: Box, job: JobRecord, task: int) -> Outcome:
         """Follow ``task`` on ``box`` until it ends, the box is lost or the job is cancelled."""
         rental = box.rental
@@ -76,7 +71,7 @@ class Watcher:
             now = time.monotonic()
             if connection is None and now >= next_poll:
                 try:
-                    connection = self._attach(box, task, header)
+                    connection = self._attach(box, task, attempt, header)
                 except _TaskGone:
                     return Outcome("lost", Verdict("worker died", "the box answers, but the job's task is gone", True))
                 if connection is not None:
@@ -84,7 +79,7 @@ class Watcher:
             if now >= next_poll:
                 next_poll = now + self.timing.poll_s
                 state = self.queue.get(job.id).state
-                if state is J.CANCELLED or state.final:
+                if state.final:  # cancelled by its user (or budget_exceeded)
                     self._interrupt(box, task)
                     return Outcome("cancelled")
                 try:
@@ -140,7 +135,7 @@ class Watcher:
         box.session.close()
         return Outcome("detached")
 
-    def _attach(self, box: Box, task: int, header: str) -> Any:
+    def _attach(self, box: Box, task: int, attempt: int, header: str) -> Any:
         """A connection streaming ``task`` from its first line (the attempt's log begins
         again with it); None if the box cannot be reached now."""
         try:
@@ -148,7 +143,7 @@ class Watcher:
             known = {int(t["task"]) for t in box.session.tasks()}
             if task not in known:
                 raise _TaskGone
-            self.files.start_log(self._job().attempts, header)
+            self.files.start_log(attempt, header)
             connection.send(Kind.ATTACH, task)
             return connection
         except _TaskGone:
