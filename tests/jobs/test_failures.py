@@ -58,7 +58,7 @@ def test_a_killed_controller_is_replaced_and_adopts_the_running_job_without_runn
     record = job.record
     assert (record.attempts, record.recoveries, record.instance_id) == (1, 0, box)  # the same task, adopted
     assert result["start"] == 0
-    assert _events(job).count("running") == 1
+    assert _events(job).count("running") == 1 and _events(job).count("adopted") == 1
     _nothing_billing(vast)
 
 
@@ -257,3 +257,26 @@ def test_a_preempted_box_that_comes_back_in_time_is_used_again(jobs_client, tmp_
     assert (record.instance_id, record.recoveries, record.attempts) == (first, 1, 2)
     assert any("came back" in (d or "") for d in job.events().detail)
     _nothing_billing(vast)
+
+
+def test_a_new_controller_ends_what_a_killed_one_rented_but_never_recorded(vast: Client) -> None:
+    import socket
+
+    from vastnb.jobs.queue import JobQueue
+
+    store = vast.fleet.store
+    with store.transaction() as db:  # a controller's session whose process is gone
+        db.execute("INSERT INTO sessions VALUES ('deadc0de', ?, 999999, 'gone', 0, NULL)", (socket.gethostname(),))
+    queue = JobQueue(store, vast.fleet.url)
+    job = queue.submit("lostbox", "dev-test", b"work")
+    queue.claim("deadc0de")
+    queue.transition(job.id, J.CANCELLED, "cancelled")
+    # It was killed after the create answered and before the row was written: only the label says whose it is.
+    offer = vast.select("dev-test")[0].offer
+    made = vast.api.create_instance(offer.id, image="ubuntu", disk_gb=10, label="vastnb:lostbox-a1:deadc0de")
+    other = vast.select("dev-test")[1].offer
+    mine = vast.api.create_instance(other.id, image="ubuntu", disk_gb=10, label="my own rental")  # not vastnb's
+    assert {made.id, mine.id} <= set(billing(vast))
+    vast.controller.ensure()
+    wait_for(lambda: made.id not in billing(vast), timeout=30, message="the unrecorded instance destroyed")
+    assert mine.id in billing(vast)  # a user's own rentals are never touched

@@ -38,8 +38,7 @@ from vastnb.jobs.artifacts import JobFiles
 from vastnb.jobs.queue import JobQueue, Limits
 from vastnb.jobs.runner import JobRunner
 from vastnb.jobs.watch import Timing
-from vastnb.lifecycle.box import Box
-from vastnb.lifecycle.fleet import Fleet
+from vastnb.lifecycle.fleet import Fleet, parse_label
 from vastnb_worker.files import write_private
 
 __all__ = ["Controller", "ControllerProcess", "ControllerSettings", "Timing", "Limits", "controller_files"]
@@ -168,16 +167,29 @@ class Controller:
         runner.start()
 
     def end_leftovers(self) -> None:
-        """Destroy the boxes of jobs that are final (a killed controller's leftovers)."""
+        """Destroy what a killed controller left: the boxes of jobs that are final, and the
+        instances the market labels as a dead controller's that no row records (killed
+        between a create's answer and its row)."""
         final = {job.id for job in self.queue.jobs() if job.state.final}
-        for rental in self.fleet.store.instances(self.fleet.url):
-            if rental.job in final:
-                try:
-                    self.fleet.destroy(rental.id, "its job had ended")
-                    self.log(f"instance {rental.id} of finished job {rental.job} destroyed")
-                except VastError as exc:
-                    self.log(f"instance {rental.id} of finished job {rental.job}: destroy failed: {exc}")
-                Box(self.fleet, rental).session.close()
+        doomed = {
+            r.id: f"of finished job {r.job}" for r in self.fleet.store.instances(self.fleet.url) if r.job in final
+        }
+        controllers = self.queue.controllers() - {self.fleet.session_id}
+        try:
+            entries = self.fleet.entries() if controllers else []
+        except VastError as exc:
+            self.log(f"listing the market's instances failed ({exc}); its labels are looked at next start")
+            entries = []
+        for entry in entries:
+            session = (parse_label(entry.instance.label) or ("", None))[1]
+            if entry.rental is None and entry.orphan and session in controllers:
+                doomed[entry.instance.id] = f"labelled by controller {session}, never recorded"
+        for instance_id, why in doomed.items():
+            try:
+                self.fleet.destroy(instance_id, f"left by a controller: {why}")
+                self.log(f"instance {instance_id} {why}: destroyed")
+            except VastError as exc:
+                self.log(f"instance {instance_id} {why}: destroy failed: {exc}")
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:

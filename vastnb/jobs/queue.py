@@ -242,6 +242,14 @@ class JobQueue:
             ).fetchall()
         return [_record(row) for row in rows]
 
+    def controllers(self) -> set[str]:
+        """Every controller that ever claimed or adopted a job here (their sessions' ids)."""
+        with self.store.transaction() as db:
+            rows = db.execute(
+                "SELECT detail FROM job_events WHERE event IN ('claimed', 'adopted') AND detail LIKE 'by controller %'"
+            ).fetchall()
+        return {str(row[0]).split()[2] for row in rows if len(str(row[0]).split()) > 2}
+
     def get(self, job_id: int) -> JobRecord:
         with self.store.transaction() as db:
             return self._get(db, job_id)

@@ -85,7 +85,9 @@ class JobRunner(Watcher, threading.Thread):
 
     def _run(self) -> None:
         job = self.queue.get(self.job_id)
-        self.queue.place(job.id, instance_id=job.instance_id, task_id=job.task_id, controller=self.controller)
+        if job.controller != self.controller:  # a controller that was stopped or killed had it
+            self.queue.place(job.id, instance_id=job.instance_id, task_id=job.task_id, controller=self.controller)
+            self.queue.note(job.id, "adopted", f"by controller {self.controller} (from {job.controller or 'none'})")
         box, task = self._adopt(job)
         while not self.stopping.is_set():
             job = self._job()
