@@ -280,3 +280,17 @@ def test_a_new_controller_ends_what_a_killed_one_rented_but_never_recorded(vast:
     vast.controller.ensure()
     wait_for(lambda: made.id not in billing(vast), timeout=30, message="the unrecorded instance destroyed")
     assert mine.id in billing(vast)  # a user's own rentals are never touched
+
+
+def test_attaching_to_a_jobs_box_uses_it_without_taking_it_over(jobs_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    vast = jobs_client()
+    job = _submit_train(vast, tmp_path, "shared", steps=400, profile="dev-test")
+    _at_step(job, 3)
+    other = jobs_client()  # another kernel
+    box = other.attach(job.record.instance_id)
+    assert box.status == "running" and box.health()  # looked at from the notebook (a run would queue behind the job's)
+    other.close()  # its exit ends its own boxes, not the job's
+    assert job.record.instance_id in billing(vast) and job.state is J.RUNNING
+    assert list(vast.instances().owner) == [f"job {job.id}"]
+    job.cancel()
+    _nothing_billing(vast)

@@ -387,11 +387,14 @@ class Fleet:
         return rental
 
     def attach(self, ref: str | int) -> Box:
-        """Adopt an instance launched earlier (by this or another session) as a Box."""
+        """Adopt an instance launched earlier (by this or another session) as a Box; a
+        job's box is only used, its job keeps it."""
         from vastnb.lifecycle.box import Box
 
         rental = self.resolve(ref)
         if not rental.live or not self._exists(rental.id):
             raise InstanceGoneError(f"instance {rental.id} ({rental.name}) was destroyed: launch a new one.")
+        if rental.job is not None:  # a job's box stays its controller's: used here, never taken over
+            return Box(self, rental)
         self.store.update(self.url, rental.id, session=self.session_id, note=f"attached by session {self.session_id}")
         return Box(self, self.rental(rental.id) or rental)
