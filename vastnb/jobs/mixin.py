@@ -79,14 +79,14 @@ class JobsMixin:
             work.call_work(fn, args, kwargs),
             "call",
             profile,
-            name,
-            checkpoint,
-            max_recoveries,
-            priority,
-            retry_on_error,
             interruptible,
             bid,
-            trust,
+            name=name,
+            checkpoint=checkpoint,
+            max_recoveries=max_recoveries,
+            priority=priority,
+            retry_on_error=retry_on_error,
+            trust=trust,
         )
 
     def submit_cell(
@@ -112,14 +112,14 @@ class JobsMixin:
             work.cell_work(source, push or {}, pull, cell),
             "cell",
             profile,
-            name,
-            checkpoint,
-            max_recoveries,
-            priority,
-            retry_on_error,
             interruptible,
             bid,
-            trust,
+            name=name,
+            checkpoint=checkpoint,
+            max_recoveries=max_recoveries,
+            priority=priority,
+            retry_on_error=retry_on_error,
+            trust=trust,
         )
 
     def submit_script(
@@ -142,14 +142,14 @@ class JobsMixin:
             work.script_work(path, argv),
             "call",
             profile,
-            name or Path(path).stem,
-            checkpoint,
-            max_recoveries,
-            priority,
-            retry_on_error,
             interruptible,
             bid,
-            False,
+            name=name or Path(path).stem,
+            checkpoint=checkpoint,
+            max_recoveries=max_recoveries,
+            priority=priority,
+            retry_on_error=retry_on_error,
+            trust=False,
         )
 
     def _submit(
@@ -157,29 +157,14 @@ class JobsMixin:
         payload: bytes,
         kind: str,
         profile: str | Profile,
-        name: str | None,
-        checkpoint: str | None,
-        max_recoveries: int,
-        priority: int,
-        retry_on_error: int,
         interruptible: bool | None,
         bid: str | float | None,
-        trust: bool,
+        **settings: Any,
     ) -> Job:
         chosen = profile if isinstance(profile, Profile) else self.profile(profile)
         chosen = chosen.rented_as(interruptible=interruptible, bid=bid)
         self.select(chosen)  # no offer fits now: NoOffersError says why, and nothing is queued
-        return self._jobs.submit(
-            payload,
-            chosen,
-            kind=kind,
-            name=name,
-            checkpoint=checkpoint,
-            max_recoveries=max_recoveries,
-            priority=priority,
-            retry_on_error=retry_on_error,
-            trust=trust,
-        )
+        return self._jobs.submit(payload, chosen, kind=kind, **settings)
 
     def jobs(self) -> pd.DataFrame:
         """Every job of this market: name, state, profile, attempts, recoveries, box, runtime, cost."""
