@@ -23,6 +23,7 @@ import yaml
 from vastnb.base.config import user_config_dir
 from vastnb.base.gpus import resolve_gpu, suggest_gpu
 from vastnb.errors import ProfileError
+from vastnb.profiles.schemas import schema_of
 from vastnb.profiles.yamlspec import (
     Field,
     Range,
@@ -316,8 +317,9 @@ def load_profiles(path: str | os.PathLike[str] | None = None) -> dict[str, Profi
             source,
             line_of(root),
         )
+    schema = schema_of(root, _FIELDS, source)  # vastnb's keys, or the reference architecture's
     profiles: dict[str, Profile] = {}
-    for name, key_node, node in mapping_items(root, source, "the top level"):
+    for name, key_node, node in mapping_items(schema.profiles, source, "profiles", "profiles"):
         line = line_of(key_node)
         if not _NAME.match(name):
             fail(
@@ -326,8 +328,10 @@ def load_profiles(path: str | os.PathLike[str] | None = None) -> dict[str, Profi
                 line,
                 name,
             )
-        values = check_mapping(node, _FIELDS, source, what=f"profile {name!r}", line=line, parent=name)
-        got = values.values
+        values = check_mapping(
+            node, schema.fields, source, what=f"profile {name!r}", line=line, parent=name, aliases=schema.aliases
+        )
+        got = schema.to_ours(values.values)
         if got["bid"] is not None and not got["interruptible"]:
             fail(
                 "bid is only used by interruptible rentals; add `interruptible: true` or remove bid",
@@ -340,8 +344,8 @@ def load_profiles(path: str | os.PathLike[str] | None = None) -> dict[str, Profi
             got["bid"] = "min"
         if isinstance(got["bid"], float) and got["bid"] > got["max_price_per_hour"]:
             fail(
-                f"bid {got['bid']:g} is above max_price_per_hour {got['max_price_per_hour']:g}, which must "
-                "cover the bid plus disk; lower the bid or raise the maximum",
+                f"bid {got['bid']:g} is above {schema.key('max_price_per_hour')} {got['max_price_per_hour']:g}, "
+                "which must cover the bid plus disk; lower the bid or raise the maximum",
                 source,
                 values.line_of("bid"),
                 "bid",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -290,12 +290,14 @@ def check_mapping(
     what: str,
     line: int | None = None,
     parent: str | None = None,
+    aliases: Mapping[str, str] | None = None,
 ) -> Checked:
     """Check a mapping node against ``fields`` and return its values, defaults filled in.
 
     ``what`` names the mapping in messages ("profile 'dev-test'"); ``line`` is where a
     missing key is reported (by default, where the mapping starts); ``parent`` is the key
-    holding the mapping, named in the error when it is not a mapping.
+    holding the mapping, named in the error when it is not a mapping. ``aliases`` are other
+    spellings of the keys (another schema's), only to say which key was meant.
     """
     spec = {f.name: f for f in fields}
     values: dict[str, Any] = {}
@@ -303,9 +305,7 @@ def check_mapping(
     for key, key_node, value_node in mapping_items(node, source, what, parent):
         field = spec.get(key)
         if field is None:
-            close = difflib.get_close_matches(key.lower(), list(spec), n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]}? Allowed keys" if close else "allowed keys"
-            fail(f"unknown key {key} in {what}; {hint}: {', '.join(spec)}", source, line_of(key_node), key)
+            fail(f"unknown key {key} in {what}; {_meant(key, spec, aliases or {})}", source, line_of(key_node), key)
         lines[key] = line_of(key_node)
         # An empty value is a mistake, unless "nothing" is what the field means (default None).
         if value_node.tag == _TAG + "null" and (field.required or field.default is not None):
@@ -328,6 +328,15 @@ def check_mapping(
             )
         values.setdefault(field.name, field.default)
     return Checked(values, lines, start)
+
+
+def _meant(key: str, spec: Mapping[str, Field], aliases: Mapping[str, str]) -> str:
+    """A did-you-mean for an unknown key, among the allowed keys and their other spellings."""
+    allowed = f"keys: {', '.join(spec)}"
+    if key in aliases:
+        return f"here it is written {aliases[key]} (the other schema's name for it); allowed {allowed}"
+    close = difflib.get_close_matches(key.lower(), [*spec, *aliases], n=1, cutoff=0.6)
+    return f"did you mean {aliases.get(close[0], close[0])}? Allowed {allowed}" if close else f"allowed {allowed}"
 
 
 def _short(text: str) -> str:
