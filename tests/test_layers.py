@@ -26,7 +26,8 @@ RANKS = {
     "vastnb.storage": 4,  # grants travel over an offload session
     "vastnb.backends": 5,
     "vastnb.lifecycle": 6,
-    "vastnb.jobs": 7,  # the job queue (and, to come, its controller); costs will sit here too
+    "vastnb.jobs": 7,  # the job queue, its controller, recovery
+    "vastnb.costs": 7,
     "vastnb.client": 8,
     "vastnb.front": 9,
     "vastnb.__main__": 10,

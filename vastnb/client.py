@@ -21,6 +21,7 @@ import pandas as pd
 from vastnb.backends import open_backend
 from vastnb.backends.base import Backend, BoxOptions
 from vastnb.base.config import find_api_key, vastnb_home
+from vastnb.costs.guard import check_budgets, spent_this_month
 from vastnb.errors import ConfigError, InstanceGoneError, NoOffersError
 from vastnb.jobs.controller import ControllerSettings
 from vastnb.jobs.mixin import JobsMixin
@@ -32,6 +33,7 @@ from vastnb.market.query import looks_like_query, parse_order, parse_query
 from vastnb.market.records import Offer
 from vastnb.market.retry import RetryPolicy
 from vastnb.market.selection import Candidate, broad_query, explain, profile_query, rank
+from vastnb.profiles.budgets import Budget, load_budgets
 from vastnb.profiles.profile import Profile, get_profile, load_profiles
 
 if TYPE_CHECKING:
@@ -40,7 +42,20 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 SIM_MARK = "SIMULATED"
-INSTANCE_COLUMNS = ("id", "name", "profile", "gpu", "state", "price_per_hour", "uptime_hours", "cost", "owner", "keep")
+INSTANCE_COLUMNS = (
+    "id",
+    "name",
+    "profile",
+    "gpu",
+    "state",
+    "price_per_hour",
+    "uptime_hours",
+    "cost",
+    "owner",
+    "keep",
+    "team",
+    "project",
+)
 
 
 class Client(JobsMixin):
@@ -76,6 +91,7 @@ class Client(JobsMixin):
         self.home = Path(home) if home else vastnb_home()
         self._profiles_path = profiles
         self._profiles: dict[str, Profile] | None = None
+        self._budgets: list[Budget] | None = None
         #: The backend boundary: the market's API, how boxes are reached and how they end
         #: themselves (see :mod:`vastnb.backends`).
         self.provider: Backend = open_backend(
@@ -175,15 +191,35 @@ class Client(JobsMixin):
         bid: str | float | None = None,
         keep: bool = False,
         progress: Progress | None = None,
+        team: str | None = None,
+        project: str | None = None,
     ) -> Box:
         """Rent the cheapest offer that fits ``profile`` and return its box, its worker
         ready. ``interruptible=True`` rents at a ``bid`` ("min", "min+10%" or $/h).
         ``keep=True`` leaves it running when this Python process exits; otherwise it is
         destroyed then. ``progress`` is called with each :class:`~vastnb.lifecycle.launch.LaunchEvent`.
+        ``team`` and ``project`` (default: the profile's) say whose budget it spends: a launch
+        whose worst case breaks one is refused (:class:`~vastnb.errors.BudgetError`).
         Use it as ``with vast.launch(...) as box:`` to destroy it when the block ends."""
         chosen = profile if isinstance(profile, Profile) else self.profile(profile)
-        chosen = chosen.rented_as(interruptible=interruptible, bid=bid)
+        chosen = chosen.rented_as(interruptible=interruptible, bid=bid).charged_to(team, project)
+        self._check_budgets(chosen, "this launch")
         return self.fleet.launch(chosen, name=name, keep=keep, progress=progress)
+
+    def _budget_list(self) -> list[Budget]:
+        """The budgets of ``budgets.yaml`` (found as the profiles are), loaded once."""
+        if self._budgets is None:
+            self._budgets = load_budgets(self._profiles_path)
+        return self._budgets
+
+    def _check_budgets(self, profile: Profile, what: str) -> None:
+        """Refuse ``what`` if the worst ``profile`` could spend breaks a budget (see
+        :mod:`vastnb.costs.guard`); nothing to check for a profile charged to no team."""
+        if profile.team is None:
+            return
+        now = time.time()
+        store, url = self.fleet.store, self.fleet.url
+        check_budgets(profile, self._budget_list(), lambda b: spent_this_month(store, self.api, url, b, now), what=what)
 
     def attach(self, ref: str | int) -> Box:
         """The box called ``ref`` (a name or instance id), launched earlier, perhaps by
@@ -257,7 +293,7 @@ class Client(JobsMixin):
 
     def _instances_frame(self, entries: list[FleetEntry]) -> pd.DataFrame:
         since = min((e.instance.start_date or time.time() for e in entries), default=time.time())
-        costs = self.fleet.costs(since - 3600) if entries else {}
+        costs = self.fleet.api.charged_by_instance(since - 3600) if entries else {}
         rows = []
         for e in entries:
             i, s = e.instance, e.rental
@@ -274,6 +310,8 @@ class Client(JobsMixin):
                     "cost": round(costs.get(i.id, 0.0), 4),
                     "owner": e.owner,
                     "keep": bool(s and s.keep),
+                    "team": s.team if s else None,
+                    "project": s.project if s else None,
                 }
             )
         return self._frame(rows, index="id", columns=INSTANCE_COLUMNS)

@@ -33,6 +33,7 @@ __all__ = [
     "LifecycleError",
     "JobError",
     "JobWarning",
+    "BudgetError",
 ]
 
 
@@ -252,3 +253,13 @@ class JobError(VastError):
 class JobWarning(UserWarning):
     """Something about a submitted job its user should know (it has no checkpoint, so a
     recovery starts it from the beginning)."""
+
+
+class BudgetError(VastError):
+    """A launch or a job was refused, before anything was rented, because its worst case
+    would break a budget of ``budgets.yaml``: ``scope`` (team or team/project), the
+    ``limit`` it would break, what was ``spent`` of it this month, and the ``worst`` case."""
+
+    def __init__(self, message: str, *, scope: str, limit: float, spent: float, worst: float) -> None:
+        super().__init__(message)
+        self.scope, self.limit, self.spent, self.worst = scope, limit, spent, worst

@@ -71,6 +71,8 @@ def _launch(args: argparse.Namespace) -> int:
             bid=args.bid,
             keep=True,
             progress=LaunchEvent.print,
+            team=args.team,
+            project=args.project,
         )
         print(
             f"{box.name} (#{box.id}) is running at ${box.price_per_hour:.3f}/h. "

@@ -16,7 +16,7 @@ import argparse
 from collections.abc import Iterator
 
 from vastnb.front.jobcommands import CONTROLLER, JOB_COMMANDS
-from vastnb.front.spec import _JSON, _PROFILES, BOTH, CLI, MAGIC, Command, Flag, Front
+from vastnb.front.spec import _JSON, _PROFILES, _PROJECT, _TEAM, BOTH, CLI, MAGIC, Command, Flag, Front
 
 __all__ = ["Front", "BOTH", "CLI", "MAGIC", "Flag", "Command", "TABLE", "commands", "find", "add_arguments", "walk"]
 
@@ -78,6 +78,8 @@ TABLE = Command(
                     fronts=CLI,
                     why="a notebook sets it for its client: Client(box=BoxOptions(silence_s=...))",
                 ),
+                _TEAM,
+                _PROJECT,
                 _PROFILES,
             ),
             api="vastnb:Client.launch",

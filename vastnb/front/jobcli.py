@@ -96,6 +96,9 @@ def submit(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             max_recoveries=args.max_recoveries,
             priority=args.priority,
+            retry_on_error=args.retry_on_error,
+            team=args.team,
+            project=args.project,
         )
         print(f"job {job.name} queued (id {job.id}); `vastnb logs {job.name} -f` follows it")
     return 0

@@ -3,11 +3,13 @@ and the controller that runs them."""
 
 from __future__ import annotations
 
-from vastnb.front.spec import _JSON, _PROFILES, CLI, MAGIC, Command, Flag
+from vastnb.front.spec import _JSON, _PROFILES, _PROJECT, _TEAM, CLI, MAGIC, Command, Flag
 
 __all__ = ["JOB_COMMANDS", "CONTROLLER"]
 
 _JOB_FLAGS = (
+    _TEAM,
+    _PROJECT,
     Flag(("--checkpoint",), "where CheckpointManager() inside saves and resumes: s3://bucket/prefix", metavar="URL"),
     Flag(("--max-recoveries",), "boxes lost and replaced, at most (default 3)", type=int, default=3, metavar="N"),
     Flag(("--priority",), "higher runs first (default 0)", type=int, default=0),

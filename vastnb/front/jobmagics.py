@@ -47,6 +47,8 @@ class JobMagicsMixin:
                 max_recoveries=args.max_recoveries,
                 priority=args.priority,
                 retry_on_error=args.retry_on_error,
+                team=args.team,
+                project=args.project,
             )
         print(f"job {job.name} queued; %vast logs {job.name} -f follows it, vast.job({job.name!r}) is its handle")
         return job

@@ -169,6 +169,8 @@ class VastMagics(JobMagicsMixin, Magics):
                 bid=args.bid,
                 keep=args.keep,
                 progress=progress,
+                team=args.team,
+                project=args.project,
             )
         except BaseException as exc:
             progress.finish(error=exc)

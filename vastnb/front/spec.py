@@ -118,3 +118,5 @@ _PROFILES = Flag(
     fronts=CLI,
     why="a notebook's client is made once: Client(profiles=PATH)",
 )
+_TEAM = Flag(("--team",), "whose budget it spends (default: the profile's team)", metavar="TEAM")
+_PROJECT = Flag(("--project",), "the team's project it is charged to (default: the profile's)", metavar="PROJECT")

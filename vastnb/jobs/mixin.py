@@ -40,6 +40,9 @@ class JobsMixin:
     def select(self, profile: str | Profile) -> list[Candidate]:
         raise NotImplementedError
 
+    def _check_budgets(self, profile: Profile, what: str) -> None:
+        raise NotImplementedError
+
     def _controller_file(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -68,19 +71,25 @@ class JobsMixin:
         interruptible: bool | None = None,
         bid: str | float | None = None,
         trust: bool = False,
+        team: str | None = None,
+        project: str | None = None,
     ) -> Job:
         """Queue ``fn(*args, **kwargs)`` as a job and return at once. A controller process
         (started if none runs) rents a box for ``profile``, runs it there, and when the box
         is lost (preempted, outbid, offline, silent) rents another, up to ``max_recoveries``
         times; inside, ``CheckpointManager()`` resumes from ``checkpoint``. Higher
         ``priority`` runs first. An exception of ``fn`` fails the job (run again up to
-        ``retry_on_error`` times). ``trust`` decodes its result by full pickle."""
+        ``retry_on_error`` times). ``trust`` decodes its result by full pickle. ``team`` and
+        ``project`` (default: the profile's) say whose budget it spends: a job whose worst case
+        breaks one is refused (:class:`~vastnb.errors.BudgetError`) and nothing is queued."""
         return self._submit(
             work.call_work(fn, args, kwargs),
             "call",
             profile,
             interruptible,
             bid,
+            team,
+            project,
             name=name,
             checkpoint=checkpoint,
             max_recoveries=max_recoveries,
@@ -105,6 +114,8 @@ class JobsMixin:
         interruptible: bool | None = None,
         bid: str | float | None = None,
         trust: bool = False,
+        team: str | None = None,
+        project: str | None = None,
     ) -> Job:
         """Queue a notebook cell as a job (``%%vast job``): the ``push`` names are its inputs,
         stored with it so every attempt starts from the same ones. See :meth:`submit`."""
@@ -114,6 +125,8 @@ class JobsMixin:
             profile,
             interruptible,
             bid,
+            team,
+            project,
             name=name,
             checkpoint=checkpoint,
             max_recoveries=max_recoveries,
@@ -135,6 +148,8 @@ class JobsMixin:
         retry_on_error: int = 0,
         interruptible: bool | None = None,
         bid: str | float | None = None,
+        team: str | None = None,
+        project: str | None = None,
     ) -> Job:
         """Queue a script (``vastnb submit train.py -- args``), with the local modules it
         imports, run as ``__main__`` with ``sys.argv``. See :meth:`submit`."""
@@ -144,6 +159,8 @@ class JobsMixin:
             profile,
             interruptible,
             bid,
+            team,
+            project,
             name=name or Path(path).stem,
             checkpoint=checkpoint,
             max_recoveries=max_recoveries,
@@ -159,10 +176,13 @@ class JobsMixin:
         profile: str | Profile,
         interruptible: bool | None,
         bid: str | float | None,
+        team: str | None,
+        project: str | None,
         **settings: Any,
     ) -> Job:
         chosen = profile if isinstance(profile, Profile) else self.profile(profile)
-        chosen = chosen.rented_as(interruptible=interruptible, bid=bid)
+        chosen = chosen.rented_as(interruptible=interruptible, bid=bid).charged_to(team, project)
+        self._check_budgets(chosen, "this job")  # before anything is queued
         self.select(chosen)  # no offer fits now: NoOffersError says why, and nothing is queued
         return self._jobs.submit(payload, chosen, kind=kind, **settings)
 

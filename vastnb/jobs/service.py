@@ -24,7 +24,19 @@ if TYPE_CHECKING:
 
 __all__ = ["Jobs", "JOB_COLUMNS"]
 
-JOB_COLUMNS = ("name", "state", "profile", "attempts", "recoveries", "instance", "runtime_s", "cost", "submitted")
+JOB_COLUMNS = (
+    "name",
+    "state",
+    "profile",
+    "attempts",
+    "recoveries",
+    "instance",
+    "runtime_s",
+    "cost",
+    "team",
+    "project",
+    "submitted",
+)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,47}\Z")
 
 
@@ -127,7 +139,7 @@ class Jobs:
         costs: dict[int, float] = {}
         if rentals:
             try:
-                per_instance = self.fleet.costs(min(r.created_at for r in rentals.values()) - 3600)
+                per_instance = self.fleet.api.charged_by_instance(min(r.created_at for r in rentals.values()) - 3600)
             except VastError:
                 per_instance = {}
             for rental in rentals.values():
@@ -145,6 +157,8 @@ class Jobs:
                 "instance": j.instance_id if not j.state.final else None,
                 "runtime_s": round(((j.finished_at or now) - j.claimed_at), 1) if j.claimed_at else None,
                 "cost": round(costs.get(j.id, 0.0), 4),
+                "team": j.settings.get("profile", {}).get("team"),
+                "project": j.settings.get("profile", {}).get("project"),
                 "submitted": pd.Timestamp(j.submitted_at, unit="s"),
             }
             for j in records

@@ -205,6 +205,8 @@ class Fleet:
                 created_at=time.time(),
                 destroyed_at=None,
                 job=job,
+                team=profile.team,
+                project=profile.project,
             )
         )
 
@@ -354,15 +356,6 @@ class Fleet:
             return "unknown"  # launched with another state store (another machine?)
         return f"session {info.id} (pid {info.pid})" if info.alive else "orphan"
 
-    def costs(self, since: float) -> dict[int, float]:
-        """Dollars charged per instance id since ``since`` (epoch), from the market's
-        own charges."""
-        out: dict[int, float] = {}
-        for charge in self.api.charges(since, time.time() + 366 * 86400):
-            if charge.instance_id is not None:
-                out[charge.instance_id] = out.get(charge.instance_id, 0.0) + charge.amount
-        return out
-
     def orphans(self) -> list[FleetEntry]:
         return [e for e in self.entries() if e.orphan]
 
@@ -387,8 +380,7 @@ class Fleet:
         return rental
 
     def attach(self, ref: str | int) -> Box:
-        """Adopt an instance launched earlier (by this or another session) as a Box; a
-        job's box is only used, its job keeps it."""
+        """Adopt an instance launched earlier (by this or another session) as a Box (a job's is only used)."""
         from vastnb.lifecycle.box import Box
 
         rental = self.resolve(ref)

@@ -74,6 +74,18 @@ def _v4_job_runs(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE instances ADD COLUMN job INTEGER")
 
 
+def _v5_charged_to(db: sqlite3.Connection) -> None:
+    """The team and project an instance's spending counts against (budgets.yaml)."""
+    db.execute("ALTER TABLE instances ADD COLUMN team TEXT")
+    db.execute("ALTER TABLE instances ADD COLUMN project TEXT")
+
+
 #: MIGRATIONS[n] takes a file from version n to n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_tables, _v2_vast_names, _v3_jobs, _v4_job_runs]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _v1_tables,
+    _v2_vast_names,
+    _v3_jobs,
+    _v4_job_runs,
+    _v5_charged_to,
+]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -215,6 +215,15 @@ class VastAPI:
         }
         return [Charge.from_api(c) for c in self._pages("/charges/", params, "results")]
 
+    def charged_by_instance(self, since: float, until: float | None = None) -> dict[int, float]:
+        """Dollars charged per instance id from ``since`` to ``until`` (epochs; default: now
+        and any charge dated later), from the market's own charges."""
+        out: dict[int, float] = {}
+        for charge in self.charges(since, until if until is not None else time.time() + 366 * 86400):
+            if charge.instance_id is not None:
+                out[charge.instance_id] = out.get(charge.instance_id, 0.0) + charge.amount
+        return out
+
     # -- plumbing -----------------------------------------------------------------------
 
     def _pages(self, path: str, params: dict[str, Any], key: str) -> Iterator[Mapping[str, Any]]:

@@ -79,6 +79,8 @@ class Profile:
     countries: tuple[str, ...] = ()
     verified_only: bool = True
     direct_ssh: bool = False
+    team: str | None = None  # whose budget its spending counts against (budgets.yaml)
+    project: str | None = None
     source: str = ""  # the file it was loaded from
 
     def bid_price(self, min_bid: float) -> float:
@@ -127,6 +129,13 @@ class Profile:
         if problem:
             raise ProfileError(f"bid {problem}")
         return dataclasses.replace(self, interruptible=True, bid=chosen)
+
+    def charged_to(self, team: str | None = None, project: str | None = None) -> Profile:
+        """This profile with its spending charged to ``team`` and ``project`` (those given)."""
+        for what, value in (("team", team), ("project", project)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ProfileError(f"{what} must be a name such as 'ml-research', not {value!r}")
+        return dataclasses.replace(self, team=team or self.team, project=project or self.project)
 
     def as_row(self) -> dict[str, Any]:
         """The profile as one row of a pandas DataFrame (the columns people compare)."""
@@ -251,6 +260,8 @@ _FIELDS = (
     Field("countries", "list[str]", default=(), item_check=_check_country, example="[US, CA, 'NO']"),
     Field("verified_only", "bool", default=True, example="true"),
     Field("direct_ssh", "bool", default=False, example="false"),
+    Field("team", "str", expect="the team its spending counts against (budgets.yaml)", example="ml-research"),
+    Field("project", "str", expect="the team's project it is charged to", example="llm-finetune"),
 )
 
 

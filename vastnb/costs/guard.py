@@ -1,0 +1,87 @@
+"""Budgets before anything is rented: the worst a launch or a job could spend, against
+every budget that applies to its team and project.
+
+A launch (or a job) charged to a team and project is held to each matching entry of
+``budgets.yaml``: the team-wide one and the team+project one; the tightest binds. Its worst
+case is the profile's most per hour for its whole maximum duration (a box past that
+duration destroys itself). It is refused with a :class:`~vastnb.errors.BudgetError`,
+before anything is created, when that worst case is above a budget's per-job limit or
+above what is left of its month. Spent this month comes from the market's own charges for
+the instances vastnb recorded with that team (and project), this calendar month in UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+
+from vastnb.errors import BudgetError
+from vastnb.lifecycle.store import StateStore
+from vastnb.market.api import VastAPI
+from vastnb.profiles.budgets import Budget
+from vastnb.profiles.profile import Profile
+
+__all__ = ["applicable", "month_start", "spent_this_month", "check_budgets", "worst_case"]
+
+
+def applicable(budgets: Iterable[Budget], team: str | None, project: str | None) -> list[Budget]:
+    """The budgets a spend charged to ``team`` and ``project`` counts against."""
+    if team is None:
+        return []
+    return [b for b in budgets if b.team == team and b.project in (None, project)]
+
+
+def month_start(now: float) -> float:
+    """The start of ``now``'s calendar month, UTC (budgets are monthly)."""
+    day = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+    return day.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def spent_this_month(store: StateStore, api: VastAPI, url: str, budget: Budget, now: float) -> float:
+    """Dollars the market charged this month for the instances counted against ``budget``."""
+    counted = [
+        r.id
+        for r in store.instances(url, live=False)
+        if r.team == budget.team and (budget.project is None or r.project == budget.project)
+    ]
+    if not counted:
+        return 0.0
+    charged = api.charged_by_instance(month_start(now), now + 366 * 86400)
+    return sum(charged.get(instance_id, 0.0) for instance_id in counted)
+
+
+def worst_case(profile: Profile) -> float:
+    """The most a box of ``profile`` can cost: its top price for its whole maximum duration."""
+    return profile.max_price_per_hour * profile.max_duration_hours
+
+
+def check_budgets(profile: Profile, budgets: Iterable[Budget], spent: Callable[[Budget], float], *, what: str) -> None:
+    """Refuse ``what`` (a launch, a job) of ``profile`` if its worst case breaks a budget."""
+    worst = worst_case(profile)
+    how = f"up to ${worst:,.2f} (${profile.max_price_per_hour:g}/h for {profile.max_duration_hours:g} h)"
+    way_out = (
+        f"lower max_price_per_hour or max_duration_hours of profile {profile.name!r} ({profile.source or 'its file'})"
+    )
+    for budget in applicable(budgets, profile.team, profile.project):
+        where = f"budget {budget.scope} ({budget.source}, line {budget.line})"
+        if budget.per_job_limit_usd is not None and worst > budget.per_job_limit_usd:
+            raise BudgetError(
+                f"{what} could spend {how}, above the per-job limit ${budget.per_job_limit_usd:,.2f} of {where}. "
+                f"Nothing was rented. {way_out[0].upper()}{way_out[1:]}, or raise per_job_limit_usd.",
+                scope=budget.scope,
+                limit=budget.per_job_limit_usd,
+                spent=0.0,
+                worst=worst,
+            )
+        used = spent(budget)
+        left = budget.monthly_limit_usd - used
+        if worst > left:
+            raise BudgetError(
+                f"{what} could spend {how}, more than the ${max(left, 0):,.2f} left this month of {where}: "
+                f"${used:,.2f} spent of ${budget.monthly_limit_usd:,.2f}. Nothing was rented. "
+                f"{way_out[0].upper()}{way_out[1:]}, end other work of {budget.scope}, or raise monthly_limit_usd.",
+                scope=budget.scope,
+                limit=budget.monthly_limit_usd,
+                spent=used,
+                worst=worst,
+            )
