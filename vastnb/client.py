@@ -21,7 +21,7 @@ import pandas as pd
 from vastnb.backends import open_backend
 from vastnb.backends.base import Backend, BoxOptions
 from vastnb.base.config import find_api_key, vastnb_home
-from vastnb.costs.guard import check_budgets, spent_this_month
+from vastnb.costs.guard import check_budgets, spent_this_month, standing
 from vastnb.errors import ConfigError, InstanceGoneError, NoOffersError
 from vastnb.jobs.controller import ControllerSettings
 from vastnb.jobs.mixin import JobsMixin
@@ -42,6 +42,17 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 SIM_MARK = "SIMULATED"
+BUDGET_COLUMNS = (
+    "team",
+    "project",
+    "monthly_limit_usd",
+    "per_job_limit_usd",
+    "spent_usd",
+    "remaining_usd",
+    "burn_usd_per_hour",
+    "projected_usd",
+    "alert",
+)
 INSTANCE_COLUMNS = (
     "id",
     "name",
@@ -212,6 +223,16 @@ class Client(JobsMixin):
             self._budgets = load_budgets(self._profiles_path)
         return self._budgets
 
+    def budgets(self) -> pd.DataFrame:
+        """Each budget of ``budgets.yaml`` this month: limit, spent (the market's charges for
+        its team's instances), remaining, the burn rate of its live instances, the month-end
+        projected at that rate, and the highest alert threshold reached."""
+        now = time.time()
+        store, url = self.fleet.store, self.fleet.url
+        rows = [standing(store, self.api, url, b, now) for b in self._budget_list()]
+        frame = pd.DataFrame(rows, columns=BUDGET_COLUMNS)
+        return self._market_frame(frame)
+
     def _check_budgets(self, profile: Profile, what: str) -> None:
         """Refuse ``what`` if the worst ``profile`` could spend breaks a budget (see
         :mod:`vastnb.costs.guard`); nothing to check for a profile charged to no team."""
@@ -234,6 +255,12 @@ class Client(JobsMixin):
     def orphans(self) -> pd.DataFrame:
         """Instances no live session owns (their kernel died without destroying them)."""
         return self._instances_frame(self.fleet.orphans())
+
+    def cost(self, ref: str | int) -> float:
+        """Dollars the instance called ``ref`` (name or id) has cost in all, as the market
+        charges it: while it runs, and after it is gone."""
+        rental = self.fleet.resolve(ref)
+        return round(self.api.charged_by_instance(rental.created_at - 3600).get(rental.id, 0.0), 6)
 
     def down(self, ref: str | int, *, cancel_job: bool = False) -> bool:
         """Destroy the instance called ``ref`` (name or id). False if already gone. A box

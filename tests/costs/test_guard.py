@@ -132,3 +132,29 @@ def test_applicable_budgets_and_month_boundaries() -> None:
     first = calendar.timegm((2026, 12, 1, 0, 0, 0))
     assert month_start(first) == first and month_start(first - 1) == calendar.timegm((2026, 11, 1, 0, 0, 0))
     assert month_start(calendar.timegm((2024, 2, 29, 23, 59, 59))) == calendar.timegm((2024, 2, 1, 0, 0, 0))
+
+
+def test_budgets_show_what_is_spent_left_burning_and_projected(client) -> None:  # type: ignore[no-untyped-def]
+    from vastnb.costs.guard import month_end
+
+    vast = client(
+        "budgets:\n"
+        "  - {team: ml, monthly_limit_usd: 10, alert_thresholds: [0.001, 0.5]}\n"
+        "  - {team: ops, monthly_limit_usd: 5}\n"
+    )
+    box = vast.launch("dev-test")
+    assert vast.sim is not None
+    vast.sim.advance(3600)
+    frame = vast.budgets()
+    assert frame.columns.name == "SIMULATED"
+    ml, ops = frame.iloc[0], frame.iloc[1]
+    spent = box.cost()
+    assert ml.spent_usd == pytest.approx(spent, abs=1e-4) and ml.remaining_usd == pytest.approx(10 - spent, abs=1e-4)
+    assert ml.burn_usd_per_hour == pytest.approx(box.price_per_hour)
+    hours_left = (month_end(vast.sim.market.now()) - vast.sim.market.now()) / 3600
+    assert ml.projected_usd == pytest.approx(spent + box.price_per_hour * hours_left, abs=0.5)
+    assert ml.alert == "0.1% reached"  # the highest threshold reached
+    assert (ops.spent_usd, ops.burn_usd_per_hour, ops.alert) == (0.0, 0.0, "")
+    box.down()
+    assert vast.budgets().iloc[0].burn_usd_per_hour == 0.0
+    assert vast.cost(box.name) == box.cost() > 0  # what it cost, after it is gone

@@ -109,7 +109,8 @@ def test_launch_ps_down(capsys: pytest.CaptureFixture[str], market: object) -> N
     # down: gone from the market, and from ps.
     code, out, err = run(capsys, "down", "x")
     assert code == 0, err
-    assert out.strip() == "destroyed: x"  # by name, as asked (--all and --orphans say ids)
+    # by name, as asked (--all and --orphans say ids), with what it cost in all
+    assert re.fullmatch(r"destroyed: x; it cost \$\d+\.\d{4} in all", out.strip()), out
     assert live_ids(market) == []
     code, out, err = run(capsys, "ps")
     assert code == 0 and "(none)" in out and "dev-test" not in out

@@ -21,7 +21,7 @@ from vastnb.market.api import VastAPI
 from vastnb.profiles.budgets import Budget
 from vastnb.profiles.profile import Profile
 
-__all__ = ["applicable", "month_start", "spent_this_month", "check_budgets", "worst_case"]
+__all__ = ["applicable", "month_start", "month_end", "spent_this_month", "check_budgets", "worst_case", "standing"]
 
 
 def applicable(budgets: Iterable[Budget], team: str | None, project: str | None) -> list[Budget]:
@@ -35,6 +35,13 @@ def month_start(now: float) -> float:
     """The start of ``now``'s calendar month, UTC (budgets are monthly)."""
     day = dt.datetime.fromtimestamp(now, dt.timezone.utc)
     return day.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def month_end(now: float) -> float:
+    """The start of the next calendar month, UTC."""
+    day = dt.datetime.fromtimestamp(month_start(now), dt.timezone.utc)
+    following = day.replace(year=day.year + 1, month=1) if day.month == 12 else day.replace(month=day.month + 1)
+    return following.timestamp()
 
 
 def spent_this_month(store: StateStore, api: VastAPI, url: str, budget: Budget, now: float) -> float:
@@ -85,3 +92,28 @@ def check_budgets(profile: Profile, budgets: Iterable[Budget], spent: Callable[[
                 spent=used,
                 worst=worst,
             )
+
+
+def standing(store: StateStore, api: VastAPI, url: str, budget: Budget, now: float) -> dict[str, object]:
+    """Where ``budget`` stands this month: spent, remaining, the burn rate of its live
+    instances ($/h as rented), the month-end projected at that rate, and the highest alert
+    threshold reached."""
+    spent = spent_this_month(store, api, url, budget, now)
+    burn = sum(
+        r.dph_total or 0.0
+        for r in store.instances(url)
+        if r.billing and r.team == budget.team and (budget.project is None or r.project == budget.project)
+    )
+    projected = spent + burn * (month_end(now) - now) / 3600
+    reached = [t for t in budget.alert_thresholds if spent >= t * budget.monthly_limit_usd]
+    return {
+        "team": budget.team,
+        "project": budget.project,
+        "monthly_limit_usd": budget.monthly_limit_usd,
+        "per_job_limit_usd": budget.per_job_limit_usd,
+        "spent_usd": round(spent, 6),
+        "remaining_usd": round(budget.monthly_limit_usd - spent, 6),
+        "burn_usd_per_hour": round(burn, 6),
+        "projected_usd": round(projected, 2),
+        "alert": f"{max(reached) * 100:g}% reached" if reached else "",
+    }

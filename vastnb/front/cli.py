@@ -107,9 +107,10 @@ def _down(args: argparse.Namespace) -> int:
         failed = 0
         for name in args.names:  # each on its own: a typo must not spare the others
             try:
-                print(
-                    f"destroyed: {name}" if client.down(name, cancel_job=args.cancel_job) else f"{name}: already gone"
-                )
+                if client.down(name, cancel_job=args.cancel_job):
+                    print(f"destroyed: {name}; it cost ${client.cost(name):,.4f} in all")
+                else:
+                    print(f"{name}: already gone")
             except VastError as exc:
                 print(f"vastnb: {name}: {exc}", file=sys.stderr)
                 failed += 1

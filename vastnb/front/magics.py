@@ -220,8 +220,9 @@ class VastMagics(JobMagicsMixin, Magics):
             if rental.name in self.boxes:
                 self.boxes[rental.name].session.close()
             self._forget(rental.name)
+            cost = f"; it cost ${self.client.cost(rental.id):,.4f} in all" if done else ""
             print(
-                f"destroyed {rental.name} (#{rental.id}): billing stopped"
+                f"destroyed {rental.name} (#{rental.id}): billing stopped{cost}"
                 if done
                 else f"{rental.name} was already gone"
             )

@@ -117,7 +117,7 @@ class Box:
 
     def cost(self) -> float:
         """Dollars this instance has cost so far (GPU, disk and traffic), as the market
-        charges it."""
+        charges it; after ``down()``, what it cost in all."""
         return round(self._fleet.api.charged_by_instance(self._record.created_at - 3600).get(self.id, 0.0), 6)
 
     def stop(self) -> None:
