@@ -27,10 +27,10 @@ RANKS = {
     "vastnb.backends": 5,
     "vastnb.lifecycle": 6,
     "vastnb.jobs": 7,  # the job queue, its controller, recovery
-    "vastnb.costs": 7,
-    "vastnb.client": 8,
-    "vastnb.front": 9,
-    "vastnb.__main__": 10,
+    "vastnb.costs": 8,  # budgets: before a launch or a job, and over what runs (jobs included)
+    "vastnb.client": 9,
+    "vastnb.front": 10,
+    "vastnb.__main__": 11,
 }
 
 

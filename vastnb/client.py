@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ import pandas as pd
 from vastnb.backends import open_backend
 from vastnb.backends.base import Backend, BoxOptions
 from vastnb.base.config import find_api_key, vastnb_home
+from vastnb.costs.enforce import Enforcer
 from vastnb.costs.guard import check_budgets, spent_this_month, standing
 from vastnb.errors import ConfigError, InstanceGoneError, NoOffersError
 from vastnb.jobs.controller import ControllerSettings
@@ -232,6 +233,11 @@ class Client(JobsMixin):
         rows = [standing(store, self.api, url, b, now) for b in self._budget_list()]
         frame = pd.DataFrame(rows, columns=BUDGET_COLUMNS)
         return self._market_frame(frame)
+
+    def budget_enforcer(self, log: Callable[[str], None] = print) -> Enforcer:
+        """What a controller runs every poll to hold the budgets over running instances
+        (alerts, and at 100% their boxes end): see :mod:`vastnb.costs.enforce`."""
+        return Enforcer(self.fleet, self._budget_list(), grace_s=self.controller_settings.timing.stop_grace_s, log=log)
 
     def _check_budgets(self, profile: Profile, what: str) -> None:
         """Refuse ``what`` if the worst ``profile`` could spend breaks a budget (see

@@ -12,7 +12,7 @@ from typing import Any
 
 from vastnb.backends.base import BoxOptions
 from vastnb.client import Client
-from vastnb.errors import ConfigError
+from vastnb.errors import ConfigError, VastError
 from vastnb.front.notices import told_as
 from vastnb.jobs.controller import Controller, ControllerSettings
 from vastnb.lifecycle.launch import LaunchPolicy
@@ -57,6 +57,10 @@ def controller_run(args: argparse.Namespace) -> int:
         settings = {"controller": {"timing": {"poll_s": args.poll}} if args.poll else {}}
     with client_from(settings) as client:
         controller = Controller(client.fleet, client.home, client.controller_settings)
+        try:
+            controller.every_poll.append(client.budget_enforcer(log=controller.log).check)
+        except VastError as exc:  # a broken budgets.yaml: said loudly, and the jobs still run
+            controller.log(f"budgets are NOT enforced: {exc}")
         # A plain `kill` (and `vastnb controller stop`) ends it as Ctrl-C does: boxes keep working.
         signal.signal(signal.SIGTERM, lambda *_: controller.stopping.set())
         try:

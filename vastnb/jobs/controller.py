@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,9 +103,17 @@ class ControllerSettings:
 class Controller:
     """Runs the jobs of ``fleet``'s market (see the module doc)."""
 
-    def __init__(self, fleet: Fleet, home: Path, settings: ControllerSettings | None = None) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        home: Path,
+        settings: ControllerSettings | None = None,
+        *,
+        every_poll: Sequence[Callable[[], object]] = (),
+    ) -> None:
         self.fleet, self.home = fleet, Path(home)
         self.settings = settings or ControllerSettings()
+        self.every_poll = list(every_poll)  # checks run each poll_s (the budgets': vastnb.costs)
         self.queue = JobQueue(fleet.store, fleet.url)
         self.files = controller_files(self.home, fleet.url)
         self.runners: dict[int, JobRunner] = {}
@@ -126,7 +134,11 @@ class Controller:
             self.log(f"controller {controller} (pid {os.getpid()}) runs the jobs of {self.fleet.url}")
             self.end_leftovers()
             idle_since = time.monotonic()
+            next_poll = 0.0
             while not self.stopping.is_set():
+                if time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + self.settings.timing.poll_s
+                    self._poll()
                 busy = self._step(controller)
                 if busy:
                     idle_since = time.monotonic()
@@ -140,6 +152,13 @@ class Controller:
             for runner in self.runners.values():
                 runner.join(timeout=30)
             self.files.pid.unlink(missing_ok=True)
+
+    def _poll(self) -> None:
+        for check in self.every_poll:
+            try:
+                check()
+            except Exception as exc:  # noqa: BLE001 - a failing check is told, and tried again next poll
+                self.log(f"{getattr(check, '__qualname__', check)} failed: {type(exc).__name__}: {exc}")
 
     def _step(self, controller: str) -> bool:
         """Adopt active jobs without a runner, claim queued ones; whether any job is active."""

@@ -110,6 +110,9 @@ class JobRunner(Watcher, threading.Thread):
             if outcome.how == "cancelled":
                 self._destroy(box, "its job was cancelled")
                 return
+            if outcome.how == "budget":  # stopped, its last output read: the budget is not spent waiting
+                self._destroy(box, "its job's budget was reached")
+                return
             if outcome.how == "error":
                 meta = outcome.meta or {}
                 error = (

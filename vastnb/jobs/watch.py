@@ -15,6 +15,7 @@ from vastnb.errors import ConnectionLostError, TransportError, VastError
 from vastnb.jobs.artifacts import JobFiles
 from vastnb.jobs.monitor import LOST, Verdict, judge
 from vastnb.jobs.queue import JobQueue, JobRecord
+from vastnb.jobs.states import JobState
 from vastnb.lifecycle.box import Box
 from vastnb.lifecycle.fleet import Fleet
 from vastnb_worker.job import RESUMED_MARK
@@ -34,12 +35,14 @@ class Timing:
     resume_wait_s: float = 0.0  # a preempted interruptible box: wait this long for it to come back
     backoff_s: float = 5.0  # the pause before a replacement, doubled for each recovery
     backoff_max_s: float = 300.0
+    stop_grace_s: float = 10.0  # a box ended for its budget: from its stop (SIGTERM) to its destroy
 
 
 @dataclass(frozen=True)
 class Outcome:
     """How an attempt ended: ``done`` (value), ``error`` (the user's exception), ``lost``
-    (the box: see ``verdict``), ``cancelled``, or ``detached`` (the controller stops)."""
+    (the box: see ``verdict``), ``cancelled``, ``budget`` (its budget was reached), or
+    ``detached`` (the controller stops)."""
 
     how: str
     verdict: Verdict | None = None
@@ -67,8 +70,11 @@ class Watcher:
         connection = None
         heard = time.monotonic()
         next_poll = 0.0
+        capped: float | None = None  # when the box was stopped for its budget
         while not self.stopping.is_set():
             now = time.monotonic()
+            if capped is not None and (connection is None or now - capped > self.timing.stop_grace_s):
+                return Outcome("budget")
             if connection is None and now >= next_poll:
                 try:
                     connection = self._attach(box, task, attempt, header)
@@ -79,9 +85,14 @@ class Watcher:
             if now >= next_poll:
                 next_poll = now + self.timing.poll_s
                 state = self.queue.get(job.id).state
-                if state.final:  # cancelled by its user (or budget_exceeded)
+                if state is JobState.BUDGET_EXCEEDED and capped is None:
+                    capped = self._stop_for_budget(box)  # SIGTERM: its last output and checkpoint come
+                    continue
+                if state.final and capped is None:  # cancelled by its user
                     self._interrupt(box, task)
                     return Outcome("cancelled")
+                if capped is not None:
+                    continue  # the box is stopping on purpose
                 try:
                     verdict = judge(self.fleet.api.show_instance(box.id))
                 except VastError as exc:
@@ -105,6 +116,8 @@ class Watcher:
                 died = connection.worker_died()
                 box.session.close()
                 connection = None
+                if capped is not None:
+                    return Outcome("budget")  # stopped on purpose: its worker ended with it
                 if died:
                     return Outcome("lost", Verdict("worker died", "the worker process on the box ended", True))
                 continue
@@ -123,6 +136,8 @@ class Watcher:
                         self.queue.note(job.id, "resumed", detail, instance_id=box.id)
             elif frame.kind == Kind.RESULT:
                 return Outcome("done", body=frame.body, buffers=frame.buffers)
+            elif capped is not None:  # its end on SIGTERM, with the final checkpoint written
+                return Outcome("budget")
             elif frame.kind == Kind.ERROR:
                 if frame.meta.get("type") == "KeyboardInterrupt":
                     return Outcome("cancelled")
@@ -151,6 +166,16 @@ class Watcher:
         except (TransportError, OSError):
             box.session.close()
             return None
+
+    def _stop_for_budget(self, box: Box) -> float:
+        """Stop the box (SIGTERM, as on preemption: the job's checkpoint manager writes its
+        final checkpoint); when, to bound the wait for the task's end."""
+        try:
+            self.fleet.api.stop_instance(box.id)
+        except VastError as exc:
+            self.log(f"stopping instance {box.id} for its budget failed ({exc}); it is destroyed now")
+            return time.monotonic() - self.timing.stop_grace_s
+        return time.monotonic()
 
     def _stopping_box(self, box: Box, *, sigterm: bool) -> Verdict | None:
         """What the market says of a box whose task just failed: a verdict if it is being

@@ -80,6 +80,13 @@ def _v5_charged_to(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE instances ADD COLUMN project TEXT")
 
 
+def _v6_budget_alerts(db: sqlite3.Connection) -> None:
+    """Each budget threshold reached, once per month (vastnb.costs.enforce)."""
+    db.execute("""CREATE TABLE budget_alerts (
+        scope TEXT NOT NULL, month TEXT NOT NULL, threshold REAL NOT NULL, at REAL NOT NULL, spent REAL NOT NULL,
+        limit_usd REAL NOT NULL, PRIMARY KEY (scope, month, threshold))""")
+
+
 #: MIGRATIONS[n] takes a file from version n to n + 1.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v1_tables,
@@ -87,5 +94,6 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v3_jobs,
     _v4_job_runs,
     _v5_charged_to,
+    _v6_budget_alerts,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,108 @@
+"""Budgets while instances run: alerts at each threshold, and at 100% the budget's boxes end.
+
+Every poll, the controller (a process of its own: see ``vastnb controller run``) asks
+:class:`Enforcer` to look at each budget that has live instances counted against it:
+
+- each alert threshold reached this month is recorded once (``budget_alerts``, keyed by
+  budget, month and threshold, so a restarted controller never alerts twice) and told in the
+  controller's log;
+- at 100%, every instance counted against the budget ends: a job's is marked
+  ``budget_exceeded`` (its runner stops the box, so the job's checkpoint manager writes its
+  final checkpoint on SIGTERM, then destroys it); any other is stopped at once (SIGTERM, as
+  on preemption) and destroyed once the grace period has passed (a stopped instance still
+  bills its disk).
+
+Overshoot is bounded by what the budget's instances spend in one poll interval (and the
+market's charges lag of a few seconds), plus the grace period of the stop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterable
+
+from vastnb.costs.guard import applicable, spent_this_month
+from vastnb.errors import LifecycleError, VastError
+from vastnb.jobs.queue import JobQueue
+from vastnb.jobs.states import JobState
+from vastnb.lifecycle.fleet import Fleet
+from vastnb.profiles.budgets import Budget
+
+__all__ = ["Enforcer"]
+
+
+class Enforcer:
+    """Holds ``budgets`` over ``fleet``'s instances (see the module doc)."""
+
+    def __init__(
+        self, fleet: Fleet, budgets: Iterable[Budget], *, grace_s: float = 10.0, log: Callable[[str], None] = print
+    ) -> None:
+        self.fleet, self.budgets, self.grace_s, self.log = fleet, list(budgets), grace_s, log
+        self.queue = JobQueue(fleet.store, fleet.url)
+        self.stopped: dict[int, float] = {}  # instance -> when this enforcer stopped it
+
+    def check(self, now: float | None = None) -> None:
+        """One look at every budget with live instances; alerts, and ends what broke one."""
+        now = time.time() if now is None else now
+        live = [r for r in self.fleet.store.instances(self.fleet.url) if r.billing and r.team is not None]
+        for budget in self.budgets:
+            counted = [r for r in live if budget in applicable([budget], r.team, r.project)]
+            if not counted:
+                continue
+            spent = spent_this_month(self.fleet.store, self.fleet.api, self.fleet.url, budget, now)
+            self._alert(budget, spent, now)
+            if spent >= budget.monthly_limit_usd:
+                for rental in counted:
+                    self._end(rental.id, rental.job, budget, spent, now)
+        self._destroy_stopped(now)
+
+    def _alert(self, budget: Budget, spent: float, now: float) -> None:
+        month = dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m")
+        for threshold in budget.alert_thresholds:
+            if spent < threshold * budget.monthly_limit_usd:
+                continue
+            with self.fleet.store.transaction() as db:
+                added = db.execute(
+                    "INSERT OR IGNORE INTO budget_alerts VALUES (?, ?, ?, ?, ?, ?)",
+                    (budget.scope, month, threshold, now, spent, budget.monthly_limit_usd),
+                ).rowcount
+            if added:
+                self.log(
+                    f"budget {budget.scope}: {threshold * 100:g}% of ${budget.monthly_limit_usd:,.2f} reached "
+                    f"(${spent:,.2f} spent in {month})"
+                )
+
+    def _end(self, instance_id: int, job: int | None, budget: Budget, spent: float, now: float) -> None:
+        why = f"budget {budget.scope} reached: ${spent:,.2f} of ${budget.monthly_limit_usd:,.2f} this month"
+        if job is not None:
+            try:
+                state = self.queue.get(job).state
+                if not state.final:
+                    self.queue.transition(job, JobState.BUDGET_EXCEEDED, "budget exceeded", why, error=why)
+                    self.log(f"job {job}: {why}; its box is stopped and destroyed")
+                return  # its runner ends its box, after the final checkpoint
+            except (LifecycleError, VastError) as exc:
+                self.log(f"job {job}: could not mark it budget_exceeded ({exc}); ending its box here")
+        if instance_id in self.stopped:
+            return
+        try:
+            self.fleet.api.stop_instance(instance_id)  # SIGTERM on the box: a final checkpoint
+            self.stopped[instance_id] = now
+            self.log(f"instance {instance_id}: {why}; stopped, destroyed in {self.grace_s:g} s")
+        except VastError as exc:
+            self.log(f"instance {instance_id}: stopping it failed ({exc}); destroying it now")
+            self._destroy(instance_id, why)
+
+    def _destroy_stopped(self, now: float) -> None:
+        for instance_id, at in list(self.stopped.items()):
+            if now - at >= self.grace_s and self._destroy(instance_id, "its budget was reached"):
+                del self.stopped[instance_id]
+
+    def _destroy(self, instance_id: int, note: str) -> bool:
+        try:
+            self.fleet.destroy(instance_id, note)
+            return True
+        except VastError as exc:
+            self.log(f"instance {instance_id}: destroying it failed ({exc}); tried again next poll")
+            return False
