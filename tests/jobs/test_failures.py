@@ -294,3 +294,19 @@ def test_attaching_to_a_jobs_box_uses_it_without_taking_it_over(jobs_client, tmp
     assert list(vast.instances().owner) == [f"job {job.id}"]
     job.cancel()
     _nothing_billing(vast)
+
+
+def test_a_replacement_that_cannot_be_rented_yet_is_tried_again_after_a_backoff(jobs_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from vastnb.lifecycle.launch import LaunchPolicy
+
+    vast = jobs_client(launch_policy=LaunchPolicy(poll=0.05, load_deadline=1.0, connect_deadline=30.0, attempts=2))
+    job = _submit_train(vast, tmp_path, "patient-market", max_recoveries=4)
+    _at_step(job, 12)
+    assert vast.sim is not None
+    vast.sim.stall_loading(2)  # the next two boxes never come up: the first replacement launch fails
+    vast.sim.preempt(job.record.instance_id, resume_after=None)  # type: ignore[arg-type]
+    assert job.wait(timeout=120) is J.SUCCEEDED
+    assert job.result()["w"] == work.reference(60)
+    events = _events(job)
+    assert events.count("launch failed") == 1 and job.record.recoveries == 2
+    _nothing_billing(vast)

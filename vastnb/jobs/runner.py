@@ -210,19 +210,33 @@ class JobRunner(Watcher, threading.Thread):
     # -- a box, and the work on it -----------------------------------------------------------
 
     def _provision(self, job: JobRecord) -> Box | None:
-        if job.state is J.RECOVERING:
-            job = self._move(J.PROVISIONING, "provisioning", "a replacement box")
+        """A ready box for the job; None once it ended. A replacement that cannot be rented
+        now (no offer, every try failed) is tried again after a backoff, each failure
+        counted as a recovery; a first launch that fails fails the job."""
         profile = _profile(job.settings["profile"])
-        name = f"{job.name[:48]}-{secrets.token_hex(2)}"
-        try:
-            box = self.fleet.launch(
-                profile, name=name, keep=True, progress=self._progress, avoid=frozenset(self.avoid), job=job.id
-            )
-        except VastError as exc:
-            self._finish(J.FAILED, "failed", f"no box for profile {profile.name!r}: {exc}")
-            return None
-        self.queue.place(job.id, instance_id=box.id, task_id=None)
-        return box
+        while True:
+            if job.state is J.RECOVERING:
+                job = self._move(J.PROVISIONING, "provisioning", "a replacement box")
+            name = f"{job.name[:48]}-{secrets.token_hex(2)}"
+            try:
+                box = self.fleet.launch(
+                    profile, name=name, keep=True, progress=self._progress, avoid=frozenset(self.avoid), job=job.id
+                )
+            except VastError as exc:
+                failure = f"no box for profile {profile.name!r}: {exc}"
+                if job.attempts == 0 or job.recoveries >= job.max_recoveries:
+                    self._finish(J.FAILED, "failed", failure)
+                    return None
+                job = self._move(J.RECOVERING, "launch failed", failure[:300], recovery=True)
+                if self.stopping.wait(self._backoff(job)):
+                    return None
+                continue
+            self.queue.place(job.id, instance_id=box.id, task_id=None)
+            return box
+
+    def _backoff(self, job: JobRecord) -> float:
+        """The pause before a replacement: doubled with each recovery, bounded."""
+        return float(min(self.timing.backoff_s * 2 ** max(0, job.recoveries - 1), self.timing.backoff_max_s))
 
     def _progress(self, event: LaunchEvent) -> None:
         if event.stage == "offer" and event.candidate is not None:
@@ -280,7 +294,7 @@ class JobRunner(Watcher, threading.Thread):
         if rental.machine_id is not None:
             self.avoid.add(rental.machine_id)
         self._destroy(box, f"lost ({verdict.event}): replaced")
-        pause = min(self.timing.backoff_s * 2 ** max(0, job.recoveries - 1), self.timing.backoff_max_s)
+        pause = self._backoff(job)
         self.queue.note(
             job.id, "recovering", f"a replacement in {pause:.0f} s, avoiding machine(s) {sorted(self.avoid)}"
         )
