@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from vastnb.errors import LifecycleError, VastError
+from vastnb.errors import LifecycleError, TransportError, VastError
 from vastnb.jobs.artifacts import JobFiles, unpack
 from vastnb.jobs.monitor import GONE, LOST, Verdict, judge
 from vastnb.jobs.queue import JobQueue, JobRecord
@@ -97,7 +97,11 @@ class JobRunner(Watcher, threading.Thread):
                     return
                 job = self._job()
             if task is None:
-                task = self._send(box, job)
+                try:
+                    task = self._send(box, job)
+                except TransportError as exc:  # the box went as the work was sent: a lost box
+                    box = self._recover(box, job, Verdict(LOST, f"sending the work failed: {exc}"[:300], True))
+                    continue
                 job = self._job()
             outcome = self.watch(box, job, task)
             if outcome.how == "detached":
@@ -288,6 +292,7 @@ class JobRunner(Watcher, threading.Thread):
         if job.recoveries > job.max_recoveries:
             self._finish(J.FAILED, "failed", f"gave up after {job.max_recoveries} recoveries (max_recoveries)", box=box)
             raise _Ended
+        box.session.close()  # whatever comes next talks to a fresh worker
         if verdict.event in ("preempted", "outbid") and self.timing.resume_wait_s > 0 and self._comes_back(box):
             self._move(J.PROVISIONING, "recovering", f"instance {box.id} came back: the work is sent again there")
             return box

@@ -142,8 +142,12 @@ class Watcher:
                 if frame.meta.get("type") == "KeyboardInterrupt":
                     return Outcome("cancelled")
                 # A box being stopped ends its task (SIGTERM: the checkpoint manager saves and
-                # exits) before the market says so: that is a lost box, not the code's error.
-                verdict = self._stopping_box(box, sigterm=frame.meta.get("type") == "SystemExit")
+                # exits with 143) before the market says so: that is a lost box, not the code's
+                # error, even when the market shows it back already (a bid that won again).
+                sigterm = frame.meta.get("type") == "SystemExit" and str(frame.meta.get("message")).strip() == "143"
+                verdict = self._stopping_box(box, sigterm=sigterm)
+                if verdict is None and sigterm:
+                    verdict = Verdict("preempted", "its task ended on SIGTERM: the box was stopped", True)
                 if verdict is not None:
                     return Outcome("lost", verdict)
                 return Outcome("error", meta=dict(frame.meta), body=frame.body)
@@ -179,8 +183,9 @@ class Watcher:
 
     def _stopping_box(self, box: Box, *, sigterm: bool) -> Verdict | None:
         """What the market says of a box whose task just failed: a verdict if it is being
-        lost. After a SystemExit (a SIGTERM), the market is asked for a while longer."""
-        deadline = time.monotonic() + (self.timing.lost_after_s if sigterm else 0.0)
+        lost. After a SIGTERM, the market is asked for a while longer (two polls, at least 5 s)."""
+        wait = min(self.timing.lost_after_s, max(2 * self.timing.poll_s, 5.0)) if sigterm else 0.0
+        deadline = time.monotonic() + wait
         while True:
             try:
                 verdict = judge(self.fleet.api.show_instance(box.id))
