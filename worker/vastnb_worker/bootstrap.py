@@ -15,8 +15,7 @@ def main():
         os.write(1, ("OLD %d.%d\n" % sys.version_info[:2]).encode())
         sys.exit(3)
     lib = os.path.join(home, "lib")
-    if not os.path.isdir(lib):
-        os.makedirs(lib)
+    os.makedirs(lib, exist_ok=True)  # two first connections may race to make it
     path = os.path.join(lib, digest + ".pyz")
     if cached(path) == digest:
         os.write(1, b"HAVE\n")
