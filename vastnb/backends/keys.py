@@ -8,6 +8,7 @@ the API before every create.
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,23 +43,31 @@ def ensure_keypair(folder: Path | None = None) -> KeyPair:
     public = folder / f"{KEY_NAME}.pub"
     if not private.exists() or not public.exists():
         private_folder(folder, what="vastnb's SSH key folder")
-        for stale in (private, public):
-            stale.unlink(missing_ok=True)  # half a pair (an interrupted run) is no pair
-        try:
-            subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vastnb", "-f", str(private)],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-        except FileNotFoundError:
-            raise ConfigError(
-                "no `ssh-keygen` on this machine: install the OpenSSH client (vastnb connects to boxes with it)."
-            ) from None
-        except subprocess.CalledProcessError as exc:
-            raise ConfigError(f"ssh-keygen could not create vastnb's key in {folder}: {exc.stderr.strip()}") from None
+        # One maker at a time (a controller launches for several jobs at once; kernels too).
+        with open(folder / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not private.exists() or not public.exists():
+                _make(folder, private, public)
     return KeyPair(private, public.read_text().strip())
+
+
+def _make(folder: Path, private: Path, public: Path) -> None:
+    for stale in (private, public):
+        stale.unlink(missing_ok=True)  # half a pair (an interrupted run) is no pair
+    try:
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vastnb", "-f", str(private)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except FileNotFoundError:
+        raise ConfigError(
+            "no `ssh-keygen` on this machine: install the OpenSSH client (vastnb connects to boxes with it)."
+        ) from None
+    except subprocess.CalledProcessError as exc:
+        raise ConfigError(f"ssh-keygen could not create vastnb's key in {folder}: {exc.stderr.strip()}") from None
 
 
 def ensure_registered(api: VastAPI, keys: KeyPair) -> bool:
