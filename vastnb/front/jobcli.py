@@ -13,6 +13,7 @@ from typing import Any
 from vastnb.backends.base import BoxOptions
 from vastnb.client import Client
 from vastnb.errors import ConfigError, VastError
+from vastnb.front.jobcommands import job_settings
 from vastnb.front.notices import told_as
 from vastnb.jobs.controller import Controller, ControllerSettings
 from vastnb.lifecycle.launch import LaunchPolicy
@@ -96,13 +97,7 @@ def submit(args: argparse.Namespace) -> int:
             args.script,
             args.script_args,
             profile=args.profile,
-            name=args.name,
-            checkpoint=args.checkpoint,
-            max_recoveries=args.max_recoveries,
-            priority=args.priority,
-            retry_on_error=args.retry_on_error,
-            team=args.team,
-            project=args.project,
+            **job_settings(args),
         )
         print(f"job {job.name} queued (id {job.id}); `vastnb logs {job.name} -f` follows it")
     return 0

@@ -3,9 +3,12 @@ and the controller that runs them."""
 
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
 from vastnb.front.spec import _JSON, _PROFILES, _PROJECT, _TEAM, CLI, MAGIC, Command, Flag
 
-__all__ = ["JOB_COMMANDS", "CONTROLLER"]
+__all__ = ["JOB_COMMANDS", "CONTROLLER", "job_settings"]
 
 _JOB_FLAGS = (
     _TEAM,
@@ -102,3 +105,10 @@ CONTROLLER = Command(
     fronts=CLI,
     why=_CTL_WHY,
 )
+
+
+def job_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """A job's settings as both fronts parsed them (the ``_JOB_FLAGS`` and the name), for
+    ``submit_cell`` and ``submit_script``."""
+    keys = ("name", "checkpoint", "max_recoveries", "priority", "retry_on_error", "team", "project")
+    return {key: getattr(args, key) for key in keys}

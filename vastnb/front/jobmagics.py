@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from vastnb.front.cellvars import cell_push, names
+from vastnb.front.jobcommands import job_settings
 from vastnb.front.notices import told_as
 
 if TYPE_CHECKING:
@@ -42,13 +43,7 @@ class JobMagicsMixin:
                 pull=names(args.pull),
                 cell=self._cell_name(),
                 profile=args.profile,
-                name=args.name,
-                checkpoint=args.checkpoint,
-                max_recoveries=args.max_recoveries,
-                priority=args.priority,
-                retry_on_error=args.retry_on_error,
-                team=args.team,
-                project=args.project,
+                **job_settings(args),
             )
         print(f"job {job.name} queued; %vast logs {job.name} -f follows it, vast.job({job.name!r}) is its handle")
         return job
