@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,8 +21,7 @@ import pandas as pd
 from vastnb.backends import open_backend
 from vastnb.backends.base import Backend, BoxOptions
 from vastnb.base.config import find_api_key, vastnb_home
-from vastnb.costs.enforce import Enforcer
-from vastnb.costs.guard import check_budgets, spent_this_month, standing
+from vastnb.costs.mixin import CostsMixin
 from vastnb.errors import ConfigError, InstanceGoneError, NoOffersError
 from vastnb.jobs.controller import ControllerSettings
 from vastnb.jobs.mixin import JobsMixin
@@ -34,7 +33,7 @@ from vastnb.market.query import looks_like_query, parse_order, parse_query
 from vastnb.market.records import Offer
 from vastnb.market.retry import RetryPolicy
 from vastnb.market.selection import Candidate, broad_query, explain, profile_query, rank
-from vastnb.profiles.budgets import Budget, load_budgets
+from vastnb.profiles.budgets import Budget
 from vastnb.profiles.profile import Profile, get_profile, load_profiles
 
 if TYPE_CHECKING:
@@ -43,17 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 SIM_MARK = "SIMULATED"
-BUDGET_COLUMNS = (
-    "team",
-    "project",
-    "monthly_limit_usd",
-    "per_job_limit_usd",
-    "spent_usd",
-    "remaining_usd",
-    "burn_usd_per_hour",
-    "projected_usd",
-    "alert",
-)
 INSTANCE_COLUMNS = (
     "id",
     "name",
@@ -70,7 +58,7 @@ INSTANCE_COLUMNS = (
 )
 
 
-class Client(JobsMixin):
+class Client(CostsMixin, JobsMixin):
     """A connection to a GPU marketplace: Vast.ai, or the simulated one.
 
     ``backend`` is ``"vast"`` or ``"sim"``; by default ``VASTNB_BACKEND``, else
@@ -218,36 +206,6 @@ class Client(JobsMixin):
         self._check_budgets(chosen, "this launch")
         return self.fleet.launch(chosen, name=name, keep=keep, progress=progress)
 
-    def _budget_list(self) -> list[Budget]:
-        """The budgets of ``budgets.yaml`` (found as the profiles are), loaded once."""
-        if self._budgets is None:
-            self._budgets = load_budgets(self._profiles_path)
-        return self._budgets
-
-    def budgets(self) -> pd.DataFrame:
-        """Each budget of ``budgets.yaml`` this month: limit, spent (the market's charges for
-        its team's instances), remaining, the burn rate of its live instances, the month-end
-        projected at that rate, and the highest alert threshold reached."""
-        now = time.time()
-        store, url = self.fleet.store, self.fleet.url
-        rows = [standing(store, self.api, url, b, now) for b in self._budget_list()]
-        frame = pd.DataFrame(rows, columns=BUDGET_COLUMNS)
-        return self._market_frame(frame)
-
-    def budget_enforcer(self, log: Callable[[str], None] = print) -> Enforcer:
-        """What a controller runs every poll to hold the budgets over running instances
-        (alerts, and at 100% their boxes end): see :mod:`vastnb.costs.enforce`."""
-        return Enforcer(self.fleet, self._budget_list(), grace_s=self.controller_settings.timing.stop_grace_s, log=log)
-
-    def _check_budgets(self, profile: Profile, what: str) -> None:
-        """Refuse ``what`` if the worst ``profile`` could spend breaks a budget (see
-        :mod:`vastnb.costs.guard`); nothing to check for a profile charged to no team."""
-        if profile.team is None:
-            return
-        now = time.time()
-        store, url = self.fleet.store, self.fleet.url
-        check_budgets(profile, self._budget_list(), lambda b: spent_this_month(store, self.api, url, b, now), what=what)
-
     def attach(self, ref: str | int) -> Box:
         """The box called ``ref`` (a name or instance id), launched earlier, perhaps by
         another kernel; this session now owns it."""
@@ -261,12 +219,6 @@ class Client(JobsMixin):
     def orphans(self) -> pd.DataFrame:
         """Instances no live session owns (their kernel died without destroying them)."""
         return self._instances_frame(self.fleet.orphans())
-
-    def cost(self, ref: str | int) -> float:
-        """Dollars the instance called ``ref`` (name or id) has cost in all, as the market
-        charges it: while it runs, and after it is gone."""
-        rental = self.fleet.resolve(ref)
-        return round(self.api.charged_by_instance(rental.created_at - 3600).get(rental.id, 0.0), 6)
 
     def down(self, ref: str | int, *, cancel_job: bool = False) -> bool:
         """Destroy the instance called ``ref`` (name or id). False if already gone. A box

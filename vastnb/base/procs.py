@@ -1,12 +1,14 @@
 """Process identity: whether a pid is still the process it was (Linux ``/proc``, else the
-pid alone). The state store uses it for sessions, the simulator for its boxes."""
+pid alone), and who runs this one. The state store uses it for sessions and the rented
+instances' user, the simulator for its boxes."""
 
 from __future__ import annotations
 
+import getpass
 import os
 from pathlib import Path
 
-__all__ = ["process_token", "alive"]
+__all__ = ["process_token", "alive", "login_name"]
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -46,3 +48,11 @@ def alive(pid: int, token: str | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def login_name() -> str:
+    """Who runs this process: the login name, or ``uid N`` where the system has none."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no such user in the passwd file, no LOGNAME/USER
+        return f"uid {os.getuid()}"

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vastnb.backends.base import Backend
+from vastnb.base.procs import login_name
 from vastnb.errors import ConfigError, InstanceCreateError, InstanceGoneError, TeardownError, VastError
 from vastnb.lifecycle import onstart
 from vastnb.lifecycle.launch import LaunchPolicy, Progress, launch
+from vastnb.lifecycle.ledger import Ledger
 from vastnb.lifecycle.readiness import NotReady, wait_ready
 from vastnb.lifecycle.rental import Rental
 from vastnb.lifecycle.states import InstanceState
@@ -85,6 +87,11 @@ class Fleet:
         self.policy = policy or LaunchPolicy(poll=backend.poll)
         self.select = select  # profile -> ranked candidates (the client's offer search)
         self._session: SessionInfo | None = None
+        self.ledger = Ledger(store, self.url)  # every read of an instance is a reading of its bill
+        self.api.observers.append(self._observed)
+
+    def _observed(self, seen: list[Instance], gone: list[int], complete: bool) -> None:
+        self.ledger.observe(seen, gone, complete=complete)
 
     @property
     def simulated(self) -> bool:
@@ -207,6 +214,7 @@ class Fleet:
                 job=job,
                 team=profile.team,
                 project=profile.project,
+                user=login_name(),
             )
         )
 
@@ -274,6 +282,7 @@ class Fleet:
         instance that may still bill is never reported as gone."""
         done = self.api.destroy_instance(instance_id)
         self.transition(instance_id, InstanceState.DESTROYED, note if done else "already gone")
+        self.ledger.gone(instance_id)
         return done
 
     def destroy_every(self, instance_ids: list[int], note: str) -> list[int]:

@@ -87,6 +87,26 @@ def _v6_budget_alerts(db: sqlite3.Connection) -> None:
         limit_usd REAL NOT NULL, PRIMARY KEY (scope, month, threshold))""")
 
 
+def _v7_ledger(db: sqlite3.Connection) -> None:
+    """The ledger (:mod:`vastnb.lifecycle.ledger`): what each instance cost, as intervals
+    of constant rates, and the same summed per instance and UTC day; and the user who
+    rented each instance."""
+    db.execute("""CREATE TABLE ledger (
+        row INTEGER PRIMARY KEY, url TEXT NOT NULL, instance_id INTEGER NOT NULL,
+        start REAL NOT NULL, end REAL NOT NULL, open INTEGER NOT NULL, state TEXT NOT NULL,
+        dph_base REAL NOT NULL, disk_gb REAL NOT NULL, storage_cost REAL NOT NULL,
+        gpu_dph REAL NOT NULL, disk_dph REAL NOT NULL, up_gb REAL NOT NULL, down_gb REAL NOT NULL,
+        up_cost REAL NOT NULL, down_cost REAL NOT NULL, up_mark REAL NOT NULL, down_mark REAL NOT NULL)""")
+    db.execute("CREATE INDEX ledger_open ON ledger (url, instance_id) WHERE open = 1")
+    db.execute("CREATE INDEX ledger_span ON ledger (url, end)")
+    db.execute("""CREATE TABLE ledger_days (
+        url TEXT NOT NULL, instance_id INTEGER NOT NULL, day REAL NOT NULL,
+        gpu REAL NOT NULL DEFAULT 0, disk REAL NOT NULL DEFAULT 0, bwu REAL NOT NULL DEFAULT 0,
+        bwd REAL NOT NULL DEFAULT 0, gpu_s REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (url, day, instance_id)) WITHOUT ROWID""")
+    db.execute("ALTER TABLE instances ADD COLUMN user TEXT")
+
+
 #: MIGRATIONS[n] takes a file from version n to n + 1.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v1_tables,
@@ -95,5 +115,6 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v4_job_runs,
     _v5_charged_to,
     _v6_budget_alerts,
+    _v7_ledger,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -39,6 +39,7 @@ class Rental:
     job: int | None = None  # the job it runs (its controller owns it), if any
     team: str | None = None  # whose budget its spending counts against
     project: str | None = None
+    user: str | None = None  # who rented it (the login name of the process that did)
 
     def __repr__(self) -> str:  # the instance key stays out of reprs and logs
         return f"Rental(id={self.id}, name={self.name!r}, state={self.state.value!r}, session={self.session!r})"

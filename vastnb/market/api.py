@@ -25,7 +25,11 @@ from vastnb.market.api_errors import error_for
 from vastnb.market.records import Charge, CreatedInstance, Instance, Offer, SSHKey, User
 from vastnb.market.retry import RETRY_STATUSES, RetryPolicy, parse_threshold
 
-__all__ = ["VastAPI"]
+__all__ = ["VastAPI", "InstanceObserver"]
+
+#: Told of every instance read: (instances seen, ids found gone, whether the seen ones are
+#: the whole account). The ledger (:mod:`vastnb.lifecycle.ledger`) is one.
+InstanceObserver = Callable[[list[Instance], list[int], bool], None]
 
 log = logging.getLogger("vastnb.market.api")
 
@@ -64,6 +68,7 @@ class VastAPI:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._key = api_key
+        self.observers: list[InstanceObserver] = []  # told of every instance read
         self.base_url = vast_url(base_url)
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -144,7 +149,9 @@ class VastAPI:
         """One instance, or None when it does not exist (any more)."""
         body = self._call("GET", f"/instances/{int(instance_id)}/", params={"owner": "me"})
         data = body.get("instances")
-        return Instance.from_api(data) if data else None
+        instance = Instance.from_api(data) if data else None
+        self._observed([instance] if instance else [], [] if instance else [int(instance_id)], complete=False)
+        return instance
 
     def list_instances(self, select_filters: Mapping[str, Any] | None = None) -> list[Instance]:
         """All of the account's instances, through every page of ``GET /api/v1/instances/``."""
@@ -154,7 +161,16 @@ class VastAPI:
         }
         if select_filters:
             params["select_filters"] = json.dumps(dict(select_filters))
-        return [Instance.from_api(i) for i in self._pages("/api/v1/instances/", params, "instances")]
+        instances = [Instance.from_api(i) for i in self._pages("/api/v1/instances/", params, "instances")]
+        self._observed(instances, [], complete=not select_filters)
+        return instances
+
+    def _observed(self, seen: list[Instance], gone: list[int], *, complete: bool) -> None:
+        for observer in self.observers:
+            try:
+                observer(seen, gone, complete)
+            except Exception as exc:  # noqa: BLE001 - bookkeeping never fails a call to the market
+                log.warning("instance observer %r failed: %s: %s", observer, type(exc).__name__, exc)
 
     def start_instance(self, instance_id: int) -> None:
         self._call("PUT", f"/instances/{int(instance_id)}/", json={"state": "running"})

@@ -132,6 +132,9 @@ def to_api(inst: Instance, now: float, ssh_address: tuple[str, int] | None) -> d
         dph_base=inst["gpu_dph"],
         dph_total=round(inst["gpu_dph"] + disk_dph, 6),
         storage_total_cost=round(disk_dph, 6),
+        # Bandwidth billed so far, GB, up and down: the counters a ledger reads.
+        inet_up_billed=round(sum(t[1] for t in inst["traffic"]), 9),
+        inet_down_billed=round(sum(t[2] for t in inst["traffic"]), 9),
         start_date=inst["created_at"],
         duration=max(0.0, now - inst["created_at"]),
         uptime_mins=round((now - inst["started_at"]) / 60, 2) if running and inst["started_at"] else None,

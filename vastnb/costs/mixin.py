@@ -1,0 +1,124 @@
+"""The costs side of :class:`~vastnb.Client`: budgets, what an instance cost, cost reports
+and their reconciliation with the market's charges."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from vastnb.costs.enforce import Enforcer
+from vastnb.costs.guard import check_budgets, month_start, spent_this_month, standing
+from vastnb.costs.report import as_epoch, cost_report, reconcile
+from vastnb.profiles.budgets import Budget, load_budgets
+from vastnb.profiles.profile import Profile
+
+if TYPE_CHECKING:
+    from vastnb.jobs.controller import ControllerSettings
+    from vastnb.lifecycle.fleet import Fleet
+    from vastnb.market.api import VastAPI
+
+__all__ = ["CostsMixin", "BUDGET_COLUMNS"]
+
+BUDGET_COLUMNS = (
+    "team",
+    "project",
+    "monthly_limit_usd",
+    "per_job_limit_usd",
+    "spent_usd",
+    "remaining_usd",
+    "burn_usd_per_hour",
+    "projected_usd",
+    "alert",
+)
+
+
+class CostsMixin:
+    """Needs of the client: its ``fleet``, ``api``, where its profiles (and so its budgets)
+    are, its controller settings, and how it marks a table of market figures."""
+
+    api: VastAPI
+    controller_settings: ControllerSettings
+    _profiles_path: str | os.PathLike[str] | None
+    _budgets: list[Budget] | None
+
+    @property
+    def fleet(self) -> Fleet:
+        raise NotImplementedError
+
+    def _market_frame(self, frame: pd.DataFrame, *, market: bool = True) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def _budget_list(self) -> list[Budget]:
+        """The budgets of ``budgets.yaml`` (found as the profiles are), loaded once."""
+        if self._budgets is None:
+            self._budgets = load_budgets(self._profiles_path)
+        return self._budgets
+
+    def budgets(self) -> pd.DataFrame:
+        """Each budget of ``budgets.yaml`` this month: limit, spent (the market's charges for
+        its team's instances), remaining, the burn rate of its live instances, the month-end
+        projected at that rate, and the highest alert threshold reached."""
+        now = self.fleet.ledger.now()
+        store, url = self.fleet.store, self.fleet.url
+        rows = [standing(store, self.api, url, b, now) for b in self._budget_list()]
+        return self._market_frame(pd.DataFrame(rows, columns=BUDGET_COLUMNS))
+
+    def budget_enforcer(self, log: Callable[[str], None] = print) -> Enforcer:
+        """What a controller runs every poll to hold the budgets over running instances
+        (alerts, and at 100% their boxes end): see :mod:`vastnb.costs.enforce`."""
+        return Enforcer(self.fleet, self._budget_list(), grace_s=self.controller_settings.timing.stop_grace_s, log=log)
+
+    def _check_budgets(self, profile: Profile, what: str) -> None:
+        """Refuse ``what`` if the worst ``profile`` could spend breaks a budget (see
+        :mod:`vastnb.costs.guard`); nothing to check for a profile charged to no team."""
+        if profile.team is None:
+            return
+        now = time.time()
+        store, url = self.fleet.store, self.fleet.url
+        check_budgets(profile, self._budget_list(), lambda b: spent_this_month(store, self.api, url, b, now), what=what)
+
+    def cost(self, ref: str | int) -> float:
+        """Dollars the instance called ``ref`` (name or id) has cost in all, as the market
+        charges it: while it runs, and after it is gone."""
+        rental = self.fleet.resolve(ref)
+        return round(self.api.charged_by_instance(rental.created_at - 3600).get(rental.id, 0.0), 6)
+
+    def costs(
+        self,
+        by: str | Sequence[str] | None = ("team", "project"),
+        *,
+        since: Any = None,
+        until: Any = None,
+        freq: str | None = None,
+    ) -> pd.DataFrame:
+        """What vastnb's instances cost, from the ledger, broken down ``by`` any of
+        instance, job, profile, gpu, team, project, user, and day, week or month (or
+        ``freq``): GPU, disk and bandwidth dollars, the total, GPU-hours, $/GPU-hour and the
+        share of the monthly budget that applies. ``since`` defaults to the start of this
+        month (UTC), ``until`` to now; both take "YYYY-MM-DD", datetimes or epoch seconds."""
+        self.fleet.api.list_instances()  # a reading of every live instance first: up to date
+        frame = cost_report(
+            self.fleet.store,
+            self.fleet.url,
+            by=by,
+            since=since,
+            until=until,
+            freq=freq,
+            now=self.fleet.ledger.now(),
+            budgets=self._budget_list(),
+        )
+        return self._market_frame(frame)
+
+    def reconcile(self, *, since: Any = None, until: Any = None) -> pd.DataFrame:
+        """The ledger's estimate of each instance against the market's own charges for it,
+        item by item, over the same window (default: this month so far); ``differs`` marks
+        those more than a cent and 1% apart."""
+        self.fleet.api.list_instances()
+        now = self.fleet.ledger.now()
+        start = as_epoch(since, what="since") if since is not None else month_start(now)
+        end = as_epoch(until, what="until") if until is not None else now
+        return self._market_frame(reconcile(self.fleet.store, self.fleet.url, self.api, since=start, until=end))
