@@ -127,6 +127,8 @@ class Client(CostsMixin, JobsMixin):
         """End this client: its session's boxes are destroyed (kept ones are listed)."""
         if "fleet" in self.__dict__:
             self.fleet.close()
+        if self.budget_watch is not None:
+            self.budget_watch.stop()
         self.provider.close()
 
     def __enter__(self) -> Client:
@@ -180,7 +182,8 @@ class Client(CostsMixin, JobsMixin):
     @cached_property
     def fleet(self) -> Fleet:
         """The instances this client launches and manages (the state store behind them)."""
-        return Fleet(self.provider, StateStore(self.home / "state.db"), policy=self._launch_policy, select=self.select)
+        store = StateStore(self.home / "state.db")
+        return self._hold_budgets(Fleet(self.provider, store, policy=self._launch_policy, select=self.select))
 
     def launch(
         self,
@@ -204,7 +207,9 @@ class Client(CostsMixin, JobsMixin):
         chosen = profile if isinstance(profile, Profile) else self.profile(profile)
         chosen = chosen.rented_as(interruptible=interruptible, bid=bid).charged_to(team, project)
         self._check_budgets(chosen, "this launch")
-        return self.fleet.launch(chosen, name=name, keep=keep, progress=progress)
+        box = self.fleet.launch(chosen, name=name, keep=keep, progress=progress)
+        self._enforce_budgets_of(chosen)
+        return box
 
     def attach(self, ref: str | int) -> Box:
         """The box called ``ref`` (a name or instance id), launched earlier, perhaps by

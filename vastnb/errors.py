@@ -32,6 +32,7 @@ __all__ = [
     "TeardownError",
     "LifecycleError",
     "JobError",
+    "BudgetWarning",
     "JobWarning",
     "BudgetError",
 ]
@@ -248,6 +249,10 @@ class JobError(VastError):
         super().__init__(message)
         self.job = job
         self.state = state
+
+
+class BudgetWarning(UserWarning):
+    """A budget reached one of its alert thresholds this month."""
 
 
 class JobWarning(UserWarning):

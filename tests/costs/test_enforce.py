@@ -3,7 +3,6 @@ the budget's boxes end (a job's after its final checkpoint, marked budget_exceed
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,10 @@ def _alerts(vast: Client) -> list[tuple[str, float]]:
 
 
 def test_alerts_come_once_each_and_at_100_percent_the_budgets_boxes_end(vast: Client) -> None:
+    vast.fleet.deadline = vast.fleet.on_change = None  # the enforcer alone (the boxes' own: test_deadline.py)
     first, second = vast.launch("dev-test"), vast.launch("dev-test")  # each within the budget alone
+    assert vast.budget_watch is not None  # no controller runs: this process holds the budget...
+    vast.budget_watch.stop()  # ...but here the test's own enforcer does, step by step
     said: list[str] = []
     enforcer = Enforcer(vast.fleet, vast._budget_list(), grace_s=5.0, log=said.append)
     enforcer.check()
@@ -33,9 +35,11 @@ def test_alerts_come_once_each_and_at_100_percent_the_budgets_boxes_end(vast: Cl
     assert [line.split(":")[1].strip().split(" ")[0] for line in said[:3]] == ["50%", "80%", "100%"]
     states = {i["id"]: i["actual_status"] for i in vast.sim.market.instances()}
     assert states == {first.id: "stopped", second.id: "stopped"}  # SIGTERM first: a final checkpoint
-    enforcer.check(time.time() + 5.0)  # past the grace: destroyed (a stopped box bills its disk)
+    enforcer.check(
+        vast.fleet.ledger.now() + 5.0
+    )  # past the grace (the market's clock): destroyed (a stopped box bills its disk)
     assert billing(vast) == []
-    enforcer.check(time.time() + 10.0)
+    enforcer.check(vast.fleet.ledger.now() + 10.0)
     assert len(_alerts(vast)) == 3  # never twice
     assert vast.budgets().iloc[0].alert == "100% reached"
 

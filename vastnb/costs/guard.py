@@ -21,7 +21,16 @@ from vastnb.market.api import VastAPI
 from vastnb.profiles.budgets import Budget
 from vastnb.profiles.profile import Profile
 
-__all__ = ["applicable", "month_start", "month_end", "spent_this_month", "check_budgets", "worst_case", "standing"]
+__all__ = [
+    "applicable",
+    "month_start",
+    "month_end",
+    "spent_this_month",
+    "check_budgets",
+    "worst_case",
+    "burn_rate",
+    "standing",
+]
 
 
 def applicable(budgets: Iterable[Budget], team: str | None, project: str | None) -> list[Budget]:
@@ -94,16 +103,21 @@ def check_budgets(profile: Profile, budgets: Iterable[Budget], spent: Callable[[
             )
 
 
+def burn_rate(store: StateStore, url: str, budget: Budget) -> float:
+    """$/h of the instances counted against ``budget`` that bill now, as rented."""
+    return sum(
+        r.dph_total or 0.0
+        for r in store.instances(url)
+        if r.billing and r.team == budget.team and (budget.project is None or r.project == budget.project)
+    )
+
+
 def standing(store: StateStore, api: VastAPI, url: str, budget: Budget, now: float) -> dict[str, object]:
     """Where ``budget`` stands this month: spent, remaining, the burn rate of its live
     instances ($/h as rented), the month-end projected at that rate, and the highest alert
     threshold reached."""
     spent = spent_this_month(store, api, url, budget, now)
-    burn = sum(
-        r.dph_total or 0.0
-        for r in store.instances(url)
-        if r.billing and r.team == budget.team and (budget.project is None or r.project == budget.project)
-    )
+    burn = burn_rate(store, url, budget)
     projected = spent + burn * (month_end(now) - now) / 3600
     reached = [t for t in budget.alert_thresholds if spent >= t * budget.monthly_limit_usd]
     return {

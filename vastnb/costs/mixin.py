@@ -4,24 +4,28 @@ and their reconciliation with the market's charges."""
 from __future__ import annotations
 
 import os
+import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from vastnb.costs.deadline import BoxDeadlines
 from vastnb.costs.enforce import Enforcer
-from vastnb.costs.guard import check_budgets, month_start, spent_this_month, standing
+from vastnb.costs.guard import applicable, check_budgets, month_start, spent_this_month, standing
 from vastnb.costs.report import as_epoch, cost_report, reconcile
+from vastnb.errors import BudgetWarning
 from vastnb.profiles.budgets import Budget, load_budgets
 from vastnb.profiles.profile import Profile
 
 if TYPE_CHECKING:
-    from vastnb.jobs.controller import ControllerSettings
+    from vastnb.jobs.controller import ControllerProcess, ControllerSettings
     from vastnb.lifecycle.fleet import Fleet
     from vastnb.market.api import VastAPI
 
-__all__ = ["CostsMixin", "BUDGET_COLUMNS"]
+__all__ = ["CostsMixin", "BUDGET_COLUMNS", "BudgetWatch"]
 
 BUDGET_COLUMNS = (
     "team",
@@ -36,12 +40,45 @@ BUDGET_COLUMNS = (
 )
 
 
+def _warn(message: str) -> None:
+    warnings.warn(message, BudgetWarning, stacklevel=2)
+
+
+class BudgetWatch(threading.Thread):
+    """Runs ``enforcer`` every ``poll_s`` while any instance counts against a budget (a
+    check that fails is told and tried again at the next poll)."""
+
+    def __init__(self, enforcer: Enforcer, poll_s: float) -> None:
+        super().__init__(name="vastnb-budget-watch", daemon=True)
+        self.enforcer, self.poll_s = enforcer, poll_s
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        """End the thread (at its next poll at the latest; a check under way finishes)."""
+        self.stopping.set()
+        if self.is_alive() and self is not threading.current_thread():
+            self.join(timeout=30)
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.poll_s):
+            try:
+                self.enforcer.check()
+            except Exception as exc:  # noqa: BLE001 - said, and tried again next poll
+                _warn(f"budgets could not be checked: {type(exc).__name__}: {exc}")
+            fleet = self.enforcer.fleet
+            if not any(r.billing and r.team is not None for r in fleet.store.instances(fleet.url)):
+                return
+
+
 class CostsMixin:
     """Needs of the client: its ``fleet``, ``api``, where its profiles (and so its budgets)
     are, its controller settings, and how it marks a table of market figures."""
 
     api: VastAPI
     controller_settings: ControllerSettings
+    #: The thread holding the budgets in this process while no controller runs, if started.
+    budget_watch: BudgetWatch | None = None
+    controller: ControllerProcess
     _profiles_path: str | os.PathLike[str] | None
     _budgets: list[Budget] | None
 
@@ -70,7 +107,32 @@ class CostsMixin:
     def budget_enforcer(self, log: Callable[[str], None] = print) -> Enforcer:
         """What a controller runs every poll to hold the budgets over running instances
         (alerts, and at 100% their boxes end): see :mod:`vastnb.costs.enforce`."""
-        return Enforcer(self.fleet, self._budget_list(), grace_s=self.controller_settings.timing.stop_grace_s, log=log)
+        grace = self.controller_settings.timing.stop_grace_s
+        return Enforcer(self.fleet, self._budget_list(), grace_s=grace, log=log, deadlines=self._box_deadlines(log))
+
+    def _hold_budgets(self, fleet: Fleet) -> Fleet:
+        """``fleet``'s boxes carry their budgets' deadlines, re-armed as boxes come and go."""
+        deadlines = BoxDeadlines(fleet, self._budget_list, log=_warn)
+        fleet.deadline, fleet.on_change = deadlines, deadlines.changed
+        return fleet
+
+    def _box_deadlines(self, log: Callable[[str], None]) -> BoxDeadlines:
+        return BoxDeadlines(self.fleet, self._budget_list, log=log)
+
+    def _enforce_budgets_of(self, profile: Profile) -> None:
+        """A box of ``profile`` was launched: its budgets are held by the controller if one
+        runs, else by this process (:meth:`_watch_budgets`)."""
+        if applicable(self._budget_list(), profile.team, profile.project) and not self.controller.status()["running"]:
+            self._watch_budgets()
+
+    def _watch_budgets(self) -> None:
+        """While no controller runs, this process holds the budgets itself: a thread runs
+        the enforcer every poll while any of this market's instances counts against one
+        (alerts come as :class:`~vastnb.errors.BudgetWarning`)."""
+        if self.budget_watch is not None and self.budget_watch.is_alive():
+            return
+        self.budget_watch = BudgetWatch(self.budget_enforcer(log=_warn), self.controller_settings.timing.poll_s)
+        self.budget_watch.start()
 
     def _check_budgets(self, profile: Profile, what: str) -> None:
         """Refuse ``what`` if the worst ``profile`` could spend breaks a budget (see
@@ -118,7 +180,6 @@ class CostsMixin:
         item by item, over the same window (default: this month so far); ``differs`` marks
         those more than a cent and 1% apart."""
         self.fleet.api.list_instances()
-        now = self.fleet.ledger.now()
-        start = as_epoch(since, what="since") if since is not None else month_start(now)
-        end = as_epoch(until, what="until") if until is not None else now
+        start = as_epoch(since, what="since") if since is not None else month_start(self.fleet.ledger.now())
+        end = as_epoch(until, what="until") if until is not None else None
         return self._market_frame(reconcile(self.fleet.store, self.fleet.url, self.api, since=start, until=end))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -108,13 +109,20 @@ def _days(db: sqlite3.Connection, url: str, since: float, until: float | None) -
     return rows
 
 
+_COLUMNS = "instance_id, start, end, gpu_dph, disk_dph, up_gb, down_gb, up_cost, down_cost"
+#: The intervals over a window: those of a day or less by their start (index ledger_start),
+#: the longer ones by their end (ledger_long).
+_OVER = (
+    f"SELECT {_COLUMNS} FROM ledger WHERE url = ? AND start >= ? AND start < ? AND end >= ? AND end - start <= 86400"
+    f" UNION ALL SELECT {_COLUMNS} FROM ledger WHERE url = ? AND end - start > 86400 AND end >= ? AND start < ?"
+)
+
+
 def _cut(db: sqlite3.Connection, url: str, t0: float, t1: float) -> list[tuple[Any, ...]]:
     """The same rows as ``ledger_days`` holds, for the part of one day from ``t0`` to ``t1``."""
     out = []
     for instance_id, start, end, gpu_dph, disk_dph, up, down, up_cost, down_cost in db.execute(
-        "SELECT instance_id, start, end, gpu_dph, disk_dph, up_gb, down_gb, up_cost, down_cost FROM ledger"
-        " WHERE url = ? AND end >= ? AND start < ?",
-        (url, t0, t1),
+        _OVER, (url, t0 - DAY_S, t1, t0, url, t0, t1)
     ):
         seconds = sum(s for _, s in day_pieces(max(start, t0), min(end, t1)))
         moved = t0 <= end < t1  # an interval's traffic is counted at its end
@@ -195,16 +203,16 @@ def _shares(frame: pd.DataFrame, dims: list[str], budgets: list[Budget]) -> Any:
     return frame["total_usd"] / pd.Series(limit, index=frame.index, dtype=float)
 
 
-def reconcile(store: StateStore, url: str, api: VastAPI, *, since: float, until: float) -> pd.DataFrame:
+def reconcile(store: StateStore, url: str, api: VastAPI, *, since: float, until: float | None) -> pd.DataFrame:
     """The ledger's estimate of each instance against the market's charges for it, item by
-    item (gpu, disk, bwu, bwd), over the same window; ``differs`` marks an instance whose
-    totals are more than a cent and 1% apart."""
+    item (gpu, disk, bwu, bwd), over the same window (``until`` None: up to now); ``differs``
+    marks an instance whose totals are more than a cent and 1% apart."""
     with store.transaction() as db:
         days = pd.DataFrame(_days(db, url, since, until), columns=["instance_id", "day", *_MONEY])
         names = dict(db.execute("SELECT id, name FROM instances WHERE url = ?", (url,)).fetchall())
     estimate = days.groupby("instance_id")[_MONEY[:4]].sum()
     charged: dict[int, dict[str, float]] = {}
-    for charge in api.charges(since, until):
+    for charge in api.charges(since, until if until is not None else time.time() + 366 * DAY_S):
         if charge.instance_id is None or charge.instance_id not in names:
             continue
         items = charged.setdefault(charge.instance_id, dict.fromkeys(_MONEY[:4], 0.0))

@@ -14,6 +14,7 @@ the create call answers, moves it through the state machine of
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import re
 import secrets
@@ -88,10 +89,11 @@ class Fleet:
         self.select = select  # profile -> ranked candidates (the client's offer search)
         self._session: SessionInfo | None = None
         self.ledger = Ledger(store, self.url)  # every read of an instance is a reading of its bill
-        self.api.observers.append(self._observed)
-
-    def _observed(self, seen: list[Instance], gone: list[int], complete: bool) -> None:
-        self.ledger.observe(seen, gone, complete=complete)
+        #: Seconds until an instance's budget runs out, and why; told when one starts or ends
+        #: billing (both set by vastnb.costs: a box's watchdog holds its budget).
+        self.deadline: Callable[[Rental], tuple[float, str] | None] | None = None
+        self.on_change: Callable[[int], None] | None = None
+        self.api.observers.append(self.ledger.observe)
 
     @property
     def simulated(self) -> bool:
@@ -224,6 +226,7 @@ class Fleet:
         self.store.update(self.url, instance_id, keep=int(keep), note="worker ready")
         rental = self.rental(instance_id)
         assert rental is not None
+        self._changed(instance_id)
         return rental
 
     def transport(self, instance_id: int) -> Transport:
@@ -231,17 +234,20 @@ class Fleet:
         return self.backend.transport(instance_id)
 
     def arm_watchdog(self, session: Session, instance_id: int) -> dict[str, Any]:
-        """Tell the box to destroy itself past the profile's max duration, or after
-        ``silence_s`` without any orchestrator. It gets the instance's own restricted
-        key, never the account's."""
+        """Tell the box to destroy itself past the profile's max duration, or when its
+        budget's money runs out (:attr:`deadline`), or after ``silence_s`` without any
+        orchestrator. It gets the instance's own restricted key, never the account's."""
         from vastnb_worker import watchdog
 
         rental = self.rental(instance_id)
         if rental is None or not rental.instance_key:
             return {}
-        remaining = None
+        remaining, reason = None, None
         if rental.max_duration_hours:
             remaining = rental.max_duration_hours * 3600 - (time.time() - rental.created_at)
+        budget = self.deadline(rental) if self.deadline else None
+        if budget is not None and (remaining is None or budget[0] < remaining):
+            remaining, reason = budget
         end = self.backend.self_destruct()
         armed: dict[str, Any] = session.control(
             watchdog.arm,
@@ -251,6 +257,7 @@ class Fleet:
             remaining_s=remaining,
             silence_s=self.backend.box.silence_s,
             clock=end.clock,
+            reason=reason,
         )
         return armed
 
@@ -260,6 +267,7 @@ class Fleet:
         """Stop the instance: GPU billing stops, its disk (and its files) stay, billed."""
         self.api.stop_instance(instance_id)
         self.transition(instance_id, InstanceState.STOPPED)
+        self._changed(instance_id)
 
     def start(self, box: Box, *, wait: bool, timeout: float) -> None:
         """Start a stopped instance again; with ``wait``, until its worker answers."""
@@ -274,15 +282,24 @@ class Fleet:
                 raise InstanceGoneError(f"instance {box.id} {exc}: destroy it with down().") from None
             raise TimeoutError(f"instance {box.id} did not start: {exc}; it is still billing its disk.") from None
         self.arm_watchdog(box.session, box.id)
+        self._changed(box.id)
+
+    def _changed(self, instance_id: int) -> None:
+        """What a box of a budget costs per hour changed: the others' deadlines move."""
+        if self.on_change is not None:
+            self.on_change(instance_id)
 
     # -- teardown -------------------------------------------------------------------------
 
     def destroy(self, instance_id: int, note: str = "destroyed") -> bool:
         """Destroy (idempotent); True if this call did it. API errors propagate: an
         instance that may still bill is never reported as gone."""
+        with contextlib.suppress(VastError):  # never in the way of a destroy
+            self.api.show_instance(instance_id)  # the ledger's last reading of it, up to this moment
         done = self.api.destroy_instance(instance_id)
         self.transition(instance_id, InstanceState.DESTROYED, note if done else "already gone")
         self.ledger.gone(instance_id)
+        self._changed(instance_id)
         return done
 
     def destroy_every(self, instance_ids: list[int], note: str) -> list[int]:

@@ -159,7 +159,7 @@ class Ledger:
         """The market's time now, as far as the last reading tells."""
         return time.time() + self.skew
 
-    def observe(self, seen: Sequence[Instance], gone: Iterable[int] = (), *, complete: bool = False) -> None:
+    def observe(self, seen: Sequence[Instance], gone: Iterable[int] = (), complete: bool = False) -> None:
         """Record ``seen`` instances (vastnb's own: others are not its to count) and close
         the intervals of those ``gone`` from the market; ``complete``: ``seen`` is the
         whole account, so any other open interval ends too."""

@@ -98,7 +98,10 @@ def _v7_ledger(db: sqlite3.Connection) -> None:
         gpu_dph REAL NOT NULL, disk_dph REAL NOT NULL, up_gb REAL NOT NULL, down_gb REAL NOT NULL,
         up_cost REAL NOT NULL, down_cost REAL NOT NULL, up_mark REAL NOT NULL, down_mark REAL NOT NULL)""")
     db.execute("CREATE INDEX ledger_open ON ledger (url, instance_id) WHERE open = 1")
-    db.execute("CREATE INDEX ledger_span ON ledger (url, end)")
+    # A window's edge finds the intervals over it: by start among those of a day or less,
+    # and among the few longer ones by end.
+    db.execute("CREATE INDEX ledger_start ON ledger (url, start)")
+    db.execute("CREATE INDEX ledger_long ON ledger (url, end) WHERE end - start > 86400")
     db.execute("""CREATE TABLE ledger_days (
         url TEXT NOT NULL, instance_id INTEGER NOT NULL, day REAL NOT NULL,
         gpu REAL NOT NULL DEFAULT 0, disk REAL NOT NULL DEFAULT 0, bwu REAL NOT NULL DEFAULT 0,

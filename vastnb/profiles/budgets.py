@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ class Budget:
     project: str | None = None
     per_job_limit_usd: float | None = None
     alert_thresholds: tuple[float, ...] = DEFAULT_ALERT_THRESHOLDS
+    webhook: str | None = None  # posted each alert (JSON), if set
     source: str = ""  # the file it was loaded from
     line: int = 0  # where its entry starts in that file
 
@@ -63,6 +65,13 @@ class _Fraction(Range):
 
     def __call__(self, value: float) -> str | None:
         return None if 0 < value <= 1 else f"must hold fractions above 0 and at most 1, not {value:g}"
+
+
+def _check_webhook(value: str) -> str | None:
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"must be an http:// or https:// URL, not {value!r}"
+    return None
 
 
 def _check_ascending(values: tuple[float, ...]) -> str | None:
@@ -100,6 +109,7 @@ _FIELDS = (
         expect="a list of fractions of the monthly limit",
         example="[0.5, 0.8, 1.0]",
     ),
+    Field("webhook", "str", check=_check_webhook, example="https://hooks.example.com/budget"),
 )
 
 

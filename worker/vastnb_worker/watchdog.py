@@ -58,6 +58,7 @@ def arm(
     remaining_s: Optional[float],
     silence_s: float = 1800.0,
     clock: Optional[str] = None,
+    reason: Optional[str] = None,
 ) -> dict[str, Any]:
     """Arm (or re-arm, replacing the configuration) this box's watchdog; its status.
 
@@ -67,9 +68,14 @@ def arm(
     profile's maximum duration (None: no limit); it becomes a deadline on this box's
     clock. ``silence_s`` is how long the box may go without any orchestrator connected.
     ``clock`` names the simulator's clock file (see ``bootswitch.clock_offset``): a
-    simulated box's time is the simulator's.
+    simulated box's time is the simulator's. ``reason`` says why the deadline is what it is,
+    when it is not the maximum duration (a budget's money running out, say).
     """
     config = _validated(instance_id, api_url, instance_key, remaining_s, silence_s, clock)
+    if reason is not None:
+        if not isinstance(reason, str) or len(reason) > 500:
+            raise ValueError("reason must be a short string (at most 500 characters) or None")
+        config["reason"] = reason
     return _running().arm(config)
 
 
@@ -176,6 +182,8 @@ class Watchdog:
                 saved.get("clock"),
             )
             config.update(armed_at=saved.get("armed_at"), deadline=deadline)
+            if isinstance(saved.get("reason"), str):
+                config["reason"] = saved["reason"][:500]
         except FileNotFoundError:
             return
         except (OSError, ValueError, AttributeError) as exc:  # a broken file must not stop the worker
@@ -236,6 +244,7 @@ class Watchdog:
             "instance_id": config["instance_id"],
             "deadline": deadline,
             "seconds_left": None if deadline is None else max(0.0, deadline - self._now(config)),
+            "deadline_reason": config.get("reason") or "maximum duration",
             "silence_s": config["silence_s"],
             "silence_left_s": max(0.0, config["silence_s"] - self._silent_for(config)),
             "fired": dict(fired) if fired else None,
@@ -281,7 +290,7 @@ class Watchdog:
         """Why the instance must go now, or None."""
         deadline = config["deadline"]
         if deadline is not None and self._now(config) >= deadline:
-            return f"its maximum duration ran out (deadline {_when(deadline)})"
+            return f"{config.get('reason') or 'its maximum duration ran out'} (deadline {_when(deadline)})"
         silent = self._silent_for(config)
         if silent >= config["silence_s"]:
             return f"no orchestrator has been in touch for {silent:.0f} s (limit {config['silence_s']:.0f} s)"
