@@ -8,6 +8,8 @@ shared with the ``%vast`` magics.
     vastnb launch dev-test [--name exp1] [--interruptible] [--bid min] [--silence 30]
     vastnb ps [--orphans] [--json]
     vastnb down exp1 | --all | --orphans
+    vastnb cost --by team,project --since 2026-11-01 [--until DATE] [--freq week] [--csv FILE | --json]
+    vastnb cost --reconcile [--since DATE] [--until DATE]    (also spelled vastnb cost-report)
     vastnb demo
     vastnb sim serve --host 127.0.0.1 --port 8123
 """
@@ -24,22 +26,23 @@ import pandas as pd
 from vastnb.base.config import vastnb_home
 from vastnb.client import Client
 from vastnb.errors import TeardownError, VastError
-from vastnb.front import jobcli
+from vastnb.front import costcommands, jobcli
 from vastnb.front.commands import TABLE, Command, add_arguments
 from vastnb.lifecycle.launch import LaunchEvent
 
 __all__ = ["main", "print_frame"]
 
 
-def print_frame(frame: pd.DataFrame, *, as_json: bool, simulated: bool) -> None:
+def print_frame(frame: pd.DataFrame, *, as_json: bool, simulated: bool, index: bool = True) -> None:
+    """``frame`` as a table, or as JSON rows (NaN as null); ``index``: with its index."""
     if as_json:
-        records = json.loads(frame.reset_index().to_json(orient="records"))
+        records = json.loads((frame.reset_index() if index else frame).to_json(orient="records"))
         print(json.dumps({"simulated": simulated, "rows": records}, indent=2))
         return
     if simulated:
         print("SIMULATED marketplace (no Vast API key found): prices are illustrative, nothing is billed.\n")
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 60):
-        print(frame.to_string() if not frame.empty else "(none)")
+        print(frame.to_string(index=index) if not frame.empty else "(none)")
 
 
 def _profiles(args: argparse.Namespace) -> int:
@@ -117,6 +120,22 @@ def _down(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cost(args: argparse.Namespace) -> int:
+    problem = costcommands.usage_problem(args)
+    if problem:
+        print(f"vastnb cost: {problem}", file=sys.stderr)
+        return 2
+    with Client(profiles=args.profiles) as client:
+        frame = costcommands.report(client, args)
+        if args.csv:
+            print(costcommands.save_csv(frame, args.csv))
+        elif args.json:
+            print_frame(costcommands.for_json(frame), as_json=True, simulated=client.simulated, index=False)
+        else:
+            print_frame(costcommands.rounded(frame), as_json=False, simulated=client.simulated, index=False)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from vastnb.front.demo import run_demo
 
@@ -175,6 +194,7 @@ _RUN: dict[str, Callable[[argparse.Namespace], int]] = {
     "launch": _launch,
     "ps": _ps,
     "down": _down,
+    "cost": _cost,
     "demo": _demo,
     "sim serve": _sim_serve,
     "submit": jobcli.submit,

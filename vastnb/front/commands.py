@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 
+from vastnb.front.costcommands import COST_COMMAND
 from vastnb.front.jobcommands import CONTROLLER, JOB_COMMANDS
 from vastnb.front.spec import _JSON, _PROFILES, _PROJECT, _TEAM, BOTH, CLI, MAGIC, Command, Flag, Front
 
@@ -130,6 +131,7 @@ TABLE = Command(
             api="vastnb:Client.down",
         ),
         *JOB_COMMANDS,
+        COST_COMMAND,
         Command(
             "follow",
             "a detached run's output so far, then live, then its value",

@@ -22,6 +22,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from vastnb.client import Client
 from vastnb.errors import VastError
+from vastnb.front import costcommands
 from vastnb.front.cellvars import cell_push, free_names, names
 from vastnb.front.commands import Command, add_arguments, commands, find
 from vastnb.front.jobmagics import JobMagicsMixin
@@ -96,6 +97,7 @@ class VastMagics(JobMagicsMixin, Magics):
             "jobs": self._jobs,
             "logs": self._logs,
             "cancel": self._cancel,
+            "cost": self._cost,
         }
         self._parsers = build_parsers()
         assert self._handlers.keys() == self._parsers.keys(), "a %vast subcommand of the table without its handler"
@@ -228,6 +230,16 @@ class VastMagics(JobMagicsMixin, Magics):
             )
         if failed:
             raise failed[0]
+
+    def _cost(self, words: list[str], _: str | None) -> Any:
+        args = self._parse("cost", words)
+        problem = costcommands.usage_problem(args)
+        if problem:
+            raise UsageError(problem)
+        frame = costcommands.report(self.client, args)
+        if args.csv:
+            print(costcommands.save_csv(frame, args.csv))
+        return frame
 
     def _forget(self, name: str) -> None:
         self.boxes.pop(name, None)
