@@ -88,7 +88,7 @@ class Fleet:
         self.policy = policy or LaunchPolicy(poll=backend.poll)
         self.select = select  # profile -> ranked candidates (the client's offer search)
         self._session: SessionInfo | None = None
-        self.ledger = Ledger(store, self.url)  # every read of an instance is a reading of its bill
+        self.ledger = Ledger(store, self.url, self.api.now)  # every read of an instance is a reading of its bill
         #: Seconds until an instance's budget runs out, and why; told when one starts or ends
         #: billing (both set by vastnb.costs: a box's watchdog holds its budget).
         self.deadline: Callable[[Rental], tuple[float, str] | None] | None = None

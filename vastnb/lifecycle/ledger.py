@@ -11,7 +11,7 @@ why reports are reconciled with the market's own charges (:mod:`vastnb.costs.rep
 
 Billing follows Vast's: the GPU while ``running`` (or ``frozen``); the disk in every state
 but ``offline``, stopped included, from creation on; bandwidth on every GB moved. Times
-are the market's: a reading is taken at ``start_date + duration`` of the instance record.
+are the market's: the clock of its answers' ``Date`` header (:meth:`VastAPI.now`).
 
 Each extension of an interval is also added to ``ledger_days``, one row per instance and
 UTC day, in the same transaction: a report over months reads those, not every interval.
@@ -23,7 +23,7 @@ import dataclasses
 import math
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,10 +96,9 @@ class Reading:
     created: float  # its start_date: the disk bills from then
 
     @classmethod
-    def of(cls, instance: Instance, now: float) -> Reading:
+    def of(cls, instance: Instance, at: float) -> Reading:
         raw = instance.raw
-        start, duration = _number(raw, "start_date", math.nan), _number(raw, "duration", math.nan)
-        at = start + duration if math.isfinite(start + duration) else now
+        start = _number(raw, "start_date", math.nan)
         status = instance.actual_status.value
         return cls(
             instance_id=instance.id,
@@ -151,26 +150,27 @@ class _Open:
 class Ledger:
     """The ledger of one market's instances in ``store`` (see the module doc)."""
 
-    def __init__(self, store: StateStore, url: str) -> None:
+    def __init__(self, store: StateStore, url: str, clock: Callable[[], float] = time.time) -> None:
         self.store, self.url = store, url
-        self.skew = 0.0  # the market's clock minus this machine's, as last read
-
-    def now(self) -> float:
-        """The market's time now, as far as the last reading tells."""
-        return time.time() + self.skew
+        self.now = clock  # the market's time (its answers' Date), in which intervals are kept
 
     def observe(self, seen: Sequence[Instance], gone: Iterable[int] = (), complete: bool = False) -> None:
         """Record ``seen`` instances (vastnb's own: others are not its to count) and close
         the intervals of those ``gone`` from the market; ``complete``: ``seen`` is the
         whole account, so any other open interval ends too."""
-        now = time.time()
+        now = self.now()
         readings = [Reading.of(i, now) for i in seen]
-        if readings:
-            self.skew = readings[-1].at - now
         gone = set(gone)
+        asked = {r.instance_id for r in readings} | gone
+        if not asked and not complete:
+            return
+        only = "" if complete else f" AND {{}} IN ({','.join(str(int(i)) for i in asked)})"
         with self.store.transaction() as db:
-            ours = dict(db.execute("SELECT id, destroyed_at FROM instances WHERE url = ?", (self.url,)).fetchall())
-            intervals = {o.instance_id: o for o in map(_open_row, db.execute(_OPEN, (self.url,)))}
+            ours = dict(
+                db.execute("SELECT id, destroyed_at FROM instances WHERE url = ?" + only.format("id"), (self.url,))
+            )
+            rows = db.execute(_OPEN + only.format("instance_id"), (self.url,))
+            intervals = {o.instance_id: o for o in map(_open_row, rows)}
             for reading in readings:
                 if reading.instance_id in ours:
                     self._record(db, intervals.get(reading.instance_id), reading)
@@ -178,7 +178,7 @@ class Ledger:
                 gone |= set(intervals) - {r.instance_id for r in readings}
             for instance_id in gone & set(intervals):
                 destroyed = ours.get(instance_id)
-                at = self.now() if destroyed is None else min(self.now(), destroyed + self.skew)
+                at = now if destroyed is None else min(now, destroyed + now - time.time())
                 self._close(db, intervals[instance_id], at)
 
     def append(self, intervals: Iterable[Interval]) -> int:

@@ -8,6 +8,8 @@ Every failure becomes a :class:`~vastnb.errors.VastError`; the key is sent only 
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import json
 import logging
 import random
@@ -69,6 +71,7 @@ class VastAPI:
     ) -> None:
         self._key = api_key
         self.observers: list[InstanceObserver] = []  # told of every instance read
+        self.skew = 0.0  # the market's clock minus this machine's, from its Date headers
         self.base_url = vast_url(base_url)
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -297,7 +300,14 @@ class VastAPI:
             self._sleep(wait)
             slept += wait
 
+    def now(self) -> float:
+        """The market's time now: this machine's clock, set by the ``Date`` header of the
+        market's last answer (whole seconds, so within half a second)."""
+        return time.time() + self.skew
+
     def _decode(self, method: str, path: str, response: httpx.Response, attempts: int, elapsed: float) -> Any:
+        with contextlib.suppress(KeyError, TypeError, ValueError, OverflowError):
+            self.skew = email.utils.parsedate_to_datetime(response.headers["date"]).timestamp() + 0.5 - time.time()
         try:
             body = response.json()
         except ValueError:

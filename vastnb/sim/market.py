@@ -110,6 +110,17 @@ class Market(OffersMixin, AccountMixin, FaultsMixin):
         with self._tx() as (_, now):
             return now
 
+    def clock(self) -> float:
+        """The simulated time, from the clock file where there is one (no transaction)."""
+        if self.clock_path is not None:
+            try:
+                return time.time() + float(self.clock_path.read_text())
+            except FileNotFoundError:  # written by the first advance: none yet, no offset yet
+                return time.time()
+            except (OSError, ValueError):
+                pass
+        return self.now()
+
     def advance(self, seconds: float) -> None:
         """Move the simulated clock forward: transitions fire and billing accrues."""
         if not 0 <= seconds <= MAX_ADVANCE_S:  # NaN fails too

@@ -7,6 +7,7 @@ bodies, status codes and quirks follow the real Vast API's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -86,6 +87,7 @@ class SimResponse:
     body: bytes
     content_type: str = "application/json"
     timeout: bool = False  # the transport must act as if no answer ever came
+    date: float | None = None  # the simulated clock when it answered (its Date header)
 
     @classmethod
     def of(cls, status: int, data: Any) -> SimResponse:
@@ -135,6 +137,10 @@ class SimAPI:
         self.faults = Faults()
 
     def handle(self, request: SimRequest) -> SimResponse:
+        """The answer to ``request``, dated by the simulated clock."""
+        return dataclasses.replace(self._answer(request), date=self.market.clock())
+
+    def _answer(self, request: SimRequest) -> SimResponse:
         if len(request.body) > MAX_BODY_BYTES:
             return too_large(len(request.body))
         try:

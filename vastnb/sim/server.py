@@ -6,6 +6,7 @@ talk to it. Standard library only: a threading HTTP server is plenty for one use
 
 from __future__ import annotations
 
+import email.utils
 import re
 import socket
 import threading
@@ -87,6 +88,10 @@ class _Handler(BaseHTTPRequestHandler):
         status, code, msg = problem
         self._refuse(SimResponse.of(status, {"success": False, "error": code, "msg": msg}))
         return None
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header: the simulated clock, as the market's own."""
+        return email.utils.formatdate(self.server.api.market.clock() if timestamp is None else timestamp, usegmt=True)
 
     def _send(self, response: SimResponse) -> None:
         self.send_response(response.status)

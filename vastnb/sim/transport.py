@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.utils
+
 import httpx
 
 from vastnb.sim import control  # noqa: F401  (registers the /_sim/ routes)
@@ -28,4 +30,7 @@ class SimTransport(httpx.BaseTransport):
         )
         if response.timeout:
             raise httpx.ReadTimeout("simulated timeout: the server never answered", request=request)
-        return httpx.Response(response.status, content=response.body, headers={"Content-Type": response.content_type})
+        headers = {"Content-Type": response.content_type}
+        if response.date is not None:
+            headers["Date"] = email.utils.formatdate(response.date, usegmt=True)
+        return httpx.Response(response.status, content=response.body, headers=headers)
