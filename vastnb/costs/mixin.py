@@ -108,16 +108,14 @@ class CostsMixin:
         """What a controller runs every poll to hold the budgets over running instances
         (alerts, and at 100% their boxes end): see :mod:`vastnb.costs.enforce`."""
         grace = self.controller_settings.timing.stop_grace_s
-        return Enforcer(self.fleet, self._budget_list(), grace_s=grace, log=log, deadlines=self._box_deadlines(log))
+        deadlines = BoxDeadlines(self.fleet, self._budget_list, log=log)
+        return Enforcer(self.fleet, self._budget_list(), grace_s=grace, log=log, deadlines=deadlines)
 
     def _hold_budgets(self, fleet: Fleet) -> Fleet:
         """``fleet``'s boxes carry their budgets' deadlines, re-armed as boxes come and go."""
         deadlines = BoxDeadlines(fleet, self._budget_list, log=_warn)
         fleet.deadline, fleet.on_change = deadlines, deadlines.changed
         return fleet
-
-    def _box_deadlines(self, log: Callable[[str], None]) -> BoxDeadlines:
-        return BoxDeadlines(self.fleet, self._budget_list, log=log)
 
     def _enforce_budgets_of(self, profile: Profile) -> None:
         """A box of ``profile`` was launched: its budgets are held by the controller if one
