@@ -1,4 +1,5 @@
-"""A sim client whose profiles charge team ``ml``, under a small budget; its controller (if a
+"""A sim client whose profile ``dev-test`` charges team ``ml``, under a small budget (and
+``dev-free`` no one, for tests of what things cost); its controller (if a
 submit starts one) polls often; at the end, the controller stopped and nothing left billing."""
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ dev-test:
   min_reliability: 0.90
   max_duration_hours: 2
   team: ml
+dev-free:
+  gpu: RTX_4090
+  num_gpus: 1
+  max_price_per_hour: 0.25
+  min_reliability: 0.90
+  max_duration_hours: 8
 """
 BUDGETS = "budgets:\n  - {team: ml, monthly_limit_usd: 0.55, alert_thresholds: [0.5, 0.8, 1.0]}\n"
 

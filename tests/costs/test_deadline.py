@@ -11,6 +11,7 @@ from pathlib import Path
 from jobs.conftest import billing, wait_for
 
 from vastnb import Client
+from vastnb.costs.deadline import BACKSTOP_S
 
 
 def _launch_elsewhere(isolated: Path, profiles: Path, name: str) -> None:
@@ -42,12 +43,12 @@ def test_the_boxes_end_themselves_when_the_budget_runs_out_with_every_process_go
     left = 0.55 - sum(vast.api.charged_by_instance(0).values())
     lasts_h = left / burn  # both together: under 1.5 h (one alone would last about 2.7 h)
 
-    vast.sim.advance(lasts_h * 3600 * 0.9)  # not yet
+    vast.sim.advance(lasts_h * 3600)  # the money is out; the backstop gives a live vastnb time to act
     vast.instances()
     assert sorted(billing(vast)) == sorted(r.id for r in boxes.values())
-    vast.sim.advance(lasts_h * 3600 * 0.1 + 120)  # past it, by two minutes
+    vast.sim.advance(BACKSTOP_S + 60)  # nobody did: past the boxes' deadline, by a minute
     wait_for(lambda: not billing(vast), timeout=60, message="both boxes destroyed by their own watchdogs")
     for rental in boxes.values():
         assert "budget ml ran out" in (vast.sim.market.destroyed_by(rental.id) or ""), rental.name
     spent = sum(vast.api.charged_by_instance(0).values())
-    assert spent <= 0.55 + burn * (120 + 10) / 3600  # overshoot: what they spend until the watchdog acts
+    assert spent <= 0.55 + burn * (BACKSTOP_S + 60 + 10) / 3600  # overshoot: the backstop, and the watchdog's check

@@ -33,7 +33,7 @@ def _row(vast: Client, instance_id: int) -> dict[str, object]:
 
 def test_every_state_is_billed_as_the_market_bills_it(vast: Client) -> None:
     assert vast.sim is not None
-    box = vast.launch("dev-test")
+    box = vast.launch("dev-free")
     vast.sim.advance(3600)  # an hour running
     assert box.status == "running"
     vast.sim.market.record_traffic(box.id, up_bytes=2_000_000_000, down_bytes=5_000_000_000)
@@ -68,7 +68,7 @@ def test_every_state_is_billed_as_the_market_bills_it(vast: Client) -> None:
 
 def test_an_interruptible_box_bills_its_bid_and_a_stop_vast_made_is_seen(vast: Client) -> None:
     assert vast.sim is not None
-    box = vast.launch("dev-test", interruptible=True, bid="min+20%")
+    box = vast.launch("dev-free", interruptible=True, bid="min+20%")
     vast.sim.advance(1800)
     assert box.status == "running"
     vast.sim.outbid(box.id)  # Vast stops it by itself: the disk bills on, the GPUs do not
@@ -87,7 +87,7 @@ def test_an_interruptible_box_bills_its_bid_and_a_stop_vast_made_is_seen(vast: C
 
 def test_reconciliation_says_where_the_estimate_and_the_charges_part(vast: Client) -> None:
     assert vast.sim is not None
-    seen, unseen, tampered = vast.launch("dev-test"), vast.launch("dev-test"), vast.launch("dev-test")
+    seen, unseen, tampered = vast.launch("dev-free"), vast.launch("dev-free"), vast.launch("dev-free")
     vast.sim.advance(3600)
     vast.instances()  # one reading of all three
     # A stop no reading saw for an hour: the ledger bills that hour as running.
@@ -113,7 +113,7 @@ def test_reconciliation_says_where_the_estimate_and_the_charges_part(vast: Clien
 
 def test_a_gone_box_is_closed_once_and_its_cost_still_answers(vast: Client) -> None:
     assert vast.sim is not None
-    box = vast.launch("dev-test")
+    box = vast.launch("dev-free")
     vast.sim.advance(3600)
     box.down()
     charged = box.cost()

@@ -8,9 +8,11 @@ boxes is launched, stopped, started or destroyed (:class:`BoxDeadlines` is the f
 ``on_change``), and whenever the controller sees the budget's burn rate change, every box
 of the budget is re-armed with the new deadline.
 
-Overshoot: the deadline is worked out from the market's charges when it is armed, so a
-budget overshoots by at most what its boxes spend between two re-arms at unchanged prices
-(the charges' lag of a few seconds), and the box's watchdog checks at least once a minute.
+The deadline is :data:`BACKSTOP_S` past the moment the money runs out: a controller or a
+notebook that still runs ends the boxes first, with a final checkpoint; the boxes' own
+deadline is the backstop. Overshoot on the boxes alone: what they spend in those two
+minutes and until their watchdog's next check (at most 5 s), plus the charges' lag when
+the deadline was worked out.
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ from dataclasses import dataclass, field
 from vastnb.costs.guard import applicable, burn_rate, standing
 from vastnb.lifecycle.fleet import Fleet
 from vastnb.lifecycle.rental import Rental
+from vastnb.market.records import ActualStatus
 from vastnb.offload import Session, safe
 from vastnb.profiles.budgets import Budget
 
-__all__ = ["BoxDeadlines"]
+__all__ = ["BoxDeadlines", "BACKSTOP_S"]
+
+#: A box ends itself this long after its budget's money runs out: time for a controller or
+#: notebook that still runs to end it first, the gentle way (a final checkpoint on SIGTERM).
+BACKSTOP_S = 120.0
 
 
 @dataclass
@@ -36,7 +43,9 @@ class BoxDeadlines:
     budgets: Callable[[], list[Budget]]
     log: Callable[[str], None] = print
     burn: dict[str, float] = field(default_factory=dict)  # per budget scope, as last armed
-    rearming: list[threading.Thread] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    running: dict[str, threading.Thread] = field(default_factory=dict)  # a re-arm under way, per budget
+    again: set[str] = field(default_factory=set)  # budgets changed again while re-armed
 
     def __call__(self, rental: Rental) -> tuple[float, str] | None:
         """Seconds until the tightest budget of ``rental`` runs out at its current burn,
@@ -45,11 +54,11 @@ class BoxDeadlines:
         if rental.team is None:
             return None
         for budget in applicable(self.budgets(), rental.team, rental.project):
-            where = standing(self.fleet.store, self.fleet.api, self.fleet.url, budget, self.fleet.ledger.now())
+            where = standing(self.fleet.store, self.fleet.api, self.fleet.url, budget, self.fleet.api.now())
             burn, left = float(where["burn_usd_per_hour"]), float(where["remaining_usd"])  # type: ignore[arg-type]
             if burn <= 0:
                 continue
-            seconds = max(0.0, left) / burn * 3600
+            seconds = max(0.0, left) / burn * 3600 + BACKSTOP_S
             if tightest is None or seconds < tightest[0]:
                 tightest = (seconds, f"budget {budget.scope} ran out (${left:,.2f} left at ${burn:,.2f}/h)")
         return tightest
@@ -71,22 +80,44 @@ class BoxDeadlines:
                 self._rearm_soon(budget)
 
     def _rearm_soon(self, budget: Budget) -> None:
+        """Re-arm ``budget``'s boxes in a thread: one at a time per budget, once more after
+        it if another change came meanwhile. Not a daemon: a process that launched or ended
+        a box exits only once the budget's other boxes know their new deadline."""
         self.burn[budget.scope] = burn_rate(self.fleet.store, self.fleet.url, budget)
-        # Not a daemon: a process that launched or ended a box exits only once the budget's
-        # other boxes know their new deadline.
-        thread = threading.Thread(target=self.rearm, args=(budget,), name="vastnb-budget-rearm")
+        with self.lock:
+            if budget.scope in self.running:
+                self.again.add(budget.scope)
+                return
+            thread = threading.Thread(target=self._rearm_until_settled, args=(budget,), name="vastnb-budget-rearm")
+            self.running[budget.scope] = thread
         thread.start()
-        self.rearming.append(thread)
+
+    def _rearm_until_settled(self, budget: Budget) -> None:
+        while True:
+            try:
+                self.rearm(budget)
+            except Exception as exc:  # noqa: BLE001 - the market out of reach: the next change tries again
+                self.log(f"budget {budget.scope}: could not move its boxes' deadlines ({type(exc).__name__}: {exc})")
+            with self.lock:
+                if budget.scope not in self.again:
+                    del self.running[budget.scope]
+                    return
+                self.again.discard(budget.scope)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the re-arms under way."""
+        for thread in list(self.running.values()):
+            thread.join(timeout)
 
     def rearm(self, budget: Budget) -> None:
-        """Arm every live box of ``budget`` with its deadline now; a box out of reach is
-        told, and keeps the deadline it had (the next change tries it again)."""
+        """Arm every running box of ``budget`` (as the market shows it) with its deadline
+        now; a box out of reach is told, and keeps the deadline it had. A box that is not
+        running gets its deadline when it starts."""
+        running = {i.id for i in self.fleet.api.list_instances() if i.actual_status is ActualStatus.RUNNING}
         for rental in self.fleet.store.instances(self.fleet.url):
-            if (
-                not rental.billing
-                or not rental.instance_key
-                or budget not in applicable([budget], rental.team, rental.project)
-            ):
+            if rental.id not in running or not rental.instance_key:
+                continue
+            if budget not in applicable([budget], rental.team, rental.project):
                 continue
             session = Session(self.fleet.transport(rental.id), results=safe)
             try:

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from vastnb.costs.deadline import BoxDeadlines
-from vastnb.costs.guard import applicable, spent_this_month
+from vastnb.costs.guard import applicable, spent_by_budget
 from vastnb.costs.webhook import post_alert
 from vastnb.errors import LifecycleError, VastError
 from vastnb.jobs.queue import JobQueue
@@ -58,15 +58,15 @@ class Enforcer:
         self.webhooks: list[threading.Thread] = []  # alerts being posted
 
     def check(self, now: float | None = None) -> None:
-        """One look at every budget with live instances; alerts, and ends what broke one."""
+        """One look at every budget: alerts for what was spent this month, and the live
+        instances of a budget that broke end."""
         self.fleet.api.list_instances()  # a reading of every instance, for the ledger
-        now = self.fleet.ledger.now() if now is None else now
+        now = self.fleet.api.now() if now is None else now
         live = [r for r in self.fleet.store.instances(self.fleet.url) if r.billing and r.team is not None]
+        spending = spent_by_budget(self.fleet.store, self.fleet.api, self.fleet.url, self.budgets, now)
         for budget in self.budgets:
             counted = [r for r in live if budget in applicable([budget], r.team, r.project)]
-            if not counted:
-                continue
-            spent = spent_this_month(self.fleet.store, self.fleet.api, self.fleet.url, budget, now)
+            spent = spending[budget.scope]
             self._alert(budget, spent, now)
             if spent >= budget.monthly_limit_usd:
                 for rental in counted:

@@ -26,6 +26,7 @@ __all__ = [
     "month_start",
     "month_end",
     "spent_this_month",
+    "spent_by_budget",
     "check_budgets",
     "worst_case",
     "burn_rate",
@@ -55,15 +56,20 @@ def month_end(now: float) -> float:
 
 def spent_this_month(store: StateStore, api: VastAPI, url: str, budget: Budget, now: float) -> float:
     """Dollars the market charged this month for the instances counted against ``budget``."""
-    counted = [
-        r.id
-        for r in store.instances(url, live=False)
-        if r.team == budget.team and (budget.project is None or r.project == budget.project)
-    ]
-    if not counted:
-        return 0.0
+    return spent_by_budget(store, api, url, [budget], now)[budget.scope]
+
+
+def spent_by_budget(
+    store: StateStore, api: VastAPI, url: str, budgets: Iterable[Budget], now: float
+) -> dict[str, float]:
+    """Dollars the market charged this month for the instances counted against each of
+    ``budgets``, by scope: one look at the charges for them all."""
+    rentals = store.instances(url, live=False)
+    counted = {b.scope: [r.id for r in rentals if applicable([b], r.team, r.project)] for b in budgets}
+    if not any(counted.values()):
+        return dict.fromkeys(counted, 0.0)
     charged = api.charged_by_instance(month_start(now), now + 366 * 86400)
-    return sum(charged.get(instance_id, 0.0) for instance_id in counted)
+    return {scope: sum(charged.get(i, 0.0) for i in ids) for scope, ids in counted.items()}
 
 
 def worst_case(profile: Profile) -> float:

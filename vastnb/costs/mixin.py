@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -99,7 +98,7 @@ class CostsMixin:
         """Each budget of ``budgets.yaml`` this month: limit, spent (the market's charges for
         its team's instances), remaining, the burn rate of its live instances, the month-end
         projected at that rate, and the highest alert threshold reached."""
-        now = self.fleet.ledger.now()
+        now = self.fleet.api.now()
         store, url = self.fleet.store, self.fleet.url
         rows = [standing(store, self.api, url, b, now) for b in self._budget_list()]
         return self._market_frame(pd.DataFrame(rows, columns=BUDGET_COLUMNS))
@@ -137,7 +136,7 @@ class CostsMixin:
         :mod:`vastnb.costs.guard`); nothing to check for a profile charged to no team."""
         if profile.team is None:
             return
-        now = time.time()
+        now = self.fleet.api.now()  # the market's month
         store, url = self.fleet.store, self.fleet.url
         check_budgets(profile, self._budget_list(), lambda b: spent_this_month(store, self.api, url, b, now), what=what)
 
@@ -168,7 +167,7 @@ class CostsMixin:
             since=since,
             until=until,
             freq=freq,
-            now=self.fleet.ledger.now(),
+            now=self.fleet.api.now(),
             budgets=self._budget_list(),
         )
         return self._market_frame(frame)
@@ -178,6 +177,6 @@ class CostsMixin:
         item by item, over the same window (default: this month so far); ``differs`` marks
         those more than a cent and 1% apart."""
         self.fleet.api.list_instances()
-        start = as_epoch(since, what="since") if since is not None else month_start(self.fleet.ledger.now())
+        start = as_epoch(since, what="since") if since is not None else month_start(self.fleet.api.now())
         end = as_epoch(until, what="until") if until is not None else None
         return self._market_frame(reconcile(self.fleet.store, self.fleet.url, self.api, since=start, until=end))

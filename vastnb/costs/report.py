@@ -49,9 +49,20 @@ REPORT_COLUMNS = [
     "share_of_budget",
 ]
 _MONEY = ["gpu", "disk", "bwu", "bwd", "gpu_s"]
-_ATTRIBUTION = """SELECT i.id, i.name, j.name, i.profile, i.gpu_name, COALESCE(i.num_gpus, 1), i.team, i.project,
+_ATTRIBUTION = """SELECT i.id, i.name, i.job, j.name, i.profile, i.gpu_name, COALESCE(i.num_gpus, 1), i.team, i.project,
     i.user FROM instances i LEFT JOIN jobs j ON j.id = i.job WHERE i.url = ?"""
-_ATTRIBUTION_COLUMNS = ["instance_id", "name", "job", "profile", "gpu_name", "num_gpus", "team", "project", "user"]
+_ATTRIBUTION_COLUMNS = [
+    "instance_id",
+    "name",
+    "job_id",
+    "job",
+    "profile",
+    "gpu_name",
+    "num_gpus",
+    "team",
+    "project",
+    "user",
+]
 
 
 def as_epoch(when: Any, *, what: str) -> float:
@@ -165,7 +176,9 @@ def cost_report(
         who = pd.DataFrame(db.execute(_ATTRIBUTION, (url,)).fetchall(), columns=_ATTRIBUTION_COLUMNS)
     rows = days.merge(who, on="instance_id", how="left")
     rows["gpu_s"] *= rows["num_gpus"]
-    keys = [DIMENSIONS[d] for d in dims]
+    keys = [
+        key for d in dims for key in (["job_id", "job"] if d == "job" else [DIMENSIONS[d]])
+    ]  # jobs may share a name
     if period:
         stamps = pd.to_datetime(rows["day"], unit="s")
         rows["period"] = stamps.dt.to_period(PERIODS[period]).dt.start_time
@@ -186,7 +199,8 @@ def cost_report(
     frame = frame.rename(columns={v: k for k, v in DIMENSIONS.items() if k in dims})
     sort = (["period"] if period else []) + ["total_usd"]
     frame = frame.sort_values(sort, ascending=[True] * (len(sort) - 1) + [False], kind="stable")
-    return frame[[*dims, *(["period"] if period else []), *REPORT_COLUMNS]].reset_index(drop=True)
+    shown = [column for d in dims for column in (["job_id", "job"] if d == "job" else [d])]
+    return frame[[*shown, *(["period"] if period else []), *REPORT_COLUMNS]].reset_index(drop=True)
 
 
 def _shares(frame: pd.DataFrame, dims: list[str], budgets: list[Budget]) -> Any:
