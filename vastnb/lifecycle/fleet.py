@@ -34,6 +34,7 @@ from vastnb.lifecycle.readiness import NotReady, wait_ready
 from vastnb.lifecycle.rental import Rental
 from vastnb.lifecycle.states import InstanceState
 from vastnb.lifecycle.store import SessionInfo, StateStore
+from vastnb.lifecycle.watchdog import arm_watchdog
 from vastnb.market.records import CreatedInstance, Instance
 from vastnb.market.selection import Candidate
 from vastnb.offload import Session, Transport
@@ -234,32 +235,8 @@ class Fleet:
         return self.backend.transport(instance_id)
 
     def arm_watchdog(self, session: Session, instance_id: int) -> dict[str, Any]:
-        """Tell the box to destroy itself past the profile's max duration, or when its
-        budget's money runs out (:attr:`deadline`), or after ``silence_s`` without any
-        orchestrator. It gets the instance's own restricted key, never the account's."""
-        from vastnb_worker import watchdog
-
-        rental = self.rental(instance_id)
-        if rental is None or not rental.instance_key:
-            return {}
-        remaining, reason = None, None
-        if rental.max_duration_hours:
-            remaining = rental.max_duration_hours * 3600 - (time.time() - rental.created_at)
-        budget = self.deadline(rental) if self.deadline else None
-        if budget is not None and (remaining is None or budget[0] < remaining):
-            remaining, reason = budget
-        end = self.backend.self_destruct()
-        armed: dict[str, Any] = session.control(
-            watchdog.arm,
-            instance_id,
-            end.url,
-            rental.instance_key,
-            remaining_s=remaining,
-            silence_s=self.backend.box.silence_s,
-            clock=end.clock,
-            reason=reason,
-        )
-        return armed
+        """Arm the box's watchdog (see :func:`vastnb.lifecycle.watchdog.arm_watchdog`)."""
+        return arm_watchdog(self, session, instance_id)
 
     # -- a rented instance ---------------------------------------------------------------
 
