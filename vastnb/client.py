@@ -127,8 +127,7 @@ class Client(CostsMixin, JobsMixin):
         """End this client: its session's boxes are destroyed (kept ones are listed)."""
         if "fleet" in self.__dict__:
             self.fleet.close()
-        if self.budget_watch is not None:
-            self.budget_watch.stop()
+        self._close_costs()
         self.provider.close()
 
     def __enter__(self) -> Client:

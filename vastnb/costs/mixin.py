@@ -77,6 +77,7 @@ class CostsMixin:
     controller_settings: ControllerSettings
     #: The thread holding the budgets in this process while no controller runs, if started.
     budget_watch: BudgetWatch | None = None
+    _deadlines: BoxDeadlines | None = None
     controller: ControllerProcess
     _profiles_path: str | os.PathLike[str] | None
     _budgets: list[Budget] | None
@@ -112,9 +113,17 @@ class CostsMixin:
 
     def _hold_budgets(self, fleet: Fleet) -> Fleet:
         """``fleet``'s boxes carry their budgets' deadlines, re-armed as boxes come and go."""
-        deadlines = BoxDeadlines(fleet, self._budget_list, log=_warn)
-        fleet.deadline, fleet.on_change = deadlines, deadlines.changed
+        self._deadlines = BoxDeadlines(fleet, self._budget_list, log=_warn)
+        fleet.deadline, fleet.on_change = self._deadlines, self._deadlines.changed
         return fleet
+
+    def _close_costs(self) -> None:
+        """Before the client closes: its budget watch ends, and the boxes being re-armed
+        get their deadlines (the market's connection is still open for them)."""
+        if self.budget_watch is not None:
+            self.budget_watch.stop()
+        if self._deadlines is not None:
+            self._deadlines.join(timeout=60)
 
     def _enforce_budgets_of(self, profile: Profile) -> None:
         """A box of ``profile`` was launched: its budgets are held by the controller if one
