@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from vastnb.errors import InstanceGoneError
+from vastnb.errors import ConfigError, InstanceGoneError
 from vastnb.lifecycle.rental import Rental
 from vastnb.market.records import Instance
 from vastnb.offload import CellResult, RemoteTask, ResultPolicy, Session, safe, trusted
@@ -178,11 +178,27 @@ class Box:
         traceback names the cell."""
         return self.options().run_cell(source, push=push, pull=pull, name=name)
 
-    def options(self, *, trust: bool | None = None) -> RunOptions:
+    def options(self, *, trust: bool | None = None, nproc: int | str | None = None, ranks: str = "0") -> RunOptions:
         """This box with settings for the next calls, apart from their arguments:
         ``box.options(trust=True).run(fn, *args, **kwargs)``. ``trust`` (default: the
-        box's ``trust``) brings results back by full pickle: see the class doc."""
-        return RunOptions(self, self.trust if trust is None else trust)
+        box's ``trust``) brings results back by full pickle: see the class doc. ``nproc``
+        runs a call in that many ranks under torch.distributed's elastic launcher (``"gpu"``:
+        one per GPU of the box), returning rank 0's value, or every rank's in rank order
+        with ``ranks="all"`` (see :mod:`vastnb_worker.distributed`)."""
+        return RunOptions(self, self.trust if trust is None else trust, nproc=self._ranks(nproc), ranks=ranks)
+
+    def _ranks(self, nproc: int | str | None) -> int | None:
+        """How many ranks ``nproc`` asks for on this box (None: a plain call)."""
+        if nproc is None:
+            return None
+        if nproc == "gpu":
+            gpus = self.rental.num_gpus
+            if not gpus:
+                raise ConfigError(f"{self.name} has no GPU count on record: pass nproc=N (a number of ranks)")
+            return int(gpus)
+        if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+            raise ConfigError(f"nproc must be 'gpu' (one rank per GPU) or a number of ranks from 1, not {nproc!r}")
+        return nproc
 
     def grant_storage(
         self,
@@ -227,15 +243,24 @@ class Box:
 class RunOptions:
     """A box with settings for the calls made through it (see :meth:`Box.options`)."""
 
-    def __init__(self, box: Box, trust: bool) -> None:
-        self.box, self.trust = box, trust
+    def __init__(self, box: Box, trust: bool, *, nproc: int | None = None, ranks: str = "0") -> None:
+        if ranks not in ("0", "all"):
+            raise ConfigError(f"ranks must be '0' (rank 0's value) or 'all' (every rank's), not {ranks!r}")
+        self.box, self.trust, self.nproc, self.ranks = box, trust, nproc, ranks
         self.results: ResultPolicy = trusted if trust else safe
 
     def __repr__(self) -> str:
-        return f"<{self.box!r} options trust={self.trust}>"
+        ranks = f" nproc={self.nproc} ranks={self.ranks}" if self.nproc else ""
+        return f"<{self.box!r} options trust={self.trust}{ranks}>"
 
     def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` on the box; its value (see :meth:`Box.run`)."""
+        """``fn(*args, **kwargs)`` on the box; its value (see :meth:`Box.run`). With
+        ``nproc``, in every rank: rank 0's value, or every rank's with ``ranks="all"``."""
+        if self.nproc is not None:
+            from vastnb_worker import distributed
+
+            extra = {"nproc": self.nproc, "ranks": self.ranks}
+            return self.box.session.invoke(distributed.run_ranks, (fn, args, kwargs), extra, results=self.results)
         return self.box.session.invoke(fn, args, kwargs, results=self.results)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteTask:

@@ -1,0 +1,161 @@
+"""torch.distributed on the box: a call run in every rank under PyTorch's elastic launcher
+(what ``torchrun`` runs), and the helpers a training function wants in its ranks.
+
+In a rank (``box.options(nproc=4).run(train)`` on the notebook's side)::
+
+    from vastnb_worker import distributed as dist
+
+    def train(cfg):
+        dist.setup()                      # init_process_group from the launcher's environment
+        model = DDP(build(cfg))           # NCCL on GPUs, gloo on CPUs
+        ...
+        if dist.is_main():
+            print("done")
+
+:func:`run_ranks` is what the worker runs for such a call: ``torch.distributed.launcher``'s
+``elastic_launch`` with a c10d rendezvous on this box's loopback, one process per rank
+(``LOCAL_RANK``, ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT`` set by the launcher),
+each rank's output teed through the launcher with its rank in front (``[r2]``). A rank that
+fails tears the group down, and the error names the rank with its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import uuid
+from typing import Any, Callable, Optional
+
+__all__ = ["setup", "is_main", "barrier", "rank", "world_size", "local_rank", "run_ranks", "RankError"]
+
+
+class RankError(RuntimeError):
+    """A rank of a distributed call failed: which one, and its traceback."""
+
+
+def rank() -> int:
+    """This process's global rank (0 outside a distributed call)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    """This process's rank on its machine (its GPU index)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def world_size() -> int:
+    """How many ranks the call runs in (1 outside a distributed call)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main() -> bool:
+    """Whether this is rank 0: the one that logs, saves and returns the call's value."""
+    return rank() == 0
+
+
+def setup(backend: Optional[str] = None) -> str:
+    """``torch.distributed.init_process_group`` from the launcher's environment, once: NCCL
+    when this box has CUDA (and this rank's GPU made the current device), else gloo. The
+    backend in use."""
+    import torch
+    import torch.distributed as td
+
+    if not td.is_initialized():
+        chosen = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        if chosen == "nccl":
+            torch.cuda.set_device(local_rank())
+        td.init_process_group(backend=chosen)
+    return str(td.get_backend())
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for outside a distributed call)."""
+    import torch.distributed as td
+
+    if td.is_initialized():
+        td.barrier()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rank_main(folder: str) -> None:
+    """One rank, a process of its own started by the launcher: the call from ``folder``,
+    its value pickled back there as ``r<RANK>.pkl``. An exception is recorded for the
+    launcher, which tells it with the rank."""
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    record(_call)(folder)
+
+
+def _call(folder: str) -> None:
+    import cloudpickle
+    import torch.distributed as td
+
+    with open(os.path.join(folder, "call.pkl"), "rb") as f:
+        fn, args, kwargs = cloudpickle.load(f)
+    try:
+        value = fn(*args, **kwargs)
+    finally:
+        if td.is_available() and td.is_initialized():
+            td.destroy_process_group()
+    with open(os.path.join(folder, f"r{rank()}.pkl"), "wb") as f:
+        cloudpickle.dump(value, f)
+
+
+def _package_root() -> str:
+    """Where ``vastnb_worker`` is imported from (the worker's zip on a box)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_ranks(fn: Callable[..., Any], args: tuple, kwargs: dict, *, nproc: int, ranks: str = "0") -> Any:
+    """``fn(*args, **kwargs)`` in ``nproc`` ranks on this box under torch's elastic
+    launcher; rank 0's value, or (``ranks="all"``) every rank's, in rank order."""
+    import cloudpickle
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ValueError(f"nproc must be a number of processes (1 or more), not {nproc!r}")
+    if ranks not in ("0", "all"):
+        raise ValueError(f"ranks must be '0' (rank 0's value) or 'all', not {ranks!r}")
+    folder = tempfile.mkdtemp(prefix="vastnb-ranks-")
+    with open(os.path.join(folder, "call.pkl"), "wb") as f:
+        cloudpickle.dump((fn, args, kwargs), f)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=uuid.uuid4().hex,
+        rdzv_backend="c10d",
+        rdzv_endpoint=f"127.0.0.1:{_free_port()}",
+        max_restarts=0,
+        logs_specs=DefaultLogsSpecs(log_dir=os.path.join(folder, "logs"), redirects=Std.ALL, tee=Std.ALL),
+        log_line_prefix_template="[r${rank}] ",
+        local_addr="127.0.0.1",
+    )
+    start = f"import sys; sys.path.insert(0, {_package_root()!r}); from vastnb_worker.distributed import rank_main; rank_main(sys.argv[1])"
+    try:
+        elastic_launch(config, sys.executable)("-c", start, folder)
+    except ChildFailedError as exc:
+        first, failure = exc.get_first_failure()  # the rank that failed first: the cause
+        message = failure.message
+        if isinstance(message, dict):
+            message = message.get("message", "")
+        raise RankError(
+            f"rank {first} of {nproc} failed (exit code {failure.exitcode}); the group was torn down.\n"
+            f"{str(message).strip() or '(no traceback: the rank was killed)'}"
+        ) from None
+    values = []
+    for r in range(nproc):
+        with open(os.path.join(folder, f"r{r}.pkl"), "rb") as f:
+            values.append(cloudpickle.load(f))
+    shutil.rmtree(folder, ignore_errors=True)
+    return values if ranks == "all" else values[0]
