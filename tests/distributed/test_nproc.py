@@ -3,6 +3,9 @@ gloo on the CPU, a c10d rendezvous on the box's loopback (a simulated box with 4
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -116,3 +119,30 @@ def test_a_bad_number_of_ranks_is_refused_before_anything_runs(box: Box, nproc: 
 def test_ranks_must_be_0_or_all(box: Box) -> None:
     with pytest.raises(ConfigError, match="ranks must be '0'"):
         box.options(nproc=2, ranks="1")
+
+
+def sleepy() -> None:
+    import time
+
+    print("waiting", flush=True)
+    time.sleep(120)
+
+
+def ranks_running() -> int:
+    """Rank processes alive on this box (the launcher starts them with rank_main)."""
+    import subprocess
+
+    listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    return sum("rank_main" in line and "ps -eo" not in line for line in listed.splitlines())
+
+
+def test_ctrl_c_stops_every_rank_and_the_next_ctrl_c_still_works(box: Box) -> None:
+    for run in (box.options(nproc=3).run, box.run):  # after ranks, a plain call's Ctrl-C too
+        timer = threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                run(sleepy)
+        finally:
+            timer.cancel()
+        assert box.run(ranks_running) == 0

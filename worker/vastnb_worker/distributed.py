@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -30,6 +31,9 @@ import uuid
 from typing import Any, Callable, Optional
 
 __all__ = ["setup", "is_main", "barrier", "rank", "world_size", "local_rank", "run_ranks", "RankError"]
+
+
+_LAUNCHER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 class RankError(RuntimeError):
@@ -118,7 +122,7 @@ def run_ranks(fn: Callable[..., Any], args: tuple, kwargs: dict, *, nproc: int, 
     """``fn(*args, **kwargs)`` in ``nproc`` ranks on this box under torch's elastic
     launcher; rank 0's value, or (``ranks="all"``) every rank's, in rank order."""
     import cloudpickle
-    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException, Std
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -142,8 +146,15 @@ def run_ranks(fn: Callable[..., Any], args: tuple, kwargs: dict, *, nproc: int, 
         local_addr="127.0.0.1",
     )
     start = f"import sys; sys.path.insert(0, {_package_root()!r}); from vastnb_worker.distributed import rank_main; rank_main(sys.argv[1])"
+    # The launcher handles these signals itself while it runs (ending every rank); the
+    # worker's own handlers (Ctrl-C for the next task) are put back after it.
+    handlers = {sig: signal.getsignal(sig) for sig in _LAUNCHER_SIGNALS}
     try:
         elastic_launch(config, sys.executable)("-c", start, folder)
+    except SignalException as exc:
+        if exc.sigval == signal.SIGINT:  # Ctrl-C: every rank ended, the call interrupted
+            raise KeyboardInterrupt from None
+        raise
     except ChildFailedError as exc:
         first, failure = exc.get_first_failure()  # the rank that failed first: the cause
         message = failure.message
@@ -153,6 +164,9 @@ def run_ranks(fn: Callable[..., Any], args: tuple, kwargs: dict, *, nproc: int, 
             f"rank {first} of {nproc} failed (exit code {failure.exitcode}); the group was torn down.\n"
             f"{str(message).strip() or '(no traceback: the rank was killed)'}"
         ) from None
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     values = []
     for r in range(nproc):
         with open(os.path.join(folder, f"r{r}.pkl"), "rb") as f:
