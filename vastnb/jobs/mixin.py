@@ -12,6 +12,7 @@ from vastnb.jobs import submit as work
 from vastnb.jobs.controller import ControllerProcess
 from vastnb.jobs.job import Job
 from vastnb.jobs.service import Jobs
+from vastnb.lifecycle.box import ranks_for
 from vastnb.offload.cells import CELL_NAME
 from vastnb.profiles.profile import Profile
 
@@ -73,6 +74,7 @@ class JobsMixin:
         trust: bool = False,
         team: str | None = None,
         project: str | None = None,
+        nproc: int | str | None = None,
     ) -> Job:
         """Queue ``fn(*args, **kwargs)`` as a job and return at once. A controller process
         (started if none runs) rents a box for ``profile``, runs it there, and when the box
@@ -81,7 +83,16 @@ class JobsMixin:
         ``priority`` runs first. An exception of ``fn`` fails the job (run again up to
         ``retry_on_error`` times). ``trust`` decodes its result by full pickle. ``team`` and
         ``project`` (default: the profile's) say whose budget it spends: a job whose worst case
-        breaks one is refused (:class:`~vastnb.errors.BudgetError`) and nothing is queued."""
+        breaks one is refused (:class:`~vastnb.errors.BudgetError`) and nothing is queued.
+        ``nproc`` runs it in that many ranks under torch.distributed's launcher (``"gpu"``:
+        one per GPU of the profile), rank 0's value its result; a recovery starts the whole
+        group again on the new box."""
+        gpus = (profile if isinstance(profile, Profile) else self.profile(profile)).num_gpus
+        ranked = ranks_for(nproc, gpus, f"profile {getattr(profile, 'name', profile)!r}")
+        if ranked is not None:
+            from vastnb_worker import distributed
+
+            fn, args, kwargs = distributed.run_ranks, (fn, tuple(args), dict(kwargs or {})), {"nproc": ranked}
         return self._submit(
             work.call_work(fn, args, kwargs),
             "call",

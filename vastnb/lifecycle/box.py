@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from vastnb.lifecycle.fleet import Fleet
     from vastnb.storage.grants import Renewal
 
-__all__ = ["Box", "RunOptions"]
+__all__ = ["ranks_for", "Box", "RunOptions"]
 
 
 class Box:
@@ -185,20 +185,8 @@ class Box:
         runs a call in that many ranks under torch.distributed's elastic launcher (``"gpu"``:
         one per GPU of the box), returning rank 0's value, or every rank's in rank order
         with ``ranks="all"`` (see :mod:`vastnb_worker.distributed`)."""
-        return RunOptions(self, self.trust if trust is None else trust, nproc=self._ranks(nproc), ranks=ranks)
-
-    def _ranks(self, nproc: int | str | None) -> int | None:
-        """How many ranks ``nproc`` asks for on this box (None: a plain call)."""
-        if nproc is None:
-            return None
-        if nproc == "gpu":
-            gpus = self.rental.num_gpus
-            if not gpus:
-                raise ConfigError(f"{self.name} has no GPU count on record: pass nproc=N (a number of ranks)")
-            return int(gpus)
-        if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
-            raise ConfigError(f"nproc must be 'gpu' (one rank per GPU) or a number of ranks from 1, not {nproc!r}")
-        return nproc
+        ranked = ranks_for(nproc, self.rental.num_gpus, self.name)
+        return RunOptions(self, self.trust if trust is None else trust, nproc=ranked, ranks=ranks)
 
     def grant_storage(
         self,
@@ -238,6 +226,19 @@ class Box:
 
     def _refresh(self) -> None:
         self._record = self._fleet.rental(self.id) or self._record
+
+
+def ranks_for(nproc: int | str | None, gpus: int | None, what: str) -> int | None:
+    """How many ranks ``nproc`` asks for on ``what`` with ``gpus`` GPUs (None: a plain call)."""
+    if nproc is None:
+        return None
+    if nproc == "gpu":
+        if not gpus:
+            raise ConfigError(f"{what} has no GPU count on record: pass nproc=N (a number of ranks)")
+        return int(gpus)
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ConfigError(f"nproc must be 'gpu' (one rank per GPU) or a number of ranks from 1, not {nproc!r}")
+    return nproc
 
 
 class RunOptions:

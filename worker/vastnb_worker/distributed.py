@@ -21,6 +21,7 @@ fails tears the group down, and the error names the rank with its traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -29,6 +30,8 @@ import sys
 import tempfile
 import uuid
 from typing import Any, Callable, Optional
+
+from . import job
 
 __all__ = ["setup", "is_main", "barrier", "rank", "world_size", "local_rank", "run_ranks", "RankError"]
 
@@ -103,9 +106,10 @@ def _call(folder: str) -> None:
     import torch.distributed as td
 
     with open(os.path.join(folder, "call.pkl"), "rb") as f:
-        fn, args, kwargs = cloudpickle.load(f)
+        fn, args, kwargs, job_meta = cloudpickle.load(f)
     try:
-        value = fn(*args, **kwargs)
+        with job.bound(job_meta):  # the job the call runs as, in every rank
+            value = fn(*args, **kwargs)
     finally:
         if td.is_available() and td.is_initialized():
             td.destroy_process_group()
@@ -131,8 +135,10 @@ def run_ranks(fn: Callable[..., Any], args: tuple, kwargs: dict, *, nproc: int, 
     if ranks not in ("0", "all"):
         raise ValueError(f"ranks must be '0' (rank 0's value) or 'all', not {ranks!r}")
     folder = tempfile.mkdtemp(prefix="vastnb-ranks-")
+    current = job.context()
+    job_meta = dataclasses.asdict(current) if current is not None else None
     with open(os.path.join(folder, "call.pkl"), "wb") as f:
-        cloudpickle.dump((fn, args, kwargs), f)
+        cloudpickle.dump((fn, args, kwargs, job_meta), f)
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,

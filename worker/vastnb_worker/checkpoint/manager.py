@@ -64,6 +64,9 @@ class CheckpointManager:
     ``max_manifest_bytes``: a manifest in the store bigger than this (vastnb writes a few
     KiB) is refused unread, as a shared bucket may hold anything.
 
+    In a distributed call (``box.options(nproc=...)``), only rank 0 saves (its state is
+    every rank's under DDP) and every rank loads; ``every_rank=True`` makes each rank save.
+
     Close it (or use ``with``) so that the last checkpoint is waited for.
     """
 
@@ -81,8 +84,11 @@ class CheckpointManager:
         handle_sigterm: bool = True,
         retries: int = 3,
         max_manifest_bytes: int = MAX_MANIFEST_BYTES,
+        every_rank: bool = False,
         **store_options: Any,
     ) -> None:
+        # In a distributed call (DDP: every rank holds the same state), rank 0 saves for all.
+        self.quiet = not every_rank and int(os.environ.get("RANK", "0")) != 0
         if every_steps is not None and every_steps < 1:
             raise ValueError(f"every_steps must be at least 1, not {every_steps}")
         if url is None:
@@ -152,6 +158,10 @@ class CheckpointManager:
         """
         self._check_open()
         preempted = self.preemption.requested
+        if self.quiet:  # another rank saves; after SIGTERM this one just ends
+            if preempted:
+                self.preemption.finish()
+            return None
         if not preempted:  # after SIGTERM, a final checkpoint matters more than an old failure
             self._raise_failure()
         if not (force or self.should_save(step)):
