@@ -26,14 +26,19 @@ quad:
 
 
 @pytest.fixture(scope="module")
-def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     folder = tmp_path_factory.mktemp("distributed")
     (folder / "gpu_profiles.yaml").write_text(PROFILE)
     client = Client(backend="sim", home=folder / "vastnb", profiles=folder / "gpu_profiles.yaml")
     try:
-        yield client.launch("quad")
+        yield client
     finally:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def box(client: Client) -> Box:
+    return client.launch("quad")
 
 
 def all_reduce(offset: float) -> tuple[int, int, int, float]:
@@ -146,3 +151,34 @@ def test_ctrl_c_stops_every_rank_and_the_next_ctrl_c_still_works(box: Box) -> No
         finally:
             timer.cancel()
         assert box.run(ranks_running) == 0
+
+
+CELL = """
+from vastnb_worker import distributed as dist
+dist.setup()
+import torch, torch.distributed as td
+total = torch.tensor([float(dist.rank() + base)])
+td.all_reduce(total)
+mine = dist.rank()
+print("rank", mine, "has", total.item())
+total.item() * 2
+"""
+
+
+def test_a_cell_runs_in_every_rank_and_rank_0_s_names_come_back(box: Box) -> None:
+    result = box.options(nproc=2).run_cell(CELL, push={"base": 5}, pull=["mine"])
+    assert dict(result) == {"mine": 0} and result.value == (5 + 6) * 2
+
+
+def test_vast_run_nproc_in_a_notebook(client: Client, box: Box, capsys: pytest.CaptureFixture[str]) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from vastnb.front.magics import VastMagics
+
+    shell = InteractiveShell.instance()
+    shell.register_magics(VastMagics(shell, client=client))
+    shell.user_ns["base"] = 1
+    shell.run_cell_magic("vast", f"run --on {box.name} --nproc gpu --pull mine", CELL)
+    assert shell.user_ns["mine"] == 0
+    out = capsys.readouterr().out
+    assert all(f"[r{r}] rank {r} has {4 + 6:.1f}" in out for r in range(4))  # 1 + 2 + 3 + 4

@@ -158,6 +158,11 @@ TABLE = Command(
                     "bring back any object by full pickle (it can run code here): for a box you trust",
                     action="store_true",
                 ),
+                Flag(
+                    ("--nproc",),
+                    "run the cell in N ranks under torch.distributed (gpu: one per GPU); rank 0's names come back",
+                    metavar="N|gpu",
+                ),
             ),
             api="vastnb:Box.run_cell",
             fronts=MAGIC,

@@ -262,7 +262,9 @@ class VastMagics(JobMagicsMixin, Magics):
         box = self._box(args.on)
         # Tracebacks name the notebook's cell and its lines: line 1 is the %%vast line.
         cell, name = "\n" + cell, self._cell_name()
-        run = box.options(trust=args.trust or None)
+        run = box.options(trust=args.trust or None, nproc=_nproc(args.nproc))
+        if args.detach and run.nproc is not None:
+            raise UsageError("--detach and --nproc do not go together yet: run the ranks attached, or submit a job")
         if args.detach:
             task = run.submit_cell(cell, push=push, pull=pull, name=name)
             self.tasks[task.id] = task
@@ -302,3 +304,12 @@ class VastMagics(JobMagicsMixin, Magics):
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext vastnb``: register ``%vast`` and ``%%vast``."""
     ipython.register_magics(VastMagics(ipython))
+
+
+def _nproc(value: str | None) -> int | str | None:
+    """``--nproc``: ``gpu`` or a number of ranks."""
+    if value is None or value == "gpu":
+        return value
+    if not value.isdigit():
+        raise UsageError(f"--nproc takes a number of ranks or gpu, not {value!r}")
+    return int(value)

@@ -277,6 +277,13 @@ class RunOptions:
         name: str = CELL_NAME,
     ) -> CellResult:
         """Run notebook ``source`` on the box (see :meth:`Box.run_cell`)."""
+        if self.nproc is not None:  # in every rank, each with a namespace of its own
+            from vastnb_worker import distributed
+
+            outcome = self.run(distributed.cell, source, dict(push or {}), tuple(pull), name)
+            result = CellResult(outcome["pull"])
+            result.value = outcome["value"]
+            return result
         return self.box.session.run_cell(source, push=push, pull=pull, name=name, results=self.results)
 
     def submit_cell(

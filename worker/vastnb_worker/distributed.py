@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional
 
 from . import job
 
-__all__ = ["setup", "is_main", "barrier", "rank", "world_size", "local_rank", "run_ranks", "RankError"]
+__all__ = ["setup", "is_main", "barrier", "rank", "world_size", "local_rank", "run_ranks", "cell", "RankError"]
 
 
 _LAUNCHER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -84,6 +84,14 @@ def barrier() -> None:
 
     if td.is_initialized():
         td.barrier()
+
+
+def cell(source: str, push: dict, pull: tuple, filename: str) -> Any:
+    """A notebook cell in one rank, in a namespace of its own holding the pushed names:
+    ``{"value": its last expression, "pull": the pulled names}`` (``%%vast run --nproc``)."""
+    from .tasks import cell_result
+
+    return cell_result((source, push, pull, filename), {"__name__": "__main__"})
 
 
 def _free_port() -> int:

@@ -150,10 +150,12 @@ def execute(task: Task, namespace: dict[str, Any]) -> Any:
         if request.kind == Kind.CALL:
             fn, fn_args, fn_kwargs = args
             return fn(*fn_args, **fn_kwargs)
-        return _cell(args, namespace)
+        return cell_result(args, namespace)
 
 
-def _cell(args: Any, namespace: dict[str, Any]) -> Any:
+def cell_result(args: Any, namespace: dict[str, Any]) -> Any:
+    """Run a cell's ``(source, push, pull, filename)`` in ``namespace``: its last
+    expression's value and the names it pulls back."""
     source, push, pull, filename = args
     namespace.update(push)
     value = run_cell(source, namespace, filename)
