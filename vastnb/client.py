@@ -7,8 +7,10 @@ marked as simulated wherever they are shown.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import secrets
 import time
 from collections.abc import Sequence
 from functools import cached_property
@@ -27,6 +29,7 @@ from vastnb.jobs.controller import ControllerSettings
 from vastnb.jobs.mixin import JobsMixin
 from vastnb.lifecycle.box import Box
 from vastnb.lifecycle.fleet import Fleet, FleetEntry, parse_label
+from vastnb.lifecycle.group import BoxGroup, check_group_backend
 from vastnb.lifecycle.launch import LaunchPolicy, Progress
 from vastnb.lifecycle.store import StateStore
 from vastnb.market.query import looks_like_query, parse_order, parse_query
@@ -209,6 +212,33 @@ class Client(CostsMixin, JobsMixin):
         box = self.fleet.launch(chosen, name=name, keep=keep, progress=progress)
         self._enforce_budgets_of(chosen)
         return box
+
+    def launch_group(
+        self,
+        profile: str | Profile,
+        *,
+        nodes: int,
+        name: str | None = None,
+        keep: bool = False,
+        team: str | None = None,
+        project: str | None = None,
+    ) -> BoxGroup:
+        """Rent ``nodes`` boxes of ``profile`` for one multi-node run (``group.options(nproc=
+        "gpu").run(train)``): launched together, and if any cannot be, every one launched is
+        destroyed before the error is raised. Refused before renting where the market cannot
+        connect the nodes (see :mod:`vastnb.lifecycle.group`)."""
+        check_group_backend(self.simulated, nodes)
+        base = name or f"{profile if isinstance(profile, str) else profile.name}-group-{secrets.token_hex(2)}"
+        boxes: list[Box] = []
+        try:
+            for node in range(nodes):
+                boxes.append(self.launch(profile, name=f"{base}-{node}", keep=keep, team=team, project=project))
+        except BaseException:
+            for box in boxes:
+                with contextlib.suppress(Exception):
+                    box.down()
+            raise
+        return BoxGroup(boxes)
 
     def attach(self, ref: str | int) -> Box:
         """The box called ``ref`` (a name or instance id), launched earlier, perhaps by

@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional
 
 from . import job
 
-__all__ = ["setup", "is_main", "barrier", "rank", "world_size", "local_rank", "run_ranks", "cell", "RankError"]
+__all__ = ["setup", "is_main", "barrier", "rank", "world_size", "local_rank", "run_ranks", "cell", "free_port", "RankError"]
 
 
 _LAUNCHER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -121,7 +121,7 @@ def _call(folder: str) -> None:
     finally:
         if td.is_available() and td.is_initialized():
             td.destroy_process_group()
-    with open(os.path.join(folder, f"r{rank()}.pkl"), "wb") as f:
+    with open(os.path.join(folder, f"r{local_rank()}.pkl"), "wb") as f:
         cloudpickle.dump(value, f)
 
 
@@ -130,9 +130,28 @@ def _package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_ranks(fn: Callable[..., Any], args: tuple, kwargs: dict, *, nproc: int, ranks: str = "0") -> Any:
+def free_port() -> int:
+    """A TCP port free on this box now (for a group's rendezvous on node 0)."""
+    return _free_port()
+
+
+def run_ranks(
+    fn: Callable[..., Any],
+    args: tuple,
+    kwargs: dict,
+    *,
+    nproc: int,
+    ranks: str = "0",
+    nnodes: int = 1,
+    node_rank: int = 0,
+    endpoint: Optional[str] = None,
+    run_id: Optional[str] = None,
+    local_addr: str = "127.0.0.1",
+) -> Any:
     """``fn(*args, **kwargs)`` in ``nproc`` ranks on this box under torch's elastic
-    launcher; rank 0's value, or (``ranks="all"``) every rank's, in rank order."""
+    launcher; rank 0's value, or (``ranks="all"``) every rank's of this box, in rank order.
+    With ``nnodes`` > 1 this box is node ``node_rank`` of a group whose launchers meet at
+    the c10d rendezvous ``endpoint`` (hosted by node 0) under one ``run_id``."""
     import cloudpickle
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException, Std
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -147,17 +166,20 @@ def run_ranks(fn: Callable[..., Any], args: tuple, kwargs: dict, *, nproc: int, 
     job_meta = dataclasses.asdict(current) if current is not None else None
     with open(os.path.join(folder, "call.pkl"), "wb") as f:
         cloudpickle.dump((fn, args, kwargs, job_meta), f)
+    if nnodes > 1 and not (endpoint and run_id):
+        raise ValueError("a group of nodes needs the rendezvous endpoint and run_id of its node 0")
     config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
+        min_nodes=nnodes,
+        max_nodes=nnodes,
         nproc_per_node=nproc,
-        run_id=uuid.uuid4().hex,
+        run_id=run_id or uuid.uuid4().hex,
         rdzv_backend="c10d",
-        rdzv_endpoint=f"127.0.0.1:{_free_port()}",
+        rdzv_endpoint=endpoint or f"127.0.0.1:{_free_port()}",
+        rdzv_configs={"is_host": node_rank == 0, "join_timeout": 120},
         max_restarts=0,
         logs_specs=DefaultLogsSpecs(log_dir=os.path.join(folder, "logs"), redirects=Std.ALL, tee=Std.ALL),
         log_line_prefix_template="[r${rank}] ",
-        local_addr="127.0.0.1",
+        local_addr=local_addr,
     )
     start = f"import sys; sys.path.insert(0, {_package_root()!r}); from vastnb_worker.distributed import rank_main; rank_main(sys.argv[1])"
     # The launcher handles these signals itself while it runs (ending every rank); the
@@ -175,7 +197,7 @@ def run_ranks(fn: Callable[..., Any], args: tuple, kwargs: dict, *, nproc: int, 
         if isinstance(message, dict):
             message = message.get("message", "")
         raise RankError(
-            f"rank {first} of {nproc} failed (exit code {failure.exitcode}); the group was torn down.\n"
+            f"rank {first} of {nproc * nnodes} failed (exit code {failure.exitcode}); the group was torn down.\n"
             f"{str(message).strip() or '(no traceback: the rank was killed)'}"
         ) from None
     finally:
