@@ -33,7 +33,18 @@ from typing import Any, Callable, Optional
 
 from . import job
 
-__all__ = ["setup", "is_main", "barrier", "rank", "world_size", "local_rank", "run_ranks", "cell", "free_port", "RankError"]
+__all__ = [
+    "setup",
+    "is_main",
+    "barrier",
+    "rank",
+    "world_size",
+    "local_rank",
+    "run_ranks",
+    "cell",
+    "free_port",
+    "RankError",
+]
 
 
 _LAUNCHER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
