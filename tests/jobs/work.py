@@ -109,3 +109,49 @@ def torch_reference(steps: int) -> dict[str, Any]:
         torch.nn.functional.mse_loss(model(data + noise), target).backward()
         optimizer.step()
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def train_fsdp(steps: int, every: int, delay: float = 0.0) -> dict[str, Any]:
+    """The torch model sharded over the job's ranks with FSDP (``fully_shard``, gloo), each
+    rank on its half of the batch; its sharded checkpoints go through DCP. Rank 0 returns
+    the whole weights (gathered) and where this attempt began."""
+    import torch
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import fully_shard
+
+    from vastnb_worker import distributed as dist
+    from vastnb_worker.checkpoint import CheckpointManager
+
+    dist.setup()
+    model, _, data, target = torch_setup()
+    fully_shard(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    part = slice(dist.rank() * 32 // dist.world_size(), (dist.rank() + 1) * 32 // dist.world_size())
+    ckpt = CheckpointManager(every_steps=every, grace_seconds=5.0)
+    state = ckpt.load_latest(model=model, optimizer=optimizer)
+    start = state.step + 1 if state else 0
+    print(f"starts at step {start}", flush=True)
+    for step in range(start, steps):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(data[part]), target[part])
+        loss.backward()
+        optimizer.step()
+        print(f"step {step} loss {loss.item():.6f}", flush=True)
+        ckpt.save(step, model=model, optimizer=optimizer, metrics={"loss": loss.item()})
+        if delay:
+            time.sleep(delay)
+    ckpt.close()
+    whole = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {"w": {k: v.clone() for k, v in whole.items()}, "start": start}
+
+
+def fsdp_reference(steps: int) -> dict[str, Any]:
+    """What :func:`train_fsdp` ends with, from one process over the whole batch (run here)."""
+    import torch
+
+    model, optimizer, data, target = torch_setup()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(data), target).backward()
+        optimizer.step()
+    return {k: v.clone() for k, v in model.state_dict().items()}

@@ -24,7 +24,9 @@ from .snapshot import Snapshot
 __all__ = ["codec_of", "write_part", "read_part", "SUFFIX"]
 
 #: The file name suffix of each codec's objects.
-SUFFIX = {"torch": ".pt", "pickle": ".pkl"}
+#: ``dcp`` and ``dcp-metadata`` are a sharded checkpoint's shard files and its DCP
+#: metadata (see ``sharded.py``): never read here.
+SUFFIX = {"torch": ".pt", "pickle": ".pkl", "dcp": ".distcp", "dcp-metadata": ".json"}
 
 
 def codec_of(snapshot: Snapshot) -> str:

@@ -21,8 +21,10 @@ from typing import Any, Optional
 from ..errors import CheckpointCorruptError, CheckpointError
 from . import rng
 from .cache import Cache
+from .codec import SUFFIX
 from .manifest import MAX_MANIFEST_BYTES, CheckpointInfo
-from .reader import CheckpointWarning, candidates, catalogue, read
+from .reader import CheckpointWarning, Fetcher, candidates, catalogue, read
+from .sharded import METADATA_PART, SHARDED, load_shards
 from .stores import Store, open_store
 
 __all__ = ["Checkpoint", "load_from", "load_latest", "list_checkpoints"]
@@ -72,14 +74,18 @@ def load_from(
                 raise candidate
             _skip(f"the checkpoint of step {candidate.step}", candidate)
             continue
+        fetcher = Fetcher(store, candidate, cache)
         try:
-            states = read(store, candidate, cache, map_location=map_location)
-        except CheckpointCorruptError as exc:
-            if step is not None:
-                raise
-            _skip(f"the checkpoint of step {candidate.step} ({candidate.id})", exc)
-            continue
-        return _apply(candidate, states, objects, restore_rng)
+            try:
+                states = read(fetcher, map_location=map_location)
+            except CheckpointCorruptError as exc:
+                if step is not None:
+                    raise
+                _skip(f"the checkpoint of step {candidate.step} ({candidate.id})", exc)
+                continue
+            return _apply(candidate, states, objects, restore_rng, fetcher)
+        finally:
+            fetcher.close()
     if step is not None:
         raise CheckpointError(f"{store.url} holds no complete checkpoint of step {step}", step=step)
     return None
@@ -89,9 +95,12 @@ def _skip(what: str, reason: CheckpointError) -> None:
     warnings.warn(f"skipping {what}: {reason}", CheckpointWarning, stacklevel=5)
 
 
-def _apply(info: CheckpointInfo, states: dict[str, Any], objects: Mapping[str, Any], restore_rng: bool) -> Checkpoint:
+def _apply(
+    info: CheckpointInfo, states: dict[str, Any], objects: Mapping[str, Any], restore_rng: bool, fetcher: Fetcher
+) -> Checkpoint:
+    metadata = states.pop(METADATA_PART, None)  # a sharded checkpoint: model and optimizer are DCP's
     for name, obj in objects.items():
-        if obj is None:
+        if obj is None or (metadata is not None and name in SHARDED):
             continue
         if name not in states:
             raise CheckpointError(
@@ -100,6 +109,15 @@ def _apply(info: CheckpointInfo, states: dict[str, Any], objects: Mapping[str, A
                 step=info.step,
             )
         obj.load_state_dict(states.pop(name))
+    if metadata is not None and any(objects.get(name) is not None for name in SHARDED):
+        if objects.get("model") is None:
+            raise CheckpointError(
+                f"the checkpoint of step {info.step} in {info.url} is sharded: its optimizer state "
+                "loads together with its model, so pass model= too",
+                step=info.step,
+            )
+        shards = {part.name + SUFFIX["dcp"]: part for part in info.parts if part.codec == "dcp"}
+        load_shards(metadata, fetcher.folder, lambda file: fetcher.get(shards[file]), objects)
     state = states.pop("state", {})
     if restore_rng and state.get("rng"):
         try:

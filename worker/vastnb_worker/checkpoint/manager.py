@@ -29,6 +29,7 @@ from .manifest import MAX_MANIFEST_BYTES, CheckpointInfo, new_id
 from .pipeline import Job, Writer
 from .preemption import Preemption
 from .reader import catalogue
+from .sharded import Agreement, is_sharded, write_shards
 from .snapshot import BufferPool, take_snapshot
 from .stores import LocalStore, Store, open_store
 
@@ -66,6 +67,10 @@ class CheckpointManager:
 
     In a distributed call (``box.options(nproc=...)``), only rank 0 saves (its state is
     every rank's under DDP) and every rank loads; ``every_rank=True`` makes each rank save.
+    A model whose state is sharded (FSDP's ``fully_shard``, or any DTensor state) is saved
+    and loaded with torch.distributed.checkpoint instead: every rank calls ``save()`` and
+    ``load_latest()`` (both are collective), each writes its own shards, and a resume on
+    another number of ranks reshards where DCP can.
 
     Close it (or use ``with``) so that the last checkpoint is waited for.
     """
@@ -98,10 +103,12 @@ class CheckpointManager:
         self.every_steps = every_steps
         self.every_seconds = every_seconds
         self.max_manifest_bytes = max_manifest_bytes
+        # In a distributed call each rank stages and caches its own files.
+        mine = f"rank-{os.environ.get('RANK', '0')}" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
         if isinstance(self.store, LocalStore):  # write beside the store, then rename in: no copy
-            self.cache = Cache(f"{self.store.root}/.staging", keep=0, move=True)
+            self.cache = Cache(os.path.join(self.store.root, ".staging", mine), keep=0, move=True)
         elif cache:
-            self.cache = Cache.for_store(self.url, cache if isinstance(cache, str) else None, keep=1)
+            self.cache = Cache.for_store(self.url + mine, cache if isinstance(cache, str) else None, keep=1)
         else:
             self.cache = Cache.scratch()
         self._pool = BufferPool()
@@ -118,6 +125,8 @@ class CheckpointManager:
         self._last_step: Optional[int] = None
         self._last_time = time.monotonic()
         self._closed = False
+        self._sharded: Optional[bool] = None  # known at the first save() given a model
+        self._agreement: Optional[Agreement] = None  # made at the first sharded save()
 
     # Saving.
 
@@ -157,6 +166,13 @@ class CheckpointManager:
         period and exits the process.
         """
         self._check_open()
+        objects = dict(zip(_OBJECTS, (model, optimizer, scheduler)))
+        if bad := [name for name, obj in objects.items() if obj is not None and not hasattr(obj, "state_dict")]:
+            raise TypeError(f"{bad[0]} has no state_dict(): pass plain data as extras= instead")
+        if self._sharded is None and model is not None:
+            self._sharded = is_sharded(objects)
+        if self._sharded:
+            return self._save_sharded(step, objects, extras, metrics, force)
         preempted = self.preemption.requested
         if self.quiet:  # another rank saves; after SIGTERM this one just ends
             if preempted:
@@ -166,9 +182,6 @@ class CheckpointManager:
             self._raise_failure()
         if not (force or self.should_save(step)):
             return None
-        for name, obj in zip(_OBJECTS, (model, optimizer, scheduler)):
-            if obj is not None and not hasattr(obj, "state_dict"):
-                raise TypeError(f"{name} has no state_dict(): pass plain data as extras= instead")
         started = time.time()
         future: Optional[Future[CheckpointInfo]] = None
         try:
@@ -178,34 +191,73 @@ class CheckpointManager:
                 raise
             # No room before the deadline: the checkpoints in flight are what is left.
         else:
-            future = self._writer.submit(self._snapshot(step, started, model, optimizer, scheduler, extras, metrics))
+            job = self._snapshot(new_id(step), step, started, objects, extras, metrics)
+            future = self._writer.submit(job)
+        self._saved(step, preempted)
+        return future
+
+    def _save_sharded(
+        self,
+        step: int,
+        objects: dict[str, Any],
+        extras: Optional[Mapping[str, Any]],
+        metrics: Optional[Mapping[str, Any]],
+        force: bool,
+    ) -> Optional[Future[CheckpointInfo]]:
+        """``save()`` of sharded state: every rank decides together and writes its own
+        shards with DCP; rank 0 adds the scheduler, extras and RNG states, and the manifest."""
+        preempted = self.preemption.requested
+        if not preempted:
+            self._raise_failure()
+        self._agreement = self._agreement or Agreement()
+        rank, ranks = self._agreement.rank, self._agreement.world
+        checkpoint_id, anyone = self._agreement.decide(force or self.should_save(step), preempted, lambda: new_id(step))
+        if checkpoint_id is None:
+            return None
+        if anyone and not preempted:  # another rank was told to stop: all stop, after this checkpoint
+            self.preemption.request()
+            preempted = True
+        started = time.time()
+        self._writer.reserve(step)  # every rank takes part in the save below, so none gives up here
+        try:
+            files = write_shards(self._writer.stage(checkpoint_id), objects, rank)
+        except BaseException:
+            self._writer.release(checkpoint_id)
+            raise
+        if rank == 0:  # the plain state: scheduler, extras, RNG states
+            job = self._snapshot(checkpoint_id, step, started, {"scheduler": objects["scheduler"]}, extras, metrics)
+        else:
+            job = Job(id=checkpoint_id, step=step, time=started, metrics={}, parts=[])
+        job.files, job.rank, job.ranks = files, rank, ranks
+        future = self._writer.submit(job)
+        self._saved(step, preempted)
+        return future
+
+    def _saved(self, step: int, preempted: bool) -> None:  # after SIGTERM: the final one, then exit
         self._last_step, self._last_time = step, time.monotonic()
         if preempted:
             self._writer.flush(self.preemption.remaining())
             self.preemption.finish()
-        return future
 
     def _snapshot(
         self,
+        checkpoint_id: str,
         step: int,
         started: float,
-        model: Any,
-        optimizer: Any,
-        scheduler: Any,
+        objects: Mapping[str, Any],
         extras: Optional[Mapping[str, Any]],
         metrics: Optional[Mapping[str, Any]],
     ) -> Job:
         """The checkpoint's state in host memory, in the slot reserved for it."""
         try:
-            checkpoint_id = new_id(step)
             parts = [
                 (name, take_snapshot(obj.state_dict(), self._pool, name))
-                for name, obj in zip(_OBJECTS, (model, optimizer, scheduler))
+                for name, obj in objects.items()
                 if obj is not None
             ]
             state = take_snapshot(dict(extras or {}), self._pool, "extras")
         except BaseException:
-            self._writer.release()  # refused (a bad step, not plain data): the slot is free again
+            self._writer.release(checkpoint_id)  # refused (a bad step, not plain data): the slot is free again
             raise
         state.tree = {"step": step, "rng": rng.capture(), "extras": state.tree}  # RNG states are fresh plain data
         parts.append(("state", state))

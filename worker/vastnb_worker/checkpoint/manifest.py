@@ -51,6 +51,9 @@ __all__ = [
     "MAX_MANIFEST_BYTES",
     "MAX_PARTS",
     "MAX_PART_BYTES",
+    "MAX_MARKER_BYTES",
+    "marker_key",
+    "parts_from_marker",
 ]
 
 FORMAT = "vastnb-checkpoint"
@@ -61,8 +64,11 @@ _FOLDER = re.compile(_ID)
 
 #: The most bytes of a manifest that are read (vastnb writes a few KiB): a bigger one is refused unread.
 MAX_MANIFEST_BYTES = 16 << 20
-#: The most data objects a manifest may list (vastnb writes at most four).
-MAX_PARTS = 64
+#: The most data objects a manifest may list (vastnb writes at most four, and a sharded
+#: checkpoint one shard file per rank besides).
+MAX_PARTS = 4096
+#: The most bytes of a rank's marker in a sharded checkpoint's folder.
+MAX_MARKER_BYTES = 1 << 20
 #: The most bytes a manifest may state for one data object: 1 PiB.
 MAX_PART_BYTES = 1 << 50
 _PART_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
@@ -234,6 +240,29 @@ def _shown(value: Any) -> str:
     """A value from a manifest, for a message: its repr, cut short (it may be anything)."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def marker_key(checkpoint_id: str, rank: int) -> str:
+    """Where rank ``rank`` (not 0) of a sharded checkpoint says which shards it stored."""
+    return f"{checkpoint_id}/rank-{rank}.json"
+
+
+def parts_from_marker(data: bytes, checkpoint_id: str, rank: int) -> list[Part]:
+    """The shard parts listed by rank ``rank``'s marker, each checked as a manifest's are
+    and named as that rank's DCP shard files (``__<rank>_<n>``)."""
+    try:
+        found = json.loads(data)
+        if not isinstance(found, list) or len(found) > MAX_PARTS:
+            raise ValueError(f"not a list of at most {MAX_PARTS} parts")
+        for part in found:
+            name = _check_part(part, checkpoint_id)
+            if part["codec"] != "dcp" or not re.fullmatch(rf"__{rank}_\d{{1,7}}", name):
+                raise ValueError(f"part {name} is not a shard file of rank {rank}")
+        return [Part(**{k: p[k] for k in _PART_FIELDS}) for p in found]
+    except (ValueError, _Newer) as exc:
+        raise CheckpointError(
+            f"the marker of rank {rank} in {checkpoint_id} is not what vastnb writes: {exc}"
+        ) from None
 
 
 def new_id(step: int) -> str:

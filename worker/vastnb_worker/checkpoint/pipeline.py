@@ -14,6 +14,7 @@ the training loop by the manager's next call.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import queue
 import threading
@@ -26,7 +27,19 @@ from typing import Any, Callable, Optional, TypeVar
 from ..errors import CheckpointError, StorageError
 from .cache import Cache
 from .codec import SUFFIX, codec_of, write_part
-from .manifest import CheckpointInfo, Part, expired, file_sha256, folder_step, manifest_key, step_of, versions
+from .manifest import (
+    MAX_MARKER_BYTES,
+    CheckpointInfo,
+    Part,
+    expired,
+    file_sha256,
+    folder_step,
+    manifest_key,
+    marker_key,
+    parts_from_marker,
+    step_of,
+    versions,
+)
 from .reader import CheckpointWarning
 from .snapshot import BufferPool, Snapshot
 from .stores import Store
@@ -35,19 +48,27 @@ __all__ = ["Job", "Writer"]
 
 #: Objects uploaded side by side (each one is multipart, with its own concurrency).
 UPLOADERS = 2
+#: How long rank 0 waits for the other ranks' shards of a sharded checkpoint, in seconds.
+PEER_WAIT = 900.0
 
 T = TypeVar("T")
 
 
 @dataclass
 class Job:
-    """A checkpoint whose state is in host memory, waiting to be stored."""
+    """A checkpoint whose state is in host memory, waiting to be stored; ``files`` are
+    parts already written (a sharded checkpoint's shards: name, codec, path in the cache).
+    Of a sharded checkpoint every rank stores its own parts; ``ranks`` is how many there
+    are, and rank 0 writes the manifest once the others' markers say they are stored."""
 
     id: str
     step: int
     time: float
     metrics: dict[str, Any]
     parts: list[tuple[str, Snapshot]]
+    files: list[tuple[str, str, str]] = field(default_factory=list)
+    rank: int = 0
+    ranks: int = 1
     future: Future[CheckpointInfo] = field(default_factory=Future)
 
 
@@ -95,14 +116,27 @@ class Writer:
         if not self._slots.acquire(timeout=None if timeout is None else max(timeout, 0.0)):
             raise CheckpointError(f"no room to save step {step}: earlier checkpoints are still uploading", step=step)
 
-    def release(self) -> None:
+    def stage(self, checkpoint_id: str) -> str:
+        """The cache folder to write ``checkpoint_id``'s files into before it is submitted
+        (DCP's shards), held from pruning until the job is done; :meth:`release` gives
+        the slot back (and the folder up) if it is never submitted."""
+        with self._idle:
+            self._in_flight.append(checkpoint_id)
+        return self.cache.folder(checkpoint_id)
+
+    def release(self, staged: Optional[str] = None) -> None:
         """Give back a slot reserved for a checkpoint that will not be submitted."""
+        with self._idle:
+            if staged in self._in_flight:
+                self._in_flight.remove(staged)
+                self._idle.notify_all()
         self._slots.release()
 
     def submit(self, job: Job) -> Future[CheckpointInfo]:
         """Queue ``job`` in the slot :meth:`reserve` gave."""
         with self._idle:
-            self._in_flight.append(job.id)
+            if job.id not in self._in_flight:  # staged already
+                self._in_flight.append(job.id)
         self._jobs.put(job)
         return job.future
 
@@ -137,7 +171,8 @@ class Writer:
             self._fail(job, exc)
         else:
             job.future.set_result(info)  # stored: retention is housekeeping, after
-            self._tidy()
+            if not job.rank:  # one rank keeps the store tidy
+                self._tidy()
         finally:
             for _, snapshot in job.parts:  # a failed job's buffers still go back
                 self._give_back(snapshot)
@@ -159,21 +194,19 @@ class Writer:
             path = os.path.join(folder, name + SUFFIX[codec])
             write_part(snapshot, path)
             self._give_back(snapshot)  # written: the host copy can serve the next save
-            key = f"{job.id}/{name}{SUFFIX[codec]}"
-            upload: Future[None] = Future()
-            if self.cache.move:  # the store takes the file away: hash it first
-                size, digest = file_sha256(path)
-                self._uploads.put((upload, key, path))
-            else:  # hash while it uploads (the manifest needs the hash, the upload does not)
-                self._uploads.put((upload, key, path))
-                size, digest = file_sha256(path)
-            parts.append(Part(name=name, key=key, size=size, sha256=digest, codec=codec))
-            uploads.append(upload)
+            parts.append(self._send(job, name, codec, path, uploads))
+        for name, codec, path in job.files:
+            parts.append(self._send(job, name, codec, path, uploads))
         # Wait for all, so that no upload still reads a file when a failure removes them.
         errors = [upload.exception() for upload in uploads]
         for error in errors:
             if error is not None:
                 raise error  # the first failure fails the checkpoint: it gets no manifest
+        if job.rank:  # rank 0 writes the manifest: say what this rank stored
+            body = json.dumps([vars(part) for part in parts]).encode()
+            self._retry(f"shards of rank {job.rank}", lambda: self.store.put_bytes(marker_key(job.id, job.rank), body))
+        else:
+            parts += self._peers(job)
         info = CheckpointInfo(
             id=job.id,
             step=job.step,
@@ -183,9 +216,42 @@ class Writer:
             versions=versions(),
             url=self.store.url,
         )
-        self._retry(f"manifest of step {job.step}", lambda: self.store.put_bytes(info.manifest_key, info.to_json()))
+        if not job.rank:
+            self._retry(f"manifest of step {job.step}", lambda: self.store.put_bytes(info.manifest_key, info.to_json()))
         self._cached.append(info.id)
         return info
+
+    def _send(self, job: Job, name: str, codec: str, path: str, uploads: list[Future[None]]) -> Part:
+        """Queue the upload of a part's file; the part, hashed."""
+        key = f"{job.id}/{name}{SUFFIX[codec]}"
+        upload: Future[None] = Future()
+        if self.cache.move:  # the store takes the file away: hash it first
+            size, digest = file_sha256(path)
+            self._uploads.put((upload, key, path))
+        else:  # hash while it uploads (the manifest needs the hash, the upload does not)
+            self._uploads.put((upload, key, path))
+            size, digest = file_sha256(path)
+        uploads.append(upload)
+        return Part(name=name, key=key, size=size, sha256=digest, codec=codec)
+
+    def _peers(self, job: Job) -> list[Part]:
+        """The parts the other ranks of a sharded checkpoint stored, once each has said so."""
+        parts: list[Part] = []
+        deadline = time.monotonic() + PEER_WAIT
+        for rank in range(1, job.ranks):
+            while True:
+                try:
+                    data = self.store.get_bytes_capped(marker_key(job.id, rank), MAX_MARKER_BYTES)
+                    break
+                except FileNotFoundError:
+                    if time.monotonic() > deadline:
+                        raise CheckpointError(
+                            f"rank {rank} did not store its shards of step {job.step} within {PEER_WAIT:.0f} s",
+                            step=job.step,
+                        ) from None
+                    time.sleep(0.2)
+            parts += parts_from_marker(data, job.id, rank)
+        return parts
 
     def _upload(self, item: tuple[Future[None], str, str]) -> None:
         upload, key, path = item

@@ -1,7 +1,7 @@
 """Finding and reading checkpoints: only complete ones, only when every checksum matches.
 
 ``catalogue()`` lists the checkpoints whose manifests exist, highest step first. ``read()``
-fetches one checkpoint's objects (from the store's own folder, the local cache, or a
+fetches one checkpoint's objects through a ``Fetcher`` (from the store's own folder, the local cache, or a
 download), checks each against the size and sha256 in its manifest, and decodes them. The
 caller skips a checkpoint that fails the check and tries the next one.
 
@@ -23,11 +23,12 @@ from typing import Any, Optional, Union
 
 from ..errors import CheckpointCorruptError, CheckpointError, StorageError
 from .cache import Cache
-from .codec import read_part
+from .codec import SUFFIX, read_part
+from .dcpmeta import from_json
 from .manifest import MAX_MANIFEST_BYTES, CheckpointInfo, Part, file_sha256, step_of
 from .stores import ObjectSizeError, Store
 
-__all__ = ["catalogue", "candidates", "read", "Candidate", "CheckpointWarning"]
+__all__ = ["catalogue", "candidates", "read", "Fetcher", "Candidate", "CheckpointWarning"]
 
 #: What :func:`candidates` yields: a checkpoint to try, or the error that says why a
 #: manifest in the store was refused.
@@ -93,32 +94,54 @@ def _manifest(store: Store, name: str, step: int, limit: int) -> Optional[Candid
         return exc
 
 
-def read(store: Store, info: CheckpointInfo, cache: Optional[Cache], *, map_location: Any = None) -> dict[str, Any]:
-    """Every part of ``info``, decoded, by name. Raises :class:`CheckpointCorruptError`
-    when an object is missing, does not match the manifest, or does not decode."""
-    keeper = cache if cache is not None and cache.keep else None  # one that keeps nothing is not read
-    scratch: Optional[str] = None
-    try:
-        states: dict[str, Any] = {}
-        for part in info.parts:
-            where = f"{info.url}/{part.key}"
-            path = _local(store, part.key, where, info.step)
-            if path is not None:
-                _verify(path, part, where, info.step)
-            elif keeper is not None:
-                path = keeper.holds(info.id, part)  # checks size and sha256
-                if path is None:
-                    keeper.folder(info.id)
-                    path = _download(store, part, keeper.path(info.id, part), where, info.step)
-            else:  # download to a scratch folder
-                scratch = scratch or tempfile.mkdtemp(prefix="vastnb-load-")
-                path = _download(store, part, os.path.join(scratch, os.path.basename(part.key)), where, info.step)
-            states[part.name] = _decode(path, part, where, info.step, map_location)
-        _check_state(states, info)
-        return states
-    finally:
-        if scratch:  # tensors read with mmap keep their pages: removing the file is safe on POSIX
-            shutil.rmtree(scratch, ignore_errors=True)
+class Fetcher:
+    """Local copies of one checkpoint's parts, each checked against the manifest: the
+    store's own file (a local store), the cache's, or a download (into the cache when it
+    keeps checkpoints, else a scratch folder removed by :meth:`close`). Every part of a
+    checkpoint lands in one folder."""
+
+    def __init__(self, store: Store, info: CheckpointInfo, cache: Optional[Cache]) -> None:
+        self.store, self.info = store, info
+        self.keeper = cache if cache is not None and cache.keep else None  # one that keeps nothing is not read
+        self.scratch: Optional[str] = None
+        self.folder = ""  # where the parts fetched so far are
+
+    def get(self, part: Part) -> str:
+        """The local, checked path of ``part``."""
+        info = self.info
+        where = f"{info.url}/{part.key}"
+        path = _local(self.store, part.key, where, info.step)
+        if path is not None:
+            _verify(path, part, where, info.step)
+        elif self.keeper is not None:
+            path = self.keeper.holds(info.id, part)  # checks size and sha256
+            if path is None:
+                self.keeper.folder(info.id)
+                path = _download(self.store, part, self.keeper.path(info.id, part), where, info.step)
+        else:
+            self.scratch = self.scratch or tempfile.mkdtemp(prefix="vastnb-load-")
+            path = _download(self.store, part, os.path.join(self.scratch, os.path.basename(part.key)), where, info.step)
+        self.folder = os.path.dirname(path)
+        return path
+
+    def decode(self, part: Part, map_location: Any = None) -> Any:
+        """``part``, fetched and decoded."""
+        where = f"{self.info.url}/{part.key}"
+        return _decode(self.get(part), part, where, self.info.step, map_location, self.info)
+
+    def close(self) -> None:
+        if self.scratch:  # tensors read with mmap keep their pages: removing the file is safe on POSIX
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def read(fetcher: Fetcher, *, map_location: Any = None) -> dict[str, Any]:
+    """Every part of the fetcher's checkpoint, decoded, by name; not the shard files of a
+    sharded one, which its DCP load fetches as its plan needs them. Raises
+    :class:`CheckpointCorruptError` when an object is missing, does not match the manifest,
+    or does not decode."""
+    states = {part.name: fetcher.decode(part, map_location) for part in fetcher.info.parts if part.codec != "dcp"}
+    _check_state(states, fetcher.info)
+    return states
 
 
 def _local(store: Store, key: str, where: str, step: int) -> Optional[str]:
@@ -172,8 +195,12 @@ def _size_mismatch(part: Part, where: str, step: int, found: Optional[int]) -> C
     )
 
 
-def _decode(path: str, part: Part, where: str, step: int, map_location: Any) -> Any:
+def _decode(path: str, part: Part, where: str, step: int, map_location: Any, info: CheckpointInfo) -> Any:
     try:
+        if part.codec == "dcp-metadata":
+            shards = {p.name + SUFFIX["dcp"] for p in info.parts if p.codec == "dcp"}
+            with open(path, "rb") as file:
+                return from_json(file.read(), shards)
         return read_part(path, part.codec, map_location=map_location, where=where)
     except (CheckpointError, OSError):  # refused by the codec (corrupt), no torch here, a failing disk
         raise
