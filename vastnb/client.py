@@ -7,7 +7,6 @@ marked as simulated wherever they are shown.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import secrets
@@ -29,7 +28,7 @@ from vastnb.jobs.controller import ControllerSettings
 from vastnb.jobs.mixin import JobsMixin
 from vastnb.lifecycle.box import Box
 from vastnb.lifecycle.fleet import Fleet, FleetEntry, parse_label
-from vastnb.lifecycle.group import BoxGroup, check_group_backend
+from vastnb.lifecycle.group import BoxGroup, check_nodes, launch_group
 from vastnb.lifecycle.launch import LaunchPolicy, Progress
 from vastnb.lifecycle.store import StateStore
 from vastnb.market.query import looks_like_query, parse_order, parse_query
@@ -224,21 +223,21 @@ class Client(CostsMixin, JobsMixin):
         project: str | None = None,
     ) -> BoxGroup:
         """Rent ``nodes`` boxes of ``profile`` for one multi-node run (``group.options(nproc=
-        "gpu").run(train)``): launched together, and if any cannot be, every one launched is
-        destroyed before the error is raised. Refused before renting where the market cannot
-        connect the nodes (see :mod:`vastnb.lifecycle.group`)."""
-        check_group_backend(self.simulated, nodes)
-        base = name or f"{profile if isinstance(profile, str) else profile.name}-group-{secrets.token_hex(2)}"
-        boxes: list[Box] = []
-        try:
-            for node in range(nodes):
-                boxes.append(self.launch(profile, name=f"{base}-{node}", keep=keep, team=team, project=project))
-        except BaseException:
-            for box in boxes:
-                with contextlib.suppress(Exception):
-                    box.down()
-            raise
-        return BoxGroup(boxes)
+        "gpu").run(train)``), on one overlay network of one physical cluster so that they
+        reach each other on every port: launched together, and if any cannot be, every one
+        launched is destroyed (and the network deleted) before the error is raised. With no
+        cluster to hold them, nothing is rented (see :mod:`vastnb.lifecycle.group`)."""
+        check_nodes(nodes)
+        chosen = (profile if isinstance(profile, Profile) else self.profile(profile)).charged_to(team, project)
+        name = name or f"{chosen.name}-group-{secrets.token_hex(2)}"
+        if nodes == 1:
+            return BoxGroup([self.launch(chosen, name=f"{name}-0", keep=keep)])
+        # The worst case of the whole group against each budget, before anything is rented.
+        together = dataclasses.replace(chosen, max_price_per_hour=chosen.max_price_per_hour * nodes)
+        self._check_budgets(together, f"this group of {nodes}")
+        group = launch_group(self.fleet, chosen, nodes, name, keep=keep)
+        self._enforce_budgets_of(chosen)
+        return group
 
     def attach(self, ref: str | int) -> Box:
         """The box called ``ref`` (a name or instance id), launched earlier, perhaps by

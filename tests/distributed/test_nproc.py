@@ -63,6 +63,12 @@ def test_every_rank_runs_the_call_and_rank_0_answers(box: Box, capsys: pytest.Ca
     assert every == [(0, 0, 2, 3.0), (1, 1, 2, 3.0)]  # in rank order
 
 
+def test_the_simulated_box_reports_the_gpus_it_was_rented_with(box: Box) -> None:
+    gpus = box.health()["gpus"]  # from the box's nvidia-smi, as on a rented machine
+    assert [(g["index"], g["name"]) for g in gpus] == [(i, "RTX 4090") for i in range(4)]
+    assert box.health()["cuda_driver"] is not None
+
+
 def ddp_train(steps: int, world: int) -> list[float]:
     """A linear model trained by DDP, each rank on its slice of the same global batch; or,
     with world 1 outside any launcher, the same training in one process."""
@@ -134,14 +140,25 @@ def sleepy() -> None:
 
 
 def ranks_running() -> int:
-    """Rank processes alive on this box (the launcher starts them with rank_main)."""
-    import subprocess
+    """Rank processes alive on this box (the launcher starts them with rank_main). The
+    simulated boxes share this machine's process table: a box's own have its HOME."""
+    import os
 
-    listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    return sum("rank_main" in line and "ps -eo" not in line for line in listed.splitlines())
+    mine = f"HOME={os.environ['HOME']}".encode()
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                ranked = b"rank_main" in f.read()
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                count += ranked and mine in f.read().split(b"\0")
+        except OSError:
+            continue
+    return count
 
 
 def test_ctrl_c_stops_every_rank_and_the_next_ctrl_c_still_works(box: Box) -> None:
+    assert box.options(nproc=2).run(ranks_running) == 2  # while ranks run, they are seen
     for run in (box.options(nproc=3).run, box.run):  # after ranks, a plain call's Ctrl-C too
         timer = threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGINT))
         timer.start()

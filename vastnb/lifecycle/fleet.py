@@ -166,6 +166,7 @@ class Fleet:
                 price=candidate.bid,
                 runtype="ssh_direct" if profile.direct_ssh else "ssh",
                 onstart=self._boot_switch(profile),
+                env={"-n": profile.overlay} if profile.overlay else None,  # joins that overlay network
             )
         except InstanceCreateError as exc:
             if exc.created_instance_id is not None:

@@ -2,48 +2,88 @@
 in ranks across all of them (one torch.distributed launcher per node, meeting at a c10d
 rendezvous hosted by node 0).
 
-The nodes must reach each other on the rendezvous port and on the ports the collectives
-open. On the simulated market the nodes are processes on this machine and everything runs
-over loopback. On Vast, an instance's ports are mapped to other external ports and the
-collectives' peer ports are not forwarded at all, so vastnb refuses a group there before
-renting anything (see :func:`check_group_backend`).
+The nodes must reach each other on the rendezvous port and on every port the collectives
+open. On Vast an instance's ports are mapped to other external ones and peer ports are not
+forwarded at all; what connects instances on every port is an **overlay network**: a private
+LAN over one physical cluster (offers with a ``cluster_id``). So a group of two or more is
+rented as Vast's multi-node guide does it: the cluster whose N cheapest fitting machines cost
+least, an overlay created on it, each node created on it (``env {"-n": overlay}``), node 0's
+address in the overlay's subnet as the rendezvous, and NCCL and gloo told the interface
+(``NCCL_SOCKET_IFNAME``). With no cluster to hold the group, nothing is rented. The
+simulated market has clusters too; its overlay is this machine's loopback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vastnb.errors import ConfigError, VastError
+from vastnb.errors import ConfigError, NoOffersError, VastError
 from vastnb.lifecycle.box import Box, ranks_for
+from vastnb.market.api import VastAPI
+from vastnb.market.records import Overlay
+from vastnb.market.selection import cheapest_cluster, cluster_query, rank
+from vastnb.profiles.profile import Profile
 
-__all__ = ["BoxGroup", "GroupOptions", "check_group_backend"]
+if TYPE_CHECKING:
+    from vastnb.lifecycle.fleet import Fleet
+
+__all__ = ["BoxGroup", "GroupOptions", "check_nodes", "launch_group"]
 
 
-def check_group_backend(simulated: bool, nodes: int) -> None:
-    """Refuse a group the market cannot connect, before anything is rented."""
+def check_nodes(nodes: int) -> None:
+    """Refuse a number of nodes that is not one."""
     if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
         raise ConfigError(f"nodes must be a number of boxes from 1, not {nodes!r}")
-    if not simulated and nodes > 1:
-        raise ConfigError(
-            "multi-node groups need the nodes to reach each other on the rendezvous port and on the "
-            "collectives' peer ports; Vast maps an instance's ports to different external ones and "
-            "forwards none of the peer ports, so vastnb does not rent a group there yet. Nothing was "
-            "rented. Use one box with more GPUs (box.options(nproc='gpu')), or the simulated market."
+
+
+def launch_group(fleet: Fleet, profile: Profile, nodes: int, name: str, *, keep: bool) -> BoxGroup:
+    """``nodes`` (2 or more) boxes of ``profile`` on one overlay network (see the module
+    doc). If any cannot be launched, every one launched is destroyed and the overlay deleted
+    before the error is raised; with no cluster to hold them, nothing is rented."""
+    api = fleet.api
+    found = cheapest_cluster(rank(profile, api.search_offers(cluster_query(profile))), nodes)
+    if found is None:
+        raise NoOffersError(
+            f"No physical cluster has {nodes} machines with offers that fit profile {profile.name!r}. "
+            f"The nodes of a group must reach each other on every port, which on Vast takes an overlay "
+            f"network on one cluster (offers with a cluster_id). Nothing was rented. Launch fewer nodes, "
+            f'relax the profile (`vastnb offers "cluster_id!=None gpu_name=..."` lists the offers in '
+            f"clusters), or use one box with more GPUs (box.options(nproc='gpu'))."
         )
+    cluster, _ = found
+    overlay = api.create_overlay(cluster, name)
+    placed = dataclasses.replace(profile, cluster_id=cluster, overlay=overlay.name)
+    boxes: list[Box] = []
+    try:
+        for node in range(nodes):  # each on a machine of its own
+            avoid = {box.rental.machine_id for box in boxes if box.rental.machine_id is not None}
+            boxes.append(fleet.launch(placed, name=f"{name}-{node}", keep=keep, progress=None, avoid=avoid))
+    except BaseException:
+        for box in boxes:
+            with contextlib.suppress(Exception):
+                box.down()
+        with contextlib.suppress(Exception):
+            api.delete_overlay(overlay.overlay_id)
+        raise
+    return BoxGroup(boxes, overlay=overlay, api=api)
 
 
 class BoxGroup:
-    """Boxes launched together for one distributed run (see the module doc)."""
+    """Boxes launched together for one distributed run (see the module doc); ``overlay``
+    is the network joining them (None for a group of one)."""
 
-    def __init__(self, boxes: Sequence[Box]) -> None:
+    def __init__(self, boxes: Sequence[Box], *, overlay: Overlay | None = None, api: VastAPI | None = None) -> None:
         self.boxes = list(boxes)
+        self.overlay, self._api = overlay, api
 
     def __repr__(self) -> str:
-        return f"<BoxGroup of {len(self.boxes)}: {', '.join(b.name for b in self.boxes)}>"
+        network = f" on overlay {self.overlay.name}" if self.overlay else ""
+        return f"<BoxGroup of {len(self.boxes)}{network}: {', '.join(b.name for b in self.boxes)}>"
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -59,8 +99,22 @@ class BoxGroup:
         """``fn(*args, **kwargs)`` in one rank per GPU on every node; rank 0's value."""
         return self.options().run(fn, *args, **kwargs)
 
+    def subnet(self) -> str | None:
+        """The overlay network's subnet, as the market reports it (None for a group of one)."""
+        if self.overlay is None:
+            return None
+        if self.overlay.internal_subnet is None and self._api is not None:  # assigned late: ask again
+            self.overlay = next((o for o in self._api.overlays() if o.name == self.overlay.name), self.overlay)
+        if self.overlay.internal_subnet is None:
+            raise VastError(
+                f"the market has not given overlay {self.overlay.name!r} a subnet yet, so the nodes cannot "
+                "find each other; try again in a minute, or destroy the group (group.down()) and launch it again."
+            )
+        return self.overlay.internal_subnet
+
     def down(self) -> list[int]:
-        """Destroy every box of the group (each tried); the ids this call destroyed."""
+        """Destroy every box of the group (each tried), then its overlay network; the ids
+        this call destroyed."""
         destroyed, failed = [], []
         for box in self.boxes:
             try:
@@ -70,6 +124,9 @@ class BoxGroup:
                 failed.append(f"{box.name}: {exc}")
         if failed:
             raise VastError(f"could not destroy every box of the group: {'; '.join(failed)}; try down() again")
+        if self.overlay is not None and self._api is not None:
+            if any(o.overlay_id == self.overlay.overlay_id for o in self._api.overlays()):
+                self._api.delete_overlay(self.overlay.overlay_id)
         return destroyed
 
     def __enter__(self) -> BoxGroup:
@@ -92,11 +149,19 @@ class GroupOptions:
         rank's in rank order. A failed rank ends the whole group; its error is raised."""
         from vastnb_worker import distributed
 
-        boxes = self.group.boxes
+        boxes, subnet = self.group.boxes, self.group.subnet()
         port = boxes[0].run(distributed.free_port)
-        host = "127.0.0.1"  # simulated nodes share this machine's loopback (see the module doc)
+        host = "127.0.0.1"  # a group of one
+        if subnet is not None:  # node 0's address on the overlay network
+            found = boxes[0].run(distributed.address_in, subnet)
+            if found is None:
+                raise VastError(
+                    f"{boxes[0].name} has no network interface in the group's overlay network ({subnet}): "
+                    "it did not join it. Destroy the group (group.down()) and launch it again."
+                )
+            host = found[1]
         shared = {"nproc": self.nproc, "ranks": "all", "nnodes": len(boxes), "run_id": uuid.uuid4().hex}
-        shared["endpoint"] = f"{host}:{port}"
+        shared.update(endpoint=f"{host}:{port}", subnet=subnet)
         values: list[Any] = [None] * len(boxes)
         errors: list[BaseException | None] = [None] * len(boxes)
         tasks = [

@@ -24,7 +24,7 @@ from vastnb.base.config import vast_url
 from vastnb.base.secret import Secret, redact
 from vastnb.errors import APIConnectionError, APIError, InstanceCreateError, NotFoundError, RateLimitError, VastError
 from vastnb.market.api_errors import error_for
-from vastnb.market.records import Charge, CreatedInstance, Instance, Offer, SSHKey, User
+from vastnb.market.records import Charge, CreatedInstance, Instance, Offer, Overlay, SSHKey, User
 from vastnb.market.retry import RETRY_STATUSES, RetryPolicy, parse_threshold
 
 __all__ = ["VastAPI", "InstanceObserver"]
@@ -242,6 +242,27 @@ class VastAPI:
             if charge.instance_id is not None:
                 out[charge.instance_id] = out.get(charge.instance_id, 0.0) + charge.amount
         return out
+
+    # -- overlay networks: a private LAN over one physical cluster ------------------------
+
+    def create_overlay(self, cluster_id: int, name: str) -> Overlay:
+        """``POST /overlay/``: an overlay network called ``name`` on cluster ``cluster_id``;
+        instances created with ``env {"-n": name}`` join it."""
+        self._call("POST", "/overlay/", json={"cluster_id": int(cluster_id), "name": name}, idempotent=False)
+        found = [o for o in self.overlays() if o.name == name]
+        if not found:
+            raise VastError(f"POST /overlay/ succeeded but no overlay called {name!r} is listed; try again.")
+        return found[0]
+
+    def overlays(self) -> list[Overlay]:
+        """``GET /overlay/``: the account's overlay networks."""
+        body = self._call("GET", "/overlay/")
+        rows = body if isinstance(body, list) else body.get("overlays") or body.get("results") or []
+        return [Overlay.from_api(o) for o in rows if isinstance(o, Mapping)]
+
+    def delete_overlay(self, overlay_id: int) -> None:
+        """``DELETE /overlay/``: the network goes; its instances leave it (and stay)."""
+        self._call("DELETE", "/overlay/", json={"overlay_id": int(overlay_id)})
 
     # -- plumbing -----------------------------------------------------------------------
 

@@ -14,7 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ActualStatus", "Offer", "Instance", "SSHKey", "User", "Charge", "CreatedInstance", "country_of"]
+__all__ = [
+    "ActualStatus",
+    "Offer",
+    "Instance",
+    "SSHKey",
+    "User",
+    "Charge",
+    "CreatedInstance",
+    "Overlay",
+    "country_of",
+]
 
 
 class ActualStatus(str, enum.Enum):
@@ -104,6 +114,7 @@ class Offer:
     disk_space: float
     inet_down: float
     is_bid: bool
+    cluster_id: int | None  # the physical cluster it is in (an overlay network joins only one)
     raw: Mapping[str, Any] = field(repr=False, compare=False)
 
     @classmethod
@@ -133,6 +144,7 @@ class Offer:
             disk_space=_float(data.get("disk_space")),
             inet_down=_float(data.get("inet_down")),
             is_bid=bool(data.get("is_bid", False)),
+            cluster_id=_int(data.get("cluster_id"), 0) or None,
             # A read-only view, not a copy: parsing 10,000 offers must stay cheap.
             raw=types.MappingProxyType(data) if isinstance(data, dict) else dict(data),
         )
@@ -289,4 +301,27 @@ class Charge:
             start=_float(data.get("start")),
             end=_float(data.get("end")),
             items=tuple(items),
+        )
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """An overlay network from ``GET /overlay/``: a private LAN on one physical cluster,
+    joining the instances created on it (``env {"-n": name}``) on every port."""
+
+    overlay_id: int
+    name: str
+    cluster_id: int | None
+    internal_subnet: str | None  # e.g. "10.0.0.0/24"; None until the market assigns one
+    instances: tuple[int, ...]
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> Overlay:
+        instances = data.get("instances") or []
+        return cls(
+            overlay_id=_int(data.get("overlay_id", data.get("id"))),
+            name=str(data.get("name") or ""),
+            cluster_id=_int(data.get("cluster_id"), 0) or None,
+            internal_subnet=_str(data.get("internal_subnet")),
+            instances=tuple(_int(i) for i in instances if isinstance(i, (int, str))),
         )

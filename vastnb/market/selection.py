@@ -17,7 +17,17 @@ from vastnb.market.query import DEFAULT_FILTERS, Query
 from vastnb.market.records import Offer
 from vastnb.profiles.profile import Profile
 
-__all__ = ["Candidate", "Constraint", "NoMatchReport", "profile_query", "broad_query", "rank", "explain"]
+__all__ = [
+    "Candidate",
+    "Constraint",
+    "NoMatchReport",
+    "profile_query",
+    "cluster_query",
+    "cheapest_cluster",
+    "broad_query",
+    "rank",
+    "explain",
+]
 
 SEARCH_LIMIT = 500  # enough to see the whole cheap end of any one GPU model
 
@@ -84,6 +94,9 @@ def constraints(profile: Profile) -> list[Constraint]:
         checks.append(Constraint("verified host", lambda o, p: o.verified))
     if profile.direct_ssh:
         checks.append(Constraint("direct SSH port", lambda o, p: o.direct_port_count >= 1))
+    if profile.cluster_id is not None:
+        cluster = profile.cluster_id
+        checks.append(Constraint(f"in cluster {cluster}", lambda o, p: o.cluster_id == cluster, True))
     return checks
 
 
@@ -117,7 +130,32 @@ def profile_query(profile: Profile) -> Query:
         query["geolocation"] = {"in": list(profile.countries)}
     if profile.direct_ssh:
         query["direct_port_count"] = {"gte": "1"}
+    if profile.cluster_id is not None:
+        query["cluster_id"] = {"eq": profile.cluster_id}
     return query
+
+
+def cluster_query(profile: Profile) -> Query:
+    """The ``/bundles/`` body for ``profile``'s offers that are in a physical cluster."""
+    query = profile_query(profile)
+    query["cluster_id"] = {"neq": None}
+    return query
+
+
+def cheapest_cluster(candidates: Iterable[Candidate], nodes: int) -> tuple[int, float] | None:
+    """The cluster whose ``nodes`` cheapest machines cost least together, and that price
+    ($/h); None if no cluster has ``nodes`` machines among ``candidates``."""
+    by_cluster: dict[int, dict[int, float]] = {}
+    for c in candidates:  # one price per machine: its cheapest offer
+        if c.offer.cluster_id is not None:
+            machines = by_cluster.setdefault(c.offer.cluster_id, {})
+            machines[c.offer.machine_id] = min(c.price, machines.get(c.offer.machine_id, c.price))
+    totals = [
+        (sum(sorted(prices.values())[:nodes]), cluster)
+        for cluster, prices in by_cluster.items()
+        if len(prices) >= nodes
+    ]
+    return None if not totals else (min(totals)[1], round(min(totals)[0], 6))
 
 
 def broad_query(profile: Profile) -> Query:

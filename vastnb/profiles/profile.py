@@ -82,6 +82,9 @@ class Profile:
     team: str | None = None  # whose budget its spending counts against (budgets.yaml)
     project: str | None = None
     source: str = ""  # the file it was loaded from
+    # Set for a group's nodes (never in a file): offers of this cluster only, on this overlay.
+    cluster_id: int | None = None
+    overlay: str | None = None
 
     def bid_price(self, min_bid: float) -> float:
         """The bid to send for an offer whose minimum bid is ``min_bid`` ($/h).

@@ -68,6 +68,7 @@ class Simulator:
         """Force host trouble on an instance, or back to running (see :meth:`Market.set_status`)."""
         self.market.set_status(instance_id, status)
 
-    def stall_loading(self, count: int = 1) -> None:
-        """Keep the next ``count`` instances created in ``loading`` (see :meth:`Market.stall_loading`)."""
-        self.market.stall_loading(count)
+    def stall_loading(self, count: int = 1, *, after: int = 0) -> None:
+        """Keep the next ``count`` instances created, once ``after`` more have been created,
+        in ``loading`` (see :meth:`Market.stall_loading`)."""
+        self.market.stall_loading(count, after=after)

@@ -36,7 +36,7 @@ from types import SimpleNamespace
 from vastnb.base.procs import alive, process_token
 from vastnb_worker.relay import PID_NAME
 
-__all__ = ["Boxes", "LocalBox"]
+__all__ = ["Boxes", "Gpus", "LocalBox"]
 
 POWER = "powered"
 LAYER = "_vastnb_notebook_env.pth"  # in the box venv's site-packages: the notebook's packages, after the box's own
@@ -61,6 +61,31 @@ class LocalBox:
     def env_dir(self) -> Path:
         """The box's virtual environment (``sys.prefix`` on the box)."""
         return self.python.parent.parent
+
+
+@dataclass(frozen=True)
+class Gpus:
+    """A simulated machine's GPUs, as the instance record has them. The box gets an
+    ``nvidia-smi`` on its PATH that reports them (its ranks still run on the CPU)."""
+
+    name: str
+    count: int
+    memory_mb: int  # per GPU (the record's gpu_ram, in MiB as nvidia-smi counts)
+    driver: str | None = None
+    cuda: float | None = None
+
+    def nvidia_smi(self) -> str:
+        """The ``nvidia-smi`` script: GPU rows for a ``--query-gpu`` (in the order of the
+        worker's health query), else a header with the driver and CUDA versions."""
+        row = f'"$i, {self.name}, {self.memory_mb}, 0, 0, 34"'
+        return (
+            "#!/bin/sh\n# vastnb's simulator: this machine's GPUs, as nvidia-smi reports them.\n"
+            'case "$*" in\n'
+            f'  *--query-gpu=*) i=0; while [ "$i" -lt {self.count} ]; do echo {row}; i=$((i + 1)); done ;;\n'
+            f'  *) echo "| NVIDIA-SMI (simulated)  Driver Version: {self.driver or "?"}  '
+            f'CUDA Version: {self.cuda or "?"} |" ;;\n'
+            "esac\n"
+        )
 
 
 class Boxes:
@@ -90,17 +115,24 @@ class Boxes:
             _furnish(box)
         return box
 
-    def power_on(self, instance_id: int, *, onstart: str | None = None, key: str = "") -> None:
+    def power_on(
+        self, instance_id: int, *, onstart: str | None = None, key: str = "", gpus: Gpus | None = None
+    ) -> None:
         """The container starts: connections are taken, and ``onstart`` runs as Vast runs
         it, a shell command in the background with the instance's id and own key in
         ``CONTAINER_ID`` and ``CONTAINER_API_KEY``, in the box's environment (its
-        ``python3`` is the box's own). The box's venv is made at its first start."""
+        ``python3`` is the box's own). The box's venv is made at its first start; its
+        ``nvidia-smi`` reports ``gpus``."""
         box = self.local(instance_id)
         box.root.mkdir(parents=True, exist_ok=True)
         # A container starts with none of its processes from before its stop (one still in
         # its stop's grace period is ended now: a stop completes before a start).
         _end_group(box.root, 0.0)
         _furnish(box)
+        if gpus is not None and gpus.count > 0:
+            smi = box.env_dir / "bin" / "nvidia-smi"
+            smi.write_text(gpus.nvidia_smi())
+            smi.chmod(0o755)
         box.power_mark.touch()
         if onstart:
             _end_onstart(box.root, instance_id)  # a container runs one onstart at a time

@@ -51,7 +51,8 @@ def _kill_worker(api: SimAPI, request: SimRequest, match: re.Match[str]) -> Any:
 
 @route("POST", "/_sim/stall-loading")
 def _stall_loading(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
-    api.market.stall_loading(_fields(request, "count").get("count", 1))  # the market checks count
+    body = _fields(request, "count", "after")  # the market checks them
+    api.market.stall_loading(body.get("count", 1), after=body.get("after", 0))
     return {"success": True}
 
 

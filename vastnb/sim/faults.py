@@ -158,17 +158,23 @@ class FaultsMixin:
                 )
             return pid
 
-    def stall_loading(self, count: int = 1) -> None:
-        """The next ``count`` instances created stay ``loading`` for ever (their image pull
-        never finishes) until destroyed. Replaces any count still pending; 0 cancels it."""
-        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_STALLS:
-            raise SimError(400, "invalid_args", f"count must be a whole number from 0 to {MAX_STALLS}, got {count!r}")
+    def stall_loading(self, count: int = 1, *, after: int = 0) -> None:
+        """The next ``count`` instances created, once ``after`` more have been created normally,
+        stay ``loading`` for ever (their image pull never finishes) until destroyed. Replaces
+        any stall still pending; a count of 0 cancels it."""
+        for name, value in (("count", count), ("after", after)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_STALLS:
+                raise SimError(
+                    400, "invalid_args", f"{name} must be a whole number from 0 to {MAX_STALLS}, got {value!r}"
+                )
         with self._tx() as (state, _):
-            state["stall_loading"] = count
+            state["stall_loading"], state["stall_after"] = count, after
 
     def _take_stall(self, state: State, instance_id: int) -> None:
-        """A new instance: stalled in ``loading`` if a stall is pending."""
-        if state.get("stall_loading", 0) > 0:
+        """A new instance: stalled in ``loading`` if a stall is pending and due."""
+        if state.get("stall_loading", 0) > 0 and state.get("stall_after", 0) > 0:
+            state["stall_after"] -= 1
+        elif state.get("stall_loading", 0) > 0:
             state["stall_loading"] -= 1
             state.setdefault("stalled", []).append(instance_id)
 

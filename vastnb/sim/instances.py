@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vastnb.sim import billing
+from vastnb.sim.overlays import leave_overlays
 
 __all__ = ["new_instance", "to_api"]
 
@@ -53,6 +54,7 @@ _FROM_OFFER = (
     "hosting_type",
     "public_ipaddr",
     "direct_port_count",
+    "cluster_id",
 )
 
 
@@ -164,3 +166,4 @@ def retire(state: dict[str, Any], inst: Instance, when: float, *, by: str) -> No
         "by": by,
     }
     del state["instances"][str(inst["id"])]
+    leave_overlays(state, inst["id"])

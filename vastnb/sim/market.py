@@ -21,11 +21,12 @@ from typing import Any
 
 from vastnb.sim import billing, selfdestruct
 from vastnb.sim.account import AccountMixin
-from vastnb.sim.boxes import Boxes
+from vastnb.sim.boxes import Boxes, Gpus
 from vastnb.sim.errors import MAX_ADVANCE_S, Range, SimError, create_number, number
 from vastnb.sim.faults import FAULT_STATES, FaultsMixin, is_outbid
 from vastnb.sim.instances import new_instance, retire, to_api
 from vastnb.sim.offers import OffersMixin
+from vastnb.sim.overlays import OverlaysMixin, join_on_create
 from vastnb.sim.state import StateStore
 from vastnb_worker.files import write_private
 
@@ -54,11 +55,12 @@ class SimConfig:
     authorized_keys: Path | None = None
 
 
-class Market(OffersMixin, AccountMixin, FaultsMixin):
+class Market(OffersMixin, AccountMixin, FaultsMixin, OverlaysMixin):
     """The simulator's state and rules. ``home`` None keeps everything in memory.
 
     The offers live in :class:`OffersMixin`, the account side (SSH keys, user, charges,
-    balance) in :class:`AccountMixin`, the faults tests inject in :class:`FaultsMixin`.
+    balance) in :class:`AccountMixin`, the faults tests inject in :class:`FaultsMixin`,
+    overlay networks in :class:`OverlaysMixin`.
     """
 
     def __init__(self, home: Path | None = None, config: SimConfig | None = None) -> None:
@@ -208,7 +210,14 @@ class Market(OffersMixin, AccountMixin, FaultsMixin):
         """The instance runs: its machine answers, with the instance's SSH keys installed,
         and its container's onstart runs, as Vast runs it at every start."""
         if self.boxes:
-            self.boxes.power_on(inst["id"], onstart=inst.get("onstart"), key=inst["instance_api_key"])
+            gpus = Gpus(
+                inst["gpu_name"],
+                int(inst["num_gpus"] or 0),
+                int(inst.get("gpu_ram") or 0),
+                inst.get("driver_version"),
+                inst.get("cuda_max_good"),
+            )
+            self.boxes.power_on(inst["id"], onstart=inst.get("onstart"), key=inst["instance_api_key"], gpus=gpus)
         if self.config.authorized_keys is not None:
             keys = [k["key"] for k in inst.get("account_keys", [])] + [k["public_key"] for k in inst["ssh_keys"]]
             path = Path(self.config.authorized_keys)
@@ -272,6 +281,7 @@ class Market(OffersMixin, AccountMixin, FaultsMixin):
             )
             # Vast installs the account's keys on instances created after them.
             inst["account_keys"] = list(state["ssh_keys"])
+            join_on_create(state, payload, inst)  # refused (nothing created) if it cannot join
             self._take_stall(state, instance_id)
             if not outbid:
                 return {"success": True, "new_contract": instance_id, "instance_api_key": inst["instance_api_key"]}

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from vastnb.sim.catalogue import generate_offers
+from vastnb.sim.clusters import cluster_offers
 from vastnb.sim.errors import SimError
 from vastnb.sim.search import SearchError, search_offers
 
@@ -32,8 +33,9 @@ class OffersMixin:
 
     @functools.cached_property
     def catalogue(self) -> list[dict[str, Any]]:
-        """Every offer the market knows, rented or not (generated from the seed)."""
-        return generate_offers(seed=self.config.seed, count=self.config.offers)
+        """Every offer the market knows, rented or not (generated from the seed), the
+        clusters' machines last."""
+        return generate_offers(seed=self.config.seed, count=self.config.offers) + cluster_offers(self.config.seed)
 
     @functools.cached_property
     def _offer_index(self) -> dict[int, dict[str, Any]]:

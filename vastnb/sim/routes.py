@@ -311,6 +311,36 @@ def _instance_keys(api: SimAPI, request: SimRequest, match: re.Match[str]) -> An
     return {"success": True, "ssh_keys": json.dumps(api.market.instance_ssh_keys(int(match.group(1))))}
 
 
+# -- overlay networks -------------------------------------------------------------------------
+
+
+@route("POST", "/api/v0/overlay")
+def _create_overlay(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
+    body = request.object()
+    api.market.create_overlay(body.get("cluster_id"), body.get("name"))
+    return {"success": True, "msg": f"Overlay {body.get('name')} created on cluster {body.get('cluster_id')}."}
+
+
+@route("GET", "/api/v0/overlay")
+def _overlays(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
+    return api.market.overlays()  # a bare list, as the CLI reads it
+
+
+@route("PUT", "/api/v0/overlay")
+def _join_overlay(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
+    body = request.object()
+    if isinstance(body.get("instance_id"), bool) or not isinstance(body.get("instance_id"), int):
+        raise SimError(400, "invalid_args", "instance_id must be an integer")
+    api.market.join_overlay(body.get("name"), body["instance_id"])
+    return {"success": True, "msg": "Instance added to the overlay."}
+
+
+@route("DELETE", "/api/v0/overlay")
+def _delete_overlay(api: SimAPI, request: SimRequest, _: re.Match[str]) -> Any:
+    api.market.delete_overlay(request.object())
+    return {"success": True, "msg": "Overlay deleted."}
+
+
 # -- account ----------------------------------------------------------------------------------
 
 
