@@ -6,8 +6,12 @@ feed them real events, and button clicks act on real (simulated) instances.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,7 @@ import pytest
 
 from vastnb import Client, LaunchEvent, LaunchPolicy, Offer
 from vastnb.errors import ProvisionError
-from vastnb.front.widgets import LaunchProgress, StatusCard, rich_frontend
+from vastnb.front.widgets import LaunchProgress, LiveBoxes, StatusCard, rich_frontend
 from vastnb.market.selection import Candidate
 from vastnb.sim import SimConfig
 
@@ -286,3 +290,67 @@ def test_text_card_is_one_summary_line(client: Client, capsys: pytest.CaptureFix
     box.stop()
     card.refresh()
     assert card.state == "stopped" and ": stopped, " in repr(card)
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"never happened within {timeout:.0f} s: {what}")
+        time.sleep(0.05)
+
+
+def test_a_box_has_one_card_and_it_follows_a_destroy_from_another_process(client: Client) -> None:
+    live = LiveBoxes(client, store_every=0.05, market_every=3600.0)  # the state store only
+    box = client.launch("dev-test", name="shared")
+    card = live.card(box, rich=True)
+    assert live.card(box) is card and live.live() == [card]  # %vast launch and %vast status: one card
+    cli = [str(Path(sys.executable).with_name("vastnb")), "down", "shared"]  # the command, as a user types it
+    subprocess.run(cli, env={**os.environ, "VASTNB_BACKEND": "sim"}, check=True, capture_output=True, timeout=120)
+    wait_until(lambda: card.state == "destroyed", "the card shows the destroy made by `vastnb down`")
+    assert card.stop_button.disabled and card.destroy_button.disabled and card.error == ""
+    assert live.live() == []
+    assert live._thread is not None
+    live._thread.join(10)
+    assert not live._thread.is_alive()  # nothing left to follow: the poller ends
+
+
+def test_a_stop_from_anywhere_in_the_kernel_shows_on_the_card(client: Client) -> None:
+    live = LiveBoxes(client, store_every=0.05, market_every=3600.0)
+    box = client.launch("dev-test", name="stopped-elsewhere")
+    card = live.card(box, rich=True)
+    client.attach("stopped-elsewhere").stop()  # another handle on the same box
+    wait_until(lambda: card.state == "stopped", "the card shows the stop")
+    assert card.stop_button.disabled and card.start_button.layout.display is None
+
+
+def test_a_box_destroyed_behind_vastnbs_back_turns_destroyed_on_its_card(client: Client) -> None:
+    live = LiveBoxes(client, store_every=0.05, market_every=0.3)
+    box = client.launch("dev-test", name="watchdogged")
+    card = live.card(box, rich=True)
+    assert client.sim is not None
+    client.sim.market.destroy(box.id)  # as the box's own watchdog does: no vastnb process records it
+    wait_until(lambda: card.state == "destroyed", "the card shows what the market says")
+    assert card.destroy_button.disabled and card.cost is not None
+
+
+def test_a_finished_launch_leaves_a_record_where_its_live_view_was(client: Client) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    InteractiveShell.instance()  # a shell for display() to publish through
+    progress = LaunchProgress("dev-test", rich=True, simulated=True)
+    with capture_output() as shown:
+        progress.display()
+        box = client.launch("dev-test", name="recorded", progress=progress)
+        progress.finish(box=box)
+    live, record = shown.outputs
+    # What a saved notebook keeps of the live view is no text (a launch in progress is not a
+    # state), then the record of how it ended: its text is what GitHub, nbval and an
+    # untrusted viewer show, its HTML what a trusted one shows instead of the hidden widget.
+    assert live.data["text/plain"] == "" and "application/vnd.jupyter.widget-view+json" in live.data
+    text = record.data["text/plain"]
+    assert text.startswith("Launch of dev-test: ready in ") and f"recorded #{box.id} (SIMULATED)" in text
+    assert "·" not in text and "▸" not in text and all(label in text for label in LABELS)
+    assert record.data["text/html"].count("✓") == len(LABELS) and "ready in" in record.data["text/html"]
+    assert progress.widget is not None and progress.widget.layout.display == "none"

@@ -159,7 +159,7 @@ class VastMagics(JobMagicsMixin, Magics):
     def _launch(self, words: list[str], _: str | None) -> None:
         args = self._parse("launch", words)
         self.client.profile(args.profile)  # a typo is refused before any display
-        from vastnb.front.widgets import LaunchProgress, StatusCard
+        from vastnb.front.widgets import LaunchProgress, live_boxes
 
         progress = LaunchProgress(args.profile, simulated=self.client.simulated)
         progress.display()
@@ -180,7 +180,7 @@ class VastMagics(JobMagicsMixin, Magics):
         progress.finish(box=box)
         self.boxes[box.name] = box
         self.current = box.name
-        StatusCard(box).display()
+        live_boxes(self.client).card(box).display()
 
     def _ps(self, words: list[str], _: str | None) -> Any:
         args = self._parse("ps", words)
@@ -193,10 +193,10 @@ class VastMagics(JobMagicsMixin, Magics):
         print(f"%%vast run now goes to {box.name} (#{box.id})")
 
     def _status(self, words: list[str], _: str | None) -> None:
-        from vastnb.front.widgets import StatusCard
+        from vastnb.front.widgets import live_boxes
 
         args = self._parse("status", words)
-        StatusCard(self._box(args.name)).display()
+        live_boxes(self.client).card(self._box(args.name)).display()
 
     def _down(self, words: list[str], _: str | None) -> None:
         args = self._parse("down", words)

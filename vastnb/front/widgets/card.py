@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import ipywidgets
 
     from vastnb.lifecycle.box import Box
+    from vastnb.market.records import Instance
 
 __all__ = ["StatusCard"]
 
@@ -53,6 +54,10 @@ class StatusCard(View):
         except Exception as exc:  # noqa: BLE001 - a display must not lose it: it shows on the card
             self.error = f"{type(exc).__name__}: {exc}"
             return
+        self.apply(info, cost)
+
+    def apply(self, info: Instance | None, cost: float | None) -> None:
+        """Show the instance as the market reported it (None: gone) and its cost so far."""
         with self.hold_trait_notifications():
             self.cost, self.error = cost, ""
             self.state = info.actual_status.value if info is not None else "destroyed"

@@ -92,6 +92,7 @@ class LaunchProgress(View):
 
     def __init__(self, profile: str, *, rich: bool | None = None, simulated: bool = False) -> None:
         super().__init__(rich, profile=profile, simulated=simulated)
+        self.shown = False  # the live widget is under a cell: finish() puts the record there
 
     def __call__(self, event: LaunchEvent) -> None:
         """Record one launch event (the progress callback)."""
@@ -111,12 +112,29 @@ class LaunchProgress(View):
             self.simulated = self.simulated or bool(box is not None and box.simulated)
         if not self.rich and error is not None:
             LaunchEvent("failed", self.outcome, self.elapsed or 0.0).print()
+        if self.shown and self.widget is not None:
+            from IPython.display import display
+
+            # The live view makes way for a record of how the launch ended: what a saved
+            # notebook keeps, and what GitHub, nbval and an untrusted viewer show.
+            self.widget.layout.display = "none"
+            display(self.record(), raw=True)
 
     def display(self) -> None:
-        """Show the widget under the current cell; in text mode nothing, since each
-        event prints its line as it comes."""
-        if self.rich:
-            super().display()
+        """Show the live widget under the current cell; in text mode nothing, since each
+        event prints its line as it comes. The widget's own text fallback is empty: a
+        launch in progress is no state to keep, and :meth:`finish` adds the record."""
+        if self.widget is not None:
+            from IPython.display import display
+
+            bundle = {**self.widget._repr_mimebundle_(), "text/plain": ""}
+            display(bundle, raw=True)
+            self.shown = True
+
+    def record(self) -> dict[str, str]:
+        """The view as static text and HTML: the launch's record once it ended."""
+        rows = "".join(f"<div>{row.html()}</div>" for row in self.rows())
+        return {"text/plain": repr(self), "text/html": f"<div><b>{html.escape(self.headline())}</b>{rows}</div>"}
 
     @property
     def elapsed(self) -> float | None:
