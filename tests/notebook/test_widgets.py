@@ -52,11 +52,11 @@ def market_state(client: Client, instance_id: int) -> str | None:
 
 
 def row_texts(progress: LaunchProgress) -> list[str]:
-    """The rich view's row widgets, as HTML."""
+    """The rich view's rows, as HTML."""
     assert progress.widget is not None
     lines = progress.widget.children[1]
-    assert isinstance(lines, ipywidgets.VBox)
-    return [child.value for child in lines.children]
+    assert isinstance(lines, ipywidgets.HTML)
+    return re.findall(r"<div>(.*?)</div>", lines.value)
 
 
 def offer_event(elapsed: float = 0.05) -> LaunchEvent:
@@ -175,10 +175,10 @@ def test_retries_and_cleanups_are_extra_rows_and_a_new_attempt_starts_over() -> 
             "  − cleanup      2.6s  instance 20000007 destroyed",
             "  ✓ offer chosen 2.7s  1x RTX 4090, $0.205/h, SE, reliability 0.991",
             "  ▸ created",
-            "  · loading",
-            "  · running",
-            "  · SSH",
-            "  · worker ready",
+            "  ○ loading",
+            "  ○ running",
+            "  ○ SSH",
+            "  ○ worker ready",
         ]
     )
 
@@ -224,11 +224,11 @@ def test_reprs_and_frontend_detection() -> None:
             [
                 "Launch of dev-test: starting",
                 "  ▸ offer chosen",
-                "  · created",
-                "  · loading",
-                "  · running",
-                "  · SSH",
-                "  · worker ready",
+                "  ○ created",
+                "  ○ loading",
+                "  ○ running",
+                "  ○ SSH",
+                "  ○ worker ready",
             ]
         )
     )
@@ -351,6 +351,6 @@ def test_a_finished_launch_leaves_a_record_where_its_live_view_was(client: Clien
     assert live.data["text/plain"] == "" and "application/vnd.jupyter.widget-view+json" in live.data
     text = record.data["text/plain"]
     assert text.startswith("Launch of dev-test: ready in ") and f"recorded #{box.id} (SIMULATED)" in text
-    assert "·" not in text and "▸" not in text and all(label in text for label in LABELS)
+    assert "○" not in text and "▸" not in text and all(label in text for label in LABELS)
     assert record.data["text/html"].count("✓") == len(LABELS) and "ready in" in record.data["text/html"]
     assert progress.widget is not None and progress.widget.layout.display == "none"

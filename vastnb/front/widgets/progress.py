@@ -27,7 +27,7 @@ STEPS = {
     "connecting": "SSH",
     "ready": "worker ready",
 }
-MARKS = {"done": "✓", "active": "▸", "pending": "·", "retry": "↻", "cleanup": "−", "failed": "✗", "note": "•"}
+MARKS = {"done": "✓", "active": "▸", "pending": "○", "retry": "↻", "cleanup": "−", "failed": "✗", "note": "•"}
 COLORS = {
     "done": "green",
     "active": "#1565c0",
@@ -55,11 +55,15 @@ class Row:
         return f"  {MARKS[self.mark]} {self.label:<12}{when}  {self.detail}".rstrip()
 
     def html(self) -> str:
-        when = f" <code>{self.elapsed:.1f}s</code>" if self.elapsed is not None else ""
+        """The row as one line of HTML: mark, label and time in aligned columns, then the detail."""
         color = COLORS[self.mark]
+        when = f"{self.elapsed:.1f}s" if self.elapsed is not None else ""
+        detail = f"<span style='color:#555'>{html.escape(self.detail)}</span>" if self.detail else ""
         return (
-            f"<span style='color:{color}'>{MARKS[self.mark]} {html.escape(self.label)}</span>{when}"
-            f"{'&nbsp; ' + html.escape(self.detail) if self.detail else ''}"
+            f"<span style='display:inline-block;width:1.4em;text-align:center;font-weight:bold;color:{color}'>"
+            f"{MARKS[self.mark]}</span><span style='display:inline-block;min-width:7.5em;color:{color}'>"
+            f"{html.escape(self.label)}</span><code style='display:inline-block;min-width:4em;background:none'>"
+            f"{when}</code>{detail}"
         )
 
 
@@ -133,8 +137,10 @@ class LaunchProgress(View):
 
     def record(self) -> dict[str, str]:
         """The view as static text and HTML: the launch's record once it ended."""
-        rows = "".join(f"<div>{row.html()}</div>" for row in self.rows())
-        return {"text/plain": repr(self), "text/html": f"<div><b>{html.escape(self.headline())}</b>{rows}</div>"}
+        return {"text/plain": repr(self), "text/html": f"<b>{html.escape(self.headline())}</b>{self._rows_html()}"}
+
+    def _rows_html(self) -> str:
+        return "<div style='line-height:1.6'>" + "".join(f"<div>{row.html()}</div>" for row in self.rows()) + "</div>"
 
     @property
     def elapsed(self) -> float | None:
@@ -174,16 +180,9 @@ class LaunchProgress(View):
     def _build(self) -> ipywidgets.Box:
         import ipywidgets as w
 
-        self._header, self._lines = w.HTML(), w.VBox()
-        self._pool: list[w.HTML] = []  # row widgets, reused: each one is a comm
+        self._header, self._lines = w.HTML(), w.HTML()
         return w.VBox([self._header, self._lines])
 
     def _draw(self) -> None:
-        import ipywidgets as w
-
         self._header.value = f"<b>{html.escape(self.headline())}</b>"
-        rows = self.rows()
-        self._pool += [w.HTML() for _ in range(len(rows) - len(self._pool))]
-        for widget, row in zip(self._pool, rows, strict=False):
-            widget.value = row.html()
-        self._lines.children = tuple(self._pool[: len(rows)])
+        self._lines.value = self._rows_html()
