@@ -172,3 +172,19 @@ def test_user_code_ending_the_worker_process(box: Session) -> None:
         box.call(os._exit, 3)
     with pytest.warns(UserWarning):
         assert box.call(lambda: "back") == "back"
+
+
+def test_a_closed_connection_reads_nothing_more_before_its_pipe_is_closed(box: Session) -> None:
+    """Its frames thread has ended before its descriptor is closed: a number closed under a
+    reading thread is reused by the next connection's pipe, whose bytes that thread would take
+    (the next relay's first line: the next connect then waits for ever)."""
+    first = box.connect()
+    assert box.call(sum, [1, 2]) == 3
+    reader = first._reader
+    assert reader is not None and reader.is_alive()
+    box.close()
+    assert not reader.is_alive() and first.process.stdout is not None and first.process.stdout.closed
+    for _ in range(5):  # the next connections get the freed numbers, and work
+        box.connect()
+        assert box.call(sum, [2, 2]) == 4
+        box.close()

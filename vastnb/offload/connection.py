@@ -7,6 +7,7 @@ on the queue), so the stream never loses its place.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import queue
 import subprocess
@@ -45,6 +46,7 @@ class Connection:
         self.frames: queue.Queue[Frame | None] = queue.Queue()
         self.hello: dict[str, Any] = {}
         self.alive = True
+        self._reader: threading.Thread | None = None  # the thread reading frames, once started
 
     @classmethod
     def open(
@@ -92,7 +94,8 @@ class Connection:
         except BaseException:
             connection.close()
             raise
-        threading.Thread(target=connection._read, name="vastnb-frames", daemon=True).start()
+        connection._reader = threading.Thread(target=connection._read, name="vastnb-frames", daemon=True)
+        connection._reader.start()
         return connection
 
     def _fail(self) -> TransportError:
@@ -199,17 +202,27 @@ class Connection:
 
     def close(self) -> None:
         self.alive = False
-        for pipe in (self.process.stdin, self.process.stdout):
-            try:
-                if pipe is not None:
-                    pipe.close()
-            except OSError:
-                pass
+        with contextlib.suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
         try:
             self.process.terminate()
             self.process.wait(timeout=5)
         except (OSError, subprocess.TimeoutExpired):
             self.process.kill()
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
+        # The frames thread ends at the end of the stream, and only then is its descriptor
+        # closed: a number closed under a thread still reading it can be reused at once by the
+        # next connection's pipe, and that thread would take the bytes meant for the new one
+        # (the new relay's first line), leaving it waiting for ever. Rather an fd kept open.
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(timeout=5)
+        if reader is None or not reader.is_alive():
+            with contextlib.suppress(OSError):
+                if self.process.stdout is not None:
+                    self.process.stdout.close()
 
 
 def _drain(process: subprocess.Popen[bytes], tail: collections.deque[str]) -> None:
