@@ -9,6 +9,7 @@ the waits instead of sleeping, so retry tests are fast and can check the waits.
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +28,13 @@ from vastnb.sim import SimConfig, Simulator
 # has started) while the suite is collected, before notebooks/03's kernel plots: on a fresh
 # machine that kernel would otherwise print matplotlib's "building the font cache" notice
 # into an output nbval compares.
+
+# Ctrl-C as a user presses it: several tests send SIGINT to this process (a kernel's Ctrl-C)
+# or to a child (the command line's), and expect KeyboardInterrupt. A shell without job
+# control starts a background job (`pytest &`, `nohup pytest &`) with SIGINT ignored, and
+# Python then keeps it ignored, as does every child: put Python's own handler back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: Retries that stay well inside a test's time: about half a second, doubling.
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.5, factor=2.0, max_delay=8.0, total=60.0, jitter=0.25)
