@@ -45,12 +45,13 @@ def all_reduce(offset: float) -> tuple[int, int, int, float]:
     import torch
     import torch.distributed as td
 
-    from vastnb_worker import distributed as dist
+    from vastnb_worker import distributed as dist, report
 
     backend = dist.setup()
     value = torch.tensor([float(dist.rank()) + offset])
     td.all_reduce(value)
     print(f"rank {dist.rank()} of {dist.world_size()} on {backend}", flush=True)
+    report(int(offset * 10), total=value.item())  # rank 0's only
     return dist.rank(), dist.local_rank(), dist.world_size(), float(value.item())
 
 
@@ -61,6 +62,9 @@ def test_every_rank_runs_the_call_and_rank_0_answers(box: Box, capsys: pytest.Ca
         assert f"[r{rank}] rank {rank} of 4 on gloo" in printed
     every = box.options(nproc=2, ranks="all").run(all_reduce, 1.0)
     assert every == [(0, 0, 2, 3.0), (1, 1, 2, 3.0)]  # in rank order
+    reported = box.metrics()  # rank 0's reports, out of the output
+    assert reported[["step", "rank", "total"]].values.tolist() == [[5, 0, 8.0], [10, 0, 3.0]]
+    assert "vastnb-metrics" not in printed + capsys.readouterr().out
 
 
 def test_the_simulated_box_reports_the_gpus_it_was_rented_with(box: Box) -> None:

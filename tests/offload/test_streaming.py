@@ -20,6 +20,24 @@ def test_prints_arrive_in_order(box: Session) -> None:
     assert box.outputs == [("stdout", f"line {i}\n") for i in range(200)]
 
 
+def test_reports_are_taken_out_of_the_output_as_they_come(box: Session) -> None:
+    def train(steps: int) -> str:
+        from vastnb_worker import report
+
+        for step in range(steps):
+            print(f"step {step}")
+            report(step, loss=1.0 / (step + 1))
+        print("\x1evastnb-metrics {'step': 1}")  # a box may print anything: not a report
+        return "done"
+
+    assert box.call(train, 3) == "done"
+    assert box.outputs == [("stdout", f"step {i}\n") for i in range(3)]
+    frame = box.metrics.frame()
+    assert frame["step"].tolist() == [0, 1, 2]
+    assert frame["loss"].tolist() == [1.0, 0.5, 1.0 / 3]
+    assert frame["time"].is_monotonic_increasing and box.metrics.rejected == 1
+
+
 def test_stdout_and_stderr_interleave_in_order(box: Session) -> None:
     def both() -> None:
         for i in range(20):

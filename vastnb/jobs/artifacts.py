@@ -20,6 +20,7 @@ from typing import Any
 from vastnb.base.private import private_folder
 from vastnb.errors import ConfigError
 from vastnb_worker.files import write_private
+from vastnb_worker.metrics import Metric, MetricReader
 
 __all__ = ["JobFiles", "pack", "unpack"]
 
@@ -58,6 +59,8 @@ class JobFiles:
 
     def __init__(self, home: Path, job_id: int) -> None:
         self.folder = Path(home) / "jobs" / str(int(job_id))
+        # Per attempt: how far its log was read for metrics, the reader, what it found.
+        self._read: dict[int, tuple[int, MetricReader, list[Metric]]] = {}
 
     def _ready(self) -> Path:
         private_folder(self.folder.parent, what="vastnb's job files")
@@ -95,6 +98,36 @@ class JobFiles:
     def logs(self) -> str:
         """Every attempt's output, each after its header line."""
         return "".join(self.log_path(a).read_text(encoding="utf-8", errors="replace") for a in self.attempts())
+
+    def metrics(self) -> list[tuple[int, Metric]]:
+        """What each attempt reported (``vastnb_worker.report``: marked lines of its output),
+        as (attempt, metric); each call reads on from where the last one stopped."""
+        for attempt in self.attempts():
+            path = self.log_path(attempt)
+            offset, reader, found = self._read.get(attempt, (0, MetricReader(), []))
+            size = path.stat().st_size
+            if size < offset:  # written afresh (a controller re-attached): read from the start
+                offset, reader, found = 0, MetricReader(), []
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read(size - offset)
+            whole = data.rfind(b"\n") + 1  # whole lines only: a cut UTF-8 character waits too
+            found = found + reader.feed(data[:whole].decode("utf-8", errors="replace"))[1]
+            self._read[attempt] = (offset + whole, reader, found)
+        return [(attempt, metric) for attempt in sorted(self._read) for metric in self._read[attempt][2]]
+
+    def tail(self, lines: int, max_bytes: int = 64 << 10) -> str:
+        """The last ``lines`` lines of the latest attempt's output (read from at most its last
+        ``max_bytes``), metrics lines taken out."""
+        attempts = self.attempts()
+        if not attempts:
+            return ""
+        path = self.log_path(attempts[-1])
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - max_bytes))
+            data = f.read()
+        shown = MetricReader().feed(data.decode("utf-8", errors="replace"))[0]
+        return "".join(shown.splitlines(keepends=True)[-lines:])
 
     # -- outcome ----------------------------------------------------------------------------
 

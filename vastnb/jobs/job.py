@@ -16,7 +16,9 @@ from vastnb.errors import ConfigError, JobError
 from vastnb.jobs.artifacts import JobFiles
 from vastnb.jobs.queue import JobQueue, JobRecord
 from vastnb.jobs.states import JobState
+from vastnb.offload.output import metric_frame
 from vastnb.offload.results import raise_remote, safe, trusted
+from vastnb_worker.metrics import MetricReader
 from vastnb_worker.protocol import Frame, Kind
 
 if TYPE_CHECKING:
@@ -102,13 +104,26 @@ class Job:
     # -- output -------------------------------------------------------------------------------
 
     def logs(self) -> str:
-        """Everything the job printed, attempt by attempt (each after a marked line)."""
-        return self._files.logs()
+        """Everything the job printed, attempt by attempt (each after a marked line); what
+        it reported with ``vastnb_worker.report`` is in :meth:`metrics`."""
+        shown: str = MetricReader().feed(self._files.logs())[0]
+        return shown
+
+    def tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines the job's latest attempt printed."""
+        return self._files.tail(lines)
+
+    def metrics(self) -> pd.DataFrame:
+        """What the job reported with ``vastnb_worker.report(step, loss=...)``, as it runs:
+        one row per report, ``attempt``, ``step`` and a column per metric (``rank`` too when
+        ranks other than 0 reported)."""
+        return metric_frame(({"attempt": attempt}, metric) for attempt, metric in self._files.metrics())
 
     def follow(self, *, poll: float = 0.5) -> JobState:
         """Print the job's output as it comes, from the start, until it is final (Ctrl-C
         stops following; the job goes on). Its final state."""
         shown: dict[int, int] = {}
+        readers: dict[int, MetricReader] = {}  # each attempt's metrics lines are not printed
         try:
             while True:
                 state = self.state
@@ -116,7 +131,8 @@ class Job:
                     text = self._files.log_path(attempt).read_text(encoding="utf-8", errors="replace")
                     if len(text) < shown.get(attempt, 0):
                         shown[attempt] = 0  # the attempt's log began again (a controller re-attached)
-                    sys.stdout.write(text[shown.get(attempt, 0) :])
+                        readers.pop(attempt, None)
+                    sys.stdout.write(readers.setdefault(attempt, MetricReader()).feed(text[shown.get(attempt, 0) :])[0])
                     shown[attempt] = len(text)
                 sys.stdout.flush()
                 if state.final:

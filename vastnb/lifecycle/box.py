@@ -16,8 +16,11 @@ from vastnb.lifecycle.rental import Rental
 from vastnb.market.records import Instance
 from vastnb.offload import CellResult, RemoteTask, ResultPolicy, Session, safe, trusted
 from vastnb.offload.cells import CELL_NAME
+from vastnb.offload.output import MetricLog
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from vastnb.lifecycle.fleet import Fleet
     from vastnb.storage.grants import Renewal
 
@@ -43,6 +46,7 @@ class Box:
         self._fleet = fleet
         self._record = record
         self._session = session
+        self._metrics = session.metrics if session is not None else MetricLog()  # outlives each session
         self.trust = False
         self._grants: list[Renewal] = []
 
@@ -154,7 +158,7 @@ class Box:
         if not self._record.live:
             raise InstanceGoneError(f"instance {self.id} ({self.name}) was destroyed: launch a new box.")
         if self._session is None:
-            self._session = Session(self._fleet.transport(self.id), results=safe)
+            self._session = Session(self._fleet.transport(self.id), results=safe, metrics=self._metrics)
         return self._session
 
     def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -208,6 +212,12 @@ class Box:
         renewal = keep_granted(self.session, url, duration_s=duration_s, endpoint_url=endpoint_url, own_keys=own_keys)
         self._grants.append(renewal)
         return renewal
+
+    def metrics(self) -> pd.DataFrame:
+        """What calls and cells on this box reported with ``vastnb_worker.report(step, loss=...)``
+        (taken out of their output as it came): ``time`` (when it arrived), ``step``, ``rank``
+        in ranks, a column per metric; the latest 100,000 reports."""
+        return self._metrics.frame()
 
     def health(self) -> dict[str, Any]:
         """The box's Python, CUDA, GPUs, memory and disk, as its worker reports them."""

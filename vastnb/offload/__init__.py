@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from vastnb.offload.cells import CellResult
+from vastnb.offload.output import print_output
 from vastnb.offload.results import RemoteTask, ResultPolicy, safe, trusted
-from vastnb.offload.session import Session, print_output
+from vastnb.offload.session import Session
 from vastnb.offload.transport import LocalTransport, SSHTransport, Transport
 
 __all__ = [

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,6 +24,7 @@ from vastnb.offload.cells import CELL_NAME, CellResult, cell_payload
 from vastnb.offload.connection import Connection
 from vastnb.offload.control import REPLIES, control_reply
 from vastnb.offload.localmods import ship_local_modules
+from vastnb.offload.output import MetricLog, Output, print_output
 from vastnb.offload.results import RemoteTask, ResultPolicy, raise_remote, safe, trusted
 from vastnb.offload.sourcemap import SOURCES
 from vastnb.offload.transport import Transport
@@ -32,9 +32,8 @@ from vastnb.offload.zipapp import worker_zipapp
 from vastnb_worker import __version__ as worker_version, protocol
 from vastnb_worker.protocol import Frame, Kind
 
-__all__ = ["Session", "print_output", "encode_task"]
+__all__ = ["Session", "encode_task"]
 
-Output = Callable[[str, str], None]
 INTERRUPT_GRACE = 10.0  # seconds the box gets to stop after Ctrl-C before we stop waiting
 RECONNECT_TIMEOUT = 10.0  # seconds to try to reach the box again after a drop, to name a task
 
@@ -44,13 +43,6 @@ def encode_task(payload: Any) -> tuple[bytes, list[Any]]:
     local modules by value, code named for this process's source map."""
     ship_local_modules()
     return protocol.encode(payload, code_filename=SOURCES.name_code)
-
-
-def print_output(stream: str, text: str) -> None:
-    """The default output sink: the box's stdout here to stdout, its stderr to stderr."""
-    target = sys.stderr if stream == "stderr" else sys.stdout
-    target.write(text)
-    target.flush()
 
 
 class Session:
@@ -64,9 +56,11 @@ class Session:
         results: ResultPolicy = trusted,
         connect_timeout: float = 120.0,
         max_frame_bytes: int = protocol.MAX_FRAME,
+        metrics: MetricLog | None = None,
     ) -> None:
         self.transport = transport
         self.on_output = on_output
+        self.metrics = metrics if metrics is not None else MetricLog()  # what tasks report, out of their output
         self.results = results
         self.connect_timeout = connect_timeout
         self.max_frame_bytes = max_frame_bytes  # the biggest result (or output chunk) taken from the box
@@ -320,7 +314,9 @@ class Session:
             ahead = ", ".join(map(str, frame.meta.get("queued_behind") or []))
             self.on_output("stderr", f"[vastnb] task {task} waits for task(s) {ahead} to finish on the box\n")
         else:
-            self.on_output(frame.meta.get("stream", "stdout"), frame.meta.get("text", ""))
+            stream, text = str(frame.meta.get("stream", "stdout")), str(frame.meta.get("text", ""))
+            if shown := self.metrics.take(stream, text):
+                self.on_output(stream, shown)
 
     def _wait(self, connection: Connection, task: int, tag: str = "", *, results: ResultPolicy | None = None) -> Any:
         """Stream ``task``'s output from ``connection`` until its outcome; Ctrl-C interrupts

@@ -3,4 +3,8 @@
 It imports only the standard library and cloudpickle at import time, and never vastnb.
 """
 
+from vastnb_worker.metrics import report
+
+__all__ = ["report"]
+
 __version__ = "0.1.0"
