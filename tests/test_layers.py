@@ -28,9 +28,10 @@ RANKS = {
     "vastnb.lifecycle": 6,
     "vastnb.jobs": 7,  # the job queue, its controller, recovery
     "vastnb.costs": 8,  # budgets: before a launch or a job, and over what runs (jobs included)
-    "vastnb.client": 9,
-    "vastnb.front": 10,
-    "vastnb.__main__": 11,
+    "vastnb.front.widgets": 9,  # live views: the client's dashboard() makes one (boxes, jobs, costs)
+    "vastnb.client": 10,
+    "vastnb.front": 11,  # the magics and the command line: the client and its widgets
+    "vastnb.__main__": 12,
 }
 
 

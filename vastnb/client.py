@@ -39,6 +39,7 @@ from vastnb.profiles.budgets import Budget
 from vastnb.profiles.profile import Profile, get_profile, load_profiles
 
 if TYPE_CHECKING:
+    from vastnb.front.widgets.dashboard import Dashboard
     from vastnb.sim import SimConfig, Simulator
 
 __all__ = ["Client"]
@@ -88,6 +89,7 @@ class Client(CostsMixin, JobsMixin):
         sim_config: SimConfig | None = None,
         controller: ControllerSettings | None = None,
     ) -> None:
+        self._closed = False
         key = find_api_key(api_key)
         self.backend = backend or os.environ.get("VASTNB_BACKEND") or ("vast" if key else "sim")
         self.home = Path(home) if home else vastnb_home()
@@ -125,8 +127,14 @@ class Client(CostsMixin, JobsMixin):
         """The embedded simulator (to move its clock or inject faults), on the sim backend."""
         return self.provider.simulator
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (live views stop following this client then)."""
+        return self._closed
+
     def close(self) -> None:
         """End this client: its session's boxes are destroyed (kept ones are listed)."""
+        self._closed = True
         if "fleet" in self.__dict__:
             self.fleet.close()
         self._close_costs()
@@ -301,6 +309,16 @@ class Client(CostsMixin, JobsMixin):
 
     def _controller_env(self) -> dict[str, str]:
         return {"VAST_API_KEY": self._key.reveal()} if self._key is not None and self.backend == "vast" else {}
+
+    def dashboard(self, job: str | None = None, *, checkpoints: str | None = None) -> Dashboard:
+        """Boxes, jobs, checkpoints and metrics, and spend against budgets, in one live widget.
+
+        In a notebook it is the same widget for every call; ``job`` (a name) or ``checkpoints``
+        (a URL) chooses whose checkpoints and metrics it draws, by default the latest job's.
+        Elsewhere (a terminal, nbval) it is its text as of now."""
+        from vastnb.front.widgets.dashboard import dashboard
+
+        return dashboard(self, job=job, checkpoints=checkpoints)
 
     def checkpoints(self, url: str, **store_options: Any) -> pd.DataFrame:
         """The complete checkpoints saved under ``url`` (a folder or ``s3://bucket/prefix``),

@@ -25,7 +25,7 @@ def test_alerts_come_once_each_and_at_100_percent_the_budgets_boxes_end(vast: Cl
     assert vast.budget_watch is not None  # no controller runs: this process holds the budget...
     vast.budget_watch.stop()  # ...but here the test's own enforcer does, step by step
     said: list[str] = []
-    enforcer = Enforcer(vast.fleet, vast._budget_list(), grace_s=5.0, log=said.append)
+    enforcer = Enforcer(vast.fleet, vast.budget_entries(), grace_s=5.0, log=said.append)
     enforcer.check()
     assert _alerts(vast) == [] and said == []  # nothing spent yet
     assert vast.sim is not None

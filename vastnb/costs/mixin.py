@@ -89,7 +89,7 @@ class CostsMixin:
     def _market_frame(self, frame: pd.DataFrame, *, market: bool = True) -> pd.DataFrame:
         raise NotImplementedError
 
-    def _budget_list(self) -> list[Budget]:
+    def budget_entries(self) -> list[Budget]:
         """The budgets of ``budgets.yaml`` (found as the profiles are), loaded once."""
         if self._budgets is None:
             self._budgets = load_budgets(self._profiles_path)
@@ -101,19 +101,19 @@ class CostsMixin:
         projected at that rate, and the highest alert threshold reached."""
         now = self.fleet.api.now()
         store, url = self.fleet.store, self.fleet.url
-        rows = [standing(store, self.api, url, b, now) for b in self._budget_list()]
+        rows = [standing(store, self.api, url, b, now) for b in self.budget_entries()]
         return self._market_frame(pd.DataFrame(rows, columns=BUDGET_COLUMNS))
 
     def budget_enforcer(self, log: Callable[[str], None] = print) -> Enforcer:
         """What a controller runs every poll to hold the budgets over running instances
         (alerts, and at 100% their boxes end): see :mod:`vastnb.costs.enforce`."""
         grace = self.controller_settings.timing.stop_grace_s
-        deadlines = BoxDeadlines(self.fleet, self._budget_list, log=log)
-        return Enforcer(self.fleet, self._budget_list(), grace_s=grace, log=log, deadlines=deadlines)
+        deadlines = BoxDeadlines(self.fleet, self.budget_entries, log=log)
+        return Enforcer(self.fleet, self.budget_entries(), grace_s=grace, log=log, deadlines=deadlines)
 
     def _hold_budgets(self, fleet: Fleet) -> Fleet:
         """``fleet``'s boxes carry their budgets' deadlines, re-armed as boxes come and go."""
-        self._deadlines = BoxDeadlines(fleet, self._budget_list, log=_warn)
+        self._deadlines = BoxDeadlines(fleet, self.budget_entries, log=_warn)
         fleet.deadline, fleet.on_change = self._deadlines, self._deadlines.changed
         return fleet
 
@@ -128,7 +128,7 @@ class CostsMixin:
     def _enforce_budgets_of(self, profile: Profile) -> None:
         """A box of ``profile`` was launched: its budgets are held by the controller if one
         runs, else by this process (:meth:`_watch_budgets`)."""
-        if applicable(self._budget_list(), profile.team, profile.project) and not self.controller.status()["running"]:
+        if applicable(self.budget_entries(), profile.team, profile.project) and not self.controller.status()["running"]:
             self._watch_budgets()
 
     def _watch_budgets(self) -> None:
@@ -147,7 +147,9 @@ class CostsMixin:
             return
         now = self.fleet.api.now()  # the market's month
         store, url = self.fleet.store, self.fleet.url
-        check_budgets(profile, self._budget_list(), lambda b: spent_this_month(store, self.api, url, b, now), what=what)
+        check_budgets(
+            profile, self.budget_entries(), lambda b: spent_this_month(store, self.api, url, b, now), what=what
+        )
 
     def cost(self, ref: str | int) -> float:
         """Dollars the instance called ``ref`` (name or id) has cost in all, as the market
@@ -177,7 +179,7 @@ class CostsMixin:
             until=until,
             freq=freq,
             now=self.fleet.api.now(),
-            budgets=self._budget_list(),
+            budgets=self.budget_entries(),
         )
         return self._market_frame(frame)
 

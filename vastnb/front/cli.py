@@ -199,6 +199,7 @@ _RUN: dict[str, Callable[[argparse.Namespace], int]] = {
     "sim serve": _sim_serve,
     "submit": jobcli.submit,
     "jobs": jobcli.jobs,
+    "checkpoints": jobcli.checkpoints,
     "logs": jobcli.logs,
     "cancel": jobcli.cancel,
     "controller run": jobcli.controller_run,

@@ -18,7 +18,17 @@ from vastnb.front.notices import told_as
 from vastnb.jobs.controller import Controller, ControllerSettings
 from vastnb.lifecycle.launch import LaunchPolicy
 
-__all__ = ["submit", "jobs", "logs", "cancel", "controller_run", "controller_status", "controller_stop", "client_from"]
+__all__ = [
+    "submit",
+    "jobs",
+    "checkpoints",
+    "logs",
+    "cancel",
+    "controller_run",
+    "controller_status",
+    "controller_stop",
+    "client_from",
+]
 
 
 def client_from(settings: dict[str, Any]) -> Client:
@@ -108,6 +118,22 @@ def jobs(args: argparse.Namespace) -> int:
 
     with Client() as client:
         print_frame(client.jobs(), as_json=args.json, simulated=client.simulated)
+    return 0
+
+
+def checkpoints(args: argparse.Namespace) -> int:
+    from vastnb.front.cli import print_frame
+    from vastnb.front.widgets.dashboard import source_of
+
+    with Client() as client:
+        source = source_of(client, args.source)
+        if source.checkpoint_url() is None:
+            raise ConfigError(
+                f"job {source.job} keeps no checkpoints (submit it with --checkpoint URL)"
+                if source.job
+                else "no job yet: name a job or a checkpoint URL (vastnb checkpoints s3://bucket/run)"
+            )
+        print_frame(source.checkpoints(), as_json=args.json, simulated=False, index=False)
     return 0
 
 

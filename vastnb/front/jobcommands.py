@@ -24,6 +24,12 @@ _JOB_FLAGS = (
         metavar="N",
     ),
 )
+_SOURCE = Flag(
+    ("source",),
+    "a job's name or a checkpoint URL (s3://..., a folder); default: the latest job",
+    nargs="?",
+    metavar="JOB|URL",
+)
 _CTL_WHY = "a process of its own; in Python: vast.controller.status() and .stop()"
 
 
@@ -59,6 +65,20 @@ JOB_COMMANDS = (
         why="a notebook submits a function (vast.submit) or a cell (%%vast job)",
     ),
     Command("jobs", "every job: state, attempts, box, runtime, cost", (_JSON,), api="vastnb:Client.jobs"),
+    Command(
+        "checkpoints",
+        "a job's checkpoints, or those at a URL: step, time, size, metrics (live in a notebook)",
+        (_SOURCE, _JSON),
+        api="vastnb:Client.checkpoints",
+    ),
+    Command(
+        "dashboard",
+        "boxes, jobs, checkpoints and metrics, spend against budgets: one live widget",
+        (_SOURCE,),
+        api="vastnb:Client.dashboard",
+        fronts=MAGIC,
+        why="a widget; in a terminal `vastnb ps`, `jobs`, `checkpoints` and `cost` show the same",
+    ),
     Command(
         "logs",
         "a job's output, every attempt (-f: follow it live)",

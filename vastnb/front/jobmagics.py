@@ -1,4 +1,7 @@
-"""``%%vast job``, ``%vast jobs``, ``%vast logs`` and ``%vast cancel``: jobs from a notebook."""
+"""``%%vast job``, ``%vast jobs``, ``%vast logs``, ``%vast cancel``, ``%vast checkpoints`` and
+``%vast dashboard``: jobs from a notebook. What shows live in a notebook (a widget kept current
+by the client's poller) is the DataFrame the Python API returns where no widget can be drawn
+(nbval, a terminal IPython), so stored outputs stay comparable."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from vastnb.front.cellvars import cell_push, names
 from vastnb.front.jobcommands import job_settings
 from vastnb.front.notices import told_as
+from vastnb.front.widgets.base import rich_frontend
 
 if TYPE_CHECKING:
     from vastnb.client import Client
@@ -49,8 +53,29 @@ class JobMagicsMixin:
         return job
 
     def _jobs(self, words: list[str], _: str | None) -> Any:
+        """A live table in a notebook; elsewhere (nbval, a terminal) the DataFrame."""
         self._parse("jobs", words)
-        return self.client.jobs()
+        if not rich_frontend():
+            return self.client.jobs()
+        from vastnb.front.widgets.dashboard import JOBS_EVERY, jobs_view, live_view
+
+        return live_view(self.client, "jobs", lambda: jobs_view(self.client), JOBS_EVERY)
+
+    def _checkpoints(self, words: list[str], _: str | None) -> Any:
+        """The curve and table of a job's checkpoints, live; elsewhere the DataFrame."""
+        from vastnb.front.widgets.dashboard import CheckpointsView, live_view, source_of
+
+        source = source_of(self.client, self._parse("checkpoints", words).source)
+        if not rich_frontend():
+            return source.checkpoints()
+        key = f"checkpoints {source.job or source.url}"
+        return live_view(self.client, key, lambda: CheckpointsView(source), CheckpointsView.every)
+
+    def _dashboard(self, words: list[str], _: str | None) -> Any:
+        from vastnb.front.widgets.dashboard import source_of
+
+        source = source_of(self.client, self._parse("dashboard", words).source)
+        return self.client.dashboard(job=source.job, checkpoints=source.url)
 
     def _logs(self, words: list[str], _: str | None) -> None:
         args = self._parse("logs", words)

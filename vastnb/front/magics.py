@@ -97,6 +97,8 @@ class VastMagics(JobMagicsMixin, Magics):
             "jobs": self._jobs,
             "logs": self._logs,
             "cancel": self._cancel,
+            "checkpoints": self._checkpoints,
+            "dashboard": self._dashboard,
             "cost": self._cost,
         }
         self._parsers = build_parsers()

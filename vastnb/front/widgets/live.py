@@ -12,17 +12,22 @@ other by construction. What changes a box anywhere reaches its card through the 
   cards, not one per card): what no vastnb process recorded (the box's own watchdog destroying
   it, a preemption), uptime, price and cost.
 
-The poller runs only while a card of a box that is not destroyed exists; a destroyed card is
-final. Budgets are not its business: they hold in the controller and on the box whatever is
-displayed.
+Other live views (the dashboard's jobs, checkpoints, curve and spend) ask the same poller to
+call them at their own pace (:meth:`LiveBoxes.follow`). The poller runs only while a card of a
+box that is not destroyed, or a followed view, exists, and while its client is open; a
+destroyed card is final. Budgets are not its business: they hold in the controller and on the
+box whatever is displayed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
+import time
 import weakref
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vastnb.front.widgets.card import StatusCard
 
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LiveBoxes", "live_boxes"]
 
+V = TypeVar("V")
 STORE_EVERY = 1.0  # seconds between reads of the state store
 MARKET_EVERY = 15.0  # seconds between reads of the market
 
@@ -46,6 +52,10 @@ class LiveBoxes:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._followers: dict[int, tuple[float, Callable[[], None]]] = {}
+        self._due: dict[int, float] = {}
+        self._keys = itertools.count(1)
+        self._views: dict[str, Any] = {}
 
     def card(self, box: Box, *, rich: bool | None = None) -> StatusCard:
         """The card of ``box``: the same one for every call, so every view of it agrees
@@ -56,13 +66,43 @@ class LiveBoxes:
             if fresh:
                 self._recorded[box.id] = self._store_state(box.id)  # what the card is read against
                 card = self.cards[box.id] = StatusCard(box, rich=rich)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="vastnb-live-boxes", daemon=True)
-                self._thread.start()
+            self._start()
         assert card is not None
         if not fresh and not card.busy:  # asked for again (%vast status): figures as of now
             card.refresh()
         return card
+
+    def follow(self, every: float, refresh: Callable[[], None]) -> Callable[[], None]:
+        """Call ``refresh()`` about every ``every`` seconds from the poller (a failure is
+        tried again next time), until the returned function is called."""
+        key = next(self._keys)
+        with self._lock:
+            self._followers[key], self._due[key] = (every, refresh), 0.0
+            self._start()
+
+        def stop() -> None:
+            with self._lock:
+                self._followers.pop(key, None)
+                self._due.pop(key, None)
+
+        return stop
+
+    def shared(self, key: str, make: Callable[[], V]) -> V:
+        """The one view called ``key`` in this kernel (``make()`` on first use), so that every
+        display of it (``%vast jobs`` run twice, ``vast.dashboard()`` again) is the same view."""
+        with self._lock:
+            found = self._views.get(key)
+        if found is None:
+            made = make()  # outside the lock: making a view may ask to be followed
+            with self._lock:
+                found = self._views.setdefault(key, made)
+        return found
+
+    def _start(self) -> None:
+        # Under self._lock.
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="vastnb-live-boxes", daemon=True)
+            self._thread.start()
 
     def live(self) -> list[StatusCard]:
         """The cards still followed: those of boxes not destroyed."""
@@ -99,9 +139,14 @@ class LiveBoxes:
         """Read the market now rather than at the next turn."""
         self._wake.set()
 
+    def _busy(self) -> bool:
+        with self._lock:
+            followed = bool(self._followers)
+        return not self.client.closed and (followed or bool(self.live()))
+
     def _run(self) -> None:
         waited = 0.0
-        while self.live():
+        while self._busy():
             woken = self._wake.wait(self.store_every)
             self._wake.clear()
             waited += self.store_every
@@ -112,6 +157,14 @@ class LiveBoxes:
                     self.poll_market()
                 else:
                     self.poll_store()
+            now = time.monotonic()
+            with self._lock:
+                due = [(k, f) for k, (every, f) in self._followers.items() if self._due.get(k, 0.0) <= now]
+                for key, _ in due:
+                    self._due[key] = now + self._followers[key][0]
+            for _, refresh in due:
+                with contextlib.suppress(Exception):
+                    refresh()
 
 
 _BY_CLIENT: weakref.WeakKeyDictionary[Client, LiveBoxes] = weakref.WeakKeyDictionary()
