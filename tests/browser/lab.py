@@ -15,6 +15,7 @@ import fcntl
 import functools
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -141,3 +142,49 @@ def notebook(path: Path, cells: list[str]) -> Path:
     }
     path.write_text(json.dumps(nb))
     return path
+
+
+class Notebook:
+    """A notebook open in the page, run cell by cell."""
+
+    def __init__(self, lab: Lab, page: Any, name: str) -> None:
+        self.lab, self.page = lab, page
+        page.goto(f"{lab.url}/lab/tree/{name}?reset&token={lab.token}")
+        self.wait(lambda: any(k["execution_state"] == "idle" and k["connections"] > 0 for k in lab.kernels()), 90)
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=30_000)
+
+    @staticmethod
+    def wait(check: Any, timeout: float, what: str = "the kernel to be idle and connected") -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                pytest.fail(f"gave up waiting {timeout:.0f} s for {what}")
+            time.sleep(0.2)
+
+    def cell(self, index: int) -> Any:
+        return self.page.locator(".jp-Notebook .jp-Cell").nth(index)
+
+    def prompt(self, index: int) -> str:
+        return str(self.cell(index).locator(".jp-InputPrompt").inner_text()).strip()
+
+    def run(self, index: int, timeout: float = 120.0) -> Any:
+        """Run cell ``index`` (click its prompt, command mode, Shift+Enter) and wait for it."""
+        for _ in range(3):  # a Shift+Enter sent as the kernel settles can be lost: send again
+            self.cell(index).locator(".jp-InputPrompt").click()
+            self.page.keyboard.press("Escape")
+            self.page.keyboard.press("Shift+Enter")
+            started = time.monotonic()
+            while self.prompt(index) in ("[ ]:", "") and time.monotonic() - started < 5:
+                time.sleep(0.1)
+            if self.prompt(index) not in ("[ ]:", ""):
+                break
+        self.wait(lambda: re.fullmatch(r"\[\d+\]:", self.prompt(index)) is not None, timeout, f"cell {index} to run")
+        return self.cell(index)
+
+    def shot(self, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def text(locator: Any) -> str:
+    return str(locator.inner_text())
