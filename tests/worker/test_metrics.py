@@ -14,13 +14,26 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from vastnb_worker import metrics
-from vastnb_worker.metrics import MARK, Metric, MetricReader, report
+from vastnb_worker.metrics import MARK, ON_A_BOX, Metric, MetricReader, report
 
 
-def test_a_report_is_one_marked_line_of_output_that_the_reader_takes_back(
+@pytest.fixture(autouse=True)
+def on_a_box(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a task on a box, whose worker daemon sets it."""
+    monkeypatch.setenv(ON_A_BOX, "1")
+    monkeypatch.delenv("RANK", raising=False)
+
+
+def test_outside_a_box_a_report_is_kept_in_this_process_only(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv(ON_A_BOX)
+    report(41, loss=0.5)  # training in the notebook itself: nothing printed into the cell
+    assert capsys.readouterr().out == ""
+    assert metrics.history()[-1][1] == Metric(41, {"loss": 0.5})
+
+
+def test_a_report_is_one_marked_line_of_output_that_the_reader_takes_back(capsys: pytest.CaptureFixture[str]) -> None:
     report(7, loss=0.25, lr=1e-3)
     out = capsys.readouterr().out
     assert out.startswith(MARK) and out.endswith("\n") and out.count("\n") == 1

@@ -19,6 +19,9 @@ def main() -> None:
     os.makedirs(home, exist_ok=True)
     if args.mode == "daemon":
         from .daemon import serve  # imported per mode: a relay starts with every connection
+        from .metrics import ON_A_BOX
+
+        os.environ[ON_A_BOX] = "1"  # its tasks' reports (vastnb_worker.report) become output
 
         serve(home, args.digest, workdir=args.workdir, idle_exit=args.idle_exit)
         return

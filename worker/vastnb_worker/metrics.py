@@ -24,11 +24,14 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Optional
 
-__all__ = ["report", "history", "Metric", "MetricReader", "MARK", "MAX_NAMES", "RESERVED"]
+__all__ = ["report", "history", "Metric", "MetricReader", "MARK", "MAX_NAMES", "RESERVED", "ON_A_BOX"]
 
 #: What starts a metrics line (after a rank prefix such as ``[r0] `` if any). The control
 #: character keeps a user's own print from being taken for one.
 MARK = "\x1evastnb-metrics "
+#: Set by the worker daemon on a box (``python -m vastnb_worker daemon``), so inherited by its
+#: tasks and every process they start: there a report is a line of output.
+ON_A_BOX = "VASTNB_WORKER"
 MAX_NAMES = 32  # metrics per report
 MAX_LINE = 4096  # characters in a metrics line
 MAX_STEP = 2**53  # steps above this are not exact as JSON numbers
@@ -87,6 +90,8 @@ def report(step: int, *, every_rank: bool = False, **values: Any) -> None:
         return
     with _lock:
         _local.append((time.time(), Metric(step, checked, rank if every_rank else None)))
+    if not os.environ.get(ON_A_BOX):
+        return  # training in the notebook itself: history() has it
     record = {"step": step, "values": checked}
     if every_rank and rank is not None:
         record["rank"] = rank
