@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from traitlets import Unicode
 
@@ -66,6 +67,12 @@ class TableView(View):
     def __repr__(self) -> str:
         return f"{self.title}:\n{self.text}" + (f"\n  error: {self.error}" if self.error else "")
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        # Where the widget cannot be drawn (a notebook read on GitHub, untrusted), the table.
+        data = super()._repr_mimebundle_(include, exclude)
+        data["text/html"] = f"<b>{html.escape(self.title)}</b><br>{self.table or html.escape(self.empty)}"
+        return data
+
     def _build(self) -> ipywidgets.Box:
         import ipywidgets as w
 
@@ -73,8 +80,6 @@ class TableView(View):
         return w.VBox([self._head, w.Box([self._table], layout=w.Layout(overflow="auto")), self._error])
 
     def _draw(self) -> None:
-        import html
-
         simulated = self.frame is not None and self.frame.columns.name == "SIMULATED"
         mark = " <span style='color:crimson'>SIMULATED</span>" if simulated else ""
         self._head.value = f"<b>{html.escape(self.title)}</b>{mark}"
