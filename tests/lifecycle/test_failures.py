@@ -103,7 +103,7 @@ def test_a_box_whose_ssh_never_answers_is_destroyed(clients: Callable[..., Clien
     vast = clients(launch_policy=LaunchPolicy(poll=0.05, attempts=1, connect_deadline=1.5))
 
     def unplug(event: LaunchEvent) -> None:
-        if event.stage == "connecting":  # running, but nothing answers on its SSH port
+        if event.stage == "running":  # running, but nothing answers on its SSH port
             vast.sim.market.boxes.power_off(event.instance_id)  # type: ignore[union-attr]
 
     with pytest.raises(ProvisionError, match="Connection refused"):

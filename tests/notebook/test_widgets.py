@@ -267,6 +267,10 @@ def test_status_card_buttons_stop_start_and_destroy_a_real_box(client: Client) -
     assert repr(card).startswith(f"card #{box.id}: destroyed, 1x ")
     assert "destroyed" in card.widget.children[0].value  # type: ignore[union-attr]
 
+    card.refresh_button.click()  # nothing changed: the card says so rather than nothing
+    assert re.fullmatch(r"no change at \d\d:\d\d:\d\d", card.note), card.note
+    assert card.note in card.widget.children[0].value  # type: ignore[union-attr]
+
 
 def test_an_error_from_a_click_shows_on_the_card(client: Client) -> None:
     box = client.launch("dev-test", name="gone")

@@ -187,9 +187,10 @@ class _Launch:
         return Box(self.fleet, rental, session=session)
 
     def connect(self, instance_id: int) -> Session:
-        self.emit("connecting", f"connecting to instance {instance_id}", instance_id)
         session = Session(self.fleet.transport(instance_id), results=safe, connect_timeout=self.policy.connect_deadline)
         session.connect()
+        # Told once it is done, as every step is: the view times a step by when it ended.
+        self.emit("connecting", f"SSH connected to instance {instance_id}", instance_id)
         return session
 
     def cleanup(self, record: Attempt, instance_id: int) -> None:

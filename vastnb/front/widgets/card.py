@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ class StatusCard(View):
     simulated = Bool(False, help="the box is on the simulated market")
     busy = Unicode(help="the click in progress: 'stopping', 'starting', 'destroying'; '' when idle")
     error = Unicode(help="the last error, 'Type: message'; '' when none")
+    note = Unicode(help="what the last Refresh click found: 'no change at 13:45:02', 'updated at ...'")
 
     def __init__(self, box: Box, *, rich: bool | None = None) -> None:
         self.box = box
@@ -82,6 +84,12 @@ class StatusCard(View):
         if failure:  # what the click met matters more than the refresh after it
             self.error = failure
 
+    def refresh_clicked(self) -> None:
+        """Refresh, and say what it found, so that a click that changed nothing is seen."""
+        before = self.summary()
+        self._act("refreshing", lambda: None)
+        self.note = f"{'no change' if self.summary() == before else 'updated'} at {time.strftime('%H:%M:%S')}"
+
     def figures(self) -> list[str]:
         """GPU, $/h, uptime and cost so far, as the card shows them."""
         price = f"${self.price:.3f}/h" if self.price is not None else "$?/h"
@@ -117,7 +125,7 @@ class StatusCard(View):
         self.stop_button.on_click(lambda _b: self._act("stopping", self.box.stop))
         self.start_button.on_click(lambda _b: self._act("starting", self.box.start))
         self.destroy_button.on_click(lambda _b: self._act("destroying", self.box.down))
-        self.refresh_button.on_click(lambda _b: self._act("refreshing", lambda: None))
+        self.refresh_button.on_click(lambda _b: self.refresh_clicked())
         buttons = w.HBox([self.stop_button, self.start_button, self.destroy_button, self.refresh_button])
         return w.VBox([self._summary, buttons, self._error])
 
@@ -134,6 +142,7 @@ class StatusCard(View):
         self._summary.value = (
             f"<b>{html.escape(self.name)}</b> #{self.instance_id} <span style='color:{color}'>● {state}</span>"
             f"{badge}<br>{' · '.join(html.escape(f) for f in self.figures())}"
+            + (f" <span style='color:gray'>· {html.escape(self.note)}</span>" if self.note else "")
         )
         self._error.value = (
             f"<pre style='color:crimson;white-space:pre-wrap'>{html.escape(self.error)}</pre>" if self.error else ""
