@@ -348,11 +348,15 @@ def test_a_finished_launch_leaves_a_record_where_its_live_view_was(client: Clien
         progress.display()
         box = client.launch("dev-test", name="recorded", progress=progress)
         progress.finish(box=box)
-    live, record = shown.outputs
+    live, emptied, record = shown.outputs
     # What a saved notebook keeps of the live view is no text (a launch in progress is not a
     # state), then the record of how it ended: its text is what GitHub, nbval and an
     # untrusted viewer show, its HTML what a trusted one shows instead of the hidden widget.
     assert live.data["text/plain"] == "" and "application/vnd.jupyter.widget-view+json" in live.data
+    # The live output itself is emptied in place (its display id): reopened without a kernel,
+    # the notebook shows no dead widget where the launch ticked.
+    assert emptied.update and emptied.data == {"text/plain": ""}
+    assert emptied.transient["display_id"] == live.transient["display_id"]
     text = record.data["text/plain"]
     assert text.startswith("Launch of dev-test: ready in ") and f"recorded #{box.id} (SIMULATED)" in text
     assert "○" not in text and "▸" not in text and all(label in text for label in LABELS)

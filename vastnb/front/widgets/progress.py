@@ -13,6 +13,7 @@ from vastnb.lifecycle.launch import LaunchEvent
 
 if TYPE_CHECKING:
     import ipywidgets
+    from IPython.display import DisplayHandle
 
     from vastnb.lifecycle.box import Box
 
@@ -96,7 +97,7 @@ class LaunchProgress(View):
 
     def __init__(self, profile: str, *, rich: bool | None = None, simulated: bool = False) -> None:
         super().__init__(rich, profile=profile, simulated=simulated)
-        self.shown = False  # the live widget is under a cell: finish() puts the record there
+        self._handle: DisplayHandle | None = None  # the live widget's output: finish() empties it
 
     def __call__(self, event: LaunchEvent) -> None:
         """Record one launch event (the progress callback)."""
@@ -116,12 +117,15 @@ class LaunchProgress(View):
             self.simulated = self.simulated or bool(box is not None and box.simulated)
         if not self.rich and error is not None:
             LaunchEvent("failed", self.outcome, self.elapsed or 0.0).print()
-        if self.shown and self.widget is not None:
+        if self._handle is not None and self.widget is not None:
             from IPython.display import display
 
             # The live view makes way for a record of how the launch ended: what a saved
-            # notebook keeps, and what GitHub, nbval and an untrusted viewer show.
+            # notebook keeps, and what GitHub, nbval and an untrusted viewer show. The live
+            # view's output is emptied too (by its display id), so a notebook reopened
+            # without its kernel shows no dead widget there ("model not found").
             self.widget.layout.display = "none"
+            self._handle.update({"text/plain": ""}, raw=True)
             display(self.record(), raw=True)
 
     def display(self) -> None:
@@ -132,8 +136,7 @@ class LaunchProgress(View):
             from IPython.display import display
 
             bundle = {**self.widget._repr_mimebundle_(), "text/plain": ""}
-            display(bundle, raw=True)
-            self.shown = True
+            self._handle = display(bundle, raw=True, display_id=True)
 
     def record(self) -> dict[str, str]:
         """The view as static text and HTML: the launch's record once it ended."""
