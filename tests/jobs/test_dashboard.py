@@ -16,9 +16,11 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from vastnb import Client
+from vastnb.front import magics
 from vastnb.front.magics import VastMagics
-from vastnb.front.widgets import LiveBoxes
+from vastnb.front.widgets import LiveBoxes, base as widgets_base
 from vastnb.front.widgets.dashboard import Dashboard
+from vastnb.front.widgets.spend import CostView
 
 from .conftest import wait_for
 
@@ -60,7 +62,9 @@ def vast(jobs_client: Callable[..., Client], tmp_path: Path) -> Client:
     return jobs_client(profiles=folder)
 
 
-def test_a_job_s_reports_and_checkpoints_reach_the_dashboard_as_it_runs(vast: Client, tmp_path: Path) -> None:
+def test_a_job_s_reports_and_checkpoints_reach_the_dashboard_as_it_runs(
+    vast: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     gate = tmp_path / "gate"
     job = vast.submit(
         train, args=(12, str(gate)), profile="dev-test", name="curve", checkpoint=str(tmp_path / "ckpt"), team="ml"
@@ -118,6 +122,17 @@ def test_a_job_s_reports_and_checkpoints_reach_the_dashboard_as_it_runs(vast: Cl
     assert printed.returncode == 0, printed.stderr
     assert [line.split()[:1] for line in printed.stdout.splitlines()[1:]] == [["4"], ["8"], ["12"]]
     text = repr(shell.run_line_magic("vast", "dashboard"))
+    report = shell.run_line_magic("vast", "cost --by team")
+    assert report["team"].tolist() == ["ml"] and report["total_usd"].iloc[0] > 0
+
+    # In a kernel %vast cost is spend against the budgets over the same report, kept current.
+    monkeypatch.setattr(magics, "rich_frontend", lambda: True)
+    monkeypatch.setattr(widgets_base, "rich_frontend", lambda: True)
+    view = shell.run_line_magic("vast", "cost --by team")
+    assert isinstance(view, CostView) and isinstance(view.widget, ipywidgets.VBox)
+    assert view.report.frame is not None and view.report.frame["team"].tolist() == ["ml"]
+    assert [s.name for s in view.spend.standings] == ["ml"] and view.spend.standings[0].spent > 0
+    assert shell.run_line_magic("vast", "cost --by team") is view  # shown again: the same view
     assert "jobs:" in text and "curve" in text and "succeeded" in text
     assert "job curve: loss, 12 reported points, last 0.08333 at step 12, 3 checkpoints" in text
     assert "ml: $" in text and "of $20.00" in text

@@ -11,6 +11,7 @@ Bad arguments raise IPython's ``UsageError`` (a message, never a traceback), and
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 import sys
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from vastnb.front import costcommands
 from vastnb.front.cellvars import cell_push, free_names, names
 from vastnb.front.commands import Command, add_arguments, commands, find
 from vastnb.front.jobmagics import JobMagicsMixin
+from vastnb.front.widgets.base import rich_frontend
 from vastnb.lifecycle.box import Box
 from vastnb.offload import CellResult, RemoteTask
 from vastnb.offload.cells import CELL_NAME
@@ -241,7 +243,14 @@ class VastMagics(JobMagicsMixin, Magics):
         frame = costcommands.report(self.client, args)
         if args.csv:
             print(costcommands.save_csv(frame, args.csv))
-        return frame
+        if not rich_frontend():  # nbval, a terminal IPython: the report itself
+            return frame
+        from vastnb.front.widgets.dashboard import SPEND_EVERY, live_view
+        from vastnb.front.widgets.spend import CostView
+
+        title = f"cost {' '.join(words)}".strip()
+        read = functools.partial(costcommands.report, self.client, args)
+        return live_view(self.client, title, lambda: CostView(self.client, read, title=title), SPEND_EVERY)
 
     def _forget(self, name: str) -> None:
         self.boxes.pop(name, None)

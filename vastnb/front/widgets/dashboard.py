@@ -19,7 +19,7 @@ from traitlets import Unicode
 from vastnb.front.widgets.base import View, rich_frontend
 from vastnb.front.widgets.curve import MetricCurve
 from vastnb.front.widgets.live import LiveBoxes, live_boxes
-from vastnb.front.widgets.spend import SpendView, Standing, standings
+from vastnb.front.widgets.spend import spend_view
 from vastnb.front.widgets.table import TableView
 
 if TYPE_CHECKING:
@@ -76,16 +76,6 @@ def live_view(client: Client, key: str, make: Callable[[], T], every: float) -> 
 def jobs_view(client: Client, *, rich: bool | None = None) -> TableView:
     """Every job of the client's market, as ``vast.jobs()`` has them."""
     return TableView(client.jobs, title="jobs", empty="no jobs yet: vast.submit(...) or %%vast job", rich=rich)
-
-
-def spend_view(client: Client, *, rich: bool | None = None) -> SpendView:
-    """Each budget this month against its limit, as ``vast.budgets()`` has them."""
-    return SpendView(lambda: _standings(client), rich=rich)
-
-
-def _standings(client: Client) -> list[Standing]:
-    entries = {(b.team, b.project): b.alert_thresholds for b in client.budget_entries()}
-    return standings(client.budgets(), lambda team, project: entries.get((team, project), ()))
 
 
 class Source:

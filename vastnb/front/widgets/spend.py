@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING
 from traitlets import List, Unicode
 
 from vastnb.front.widgets.base import View, describe
+from vastnb.front.widgets.table import TableView
 
 if TYPE_CHECKING:
     import ipywidgets
     import pandas as pd
 
-__all__ = ["SpendView", "Standing"]
+    from vastnb.client import Client
+
+__all__ = ["SpendView", "Standing", "CostView", "spend_view"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,16 @@ def standings(budgets: pd.DataFrame, thresholds: Callable[[str, str | None], Seq
             )
         )
     return out
+
+
+def spend_view(client: Client, *, rich: bool | None = None) -> SpendView:
+    """Each budget of ``client`` this month against its limit, as ``vast.budgets()`` has them."""
+
+    def read() -> list[Standing]:
+        entries = {(b.team, b.project): b.alert_thresholds for b in client.budget_entries()}
+        return standings(client.budgets(), lambda team, project: entries.get((team, project), ()))
+
+    return SpendView(read, rich=rich)
 
 
 class SpendView(View):
@@ -115,3 +128,29 @@ class SpendView(View):
             rows.append(row)
         self._rows.children = rows or [w.HTML("<i>no budgets (budgets.yaml beside the profiles)</i>")]
         self._error.value = f"<span style='color:crimson'>{html.escape(self.error)}</span>" if self.error else ""
+
+
+class CostView(View):
+    """``%vast cost`` in a notebook: spend against every budget over a cost report (what
+    ``read()`` returns, as ``vast.costs(...)`` does), both kept current."""
+
+    def __init__(self, client: Client, read: Callable[[], pd.DataFrame], *, title: str, rich: bool | None = None):
+        self.spend = spend_view(client, rich=rich)
+        self.report = TableView(read, title=title, empty="nothing spent in this window", rich=rich)
+        super().__init__(rich)
+
+    def refresh(self) -> None:
+        self.spend.refresh()
+        self.report.refresh()
+
+    def __repr__(self) -> str:
+        return f"{self.spend!r}\n{self.report!r}"
+
+    def _build(self) -> ipywidgets.Box:
+        import ipywidgets as w
+
+        assert self.spend.widget is not None and self.report.widget is not None
+        return w.VBox([self.spend.widget, self.report.widget])
+
+    def _draw(self) -> None:
+        pass  # its parts draw themselves
