@@ -85,14 +85,15 @@ class Source:
     def __init__(self, client: Client, job: str | None = None, url: str | None = None) -> None:
         self.client, self.job, self.url = client, job, url
         self._handle: Job | None = None
+        self._handle_of: str | None = None  # the job name it was made for
         self.saved: pd.DataFrame | None = None  # the checkpoints as last listed
 
     def handle(self) -> Job | None:
         """The selected job's handle (kept: it reads the job's metrics as they grow)."""
         if not self.job:
             return None
-        if self._handle is None or self._handle.name != self.job:
-            self._handle = self.client.job(self.job)
+        if self._handle is None or self._handle_of != self.job:
+            self._handle, self._handle_of = self.client.job(self.job), self.job
         return self._handle
 
     @property
@@ -244,8 +245,7 @@ class Dashboard(View):
     def read_log(self) -> None:
         """The last lines the selected job printed (its metrics lines taken out)."""
         handle = self.source.handle()
-        text = handle.logs() if handle is not None else ""
-        tail = "".join(text.splitlines(keepends=True)[-LOG_LINES:])
+        tail = handle.tail(LOG_LINES) if handle is not None else ""  # its latest attempt's, read from the end
         if tail != self.log_tail:
             self.log_tail = tail
             if self.rich:
