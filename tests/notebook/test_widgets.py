@@ -308,15 +308,16 @@ def test_a_box_has_one_card_and_it_follows_a_destroy_from_another_process(client
     live = LiveBoxes(client, store_every=0.05, market_every=3600.0)  # the state store only
     box = client.launch("dev-test", name="shared")
     card = live.card(box, rich=True)
+    poller = live._thread
     assert live.card(box) is card and live.live() == [card]  # %vast launch and %vast status: one card
     cli = [str(Path(sys.executable).with_name("vastnb")), "down", "shared"]  # the command, as a user types it
     subprocess.run(cli, env={**os.environ, "VASTNB_BACKEND": "sim"}, check=True, capture_output=True, timeout=120)
     wait_until(lambda: card.state == "destroyed", "the card shows the destroy made by `vastnb down`")
     assert card.stop_button.disabled and card.destroy_button.disabled and card.error == ""
     assert live.live() == []
-    assert live._thread is not None
-    live._thread.join(10)
-    assert not live._thread.is_alive()  # nothing left to follow: the poller ends
+    assert poller is not None
+    poller.join(10)
+    assert not poller.is_alive() and live._thread is None  # nothing left to follow: the poller ends
 
 
 def test_a_stop_from_anywhere_in_the_kernel_shows_on_the_card(client: Client) -> None:

@@ -43,7 +43,8 @@ MARKET_EVERY = 15.0  # seconds between reads of the market
 
 
 class LiveBoxes:
-    """The cards of one client's boxes (see the module doc)."""
+    """The live views of one client in this kernel: its boxes' cards, and the views that
+    follow its poller (see the module doc)."""
 
     def __init__(self, client: Client, *, store_every: float = STORE_EVERY, market_every: float = MARKET_EVERY) -> None:
         self.client, self.store_every, self.market_every = client, store_every, market_every
@@ -139,14 +140,19 @@ class LiveBoxes:
         """Read the market now rather than at the next turn."""
         self._wake.set()
 
-    def _busy(self) -> bool:
+    def _still_needed(self) -> bool:
+        """Whether the poller goes on; when not, it is forgotten in the same breath, so that
+        a card or view added meanwhile starts a new one (never one that is ending)."""
         with self._lock:
-            followed = bool(self._followers)
-        return not self.client.closed and (followed or bool(self.live()))
+            live = any(card.state != "destroyed" for card in self.cards.values())
+            if not self.client.closed and (live or self._followers):
+                return True
+            self._thread = None
+            return False
 
     def _run(self) -> None:
         waited = 0.0
-        while self._busy():
+        while self._still_needed():
             woken = self._wake.wait(self.store_every)
             self._wake.clear()
             waited += self.store_every
