@@ -10,7 +10,7 @@ from traitlets import HasTraits
 if TYPE_CHECKING:
     import ipywidgets
 
-__all__ = ["View", "rich_frontend", "describe"]
+__all__ = ["View", "Column", "rich_frontend", "describe"]
 
 
 def rich_frontend() -> bool:
@@ -66,3 +66,27 @@ class View(HasTraits):
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(repr(self))
+
+
+class Column(View):
+    """Views shown one above the other, each drawing itself; :meth:`refresh` re-reads them in
+    order, and the text is theirs, one after another."""
+
+    def __init__(self, parts: list[Any], rich: bool | None) -> None:
+        self.parts = parts
+        super().__init__(rich)
+
+    def refresh(self) -> None:
+        for part in self.parts:
+            part.refresh()
+
+    def __repr__(self) -> str:
+        return "\n".join(repr(part) for part in self.parts)
+
+    def _build(self) -> ipywidgets.Box:
+        import ipywidgets as w
+
+        return w.VBox([part.widget for part in self.parts])
+
+    def _draw(self) -> None:
+        pass  # its parts draw themselves

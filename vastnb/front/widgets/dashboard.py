@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from traitlets import Unicode
 
-from vastnb.front.widgets.base import View, rich_frontend
+from vastnb.front.widgets.base import Column, View, rich_frontend
 from vastnb.front.widgets.curve import MetricCurve
 from vastnb.front.widgets.live import LiveBoxes, live_boxes
 from vastnb.front.widgets.spend import spend_view
@@ -133,7 +133,7 @@ def latest_job(client: Client) -> str | None:
     return str(jobs["name"].iloc[-1]) if len(jobs) else None
 
 
-class CheckpointsView(View):
+class CheckpointsView(Column):
     """A source's metric curve over its checkpoints (step, time, size, metrics), as
     ``%vast checkpoints`` shows it alone and the dashboard in a tab."""
 
@@ -146,24 +146,12 @@ class CheckpointsView(View):
             source.checkpoints, title=f"checkpoints of {source.title}", empty="no checkpoints yet", rich=rich
         )
         self.curve = MetricCurve(source.metrics, title=source.title, rich=rich)
-        super().__init__(rich)
+        super().__init__([self.curve, self.table], rich)
 
     def refresh(self) -> None:
         self.curve.title, self.table.title = self.source.title, f"checkpoints of {self.source.title}"
-        self.table.refresh()
+        self.table.refresh()  # first: the curve draws its listing
         self.curve.refresh()
-
-    def __repr__(self) -> str:
-        return f"{self.curve!r}\n{self.table!r}"
-
-    def _build(self) -> ipywidgets.Box:
-        import ipywidgets as w
-
-        assert self.curve.widget is not None and self.table.widget is not None
-        return w.VBox([self.curve.widget, self.table.widget])
-
-    def _draw(self) -> None:
-        pass  # its parts draw themselves
 
 
 class Dashboard(View):

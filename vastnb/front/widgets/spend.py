@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from traitlets import List, Unicode
 
-from vastnb.front.widgets.base import View, describe
+from vastnb.front.widgets.base import Column, View, describe
 from vastnb.front.widgets.table import TableView
 
 if TYPE_CHECKING:
@@ -130,27 +130,11 @@ class SpendView(View):
         self._error.value = f"<span style='color:crimson'>{html.escape(self.error)}</span>" if self.error else ""
 
 
-class CostView(View):
+class CostView(Column):
     """``%vast cost`` in a notebook: spend against every budget over a cost report (what
     ``read()`` returns, as ``vast.costs(...)`` does), both kept current."""
 
     def __init__(self, client: Client, read: Callable[[], pd.DataFrame], *, title: str, rich: bool | None = None):
         self.spend = spend_view(client, rich=rich)
         self.report = TableView(read, title=title, empty="nothing spent in this window", rich=rich)
-        super().__init__(rich)
-
-    def refresh(self) -> None:
-        self.spend.refresh()
-        self.report.refresh()
-
-    def __repr__(self) -> str:
-        return f"{self.spend!r}\n{self.report!r}"
-
-    def _build(self) -> ipywidgets.Box:
-        import ipywidgets as w
-
-        assert self.spend.widget is not None and self.report.widget is not None
-        return w.VBox([self.spend.widget, self.report.widget])
-
-    def _draw(self) -> None:
-        pass  # its parts draw themselves
+        super().__init__([self.spend, self.report], rich)
