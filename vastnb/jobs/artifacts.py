@@ -112,7 +112,7 @@ class JobFiles:
                 f.seek(offset)
                 data = f.read(size - offset)
             whole = data.rfind(b"\n") + 1  # whole lines only: a cut UTF-8 character waits too
-            found = found + reader.feed(data[:whole].decode("utf-8", errors="replace"))[1]
+            found.extend(reader.feed(data[:whole].decode("utf-8", errors="replace"))[1])
             self._read[attempt] = (offset + whole, reader, found)
         return [(attempt, metric) for attempt in sorted(self._read) for metric in self._read[attempt][2]]
 

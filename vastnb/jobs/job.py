@@ -115,8 +115,8 @@ class Job:
 
     def metrics(self) -> pd.DataFrame:
         """What the job reported with ``vastnb_worker.report(step, loss=...)``, as it runs:
-        one row per report, ``attempt``, ``step`` and a column per metric (``rank`` too when
-        ranks other than 0 reported)."""
+        one row per report, ``attempt``, ``step`` and a column per metric (``rank`` too for a
+        job in ranks)."""
         return metric_frame(({"attempt": attempt}, metric) for attempt, metric in self._files.metrics())
 
     def follow(self, *, poll: float = 0.5) -> JobState:
