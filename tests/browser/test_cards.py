@@ -7,7 +7,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import httpx
+
 from .lab import Lab, Notebook, notebook, text
+
+NOTE = "live until its kernel stopped at"
 
 CELLS = [
     "%load_ext vastnb",
@@ -49,4 +53,20 @@ def test_a_launch_ticks_live_leaves_its_record_and_every_card_follows_the_box(la
         nb.wait(lambda c=card: "● destroyed" in text(c), 30, f"the card in cell {index} to follow the box")
         assert not nb.cell(index).locator("button:has-text('Destroy')").is_enabled()
     nb.shot("3-destroyed")
+
+    # The kernel shuts down: each card becomes what it last showed, with a note, in place.
+    (kernel,) = lab.kernels()
+    httpx.delete(f"{lab.url}/api/kernels/{kernel['id']}", params={"token": lab.token}, timeout=30).raise_for_status()
+    for index in (1, 2):
+        output = nb.cell(index).locator(".jp-OutputArea")
+        nb.wait(lambda o=output: NOTE in text(o), 30, f"the card in cell {index} to say its kernel stopped")
+        assert "● destroyed" in text(output) and output.locator("button").count() == 0
+    # Saved and opened again (a new kernel, which knows none of the old widgets), the notebook
+    # shows those last states and notes, not "Error displaying widget: model not found".
+    page.keyboard.press("Control+s")
+    nb.wait(lambda: NOTE in (lab.root / "cards.ipynb").read_text(), 30, "the notebook to be saved")
+    again = Notebook(lab, page, "cards.ipynb")
+    outputs = text(page.locator(".jp-Notebook"))
+    assert outputs.count(NOTE) == 2 and "model not found" not in outputs and "Launch of dev-test: ready" in outputs
+    again.shot("4-kernel-gone")
     assert page.errors == []

@@ -14,6 +14,7 @@ import cloudpickle
 import ipywidgets
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
 
 from vastnb import Client
 from vastnb.front import magics
@@ -70,7 +71,7 @@ def test_a_job_s_reports_and_checkpoints_reach_the_dashboard_as_it_runs(
         train, args=(12, str(gate)), profile="dev-test", name="curve", checkpoint=str(tmp_path / "ckpt"), team="ml"
     )
     live = LiveBoxes(vast, store_every=0.05, market_every=0.5)
-    board = Dashboard(vast, rich=True, live=live)
+    board = live.shared("dashboard", lambda: Dashboard(vast, rich=True, live=live))
     assert board.job == "curve"  # the latest job, chosen by default
     assert isinstance(board.widget, ipywidgets.VBox)
 
@@ -100,7 +101,18 @@ def test_a_job_s_reports_and_checkpoints_reach_the_dashboard_as_it_runs(
     gate.touch()
     assert job.result(timeout=60) == pytest.approx(1.0 / 12)
     wait_for(lambda: "succeeded" in board.jobs.text, message="the job's end on the dashboard")
-    board.close()
+    # Closed, each display of it becomes its final state as static text and HTML, in place.
+    InteractiveShell.instance()  # a shell for display() to publish through
+    with capture_output() as shown:
+        board.display()
+        board.close()
+    displayed, closed = shown.outputs
+    assert "application/vnd.jupyter.widget-view+json" in displayed.data
+    assert closed.update and closed.transient["display_id"] == displayed.transient["display_id"]
+    assert set(closed.data) == {"text/plain", "text/html"}
+    assert "succeeded" in closed.data["text/plain"] and "closed at" in closed.data["text/plain"]
+    assert "succeeded" in closed.data["text/html"] and "mathjax_ignore" in closed.data["text/html"]
+    assert live.shared("dashboard", lambda: "a new one") == "a new one"  # not the closed one
 
     # Where no widget can be drawn (nbval, a terminal IPython): the DataFrames, and the text.
     shell = InteractiveShell.instance()

@@ -214,7 +214,9 @@ def test_reprs_and_frontend_detection() -> None:
     assert rich_frontend() is False  # pytest is no kernel: text unless asked
     auto = LaunchProgress("dev-test")
     assert auto.rich is False and auto.widget is None
-    assert auto._repr_mimebundle_() == {"text/plain": repr(auto)}
+    text_bundle = auto._repr_mimebundle_()
+    assert set(text_bundle) == {"text/plain", "text/html"} and text_bundle["text/plain"] == repr(auto)
+    assert "Launch of dev-test: starting" in text_bundle["text/html"] and "mathjax_ignore" in text_bundle["text/html"]
     rich = LaunchProgress("dev-test", rich=True)
     bundle = rich._repr_mimebundle_()
     assert (
@@ -287,7 +289,9 @@ def test_an_error_from_a_click_shows_on_the_card(client: Client) -> None:
 def test_text_card_is_one_summary_line(client: Client, capsys: pytest.CaptureFixture[str]) -> None:
     box = client.launch("dev-test", name="plain")
     card = StatusCard(box, rich=False)
-    assert card.widget is None and card._repr_mimebundle_() == {"text/plain": repr(card)}
+    bundle = card._repr_mimebundle_()
+    assert card.widget is None and bundle["text/plain"] == repr(card)
+    assert "application/vnd.jupyter.widget-view+json" not in bundle and "● running" in bundle["text/html"]
     assert repr(card).startswith(f"plain #{box.id}: running, ") and "\n" not in repr(card)
     card.display()  # outside IPython, display() prints the text
     assert capsys.readouterr().out == repr(card) + "\n"

@@ -136,14 +136,22 @@ class StatusCard(View):
         self.start_button.layout.display = None if self.state == "stopped" else "none"
         self.destroy_button.disabled = busy or gone
         self.refresh_button.disabled = busy
+        self._summary.value = self.summary_html()
+        self._error.value = self.error_html()
+
+    def summary_html(self) -> str:
+        """Name, id and state on a line, the figures below."""
         color = {"running": "green", "stopped": "darkorange", "destroyed": "gray"}.get(self.state, "#1565c0")
         state = html.escape(self.state + (f" ({self.busy}...)" if self.busy else ""))
         badge = " <span style='color:crimson'>SIMULATED</span>" if self.simulated else ""
-        self._summary.value = (
+        return (
             f"<b>{html.escape(self.name)}</b> #{self.instance_id} <span style='color:{color}'>● {state}</span>"
             f"{badge}<br>{' · '.join(html.escape(f) for f in self.figures())}"
             + (f" <span style='color:gray'>· {html.escape(self.note)}</span>" if self.note else "")
         )
-        self._error.value = (
-            f"<pre style='color:crimson;white-space:pre-wrap'>{html.escape(self.error)}</pre>" if self.error else ""
-        )
+
+    def error_html(self) -> str:
+        return f"<pre style='color:crimson;white-space:pre-wrap'>{html.escape(self.error)}</pre>" if self.error else ""
+
+    def html(self) -> str:
+        return f"<div>{self.summary_html()}</div>{self.error_html()}"

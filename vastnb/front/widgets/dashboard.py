@@ -11,6 +11,7 @@ after another.
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -205,9 +206,12 @@ class Dashboard(View):
             self.job = job
 
     def close(self) -> None:
-        """Stop following: the views keep what they show."""
+        """Stop following. Each display of it becomes what it shows now, as static text and
+        HTML (what a saved notebook keeps), and the next ``vast.dashboard()`` is a new one."""
         for stop in self._stops:
             stop()
+        self.live.forget(self)
+        self.end(f"closed at {time.strftime('%H:%M:%S')}: vast.dashboard() shows a live one")
 
     # -- what is read ----------------------------------------------------------------------
 
@@ -253,6 +257,12 @@ class Dashboard(View):
         return "\n".join(
             (f"vastnb dashboard{mark}", "boxes:", boxes, repr(self.jobs), repr(self.checkpoints), repr(self.spend))
         )
+
+    def html(self) -> str:
+        mark = " <span style='color:crimson'>SIMULATED</span>" if self.client.simulated else ""
+        boxes = "".join(f"<div style='margin:0.3em 0'>{card.html()}</div>" for card in self.cards) or "<i>no boxes</i>"
+        sections = (boxes, self.jobs.html(), self.checkpoints.html(), self.spend.html())
+        return f"<b>vastnb dashboard</b>{mark}" + "".join(f"<div style='margin-top:0.6em'>{s}</div>" for s in sections)
 
     # -- widgets ---------------------------------------------------------------------------
 

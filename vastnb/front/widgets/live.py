@@ -99,6 +99,11 @@ class LiveBoxes:
                 found = self._views.setdefault(key, made)
         return found
 
+    def forget(self, view: Any) -> None:
+        """``view`` is shared no more: the next ask for its key makes a new one."""
+        with self._lock:
+            self._views = {key: found for key, found in self._views.items() if found is not view}
+
     def _start(self) -> None:
         # Under self._lock.
         if self._thread is None or not self._thread.is_alive():

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from traitlets import Bool, Instance as InstanceOf, List, Unicode
 
-from vastnb.front.widgets.base import View, describe
+from vastnb.front.widgets.base import View, describe, shown, static_html
 from vastnb.lifecycle.launch import LaunchEvent
 
 if TYPE_CHECKING:
@@ -137,10 +137,21 @@ class LaunchProgress(View):
 
             bundle = {**self.widget._repr_mimebundle_(), "text/plain": ""}
             self._handle = display(bundle, raw=True, display_id=True)
+            shown(self, self._handle)
+
+    def ended(self, note: str) -> dict[str, str] | None:
+        """At the kernel's exit, a launch still going becomes its record so far; one that
+        ended already has its record below."""
+        if self.state in ("ready", "failed"):
+            return None
+        return super().ended(note)
+
+    def html(self) -> str:
+        return f"<b>{html.escape(self.headline())}</b>{self._rows_html()}"
 
     def record(self) -> dict[str, str]:
         """The view as static text and HTML: the launch's record once it ended."""
-        return {"text/plain": repr(self), "text/html": f"<b>{html.escape(self.headline())}</b>{self._rows_html()}"}
+        return {"text/plain": repr(self), "text/html": static_html(self.html())}
 
     def _rows_html(self) -> str:
         return "<div style='line-height:1.6'>" + "".join(f"<div>{row.html()}</div>" for row in self.rows()) + "</div>"

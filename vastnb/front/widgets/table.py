@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from traitlets import Unicode
 
@@ -67,11 +67,9 @@ class TableView(View):
     def __repr__(self) -> str:
         return f"{self.title}:\n{self.text}" + (f"\n  error: {self.error}" if self.error else "")
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        # Where the widget cannot be drawn (a notebook read on GitHub, untrusted), the table.
-        data = super()._repr_mimebundle_(include, exclude)
-        data["text/html"] = f"<b>{html.escape(self.title)}</b><br>{self.table or html.escape(self.empty)}"
-        return data
+    def html(self) -> str:
+        error = f"<br><span style='color:crimson'>{html.escape(self.error)}</span>" if self.error else ""
+        return f"<b>{html.escape(self.title)}</b><br>{self.table or html.escape(self.empty)}{error}"
 
     def _build(self) -> ipywidgets.Box:
         import ipywidgets as w
