@@ -16,9 +16,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-import pandas as pd
-
 from vastnb.backends import open_backend
 from vastnb.backends.base import Backend, BoxOptions
 from vastnb.base.config import find_api_key, vastnb_home
@@ -39,6 +36,9 @@ from vastnb.profiles.budgets import Budget
 from vastnb.profiles.profile import Profile, get_profile, load_profiles
 
 if TYPE_CHECKING:
+    import httpx
+    import pandas as pd
+
     from vastnb.front.widgets.dashboard import Dashboard
     from vastnb.sim import SimConfig, Simulator
 
@@ -355,6 +355,8 @@ class Client(CostsMixin, JobsMixin):
     def _frame(
         self, rows: Sequence[dict[str, Any]], *, index: str, market: bool = True, columns: Sequence[str] | None = None
     ) -> pd.DataFrame:
+        import pandas as pd
+
         frame = pd.DataFrame(list(rows), columns=list(columns) if columns else None)
         if not frame.empty or columns:
             frame = frame.set_index(index)

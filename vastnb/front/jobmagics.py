@@ -11,12 +11,20 @@ from typing import TYPE_CHECKING, Any
 from vastnb.front.cellvars import cell_push, names
 from vastnb.front.jobcommands import job_settings
 from vastnb.front.notices import told_as
-from vastnb.front.widgets.base import rich_frontend
 
 if TYPE_CHECKING:
     from vastnb.client import Client
 
-__all__ = ["JobMagicsMixin"]
+__all__ = ["JobMagicsMixin", "rich_frontend"]
+
+
+def rich_frontend() -> bool:
+    """True when widgets can be drawn (:func:`vastnb.front.widgets.base.rich_frontend`), asked
+    when a subcommand shows something: the widgets package, which imports the lifecycle and
+    the offload sessions, loads then, not with ``%load_ext vastnb``."""
+    from vastnb.front.widgets import base
+
+    return base.rich_frontend()
 
 
 class JobMagicsMixin:

@@ -15,22 +15,24 @@ import functools
 import shlex
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from vastnb.client import Client
 from vastnb.errors import VastError
 from vastnb.front import costcommands
 from vastnb.front.cellvars import cell_push, free_names, names
 from vastnb.front.commands import Command, add_arguments, commands, find
-from vastnb.front.jobmagics import JobMagicsMixin
-from vastnb.front.widgets.base import rich_frontend
-from vastnb.lifecycle.box import Box
-from vastnb.offload import CellResult, RemoteTask
-from vastnb.offload.cells import CELL_NAME
+from vastnb.front.jobmagics import JobMagicsMixin, rich_frontend
+
+if TYPE_CHECKING:
+    # The client and what it brings (pandas, httpx, the offload sessions, the widgets) load on
+    # the first %vast line that needs them: %load_ext vastnb stays light (tests/test_imports.py).
+    from vastnb.client import Client
+    from vastnb.lifecycle.box import Box
+    from vastnb.offload import RemoteTask
 
 __all__ = ["VastMagics", "load_ipython_extension", "free_names", "build_parsers"]  # free_names: tests
 
@@ -56,20 +58,23 @@ def _spelling(command: Command) -> str:
     return f"%%vast {command.name}" if command.cell else f"%vast {command.name}"
 
 
+def build_parser(command: Command) -> _Parser:
+    """The parser of one ``%vast`` subcommand. Its help is the API call's docstring (reading
+    it imports the client); its last line names the command's other spellings (aliases)."""
+    also = ", ".join(f"%vast {alias}" for alias in command.aliases)
+    parser = _Parser(
+        prog=f"%vast {command.name}",
+        description=command.doc(),
+        epilog=f"Also spelled {also}." if also else None,
+        add_help=False,
+    )
+    add_arguments(parser, command, "magic")
+    return parser
+
+
 def build_parsers() -> dict[str, _Parser]:
-    """A parser for each ``%vast`` subcommand of the command table, by name. Its help is the
-    API call's docstring; its last line names the command's other spellings (aliases)."""
-    parsers: dict[str, _Parser] = {}
-    for command in commands("magic"):
-        also = ", ".join(f"%vast {alias}" for alias in command.aliases)
-        parsers[command.name] = parser = _Parser(
-            prog=f"%vast {command.name}",
-            description=command.doc(),
-            epilog=f"Also spelled {also}." if also else None,
-            add_help=False,
-        )
-        add_arguments(parser, command, "magic")
-    return parsers
+    """A parser for each ``%vast`` subcommand of the command table, by name."""
+    return {command.name: build_parser(command) for command in commands("magic")}
 
 
 @magics_class
@@ -103,13 +108,17 @@ class VastMagics(JobMagicsMixin, Magics):
             "dashboard": self._dashboard,
             "cost": self._cost,
         }
-        self._parsers = build_parsers()
-        assert self._handlers.keys() == self._parsers.keys(), "a %vast subcommand of the table without its handler"
+        self._parsers: dict[str, _Parser] = {}  # each made on its first use: see _parser
+        assert self._handlers.keys() == {c.name for c in commands("magic")}, (
+            "a %vast subcommand of the table without its handler"
+        )
 
     @property
     def client(self) -> Client:
         """The notebook's client, made on first use (``vast`` with an API key, else ``sim``)."""
         if self._client is None:
+            from vastnb.client import Client
+
             self._client = Client()
         return self._client
 
@@ -134,8 +143,18 @@ class VastMagics(JobMagicsMixin, Magics):
             )
         return self._handlers[command.name](rest, cell)
 
+    def _parser(self, name: str) -> _Parser:
+        """The parser of subcommand ``name``, made on first use: its help is read from the API's
+        docstrings, which imports the client, so ``%load_ext vastnb`` makes none."""
+        parser = self._parsers.get(name)
+        if parser is None:
+            command = find(name, "magic")
+            assert command is not None and command.name == name, name
+            parser = self._parsers[name] = build_parser(command)
+        return parser
+
     def _parse(self, command: str, words: list[str]) -> argparse.Namespace:
-        return self._parsers[command].parse_args(words)
+        return self._parser(command).parse_args(words)
 
     # -- subcommands ----------------------------------------------------------------------
 
@@ -146,7 +165,7 @@ class VastMagics(JobMagicsMixin, Magics):
             command = find(args.command, "magic")
             if command is None:
                 raise UsageError(f"no %vast subcommand {args.command!r}")
-            print(self._parsers[command.name].format_help().replace("usage: ", "", 1).rstrip())
+            print(self._parser(command.name).format_help().replace("usage: ", "", 1).rstrip())
             return
         for command in commands("magic"):
             also = f" (also spelled %vast {', '.join(command.aliases)})" if command.aliases else ""
@@ -261,6 +280,8 @@ class VastMagics(JobMagicsMixin, Magics):
         args = self._parse("follow", words)
         task = self.tasks.get(args.task)
         if task is None:
+            from vastnb.offload import RemoteTask
+
             task = RemoteTask(self._box(args.on).session, args.task, cell=True)
         return self._show(task.result())
 
@@ -292,6 +313,8 @@ class VastMagics(JobMagicsMixin, Magics):
 
     def _show(self, result: Any, *, quiet: bool = False) -> Any:
         """Pulled names into the notebook; the last expression's value, to display."""
+        from vastnb.offload.cells import CellResult
+
         if not isinstance(result, CellResult):
             return result  # a function's value
         self.shell.user_ns.update(result)
@@ -299,6 +322,8 @@ class VastMagics(JobMagicsMixin, Magics):
 
     def _cell_name(self) -> str:
         """How IPython names the running cell in tracebacks: ``Cell In[3]``."""
+        from vastnb.offload.cells import CELL_NAME
+
         running = getattr(self.shell.displayhook, "exec_result", None)
         count = getattr(running, "execution_count", None)
         return f"Cell In[{count}]" if count else CELL_NAME
