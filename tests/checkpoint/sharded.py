@@ -59,6 +59,9 @@ def main(url: str, endpoint: str, steps: int, every: int, out: str) -> None:
     whole = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if dist.is_main():
         torch.save(whole, out)
+    # Left to the interpreter's exit, gloo's threads can abort a rank ("terminate called
+    # without an active exception"), and the launcher fails the run.
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
