@@ -11,7 +11,6 @@ Bad arguments raise IPython's ``UsageError`` (a message, never a traceback), and
 from __future__ import annotations
 
 import argparse
-import functools
 import shlex
 import sys
 from collections.abc import Callable
@@ -268,7 +267,9 @@ class VastMagics(JobMagicsMixin, Magics):
         from vastnb.front.widgets.spend import CostView
 
         title = f"cost {' '.join(words)}".strip()
-        read = functools.partial(costcommands.report, self.client, args)
+        def read() -> Any:  # for reading, as the CLI prints it: dollars to four decimals
+            return costcommands.rounded(costcommands.report(self.client, args))
+
         return live_view(self.client, title, lambda: CostView(self.client, read, title=title), SPEND_EVERY)
 
     def _forget(self, name: str) -> None:
