@@ -55,6 +55,8 @@ ATTACKS = {
     "os.system": lambda: b"cos\nsystem\n(S'echo pwned'\ntR.",
     "an object dtype": lambda: pickle.dumps(np.array([None, 1], dtype=object), protocol=5),
     "a structured dtype": lambda: pickle.dumps(np.zeros(2, dtype=[("a", "f8"), ("b", "i4")]), protocol=5),
+    # A memo index far beyond what was stored: CPython would zero-fill 16 GiB for it.
+    "a memo index of 2**30": lambda: b"\x80\x05N" + b"r" + (2**30).to_bytes(4, "little") + b".",
     "a shape the buffer does not fill": lambda: pickle.dumps(
         Reduced(NUMERIC._frombuffer, (bytearray(16), np.dtype("f8"), (10**6,), "C")), protocol=5
     ),

@@ -18,6 +18,10 @@ arguments before anything is built:
 
 No module is imported because a pickle names it (numpy and torch are imported only when an
 array or tensor is actually rebuilt). Anything else is refused with :class:`Refused`.
+
+Before any of it, the opcodes are read once (``pickletools``, nothing built) for memo indexes
+beyond the values stored so far: CPython's unpickler grows its memo to twice the index asked
+for and zero-fills it, so a 20-byte pickle could make it fill gigabytes.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import fractions
 import io
 import math
 import pickle
+import pickletools
 import re
 from collections.abc import Sequence
 from typing import Any, Callable, Optional
@@ -81,6 +86,7 @@ class SafeUnpickler(pickle.Unpickler):
         self, file: Any, *, buffers: Sequence[Any] = (), extra: Optional[dict[tuple[str, str], Any]] = None
     ) -> None:
         super().__init__(file, buffers=buffers)
+        self._file = file
         self._extra = extra or {}
         self._stand_ins = False  # whether the pickle named what leaves stand-ins to settle
 
@@ -92,8 +98,32 @@ class SafeUnpickler(pickle.Unpickler):
         return found
 
     def load(self) -> Any:
+        start = self._file.tell()
+        _check_memo(self._file)
+        self._file.seek(start)
         value = super().load()
         return settled(value) if self._stand_ins else value  # plain data needs no second walk
+
+
+_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
+def _check_memo(file: Any) -> None:
+    """Refuse a memo index beyond the values stored so far (see the module doc). A pickle
+    the scan cannot read is left to the unpickler, which says what is wrong with it."""
+    stored = 0
+    try:
+        for opcode, arg, _ in pickletools.genops(file):
+            if opcode.name == "MEMOIZE":
+                stored += 1
+            elif opcode.name in _PUTS:
+                if not isinstance(arg, int) or arg > stored:
+                    raise Refused(f"memo index {arg}", f"only {stored} values were stored before it")
+                stored = max(stored, arg + 1)
+    except Refused:
+        raise
+    except Exception:  # noqa: BLE001 - not a pickle genops can read: load() reports it
+        return
 
 
 def settled(value: Any) -> Any:
