@@ -10,8 +10,8 @@ import pytest
 
 from . import chaos
 
-PLAIN_SEEDS = range(20)
-TORCH_SEEDS = (100, 101)
+PLAIN_SEEDS = range(12)  # bench/chaos.py runs more; these are the suite's share
+TORCH_SEEDS = (100,)
 EVERY = 8
 
 

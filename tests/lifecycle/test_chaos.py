@@ -17,7 +17,7 @@ from vastnb import Client
 from . import children
 from .conftest import billing
 
-KILLS = 50
+KILLS = 30
 
 JOB = """
 sys.stdin.readline()  # started early, so the next child's imports overlap this one's run

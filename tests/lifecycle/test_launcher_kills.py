@@ -26,7 +26,7 @@ from vastnb.sim import Market, Simulator
 
 from . import children
 
-RUNS = 3  # per launcher and signal: the dev-test profile has four offers on the simulated market
+RUNS = 2  # per launcher and signal: the dev-test profile has four offers on the simulated market
 SILENCE_S = 1800.0  # the default: what a box waits without vastnb before it ends itself
 WAIT = 60.0
 
