@@ -267,6 +267,7 @@ class VastMagics(JobMagicsMixin, Magics):
         from vastnb.front.widgets.spend import CostView
 
         title = f"cost {' '.join(words)}".strip()
+
         def read() -> Any:  # for reading, as the CLI prints it: dollars to four decimals
             return costcommands.rounded(costcommands.report(self.client, args))
 
