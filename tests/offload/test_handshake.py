@@ -110,6 +110,17 @@ def test_a_stale_idle_worker_steps_aside(box: Session, transport: Transport) -> 
     assert len(daemon_pids(str(transport.home), ("daemon",))) == 1
 
 
+def test_a_call_sent_behind_a_refused_hello_runs_once_on_the_next_worker(
+    box: Session, transport: Transport, tmp_path: Path
+) -> None:
+    # The first call of a connection travels right behind HELLO, before the answer: the stale
+    # worker refuses the session without reading it, and the session sends it again.
+    start_stale_worker(transport)
+    marks = tmp_path / "marks"
+    box.call(lambda path: Path(path).open("a").write(f"{os.getpid()}\n"), str(marks))
+    assert marks.read_text().splitlines() == [str(box.connect().hello["pid"])]
+
+
 def test_a_stale_worker_tells_the_session_it_restarts(box: Session, transport: Transport, boxes: Boxes) -> None:
     old_pid = box.call(os.getpid)
     with pytest.raises(HandshakeError) as info:

@@ -2,6 +2,11 @@
 bootstrap exchange, the handshake, and a reader thread that turns the byte stream into
 frames. A blocking read is never interrupted half-way (Ctrl-C lands in whoever waits
 on the queue), so the stream never loses its place.
+
+The handshake's reply is the stream's first frame, and the reader takes it: a first task
+can follow HELLO at once (:meth:`Connection.open`'s ``first``), so that across the internet
+the first call on a new connection costs one round trip, not two. A worker that refuses
+HELLO reads nothing after it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import queue
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from vastnb.errors import ConnectionLostError, HandshakeError, TransportError
@@ -24,6 +30,7 @@ from vastnb_worker.relay import WORKER_DIED
 __all__ = ["Connection"]
 
 _CLOSED = None  # what the reader thread queues when the stream ends
+HELLO_TIMEOUT = 60.0  # seconds for a started worker to answer HELLO (a fresh one checks its GPUs first)
 
 
 class Connection:
@@ -44,22 +51,43 @@ class Connection:
         self.channel = Channel(process.stdout.fileno(), process.stdin.fileno(), max_frame=max_frame)
         self.lost_because = ""  # why the stream was given up, when the box sent something that is not a frame
         self.frames: queue.Queue[Frame | None] = queue.Queue()
-        self.hello: dict[str, Any] = {}
+        self.hello: dict[str, Any] = {}  # the worker's HELLO, once settled
         self.alive = True
         self._reader: threading.Thread | None = None  # the thread reading frames, once started
+        self._reply: Frame | None = None  # the handshake's reply, the stream's first frame
+        self._replied = threading.Event()  # set when it came, or the stream ended before it
+        self._settled = False
 
     @classmethod
     def open(
-        cls, transport: Transport, versions: dict[str, Any], *, timeout: float = 120.0, max_frame: int = MAX_FRAME
+        cls,
+        transport: Transport,
+        versions: dict[str, Any],
+        *,
+        timeout: float = 120.0,
+        max_frame: int = MAX_FRAME,
+        first: Callable[[Connection], None] | None = None,
     ) -> Connection:
         """Start the worker and shake hands, retrying (bounded by ``timeout``) while a
         new box settles: its SSH key still propagating, its sshd still starting. A frame
-        from the box over ``max_frame`` bytes ends the connection unread."""
+        from the box over ``max_frame`` bytes ends the connection unread. ``first(connection)``
+        sends a task right behind HELLO, before its answer: the worker reads it only if it
+        accepts the session (HandshakeError otherwise: send it again on the next one)."""
         deadline = time.monotonic() + timeout
         delay = 0.5
         while True:
             try:
-                return cls._open_once(transport, versions, max_frame)
+                connection = cls._open_once(transport, versions, max_frame)
+                lost: ConnectionLostError | None = None
+                if first is not None:
+                    try:
+                        first(connection)
+                    except ConnectionLostError as exc:  # a refusal ends the stream: settle() says so
+                        lost = exc
+                connection.settle(timeout=max(deadline - time.monotonic(), HELLO_TIMEOUT))
+                if lost is not None:
+                    raise lost
+                return connection
             except TransportError as exc:
                 retryable = any(p in str(getattr(exc, "stderr", "")) for p in transport.retry_patterns)
                 if not retryable or time.monotonic() + delay > deadline:
@@ -90,7 +118,11 @@ class Connection:
         connection = cls(transport, process, tail, max_frame=max_frame)
         try:
             connection._bootstrap(data)
-            connection._handshake(versions)
+            connection.channel.send(Kind.HELLO, meta={"versions": versions})
+        except ChannelClosed:
+            error = connection._fail()  # ssh's exit status and last words, before close() ends it
+            connection.close()
+            raise error from None
         except BaseException:
             connection.close()
             raise
@@ -134,22 +166,37 @@ class Connection:
                 f"unexpected answer from the worker bootstrap on {self.transport.describe()}: {answer!r}"
             )
 
-    def _handshake(self, versions: dict[str, Any]) -> None:
-        try:
-            self.channel.send(Kind.HELLO, meta={"versions": versions})
-            reply = self.channel.receive()
-        except ChannelClosed:
-            raise self._fail() from None
+    def settle(self, timeout: float = HELLO_TIMEOUT) -> dict[str, Any]:
+        """Wait for the worker's answer to HELLO: its HELLO (kept in :attr:`hello`), or
+        HandshakeError when it refused the session (``restarting``: a stale worker stepped
+        aside, and a new connection gets a fresh one), or TransportError when the stream
+        ended first. Anything sent behind HELLO was read only if this returns."""
+        if self._settled:
+            return self.hello
+        if not self._replied.wait(timeout):
+            self.close()
+            raise TransportError(
+                f"no answer to HELLO from the worker on {self.transport.describe()} in {timeout:.0f} s"
+            )
+        reply = self._reply
+        if reply is None:
+            error = self._fail()  # ssh's exit status and last words, before close() ends it
+            self.close()
+            raise error
         if reply.kind == Kind.REFUSED:
+            self.close()
             error = HandshakeError(
                 f"the worker on {self.transport.describe()} refused the session: {reply.meta.get('message')}"
             )
             error.restarting = bool(reply.meta.get("restarting"))
             raise error
-        self.hello = reply.meta
+        self.hello, self._settled = reply.meta, True
+        return self.hello
 
     def _read(self) -> None:
         try:
+            self._reply = self.channel.receive()  # HELLO or REFUSED
+            self._replied.set()
             while True:
                 self.frames.put(self.channel.receive())
         except BadFrame as exc:
@@ -159,6 +206,7 @@ class Connection:
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the session must learn the stream is over, not hang
             self.lost_because = f"reading its frames failed ({type(exc).__name__}: {exc})"
         self.alive = False
+        self._replied.set()  # no reply, if none came: settle() says why
         self.frames.put(_CLOSED)
 
     def usable(self) -> bool:

@@ -78,17 +78,24 @@ class Session:
 
     # -- connecting ---------------------------------------------------------------------
 
-    def connect(self, *, timeout: float | None = None) -> Connection:
+    def connect(self, *, timeout: float | None = None, first: Callable[[Connection], None] | None = None) -> Connection:
         """The live connection, opened (or reopened) as needed, trying for ``timeout`` s
-        (default: the session's ``connect_timeout``)."""
+        (default: the session's ``connect_timeout``). ``first(connection)`` sends a task on
+        it: on a new connection right behind HELLO (see :meth:`Connection.open`)."""
         if self._connection is not None and self._connection.usable():
+            if first is not None:
+                first(self._connection)
             return self._connection
         if self._connection is not None:
             self._connection.close()
 
         def open_connection() -> Connection:
             return Connection.open(
-                self.transport, self.versions, timeout=timeout or self.connect_timeout, max_frame=self.max_frame_bytes
+                self.transport,
+                self.versions,
+                timeout=timeout or self.connect_timeout,
+                max_frame=self.max_frame_bytes,
+                first=first,
             )
 
         try:
@@ -96,7 +103,8 @@ class Session:
         except HandshakeError as exc:
             if not getattr(exc, "restarting", False):
                 raise
-            # A stale worker from another release stepped aside; the next one is ours.
+            # A stale worker from another release stepped aside (reading nothing after HELLO,
+            # so a first task is sent again): the next one is ours.
             connection = open_connection()
         pid = connection.hello.get("pid")
         if self._worker_pid is not None and pid != self._worker_pid:
@@ -268,9 +276,8 @@ class Session:
         attached task: the id comes with its first frame, see :meth:`_wait`) and its tag,
         by which the box can name it if that frame never comes."""
         body, buffers = encode_task(payload)
-        connection = self.connect()
         tag = f"{self._tag}.{next(self._tags)}"
-        connection.send(kind, 0, {"detach": detach, "tag": tag}, body, buffers)
+        connection = self.connect(first=lambda c: c.send(kind, 0, {"detach": detach, "tag": tag}, body, buffers))
         if not detach:
             return connection, 0, tag
         return connection, self._expect(connection, Kind.ACCEPTED).task, tag
@@ -280,8 +287,9 @@ class Session:
     ) -> int:
         """Start a task encoded earlier (by :func:`encode_task`, perhaps in another
         process: a job's), detached, with ``meta`` beside it; its id on the box."""
-        connection = self.connect()
-        connection.send(kind, 0, {**meta, "detach": True, "tag": tag}, body, list(buffers))
+        connection = self.connect(
+            first=lambda c: c.send(kind, 0, {**meta, "detach": True, "tag": tag}, body, list(buffers))
+        )
         return self._expect(connection, Kind.ACCEPTED).task
 
     def _find(self, tag: str) -> int | None:
