@@ -226,3 +226,33 @@ def test_transports_are_one_code_path() -> None:
     argv = ssh.argv(["d", "1"])
     assert argv[0] == "ssh" and "-oBatchMode=yes" in argv and "root@203.0.113.7" in argv
     assert argv[-1].startswith("python3 -I -c ") and argv[-1].endswith(" '~/.cache/vastnb' d 1")
+
+
+# -- the box's report --------------------------------------------------------------------------
+
+SLOW_SMI = """#!/bin/sh
+while [ ! -e {gate} ]; do sleep 0.05; done
+case "$1" in
+  --query-gpu=*) echo "0, NVIDIA A100-SXM4-80GB, 81920, 1, 0, 31" ;;
+  *) echo "| NVIDIA-SMI 550.54.15   Driver Version: 550.54.15   CUDA Version: 12.4 |" ;;
+esac
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the fake nvidia-smi is a shell script")
+def test_the_worker_answers_before_nvidia_smi_and_the_report_comes_when_asked(boxes: Boxes, tmp_path: Path) -> None:
+    gate, tools = tmp_path / "gate", tmp_path / "bin"
+    tools.mkdir()
+    (tools / "nvidia-smi").write_text(SLOW_SMI.format(gate=gate))
+    (tools / "nvidia-smi").chmod(0o755)
+    environment = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"}
+    session = boxes.session(boxes.transport("local", environment=environment))
+    # nvidia-smi hangs until the gate opens: the session is served all the same, and its
+    # HELLO says the report is not made yet.
+    assert session.call(os.getpid) == session.connect().hello["pid"]
+    assert session.connect().hello["health"] is None
+    gate.touch()
+    report = session.health  # asked of the worker, which waits for its report
+    assert [gpu["name"] for gpu in report["gpus"]] == ["NVIDIA A100-SXM4-80GB"]
+    assert (report["cuda_driver"], report["python"][:4]) == ("550.54.15", THIS_PYTHON[:4])
+    session.restart_worker()

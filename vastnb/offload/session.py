@@ -30,6 +30,7 @@ from vastnb.offload.sourcemap import SOURCES
 from vastnb.offload.transport import Transport
 from vastnb.offload.zipapp import worker_zipapp
 from vastnb_worker import __version__ as worker_version, protocol
+from vastnb_worker.health import measured
 from vastnb_worker.protocol import Frame, Kind
 
 __all__ = ["Session", "encode_task"]
@@ -118,8 +119,13 @@ class Session:
 
     @property
     def health(self) -> dict[str, Any]:
-        """The box's report at the handshake: Python, cloudpickle, torch, CUDA, GPUs, memory, disk."""
-        return dict(self.connect().hello.get("health") or {})
+        """The box's report, made as its worker started: Python, cloudpickle, torch, CUDA,
+        GPUs, memory, disk. (A worker answers HELLO without waiting for nvidia-smi; until
+        then, the report is asked for.)"""
+        reported = self.connect().hello.get("health")
+        if reported is None:
+            reported = self.control(measured)
+        return dict(reported or {})
 
     def close(self) -> None:
         if self._connection is not None:

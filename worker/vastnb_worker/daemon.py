@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any, Callable, ClassVar, Optional
 
-from . import __version__, protocol, watchdog
+from . import __version__, health, protocol, watchdog
 from .files import write_private
 from .link import Guard, Link, watch_relay
 from .output import Forwarder, flush_streams
@@ -66,10 +66,8 @@ class Daemon:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._in_user_code = False
-        self._health: Optional[dict] = None
-        self._health_ready = threading.Event()
         self.forwarders: list[Forwarder] = []  # set by serve(): fds 1 and 2 -> the task
-        threading.Thread(target=self._measure_health, daemon=True).start()
+        health.measure_in_background(self.home)
 
     # -- the main thread: run tasks ---------------------------------------------------------
 
@@ -143,16 +141,6 @@ class Daemon:
             return True  # our home was removed: nobody can reach us any more
         idle = self.connections == 0 and self.queue.empty() and self.current is None and not watchdog.holds_daemon()
         return idle and time.monotonic() - self.last_activity > self.idle_exit
-
-    def _measure_health(self) -> None:
-        try:
-            from .health import health
-
-            self._health = health(self.home)
-        except Exception as exc:  # noqa: BLE001 - health is a report, never a reason to fail
-            self._health = {"error": repr(exc)}
-        finally:
-            self._health_ready.set()
 
     # -- connection threads -----------------------------------------------------------------
 
@@ -238,8 +226,9 @@ class Daemon:
                 remove_pid(self.home)
                 os._exit(0)
             return False
-        self._health_ready.wait(2.0)
-        channel.send(Kind.HELLO, meta={"versions": self.versions, "health": self._health, "pid": os.getpid()})
+        # Not waiting for the report (None until measured): the session asks for it when wanted.
+        meta = {"versions": self.versions, "health": health.measured(timeout=0.0), "pid": os.getpid()}
+        channel.send(Kind.HELLO, meta=meta)
         return True
 
     def _receive(self, link: Link) -> Frame:

@@ -17,16 +17,50 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Optional
 
-__all__ = ["format_health", "health", "parse_nvidia_smi_gpus", "parse_nvidia_smi_header"]
+__all__ = [
+    "format_health",
+    "health",
+    "measure_in_background",
+    "measured",
+    "parse_nvidia_smi_gpus",
+    "parse_nvidia_smi_header",
+]
 
 #: Seconds the nvidia-smi calls may take, together: they run side by side.
 TIMEOUT = 3.0
 #: The per-GPU fields asked of nvidia-smi, in the order of the keys of each entry in `gpus`.
 GPU_QUERY = "index,name,memory.total,memory.used,utilization.gpu,temperature.gpu"
+
+_measured: Optional[dict[str, Any]] = None  # the worker's report, once measure_in_background() ends
+_ready = threading.Event()
+
+
+def measure_in_background(path: str) -> None:
+    """Measure :func:`health` once, on a thread of its own: the worker's daemon does at its
+    start, and answers HELLO without waiting for it (nvidia-smi can take seconds)."""
+
+    def measure() -> None:
+        global _measured
+        try:
+            _measured = health(path)
+        except Exception as exc:  # noqa: BLE001 - health is a report, never a reason to fail
+            _measured = {"error": repr(exc)}
+        finally:
+            _ready.set()
+
+    threading.Thread(target=measure, name="vastnb-health", daemon=True).start()
+
+
+def measured(timeout: float = TIMEOUT + 10.0) -> Optional[dict[str, Any]]:
+    """The report :func:`measure_in_background` made, waiting up to ``timeout`` s for it
+    (None if it has not ended by then, or never started)."""
+    _ready.wait(timeout)
+    return _measured
 
 
 def parse_nvidia_smi_header(text: str | None) -> dict[str, str | None]:
