@@ -30,7 +30,7 @@ from vastnb_worker.relay import WORKER_DIED
 __all__ = ["Connection"]
 
 _CLOSED = None  # what the reader thread queues when the stream ends
-HELLO_TIMEOUT = 60.0  # seconds for a started worker to answer HELLO (a fresh one checks its GPUs first)
+HELLO_TIMEOUT = 60.0  # seconds a started worker may take to answer HELLO (a stuck one is given up on)
 
 
 class Connection:
